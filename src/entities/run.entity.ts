@@ -1,0 +1,47 @@
+import { Entity, PrimaryGeneratedColumn, Column, CreateDateColumn, Index } from "typeorm";
+import { Field, ID, ObjectType, registerEnumType } from "type-graphql";
+
+export enum RunStatus {
+  RUNNING = "RUNNING",
+  FINISHED = "FINISHED",
+  FAILED = "FAILED",
+  KILLED = "KILLED",
+}
+registerEnumType(RunStatus, { name: "RunStatus", description: "Lifecycle of a tracking run." });
+
+@Entity({ name: "runs" })
+@Index(["experimentId", "startTime"])
+@ObjectType({ description: "One execution of training code: params, tags, metrics, artifacts." })
+export class Run {
+  @PrimaryGeneratedColumn("uuid")
+  @Field(() => ID)
+  id: string;
+
+  @Column({ name: "experiment_id", type: "uuid" })
+  experimentId: string;
+
+  @Column({ type: "text" })
+  @Field({ description: "Display name; generated when not given." })
+  name: string;
+
+  @Column({ type: "text" })
+  @Field(() => RunStatus, { description: "RUNNING until updateRun ends it." })
+  status: RunStatus;
+
+  @Column({ name: "start_time", type: "timestamptz" })
+  @Field({ description: "When the run started." })
+  startTime: Date;
+
+  @Column({ name: "end_time", type: "timestamptz", nullable: true })
+  @Field(() => Date, { nullable: true, description: "When the run ended; null while RUNNING." })
+  endTime: Date | null;
+
+  @Column({ name: "parent_run_id", type: "uuid", nullable: true })
+  parentRunId: string | null;
+
+  @Column({ name: "deleted_at", type: "timestamptz", nullable: true })
+  deletedAt: Date | null;
+
+  @CreateDateColumn({ name: "created_at", type: "timestamptz" })
+  createdAt: Date;
+}

@@ -1,0 +1,218 @@
+import http from "node:http";
+import express from "express";
+import { ApolloServer } from "@apollo/server";
+import { expressMiddleware } from "@as-integrations/express5";
+import { ApolloServerPluginDrainHttpServer } from "@apollo/server/plugin/drainHttpServer";
+import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/disabled";
+import { WebSocketServer } from "ws";
+import { useServer } from "graphql-ws/use/ws";
+import { GraphQLError, type GraphQLSchema } from "graphql";
+import type { Logger } from "pino";
+import type { DataSource } from "typeorm";
+import { authRequired, type Config } from "../config.js";
+import { openDatabase } from "../stores/database.js";
+import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from "../stores/embedded-postgres.js";
+import type { EventBus } from "../stores/event-bus/event-bus.js";
+import { InProcessEventBus } from "../stores/event-bus/in-process-event-bus.js";
+import { RedisEventBus } from "../stores/event-bus/redis-event-bus.js";
+import { createServices, type AppServices } from "../services/app-services.js";
+import { createLoaders } from "../services/loaders.js";
+import type { RequestContext } from "../services/context.js";
+import { DomainError } from "../services/errors.js";
+import type { Principal } from "../services/principal.js";
+import { authenticate } from "./auth.js";
+import { buildAppSchema } from "./schema.js";
+import { formatError } from "./error-mapping.js";
+import { createGraphiqlHandler } from "./graphiql.js";
+
+export interface RunningServer {
+  url: string;
+  services: AppServices;
+  stop(): Promise<void>;
+}
+
+/** Cleanup steps run in reverse order of acquisition, each at most once, errors logged. */
+class Shutdown {
+  private readonly steps: { name: string; fn: () => Promise<void> }[] = [];
+  add(name: string, fn: () => Promise<void>) {
+    this.steps.push({ name, fn });
+  }
+  async run(log: Logger) {
+    while (this.steps.length) {
+      const step = this.steps.pop()!;
+      try {
+        await step.fn();
+      } catch (err) {
+        log.error({ err: (err as Error).message, step: step.name }, "shutdown step failed");
+      }
+    }
+  }
+}
+
+function makeContext(services: AppServices, principal: Principal, log: Logger): RequestContext {
+  return { principal, services, loaders: createLoaders(services), log };
+}
+
+function authError(err: unknown): GraphQLError {
+  const message = err instanceof DomainError ? err.message : "authentication failed";
+  return new GraphQLError(message, { extensions: { code: "UNAUTHENTICATED", http: { status: 401 } } });
+}
+
+/**
+ * Starts the whole API on one port: stores, services, GraphQL over HTTP (Apollo) and WebSocket
+ * (graphql-ws), GraphiQL, health endpoints. `stop()` drains and closes everything it opened.
+ */
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  const shutdown = new Shutdown();
+  try {
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      const pg: EmbeddedPostgresHandle = await startEmbeddedPostgres(config.dataDir, log);
+      shutdown.add("embedded postgres", () => pg.stop());
+      databaseUrl = pg.url;
+      log.info({ dataDir: config.dataDir }, "embedded PostgreSQL started");
+    }
+    const db: DataSource = await openDatabase(databaseUrl, log);
+    shutdown.add("database", () => db.destroy());
+
+    let bus: EventBus;
+    if (config.redisUrl) {
+      const redisBus = new RedisEventBus(config.redisUrl, config.redisPrefix, log);
+      await redisBus.ready();
+      bus = redisBus;
+    } else {
+      bus = new InProcessEventBus();
+    }
+    shutdown.add("event bus", () => bus.close());
+
+    const services = createServices(config, log, { db, bus });
+    await bootstrapAdminToken(services, config, log);
+
+    const schema = await buildAppSchema();
+    const app = express();
+    app.disable("x-powered-by");
+    const httpServer = http.createServer(app);
+    const { url, wsCleanup } = await mountGraphql(app, httpServer, schema, services, log, shutdown);
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once("error", reject);
+      httpServer.listen(config.port, config.host, () => resolve());
+    });
+    shutdown.add("http server", async () => {
+      await wsCleanup();
+      httpServer.closeIdleConnections();
+    });
+    for (const worker of services.workers) {
+      await worker.start();
+      shutdown.add(`worker ${worker.name}`, () => worker.stop());
+    }
+    const address = httpServer.address() as import("node:net").AddressInfo;
+    const listenUrl = url.replace("PORT", String(address.port));
+    log.info({ url: listenUrl, auth: authRequired(config) ? "required" : "open" }, "mlgraph is serving GraphQL");
+    return { url: listenUrl, services, stop: () => shutdown.run(log) };
+  } catch (err) {
+    await shutdown.run(log);
+    throw err;
+  }
+}
+
+async function mountGraphql(
+  app: express.Express,
+  httpServer: http.Server,
+  schema: GraphQLSchema,
+  services: AppServices,
+  log: Logger,
+  shutdown: Shutdown,
+) {
+  const config = services.config;
+  app.get("/healthz", (_req, res) => {
+    res.json({ status: "ok" });
+  });
+  app.get("/readyz", async (_req, res) => {
+    const checks: Record<string, string> = {};
+    try {
+      await services.db.query("SELECT 1");
+      checks.database = "ok";
+    } catch (err) {
+      checks.database = `unavailable: ${(err as Error).message}`;
+    }
+    const ready = Object.values(checks).every((v) => v === "ok");
+    res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "unavailable", checks });
+  });
+
+  const wsServer = new WebSocketServer({ server: httpServer, path: "/graphql", maxPayload: 16 * 1024 * 1024 });
+  const wsLog = log.child({ transport: "ws" });
+  const serverCleanup = useServer<Record<string, unknown>, { principal?: Principal }>(
+    {
+      schema,
+      onConnect: async (ctx) => {
+        const params = ctx.connectionParams ?? {};
+        const header = (params.Authorization ?? params.authorization ?? (params.token ? `Bearer ${String(params.token)}` : undefined)) as string | undefined;
+        try {
+          ctx.extra.principal = await authenticate(services, header);
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      // A fresh context (and fresh DataLoaders) per operation, never shared across operations.
+      context: (ctx) => makeContext(services, ctx.extra.principal as Principal, wsLog),
+      onNext: (_ctx, _id, _payload, _args, result) => {
+        if (!result.errors?.length) return;
+        return { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, wsLog)) };
+      },
+      onError: (_ctx, _id, _payload, errors) => errors.map((e) => formatError(e.toJSON(), e, wsLog)),
+    },
+    wsServer,
+  );
+
+  const apollo = new ApolloServer<RequestContext>({
+    schema,
+    introspection: true,
+    includeStacktraceInErrorResponses: false,
+    stopOnTerminationSignals: false,
+    formatError: (formatted, error) => formatError(formatted, error, log),
+    plugins: [ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+  });
+  await apollo.start();
+  shutdown.add("apollo", () => apollo.stop());
+
+  app.use("/graphql", createGraphiqlHandler());
+  app.use(
+    "/graphql",
+    express.json({ limit: "16mb" }),
+    expressMiddleware(apollo, {
+      context: async ({ req }) => {
+        let principal: Principal;
+        try {
+          principal = await authenticate(services, req.headers.authorization);
+        } catch (err) {
+          throw authError(err);
+        }
+        return makeContext(services, principal, log);
+      },
+    }),
+  );
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:PORT/graphql`,
+    wsCleanup: async () => {
+      await serverCleanup.dispose();
+      await new Promise<void>((resolve) => wsServer.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * On a server that requires auth and has no admin yet, mint one admin token and print it once:
+ * the operator's way in. Later starts find the admin and print nothing.
+ */
+async function bootstrapAdminToken(services: AppServices, config: Config, log: Logger): Promise<void> {
+  if (!authRequired(config)) {
+    log.warn({ host: config.host }, "auth is OFF: the server listens on loopback only and every caller acts as admin; set MLGRAPH_AUTH=required to require tokens");
+    return;
+  }
+  if ((await services.tokens.countAdmins()) > 0) return;
+  const { secret } = await services.tokens.create(null, { name: "bootstrap-admin", role: "admin" });
+  // Printed once, on its own line, for the operator; it is stored only as a hash.
+  process.stdout.write(`\nmlgraph: created the first admin token (shown only once):\n  MLGRAPH_TOKEN=${secret}\n\n`);
+}

@@ -1,0 +1,46 @@
+import { GraphQLError, type GraphQLFormattedError } from "graphql";
+import { unwrapResolverError } from "@apollo/server/errors";
+import type { Logger } from "pino";
+import { DomainError } from "../services/errors.js";
+
+/**
+ * The one place errors become what clients see: DomainError codes go to `extensions.code`
+ * (with `field` when known); GraphQL's own validation errors keep their codes; anything else is
+ * logged here and answered as INTERNAL_SERVER_ERROR without its message or stack.
+ */
+export function formatError(formatted: GraphQLFormattedError, error: unknown, log: Logger): GraphQLFormattedError {
+  const original = unwrapResolverError(error);
+  if (original instanceof DomainError) {
+    return {
+      message: original.message,
+      locations: formatted.locations,
+      path: formatted.path,
+      extensions: { code: original.code, ...(original.field ? { field: original.field } : {}), ...(original.details ?? {}) },
+    };
+  }
+  const code = formatted.extensions?.code;
+  if (typeof code === "string" && code !== "INTERNAL_SERVER_ERROR") {
+    const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
+    return { ...formatted, extensions: { ...extensions, code } };
+  }
+  if (error instanceof GraphQLError && !error.originalError && !error.path) {
+    // Parse/validation errors raised by graphql-js itself.
+    return { message: formatted.message, locations: formatted.locations, extensions: { code: "GRAPHQL_VALIDATION_FAILED" } };
+  }
+  const storeUnavailable = isUnavailable(original);
+  log.error({ err: original instanceof Error ? { message: original.message, stack: original.stack } : original, path: formatted.path }, "unexpected error in resolver");
+  if (storeUnavailable) {
+    return { message: "a backing store is unavailable; try again shortly", locations: formatted.locations, path: formatted.path, extensions: { code: "UNAVAILABLE" } };
+  }
+  return { message: "Internal server error", locations: formatted.locations, path: formatted.path, extensions: { code: "INTERNAL_SERVER_ERROR" } };
+}
+
+/** Connection-level failures of PostgreSQL/ClickHouse/Redis/S3 mean "try again", not "bug". */
+function isUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: string }).code ?? "";
+  return (
+    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "08006", "08001", "08003"].includes(code) ||
+    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/i.test(err.message)
+  );
+}

@@ -1,0 +1,31 @@
+import { buildSchema } from "type-graphql";
+import { lexicographicSortSchema, printSchema, type GraphQLSchema } from "graphql";
+import { DateTimeResolver } from "graphql-scalars";
+import { resolvers } from "../resolvers/index.js";
+import { authChecker } from "./auth.js";
+
+/** Builds the executable schema from the resolver classes. */
+export async function buildAppSchema(): Promise<GraphQLSchema> {
+  return buildSchema({
+    resolvers,
+    authChecker,
+    // Input validation lives in services (one place, with field names in the message).
+    validate: false,
+    scalarsMap: [{ type: Date, scalar: DateTimeResolver }],
+    // Every subscription supplies its own `subscribe` over the EventBus (replay, then live), so
+    // type-graphql's topic-based PubSub is never used; this guard makes any accidental use loud.
+    pubSub: {
+      publish() {
+        throw new Error("type-graphql PubSub is not used: publish through the EventBus");
+      },
+      subscribe() {
+        throw new Error("type-graphql PubSub is not used: give @Subscription a `subscribe` function");
+      },
+    },
+  });
+}
+
+/** The schema as committed in schema/schema.graphql (sorted, so the file diff is stable). */
+export function printAppSchema(schema: GraphQLSchema): string {
+  return printSchema(lexicographicSortSchema(schema)) + "\n";
+}

@@ -1,0 +1,49 @@
+import { iterateTopic } from "../stores/event-bus/event-bus.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+
+/**
+ * A GraphQL subscription over one event-bus topic. Each event is filtered, re-authorised (a
+ * revoked or expired token ends the stream) and mapped to what the subscriber receives; `null`
+ * from the mapper skips the event. `replay` events, when given, are yielded before live ones;
+ * the subscription to the topic is opened *before* the replay is read, so nothing falls in between,
+ * and `dedupe` lets the caller drop live events the replay already contained.
+ */
+export async function* liveStream<E, T>(
+  ctx: RequestContext,
+  topic: string,
+  options: {
+    filter?: (event: E) => boolean;
+    map: (event: E) => Promise<T | null> | T | null;
+    replay?: () => AsyncIterable<T> | Iterable<T> | Promise<Iterable<T>>;
+  },
+): AsyncGenerator<T> {
+  const events = iterateTopic<E>(ctx.services.bus, topic);
+  try {
+    await events.ready;
+    if (options.replay) {
+      const replayed = await options.replay();
+      for await (const item of replayed as AsyncIterable<T>) yield item;
+    }
+    for await (const event of events) {
+      if (options.filter && !options.filter(event)) continue;
+      // A revoked or expired token ends the stream (completes it) rather than erroring the socket.
+      if (!(await stillAuthorised(ctx))) return;
+      const value = await options.map(event);
+      if (value !== null) yield value;
+    }
+  } finally {
+    await events.return?.();
+  }
+}
+
+export async function stillAuthorised(ctx: RequestContext): Promise<boolean> {
+  const tokenId = ctx.principal.tokenId;
+  if (tokenId) return ctx.services.tokens.isActive(tokenId);
+  if (ctx.principal.expiresAt) return ctx.principal.expiresAt.getTime() > Date.now();
+  return true;
+}
+
+export async function assertStillAuthorised(ctx: RequestContext): Promise<void> {
+  if (!(await stillAuthorised(ctx))) throw new DomainError("UNAUTHENTICATED", "credentials have been revoked or have expired");
+}

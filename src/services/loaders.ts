@@ -1,0 +1,32 @@
+import DataLoader from "dataloader";
+import type { Experiment } from "../entities/experiment.entity.js";
+import type { Run } from "../entities/run.entity.js";
+import type { KeyValue } from "./validation.js";
+import type { RunInputView } from "./runs.service.js";
+import type { AppServices } from "./app-services.js";
+
+function byKey<T>(keys: readonly string[], rows: T[], key: (row: T) => string): (T | null)[] {
+  const map = new Map(rows.map((r) => [key(r), r]));
+  return keys.map((k) => map.get(k) ?? null);
+}
+
+function listsFor<T>(keys: readonly string[], map: Map<string, T[]>): T[][] {
+  return keys.map((k) => map.get(k) ?? []);
+}
+
+/**
+ * Per-request DataLoaders (and per graphql-ws operation): every list that can fan out is read in
+ * one batched query, and nothing is cached across requests.
+ */
+export function createLoaders(services: AppServices) {
+  return {
+    experimentById: new DataLoader<string, Experiment | null>(async (ids) => byKey(ids, await services.experiments.byIds(ids), (e) => e.id)),
+    experimentTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.experiments.tagsFor(ids))),
+    runById: new DataLoader<string, Run | null>(async (ids) => byKey(ids, await services.runs.byIds(ids), (r) => r.id)),
+    runParams: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.paramsFor(ids))),
+    runTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.tagsFor(ids))),
+    runInputs: new DataLoader<string, RunInputView[]>(async (ids) => listsFor(ids, await services.runs.inputsFor(ids))),
+  };
+}
+
+export type Loaders = ReturnType<typeof createLoaders>;

@@ -1,0 +1,50 @@
+import { DomainError } from "./errors.js";
+
+/** Relay-style page requests; cursors are opaque (base64 of an offset) and stable under a total order. */
+export interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  offset: number;
+  hasNextPage: boolean;
+  hasPreviousPage: boolean;
+  totalCount?: number;
+}
+
+export const DEFAULT_PAGE_SIZE = 50;
+export const MAX_PAGE_SIZE = 1000;
+
+export function encodeCursor(offset: number): string {
+  return Buffer.from(`o:${offset}`).toString("base64url");
+}
+
+export function decodeCursor(cursor: string, field = "after"): number {
+  const text = Buffer.from(cursor, "base64url").toString();
+  const match = /^o:(\d{1,9})$/.exec(text);
+  if (!match) throw new DomainError("BAD_USER_INPUT", `${field}: not a cursor returned by this API`, field);
+  return Number(match[1]) + 1;
+}
+
+/** Turns first/after into LIMIT/OFFSET, validating both. Fetch `limit + 1` rows to know hasNextPage. */
+export function pageWindow(args: PageArgs): { offset: number; limit: number } {
+  const first = args.first ?? DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE_SIZE) {
+    throw new DomainError("BAD_USER_INPUT", `first: must be an integer from 0 to ${MAX_PAGE_SIZE}`, "first");
+  }
+  const offset = args.after ? decodeCursor(args.after) : 0;
+  return { offset, limit: first };
+}
+
+/** Builds a page from `limit + 1` fetched rows. */
+export function toPage<T>(rows: T[], window: { offset: number; limit: number }, totalCount?: number): Page<T> {
+  return {
+    items: rows.slice(0, window.limit),
+    offset: window.offset,
+    hasNextPage: rows.length > window.limit,
+    hasPreviousPage: window.offset > 0,
+    totalCount,
+  };
+}

@@ -1,0 +1,82 @@
+import type { DataSource } from "typeorm";
+import { Run } from "../entities/run.entity.js";
+import type { RequestContext } from "./context.js";
+import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import {
+  compileFilter,
+  compileOrderBy,
+  DEFAULT_RUN_ORDER_BY,
+  parseFilter,
+  parseOrderBy,
+  type MetricLastValuesResolver,
+  type MetricTermResolver,
+} from "./run-filter/index.js";
+
+/**
+ * Where metric terms are answered (the metric store, on last values). Absent until a metric
+ * store is configured; then `metrics.*` terms answer "not supported yet".
+ */
+export interface MetricSearchHooks {
+  runIdsMatching(restrictTo: string[] | undefined, key: string, op: string, value: number): Promise<string[]>;
+  lastValues(runIds: string[] | undefined, key: string, experimentIds: string[] | undefined): Promise<Map<string, number>>;
+}
+
+/** Run search over PostgreSQL; the filter language is compiled to parameterised SQL. */
+export class RunSearch {
+  private metrics?: MetricSearchHooks;
+
+  constructor(private readonly db: DataSource) {}
+
+  /** Plugs in the metric store for `metrics.*` filter and orderBy terms. */
+  useMetrics(metrics: MetricSearchHooks): void {
+    this.metrics = metrics;
+  }
+
+  async search(
+    _ctx: RequestContext,
+    args: { experimentIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
+  ): Promise<Page<Run>> {
+    const window = pageWindow(args);
+    const ast = parseFilter(args.filter ?? "");
+    const orderTerms = parseOrderBy(args.orderBy?.length ? args.orderBy : DEFAULT_RUN_ORDER_BY);
+    const params: unknown[] = [];
+    const where: string[] = ["r.deleted_at IS NULL"];
+    const experimentIds = args.experimentIds?.length ? args.experimentIds : undefined;
+    if (experimentIds) {
+      params.push(experimentIds);
+      where.push(`r.experiment_id = ANY($${params.length}::uuid[])`);
+    }
+    const metrics = this.metrics;
+    const resolveMetricTerm: MetricTermResolver | undefined = metrics
+      ? async (term) => {
+          // Restrict the metric-store scan to the experiments searched, when given.
+          const restrict = experimentIds ? await this.runIdsOf(experimentIds) : undefined;
+          return metrics.runIdsMatching(restrict, term.key, term.op, term.value);
+        }
+      : undefined;
+    const resolveMetricLastValues: MetricLastValuesResolver | undefined = metrics
+      ? async (key) => metrics.lastValues(experimentIds ? await this.runIdsOf(experimentIds) : undefined, key, experimentIds)
+      : undefined;
+    const filter = await compileFilter(ast, { paramOffset: params.length, resolveMetricTerm });
+    params.push(...filter.params);
+    where.push(filter.sql);
+    const order = await compileOrderBy(orderTerms, { paramOffset: params.length, resolveMetricLastValues });
+    params.push(...order.params);
+    params.push(window.limit + 1, window.offset);
+    const rows: { id: string }[] = await this.db.query(
+      `SELECT r.id FROM runs r ${order.joins.join(" ")}
+        WHERE ${where.join(" AND ")}
+        ORDER BY ${order.orderBy}
+        LIMIT $${params.length - 1} OFFSET $${params.length}`,
+      params,
+    );
+    const runs = rows.length ? await this.db.getRepository(Run).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids: rows.map((r) => r.id) }).getMany() : [];
+    const byId = new Map(runs.map((r) => [r.id, r]));
+    return toPage(rows.map((r) => byId.get(r.id) as Run), window);
+  }
+
+  private async runIdsOf(experimentIds: string[]): Promise<string[]> {
+    const rows: { id: string }[] = await this.db.query("SELECT id FROM runs WHERE experiment_id = ANY($1::uuid[]) AND deleted_at IS NULL", [experimentIds]);
+    return rows.map((r) => r.id);
+  }
+}

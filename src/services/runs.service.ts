@@ -1,0 +1,287 @@
+import type { DataSource, EntityManager } from "typeorm";
+import { Run, RunStatus } from "../entities/run.entity.js";
+import { RunParam } from "../entities/run-param.entity.js";
+import { RunTag } from "../entities/run-tag.entity.js";
+import { Dataset } from "../entities/dataset.entity.js";
+import { RunInputRecord } from "../entities/run-input.entity.js";
+import { Experiment } from "../entities/experiment.entity.js";
+import type { EventBus } from "../stores/event-bus/event-bus.js";
+import { DomainError } from "./errors.js";
+import type { RequestContext } from "./context.js";
+import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
+import type { Page, PageArgs } from "./pagination.js";
+import type { RunSearch } from "./run-search.js";
+
+export const RUN_EVENTS_TOPIC = "runs:updated";
+
+export interface RunUpdatedEvent {
+  runId: string;
+  experimentId: string;
+}
+
+export interface DatasetInputArgs {
+  name: string;
+  digest: string;
+  sourceUri?: string | null;
+  context?: string | null;
+}
+
+export interface RunInputView {
+  dataset: Dataset;
+  context: string | null;
+}
+
+const ADJECTIVES = ["amber", "bold", "calm", "deft", "eager", "fair", "glad", "keen", "lucid", "merry", "noble", "quick", "sly", "wise"];
+const NOUNS = ["otter", "falcon", "lynx", "heron", "ibex", "koala", "mole", "newt", "orca", "panda", "quail", "raven", "seal", "wolf"];
+
+function generatedRunName(): string {
+  const pick = (list: string[]) => list[Math.floor(Math.random() * list.length)];
+  return `${pick(ADJECTIVES)}-${pick(NOUNS)}-${Math.floor(Math.random() * 1000)}`;
+}
+
+const TERMINAL: ReadonlySet<RunStatus> = new Set([RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED]);
+
+/** Tracking runs: creation, lifecycle, immutable params, tags and dataset inputs. */
+export class RunsService {
+  constructor(
+    private readonly db: DataSource,
+    private readonly bus: EventBus,
+    private readonly search: RunSearch,
+  ) {}
+
+  async create(
+    ctx: RequestContext,
+    input: { experimentId: string; name?: string | null; params?: KeyValue[] | null; tags?: KeyValue[] | null; parentRunId?: string | null; startTime?: Date | null },
+  ): Promise<Run> {
+    validateId(input.experimentId, "input.experimentId");
+    const name = input.name == null ? generatedRunName() : validateText(input.name, "input.name", LIMITS.nameLength);
+    const params = validateKeyValues(input.params, "input.params", LIMITS.paramValueLength);
+    const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
+    if (input.parentRunId != null) validateId(input.parentRunId, "input.parentRunId");
+    const run = await this.db.transaction(async (em) => {
+      const experiment = await em.getRepository(Experiment).findOneBy({ id: input.experimentId });
+      if (!experiment) throw new DomainError("NOT_FOUND", `input.experimentId: experiment ${JSON.stringify(input.experimentId)} not found`, "input.experimentId");
+      if (experiment.deletedAt) throw new DomainError("BAD_USER_INPUT", `input.experimentId: experiment ${JSON.stringify(experiment.name)} is deleted; restore it first`, "input.experimentId");
+      if (input.parentRunId != null) {
+        const parent = await em.getRepository(Run).findOneBy({ id: input.parentRunId });
+        if (!parent) throw new DomainError("NOT_FOUND", `input.parentRunId: run ${JSON.stringify(input.parentRunId)} not found`, "input.parentRunId");
+      }
+      const created = await em.getRepository(Run).save(
+        em.getRepository(Run).create({
+          experimentId: input.experimentId,
+          name,
+          status: RunStatus.RUNNING,
+          startTime: input.startTime ?? new Date(),
+          endTime: null,
+          parentRunId: input.parentRunId ?? null,
+          deletedAt: null,
+        }),
+      );
+      if (params.length) await em.getRepository(RunParam).insert(params.map((p) => ({ ...p, runId: created.id })));
+      if (tags.length) await em.getRepository(RunTag).insert(tags.map((t) => ({ ...t, runId: created.id })));
+      return created;
+    });
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  async get(_ctx: RequestContext, id: string): Promise<Run | null> {
+    validateId(id, "id");
+    return this.db.getRepository(Run).findOneBy({ id });
+  }
+
+  /** A run that exists and is not deleted, for writes; `field` names the argument at fault. */
+  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager): Promise<Run> {
+    validateId(id, field);
+    // Task tokens are minted for one task attempt and may write only to that attempt's run.
+    if (ctx.principal.role === "task" && ctx.principal.scope.runId !== id) {
+      throw new DomainError("FORBIDDEN", `${field}: this task token may only write to its own run`, field);
+    }
+    const run = await em.getRepository(Run).findOneBy({ id });
+    if (!run || run.deletedAt) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
+    return run;
+  }
+
+  async update(ctx: RequestContext, input: { runId: string; status?: RunStatus | null; endTime?: Date | null; name?: string | null }): Promise<Run> {
+    const name = input.name == null ? undefined : validateText(input.name, "input.name", LIMITS.nameLength);
+    const run = await this.db.transaction(async (em) => {
+      const current = await this.requireWritable(ctx, input.runId, "input.runId", em);
+      await em.query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", [current.id]);
+      if (name !== undefined) current.name = name;
+      if (input.status != null && input.status !== current.status) {
+        if (TERMINAL.has(current.status) && input.status === RunStatus.RUNNING) {
+          throw new DomainError("CONFLICT", `input.status: run already ended as ${current.status}`, "input.status");
+        }
+        current.status = input.status;
+        if (TERMINAL.has(input.status) && !current.endTime) current.endTime = input.endTime ?? new Date();
+      }
+      if (input.endTime != null) {
+        if (input.endTime.getTime() < current.startTime.getTime()) {
+          throw new DomainError("BAD_USER_INPUT", "input.endTime: before the run's startTime", "input.endTime");
+        }
+        current.endTime = input.endTime;
+      }
+      return em.getRepository(Run).save(current);
+    });
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  async setDeleted(ctx: RequestContext, id: string, deleted: boolean): Promise<Run> {
+    validateId(id, "id");
+    const run = await this.db.getRepository(Run).findOneBy({ id });
+    if (!run) throw new DomainError("NOT_FOUND", `id: run ${JSON.stringify(id)} not found`, "id");
+    run.deletedAt = deleted ? (run.deletedAt ?? new Date()) : null;
+    await this.db.getRepository(Run).save(run);
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  /**
+   * Params are immutable: logging the same value again is a no-op; a different value for a key
+   * already logged is CONFLICT, and then nothing from the call is stored.
+   */
+  async logParams(ctx: RequestContext, runId: string, params: KeyValue[]): Promise<Run> {
+    const valid = validateKeyValues(params, "params", LIMITS.paramValueLength);
+    const run = await this.db.transaction(async (em) => {
+      const current = await this.requireWritable(ctx, runId, "runId", em);
+      if (valid.length === 0) return current;
+      const existing: { key: string; value: string }[] = await em.query(
+        "SELECT key, value FROM run_params WHERE run_id = $1 AND key = ANY($2)",
+        [runId, valid.map((p) => p.key)],
+      );
+      const existingByKey = new Map(existing.map((p) => [p.key, p.value]));
+      valid.forEach((p, i) => {
+        const previous = existingByKey.get(p.key);
+        if (previous !== undefined && previous !== p.value) {
+          throw new DomainError(
+            "CONFLICT",
+            `params[${i}].value: param ${JSON.stringify(p.key)} was already logged as ${JSON.stringify(previous.slice(0, 100))}; params are immutable`,
+            `params[${i}].value`,
+          );
+        }
+      });
+      const fresh = valid.filter((p) => !existingByKey.has(p.key));
+      if (fresh.length) {
+        await em.createQueryBuilder().insert().into(RunParam).values(fresh.map((p) => ({ ...p, runId }))).orIgnore().execute();
+        // A concurrent logParams may have inserted a different value between our read and insert.
+        const stored: { key: string; value: string }[] = await em.query("SELECT key, value FROM run_params WHERE run_id = $1 AND key = ANY($2)", [runId, fresh.map((p) => p.key)]);
+        for (const s of stored) {
+          const mine = fresh.find((p) => p.key === s.key);
+          if (mine && mine.value !== s.value) throw new DomainError("CONFLICT", `params: param ${JSON.stringify(s.key)} was logged concurrently with another value`, "params");
+        }
+      }
+      return current;
+    });
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  async setTags(ctx: RequestContext, runId: string, tags: KeyValue[]): Promise<Run> {
+    const valid = validateKeyValues(tags, "tags", LIMITS.tagValueLength);
+    const run = await this.requireWritable(ctx, runId, "runId");
+    if (valid.length) {
+      await this.db.createQueryBuilder().insert().into(RunTag).values(valid.map((t) => ({ ...t, runId }))).orUpdate(["value"], ["run_id", "key"]).execute();
+    }
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  async deleteTag(ctx: RequestContext, runId: string, key: string): Promise<Run> {
+    validateKey(key, "key");
+    const run = await this.requireWritable(ctx, runId, "runId");
+    await this.db.getRepository(RunTag).delete({ runId, key });
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  /** Records dataset inputs; a dataset is identified by (name, digest) and shared between runs. */
+  async logInputs(ctx: RequestContext, runId: string, datasets: DatasetInputArgs[]): Promise<Run> {
+    if (datasets.length > LIMITS.itemsPerCall) throw new DomainError("BAD_USER_INPUT", `datasets: at most ${LIMITS.itemsPerCall} per call`, "datasets");
+    const valid = datasets.map((d, i) => ({
+      name: validateText(d.name, `datasets[${i}].name`, LIMITS.nameLength),
+      digest: validateText(d.digest, `datasets[${i}].digest`, 1000),
+      sourceUri: d.sourceUri == null ? null : validateText(d.sourceUri, `datasets[${i}].sourceUri`, 4000),
+      context: d.context == null ? "" : validateText(d.context, `datasets[${i}].context`, 250, { allowEmpty: true }),
+    }));
+    const run = await this.db.transaction(async (em) => {
+      const current = await this.requireWritable(ctx, runId, "runId", em);
+      for (const d of valid) {
+        const rows: { id: string }[] = await em.query(
+          `INSERT INTO datasets (name, digest, source_uri) VALUES ($1, $2, $3)
+           ON CONFLICT (name, digest) DO UPDATE SET source_uri = COALESCE(datasets.source_uri, EXCLUDED.source_uri)
+           RETURNING id`,
+          [d.name, d.digest, d.sourceUri],
+        );
+        await em.query("INSERT INTO run_inputs (run_id, dataset_id, context) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [runId, rows[0].id, d.context]);
+      }
+      return current;
+    });
+    await this.publishUpdated(run);
+    return run;
+  }
+
+  async paramsFor(runIds: readonly string[]): Promise<Map<string, KeyValue[]>> {
+    return this.keyValuesFor("run_params", runIds);
+  }
+
+  async tagsFor(runIds: readonly string[]): Promise<Map<string, KeyValue[]>> {
+    return this.keyValuesFor("run_tags", runIds);
+  }
+
+  private async keyValuesFor(table: "run_params" | "run_tags", runIds: readonly string[]): Promise<Map<string, KeyValue[]>> {
+    const rows: { run_id: string; key: string; value: string }[] = await this.db.query(`SELECT run_id, key, value FROM ${table} WHERE run_id = ANY($1) ORDER BY key`, [[...runIds]]);
+    const map = new Map<string, KeyValue[]>();
+    for (const r of rows) {
+      const list = map.get(r.run_id) ?? [];
+      list.push({ key: r.key, value: r.value });
+      map.set(r.run_id, list);
+    }
+    return map;
+  }
+
+  async inputsFor(runIds: readonly string[]): Promise<Map<string, RunInputView[]>> {
+    const rows = await this.db
+      .getRepository(RunInputRecord)
+      .createQueryBuilder("i")
+      .where("i.run_id = ANY(:ids)", { ids: [...runIds] })
+      .orderBy("i.created_at")
+      .getMany();
+    const datasets = rows.length
+      ? await this.db.getRepository(Dataset).createQueryBuilder("d").where("d.id = ANY(:ids)", { ids: [...new Set(rows.map((r) => r.datasetId))] }).getMany()
+      : [];
+    const byId = new Map(datasets.map((d) => [d.id, d]));
+    const map = new Map<string, RunInputView[]>();
+    for (const r of rows) {
+      const list = map.get(r.runId) ?? [];
+      list.push({ dataset: byId.get(r.datasetId) as Dataset, context: r.context || null });
+      map.set(r.runId, list);
+    }
+    return map;
+  }
+
+  async byIds(ids: readonly string[]): Promise<Run[]> {
+    return this.db.getRepository(Run).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids: [...ids] }).getMany();
+  }
+
+  async childrenOf(runIds: readonly string[]): Promise<Map<string, Run[]>> {
+    const rows = await this.db.getRepository(Run).createQueryBuilder("r").where("r.parent_run_id = ANY(:ids)", { ids: [...runIds] }).orderBy("r.start_time").getMany();
+    const map = new Map<string, Run[]>();
+    for (const r of rows) map.set(r.parentRunId as string, [...(map.get(r.parentRunId as string) ?? []), r]);
+    return map;
+  }
+
+  /** Run search: MLflow's filter language (with OR and parentheses) and orderBy, paginated. */
+  async searchRuns(
+    ctx: RequestContext,
+    args: { experimentIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
+  ): Promise<Page<Run>> {
+    (args.experimentIds ?? []).forEach((id, i) => validateId(id, `experimentIds[${i}]`));
+    return this.search.search(ctx, args);
+  }
+
+  async publishUpdated(run: Run): Promise<void> {
+    const event: RunUpdatedEvent = { runId: run.id, experimentId: run.experimentId };
+    await this.bus.publish(RUN_EVENTS_TOPIC, event);
+  }
+}

@@ -1,0 +1,92 @@
+import crypto from "node:crypto";
+import type { DataSource } from "typeorm";
+import { ApiToken } from "../entities/api-token.entity.js";
+import { DomainError } from "./errors.js";
+import { isRole, type Principal, type Role } from "./principal.js";
+import type { RequestContext } from "./context.js";
+import { validateId, validateText, LIMITS } from "./validation.js";
+
+const SECRET_PREFIX = "mlg_";
+
+export function hashSecret(secret: string): string {
+  return crypto.createHash("sha256").update(secret).digest("hex");
+}
+
+export interface CreatedToken {
+  token: ApiToken;
+  secret: string;
+}
+
+/** API tokens: stored as SHA-256 hashes, shown once, revocable, optionally expiring and scoped. */
+export class TokensService {
+  constructor(private readonly db: DataSource) {}
+
+  /** Creates a token; `scope` is only for machine tokens minted by the platform itself. */
+  async create(
+    ctx: RequestContext | null,
+    input: { name: string; role: string; expiresAt?: Date | null; scope?: Record<string, string> },
+  ): Promise<CreatedToken> {
+    const name = validateText(input.name, "input.name", LIMITS.nameLength);
+    if (!isRole(input.role)) {
+      throw new DomainError("BAD_USER_INPUT", `input.role: expected viewer, editor, admin, executor or task, got ${JSON.stringify(input.role)}`, "input.role");
+    }
+    if ((input.role === "task") && !input.scope?.runId) {
+      throw new DomainError("BAD_USER_INPUT", "input.role: task tokens are minted by the scheduler for one task run", "input.role");
+    }
+    if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) {
+      throw new DomainError("BAD_USER_INPUT", "input.expiresAt: must be in the future", "input.expiresAt");
+    }
+    const secret = SECRET_PREFIX + crypto.randomBytes(32).toString("base64url");
+    const token = this.db.getRepository(ApiToken).create({
+      name,
+      role: input.role,
+      tokenHash: hashSecret(secret),
+      prefix: secret.slice(0, 10),
+      scope: input.scope ?? {},
+      createdBy: ctx ? ctx.principal.name : "system",
+      expiresAt: input.expiresAt ?? null,
+      revokedAt: null,
+    });
+    await this.db.getRepository(ApiToken).save(token);
+    return { token, secret };
+  }
+
+  async revoke(_ctx: RequestContext, id: string): Promise<boolean> {
+    validateId(id, "id");
+    const result = await this.db
+      .createQueryBuilder()
+      .update(ApiToken)
+      .set({ revokedAt: () => "now()" })
+      .where("id = :id AND revoked_at IS NULL", { id })
+      .execute();
+    if (!result.affected) {
+      const exists = await this.db.getRepository(ApiToken).existsBy({ id });
+      if (!exists) throw new DomainError("NOT_FOUND", `api token ${JSON.stringify(id)} not found`, "id");
+    }
+    return true;
+  }
+
+  async list(_ctx: RequestContext): Promise<ApiToken[]> {
+    return this.db.getRepository(ApiToken).find({ order: { createdAt: "DESC" } });
+  }
+
+  /** Resolves a presented secret to a principal, or throws UNAUTHENTICATED. */
+  async authenticate(secret: string): Promise<Principal> {
+    if (!secret.startsWith(SECRET_PREFIX)) throw new DomainError("UNAUTHENTICATED", "invalid API token");
+    const token = await this.db.getRepository(ApiToken).findOneBy({ tokenHash: hashSecret(secret) });
+    if (!token) throw new DomainError("UNAUTHENTICATED", "invalid API token");
+    if (token.revokedAt) throw new DomainError("UNAUTHENTICATED", "API token has been revoked");
+    if (token.expiresAt && token.expiresAt.getTime() <= Date.now()) throw new DomainError("UNAUTHENTICATED", "API token has expired");
+    return { kind: "token", id: token.id, tokenId: token.id, name: token.name, role: token.role as Role, scope: token.scope ?? {} };
+  }
+
+  /** Whether a token is still usable; live subscriptions re-check this on each event. */
+  async isActive(tokenId: string): Promise<boolean> {
+    const token = await this.db.getRepository(ApiToken).findOneBy({ id: tokenId });
+    return !!token && !token.revokedAt && (!token.expiresAt || token.expiresAt.getTime() > Date.now());
+  }
+
+  async countAdmins(): Promise<number> {
+    return this.db.getRepository(ApiToken).count({ where: { role: "admin" } });
+  }
+}

@@ -1,0 +1,201 @@
+import type { ClickHouseClient } from "@clickhouse/client";
+import { DomainError } from "../../services/errors.js";
+
+/** One numbered schema change: idempotent statements, since ClickHouse DDL is not transactional. */
+export interface MetricMigration {
+  version: number;
+  name: string;
+  statements: string[];
+}
+
+export interface MetricSchemaOptions {
+  /**
+   * ClickHouse cluster name. When set, DDL runs `ON CLUSTER`, data lives in
+   * `Replicated*MergeTree` tables named `<table>_local`, and the names the queries use
+   * (`metrics`, `metric_summaries`, `metric_batches`) are `Distributed` tables over them.
+   */
+  cluster?: string;
+}
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+interface TableSpec {
+  name: string;
+  columns: string;
+  engine: "MergeTree" | "AggregatingMergeTree" | "ReplacingMergeTree";
+  orderBy: string;
+  settings?: string;
+}
+
+interface ViewSpec {
+  name: string;
+  to: string;
+  from: string;
+  select: string;
+}
+
+/** Generates the DDL for single-node or clustered deployments from one description. */
+class DdlBuilder {
+  constructor(private readonly cluster: string | undefined) {
+    if (cluster !== undefined && !IDENTIFIER.test(cluster)) {
+      throw new DomainError("BAD_USER_INPUT", `cluster: ${JSON.stringify(cluster)} is not a valid ClickHouse identifier`, "cluster");
+    }
+  }
+
+  private get onCluster(): string {
+    return this.cluster ? ` ON CLUSTER ${this.cluster}` : "";
+  }
+
+  /** Name of the table that physically holds rows (the `_local` one on a cluster). */
+  storage(name: string): string {
+    return this.cluster ? `${name}_local` : name;
+  }
+
+  /**
+   * A table, plus on a cluster the Distributed table queries use. Sharding by run_id keeps
+   * each run's points and summaries on one shard, so per-run reads touch one shard's data.
+   */
+  table(spec: TableSpec, shardingKey = "cityHash64(run_id)"): string[] {
+    const settings = spec.settings ? `\nSETTINGS ${spec.settings}` : "";
+    if (!this.cluster) {
+      return [
+        `CREATE TABLE IF NOT EXISTS ${spec.name}\n(\n${spec.columns}\n)\nENGINE = ${spec.engine}\nORDER BY ${spec.orderBy}${settings}`,
+      ];
+    }
+    const local = this.storage(spec.name);
+    return [
+      `CREATE TABLE IF NOT EXISTS ${local}${this.onCluster}\n(\n${spec.columns}\n)\n` +
+        `ENGINE = Replicated${spec.engine}('/clickhouse/tables/{shard}/{database}/${local}', '{replica}')\n` +
+        `ORDER BY ${spec.orderBy}${settings}`,
+      `CREATE TABLE IF NOT EXISTS ${spec.name}${this.onCluster} AS ${local}\n` +
+        `ENGINE = Distributed(${this.cluster}, currentDatabase(), ${local}, ${shardingKey})`,
+    ];
+  }
+
+  /** Materialized views attach to the local tables, so they fire on the shard that stores the rows. */
+  view(spec: ViewSpec): string {
+    return (
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS ${this.storage(spec.name)}${this.onCluster}\n` +
+      `TO ${this.storage(spec.to)}\nAS ${spec.select.replace("{from}", this.storage(spec.from))}`
+    );
+  }
+
+  /**
+   * The migrations log itself. On a cluster it is replicated to every node of every shard
+   * (no {shard} in its path), so any node sees which migrations ran.
+   */
+  migrationsTable(): string {
+    const columns = "    version UInt32,\n    name String,\n    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)";
+    const engine = this.cluster
+      ? `ReplicatedReplacingMergeTree('/clickhouse/tables/{database}/schema_migrations', '{replica}')`
+      : "ReplacingMergeTree";
+    return `CREATE TABLE IF NOT EXISTS schema_migrations${this.onCluster}\n(\n${columns}\n)\nENGINE = ${engine}\nORDER BY version`;
+  }
+}
+
+/**
+ * The metric store's numbered migrations, rendered for a single node or a cluster.
+ * Pure: no I/O, so the clustered DDL can be checked without a cluster.
+ */
+export function metricStoreMigrations(options: MetricSchemaOptions = {}): MetricMigration[] {
+  const ddl = new DdlBuilder(options.cluster);
+  return [
+    {
+      version: 1,
+      name: "metrics raw points, per-run summaries, batch ids",
+      statements: [
+        // No PARTITION BY: timestamps come from clients and may span decades, which would
+        // explode a time-partitioned table into tiny parts; reads are by run anyway.
+        ...ddl.table({
+          name: "metrics",
+          columns: [
+            "    run_id String",
+            "    key LowCardinality(String)",
+            "    step Int64 CODEC(Delta, ZSTD(1))",
+            "    ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1))",
+            "    value Float64 CODEC(Gorilla, ZSTD(1))",
+            "    batch_id String CODEC(ZSTD(1))",
+          ].join(",\n"),
+          engine: "MergeTree",
+          orderBy: "(run_id, key, step)",
+        }),
+        ...ddl.table({
+          name: "metric_summaries",
+          columns: [
+            "    run_id String",
+            "    key LowCardinality(String)",
+            "    min_value SimpleAggregateFunction(min, Float64)",
+            "    max_value SimpleAggregateFunction(max, Float64)",
+            "    last_value AggregateFunction(argMax, Float64, Tuple(Int64, DateTime64(3, 'UTC')))",
+            "    last_point SimpleAggregateFunction(max, Tuple(Int64, DateTime64(3, 'UTC')))",
+            "    point_count SimpleAggregateFunction(sum, UInt64)",
+          ].join(",\n"),
+          engine: "AggregatingMergeTree",
+          orderBy: "(run_id, key)",
+        }),
+        // Idempotency lookups read this small table instead of scanning a run's raw points.
+        ...ddl.table({
+          name: "metric_batches",
+          columns: ["    run_id String", "    batch_id String", "    stored_at DateTime64(3, 'UTC')"].join(",\n"),
+          engine: "ReplacingMergeTree",
+          orderBy: "(run_id, batch_id)",
+        }),
+        ddl.view({
+          name: "metric_summaries_mv",
+          to: "metric_summaries",
+          from: "metrics",
+          select:
+            "SELECT\n    run_id,\n    key,\n    min(value) AS min_value,\n    max(value) AS max_value,\n" +
+            "    argMaxState(value, (step, ts)) AS last_value,\n    max((step, ts)) AS last_point,\n" +
+            "    count() AS point_count\nFROM {from}\nGROUP BY run_id, key",
+        }),
+        ddl.view({
+          name: "metric_batches_mv",
+          to: "metric_batches",
+          from: "metrics",
+          select:
+            "SELECT run_id, batch_id, now64(3) AS stored_at\nFROM {from}\nWHERE batch_id != ''\nGROUP BY run_id, batch_id",
+        }),
+      ],
+    },
+  ];
+}
+
+/** The statement that creates the migrations log (run before anything else). */
+export function migrationsTableStatement(options: MetricSchemaOptions = {}): string {
+  return new DdlBuilder(options.cluster).migrationsTable();
+}
+
+/**
+ * Applies the migrations not yet recorded in `schema_migrations`, in order. Safe to run on every
+ * start and from several processes at once: every statement is `IF NOT EXISTS`, and a migration
+ * is recorded only after all its statements succeeded, so a crash midway re-runs it next time.
+ * Returns the versions applied now.
+ */
+export async function applyMetricMigrations(
+  client: ClickHouseClient,
+  options: MetricSchemaOptions = {},
+  onStatement: (sql: string) => void = () => {},
+): Promise<number[]> {
+  const command = async (query: string) => {
+    onStatement(query);
+    await client.command({ query });
+  };
+  await command(migrationsTableStatement(options));
+  const rs = await client.query({ query: "SELECT DISTINCT version FROM schema_migrations", format: "JSONEachRow" });
+  onStatement("SELECT DISTINCT version FROM schema_migrations");
+  const done = new Set((await rs.json<{ version: number }>()).map((r) => Number(r.version)));
+  const applied: number[] = [];
+  for (const migration of metricStoreMigrations(options)) {
+    if (done.has(migration.version)) continue;
+    for (const statement of migration.statements) await command(statement);
+    onStatement("INSERT INTO schema_migrations");
+    await client.insert({
+      table: "schema_migrations",
+      values: [{ version: migration.version, name: migration.name }],
+      format: "JSONEachRow",
+    });
+    applied.push(migration.version);
+  }
+  return applied;
+}

@@ -1,0 +1,213 @@
+import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
+import { DomainError } from "../../services/errors.js";
+import type { MetricColumns } from "./metric-validation.js";
+
+/** What a caller of `logPoints` learns once its batch is durable. */
+export interface LogPointsResult {
+  /** Points stored by this call (0 when the batch was already stored under its idempotency key). */
+  stored: number;
+  /** True when the idempotency key had already been used for this run; nothing was written. */
+  deduplicated: boolean;
+}
+
+export interface GroupCommitOptions {
+  /** How long the first call of a group waits for others to join it; default 3 ms. */
+  windowMs?: number;
+  /** A group is flushed as soon as it holds this many points; default 100,000. */
+  maxRows?: number;
+}
+
+type QueryKind = "query" | "command" | "insert";
+
+interface PendingBatch {
+  runId: string;
+  batchId: string;
+  columns: MetricColumns;
+  resolve: (result: LogPointsResult) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * The INSERT every group commit runs. Rows travel as JSONCompactColumns (one JSON array per
+ * column): on the embedded engine that inserts about 580k rows/s against about 300k for
+ * JSONCompactEachRow and 230k for JSONEachRow (100k-row batches, 2 cores). Binary formats are
+ * not an option: chdb's connection turns the body into SQL text. A plain INSERT, so it runs
+ * unchanged over HTTP. (`INSERT ... SELECT FROM input()` would let repeated strings travel once,
+ * but chdb silently inserts nothing through input().)
+ */
+const INSERT_SQL = "INSERT INTO metrics (run_id, key, step, ts, value, batch_id) FORMAT JSONCompactColumns\n";
+
+const EXISTING_BATCHES_SQL =
+  "SELECT DISTINCT run_id, batch_id FROM metric_batches\n" +
+  "WHERE run_id IN {runs:Array(String)} AND batch_id IN {batches:Array(String)}";
+
+/**
+ * Group-commit writer. Calls arriving within `windowMs` of the first share one INSERT, and each
+ * caller's promise settles only when that INSERT has returned, i.e. its rows are stored and
+ * readable (rejecting with the INSERT's error otherwise). One group is in flight at a time; calls
+ * that arrive meanwhile form the next group, which is flushed as soon as the current one returns.
+ *
+ * Idempotency: a batch logged with an idempotency key carries it as `batch_id`; a materialized
+ * view records every (run_id, batch_id) in `metric_batches`. Before each INSERT the group's keys
+ * are looked up in one query and batches already stored are answered `deduplicated` without
+ * writing, so a client retry after a lost answer stores the points once. Concurrent calls with the
+ * same (run, key) in this process share one promise.
+ *
+ * Residual race (across processes only): two API replicas that receive the same retry at the same
+ * moment can both pass the lookup before either INSERT lands, and then both store the batch.
+ * ClickHouse has no conditional insert; its block-level `insert_deduplication_token` cannot help
+ * because a group mixes many callers' batches into one block. Readers that must be exact can
+ * `LIMIT 1 BY` step within a batch; in practice a client retries one replica after a timeout,
+ * long after the first INSERT finished, which the lookup catches.
+ */
+export class MetricWriter {
+  private readonly windowMs: number;
+  private readonly maxRows: number;
+  private queue: PendingBatch[] = [];
+  private queuedRows = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+  private readonly inFlight = new Map<string, Promise<LogPointsResult>>();
+  private closed = false;
+
+  constructor(
+    private readonly client: ClickHouseClient,
+    private readonly insertSettings: ClickHouseSettings,
+    private readonly onQuery: (kind: QueryKind, sql: string) => void,
+    options: GroupCommitOptions = {},
+  ) {
+    this.windowMs = options.windowMs ?? 3;
+    this.maxRows = options.maxRows ?? 100_000;
+    if (!(this.windowMs >= 0) || !(this.maxRows >= 1)) {
+      throw new DomainError("BAD_USER_INPUT", "groupCommit: windowMs must be >= 0 and maxRows >= 1");
+    }
+  }
+
+  /** Queues validated points; resolves once they are stored (or found already stored). */
+  write(runId: string, columns: MetricColumns, idempotencyKey?: string): Promise<LogPointsResult> {
+    if (this.closed) return Promise.reject(new DomainError("UNAVAILABLE", "the metric store is closed"));
+    if (idempotencyKey !== undefined) {
+      const dedupeKey = `${runId}\u0000${idempotencyKey}`;
+      const pending = this.inFlight.get(dedupeKey);
+      // Same key already in flight here: this call's points are the same batch, stored once.
+      if (pending) return pending.then(() => ({ stored: 0, deduplicated: true }));
+      const promise = this.enqueue(runId, idempotencyKey, columns);
+      this.inFlight.set(dedupeKey, promise);
+      const forget = () => this.inFlight.delete(dedupeKey);
+      promise.then(forget, forget);
+      return promise;
+    }
+    return this.enqueue(runId, "", columns);
+  }
+
+  private enqueue(runId: string, batchId: string, columns: MetricColumns): Promise<LogPointsResult> {
+    if (columns.keys.length === 0) return Promise.resolve({ stored: 0, deduplicated: false });
+    return new Promise<LogPointsResult>((resolve, reject) => {
+      this.queue.push({ runId, batchId, columns, resolve, reject });
+      this.queuedRows += columns.keys.length;
+      if (this.flushing) return; // the running flush picks the queue up when it returns
+      if (this.queuedRows >= this.maxRows) {
+        this.startFlush();
+      } else if (!this.timer) {
+        this.timer = setTimeout(() => this.startFlush(), this.windowMs);
+      }
+    });
+  }
+
+  private startFlush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.flushing || this.queue.length === 0) return;
+    this.flushing = this.drain().finally(() => {
+      this.flushing = undefined;
+      // A call may have queued between the loop's last check and here; it has waited already.
+      if (this.queue.length > 0) this.startFlush();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const group: PendingBatch[] = [];
+      let rows = 0;
+      // Whole batches only: a caller's points go in one INSERT, so they are stored all or none.
+      while (this.queue.length > 0 && (group.length === 0 || rows + this.queue[0].columns.keys.length <= this.maxRows)) {
+        const next = this.queue.shift()!;
+        rows += next.columns.keys.length;
+        group.push(next);
+      }
+      this.queuedRows -= rows;
+      await this.commit(group);
+    }
+  }
+
+  private async commit(group: PendingBatch[]): Promise<void> {
+    let toWrite = group;
+    try {
+      const keyed = group.filter((b) => b.batchId !== "");
+      if (keyed.length > 0) {
+        const existing = await this.existingBatches(keyed);
+        if (existing.size > 0) {
+          toWrite = [];
+          for (const b of group) {
+            if (b.batchId !== "" && existing.has(`${b.runId}\u0000${b.batchId}`)) b.resolve({ stored: 0, deduplicated: true });
+            else toWrite.push(b);
+          }
+        }
+      }
+      if (toWrite.length > 0) await this.insert(toWrite);
+    } catch (err) {
+      for (const b of toWrite) b.reject(err);
+      return;
+    }
+    for (const b of toWrite) b.resolve({ stored: b.columns.keys.length, deduplicated: false });
+  }
+
+  private async existingBatches(keyed: PendingBatch[]): Promise<Set<string>> {
+    this.onQuery("query", EXISTING_BATCHES_SQL);
+    const rs = await this.client.query({
+      query: EXISTING_BATCHES_SQL,
+      format: "JSONCompactEachRow",
+      query_params: {
+        runs: [...new Set(keyed.map((b) => b.runId))],
+        batches: [...new Set(keyed.map((b) => b.batchId))],
+      },
+    });
+    const rows = await rs.json<[string, string]>();
+    return new Set(rows.map(([runId, batchId]) => `${runId}\u0000${batchId}`));
+  }
+
+  private async insert(group: PendingBatch[]): Promise<void> {
+    let total = 0;
+    for (const b of group) total += b.columns.keys.length;
+    const runIds = new Array<string>(total);
+    const keys = new Array<string>(total);
+    const steps = new Array<number>(total);
+    const ts = new Array<number>(total);
+    const values = new Array<number>(total);
+    const batchIds = new Array<string>(total);
+    let row = 0;
+    for (const b of group) {
+      const c = b.columns;
+      for (let i = 0; i < c.keys.length; i++, row++) {
+        runIds[row] = b.runId;
+        keys[row] = c.keys[i];
+        steps[row] = c.steps[i];
+        ts[row] = c.timestamps[i]; // epoch ms: ClickHouse reads an integer into DateTime64(3) as ms
+        values[row] = c.values[i];
+        batchIds[row] = b.batchId;
+      }
+    }
+    this.onQuery("insert", INSERT_SQL);
+    await this.client.command({
+      query: INSERT_SQL + JSON.stringify([runIds, keys, steps, ts, values, batchIds]),
+      clickhouse_settings: this.insertSettings,
+    });
+  }
+
+  /** Flushes what is queued, then refuses new writes. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.startFlush();
+    while (this.flushing) await this.flushing;
+  }
+}

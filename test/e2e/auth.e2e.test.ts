@@ -1,0 +1,104 @@
+import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+
+describe("auth on a server that requires tokens", () => {
+  let server: TestServer;
+  let admin: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ env: { MLGRAPH_AUTH: "required" } });
+    const m = /MLGRAPH_TOKEN=(\S+)/.exec(server.output());
+    expect(m).not.toBeNull();
+    admin = m![1];
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("prints a bootstrap admin token once and refuses anonymous callers", async () => {
+    const anon = await server.gql(`{ viewer { name } }`);
+    expect(anon.status).toBe(401);
+    expect(anon.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+    const bad = await server.gql(`{ viewer { name } }`, {}, "mlg_wrong");
+    expect(bad.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+    expect(ok(await server.gql(`{ viewer { name role kind } }`, {}, admin)).viewer).toEqual({ name: "bootstrap-admin", role: "admin", kind: "token" });
+  });
+
+  it("enforces roles: viewer reads, editor writes, admin manages tokens; revoked tokens stop working", async () => {
+    const mk = async (role: string) =>
+      ok(await server.gql(`mutation($r: String!) { createApiToken(input: {name: $r, role: $r}) { secret token { id role prefix } } }`, { r: role }, admin)).createApiToken;
+    const viewer = await mk("viewer");
+    const editor = await mk("editor");
+    expect(viewer.secret).toMatch(/^mlg_/);
+    expect(viewer.token.prefix).toBe(viewer.secret.slice(0, 10));
+
+    const CREATE = `mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`;
+    const denied = await server.gql(CREATE, { n: "by-viewer" }, viewer.secret);
+    expect(denied.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+    ok(await server.gql(CREATE, { n: "by-editor" }, editor.secret));
+    expect(ok(await server.gql(`{ experiment(name: "by-editor") { name } }`, {}, viewer.secret)).experiment).toEqual({ name: "by-editor" });
+    const editorMintsToken = await server.gql(`mutation { createApiToken(input: {name: "x", role: "admin"}) { secret } }`, {}, editor.secret);
+    expect(editorMintsToken.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+    const badRole = await server.gql(`mutation { createApiToken(input: {name: "x", role: "root"}) { secret } }`, {}, admin);
+    expect(badRole.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.role" });
+
+    const listed = ok(await server.gql(`{ apiTokens { id name } }`, {}, admin)).apiTokens;
+    expect(JSON.stringify(listed)).not.toContain(viewer.secret);
+
+    ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: editor.token.id }, admin));
+    const revoked = await server.gql(CREATE, { n: "after-revoke" }, editor.secret);
+    expect(revoked.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+  });
+
+  it("authenticates graphql-ws at connection_init and ends a subscription when its token is revoked", async () => {
+    const created = ok(await server.gql(`mutation { createApiToken(input: {name: "watcher", role: "viewer"}) { secret token { id } } }`, {}, admin)).createApiToken;
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "ws-auth"}) { id } }`, {}, admin)).createExperiment;
+
+    const anonymous = collect(server.ws(), `subscription { runUpdated { id } }`, {}, 1, 5000);
+    await expect(anonymous.done).rejects.toBeDefined();
+
+    const sub = collect<{ runUpdated: { name: string } }>(server.ws(created.secret), `subscription($e: ID) { runUpdated(experimentId: $e) { name } }`, { e: exp.id }, 5);
+    await sleep(500);
+    ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "one"}) { id } }`, { e: exp.id }, admin));
+    for (let i = 0; i < 50 && sub.events.length < 1; i++) await sleep(100);
+    expect(sub.events[0].data?.runUpdated.name).toBe("one");
+
+    ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: created.token.id }, admin));
+    ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "two"}) { id } }`, { e: exp.id }, admin));
+    const events = await sub.done;
+    expect(sub.isCompleted()).toBe(true);
+    expect(events.map((e) => e.data?.runUpdated.name)).toEqual(["one"]);
+  });
+});
+
+describe("auth defaults by address", () => {
+  it("requires auth on a non-loopback address and prints the bootstrap token only on the first start", async () => {
+    const first = await startTestServer({ args: ["--host", "0.0.0.0"], keep: true });
+    try {
+      expect(first.output()).toMatch(/MLGRAPH_TOKEN=mlg_/);
+      expect((await first.gql(`{ viewer { name } }`)).status).toBe(401);
+    } finally {
+      await first.stop();
+    }
+    const second = await startTestServer({ args: ["--host", "0.0.0.0"], dataDir: first.dataDir, databaseUrl: first.databaseUrl });
+    try {
+      expect(second.output()).not.toMatch(/MLGRAPH_TOKEN=/);
+    } finally {
+      await second.stop();
+    }
+  });
+
+  it("runs open on loopback with a warning, where every caller is admin", async () => {
+    const server = await startTestServer();
+    try {
+      expect(server.output()).toMatch(/auth is OFF/);
+      expect(ok(await server.gql(`{ viewer { role kind } }`)).viewer).toEqual({ role: "admin", kind: "anonymous" });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("refuses bad configuration with one clear line and exit code 2", async () => {
+    await expect(startTestServer({ env: { MLGRAPH_AUTH: "sometimes" } })).rejects.toThrow(/configuration error: MLGRAPH_AUTH: expected auto, required or open/);
+    await expect(startTestServer({ env: { MLGRAPH_AUTH: "open" }, args: ["--host", "0.0.0.0"] })).rejects.toThrow(/exited with 2[\s\S]*MLGRAPH_AUTH=open is refused/);
+  });
+});

@@ -1,0 +1,169 @@
+import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+
+let server: TestServer;
+
+beforeAll(async () => {
+  server = await startTestServer();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+const CREATE_EXPERIMENT = `mutation($input: CreateExperimentInput!) { createExperiment(input: $input) { id name description tags { key value } deletedAt } }`;
+const CREATE_RUN = `mutation($input: CreateRunInput!) { createRun(input: $input) { id name status startTime endTime params { key value } tags { key value } experiment { id name } parentRun { id } } }`;
+
+async function createExperiment(name: string) {
+  return ok(await server.gql(CREATE_EXPERIMENT, { input: { name } })).createExperiment as { id: string; name: string };
+}
+
+describe("experiments", () => {
+  it("creates, reads by id and by name, renames, tags, soft-deletes and restores", async () => {
+    const created = ok(await server.gql(CREATE_EXPERIMENT, { input: { name: "churn", description: "d", tags: [{ key: "team", value: "nlp" }] } })).createExperiment;
+    expect(created).toMatchObject({ name: "churn", description: "d", tags: [{ key: "team", value: "nlp" }], deletedAt: null });
+
+    const byName = ok(await server.gql(`query { experiment(name: "churn") { id } }`)).experiment;
+    expect(byName.id).toBe(created.id);
+    const byId = ok(await server.gql(`query($id: ID) { experiment(id: $id) { name } }`, { id: created.id })).experiment;
+    expect(byId.name).toBe("churn");
+
+    const renamed = ok(await server.gql(`mutation($id: ID!) { updateExperiment(input: {id: $id, name: "churn-v2"}) { name } }`, { id: created.id })).updateExperiment;
+    expect(renamed.name).toBe("churn-v2");
+    const tagged = ok(await server.gql(`mutation($id: ID!) { setExperimentTags(experimentId: $id, tags: [{key: "team", value: "cv"}, {key: "owner", value: "ana"}]) { tags { key value } } }`, { id: created.id })).setExperimentTags;
+    expect(tagged.tags).toEqual([{ key: "owner", value: "ana" }, { key: "team", value: "cv" }]);
+
+    ok(await server.gql(`mutation($id: ID!) { deleteExperiment(id: $id) { deletedAt } }`, { id: created.id }));
+    const visible = ok(await server.gql(`query { experiments(first: 100) { edges { node { id } } } }`)).experiments.edges.map((e: any) => e.node.id);
+    expect(visible).not.toContain(created.id);
+    const all = ok(await server.gql(`query { experiments(first: 100, includeDeleted: true) { edges { node { id } } } }`)).experiments.edges.map((e: any) => e.node.id);
+    expect(all).toContain(created.id);
+    const refused = await server.gql(CREATE_RUN, { input: { experimentId: created.id } });
+    expect(refused.errors?.[0].extensions?.code).toBe("BAD_USER_INPUT");
+    expect(refused.errors?.[0].extensions?.field).toBe("input.experimentId");
+
+    const restored = ok(await server.gql(`mutation($id: ID!) { restoreExperiment(id: $id) { deletedAt } }`, { id: created.id })).restoreExperiment;
+    expect(restored.deletedAt).toBeNull();
+  });
+
+  it("refuses a duplicate name with CONFLICT and creates nothing", async () => {
+    await createExperiment("dup");
+    const res = await server.gql(CREATE_EXPERIMENT, { input: { name: "dup" } });
+    expect(res.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.name" });
+    const all = ok(await server.gql(`query { experiments(first: 1000, includeDeleted: true) { edges { node { name } } } }`)).experiments.edges;
+    expect(all.filter((e: any) => e.node.name === "dup")).toHaveLength(1);
+  });
+
+  it("paginates with Relay cursors without gaps or repeats", async () => {
+    for (let i = 0; i < 7; i++) await createExperiment(`page-${i}`);
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let guard = 0; guard < 20; guard++) {
+      const page: any = ok(await server.gql(`query($after: String) { experiments(first: 3, after: $after) { edges { node { name } cursor } pageInfo { hasNextPage endCursor } totalCount } }`, { after })).experiments;
+      seen.push(...page.edges.map((e: any) => e.node.name));
+      if (!page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    const pageNames = seen.filter((n) => n.startsWith("page-"));
+    expect(new Set(pageNames).size).toBe(7);
+    expect(seen.length).toBe(new Set(seen).size);
+    const bad = await server.gql(`query { experiments(after: "garbage") { totalCount } }`);
+    expect(bad.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
+  });
+});
+
+describe("runs", () => {
+  let experimentId: string;
+  beforeAll(async () => {
+    experimentId = (await createExperiment("runs-exp")).id;
+  });
+
+  it("creates a run with params, tags and a parent, and ends it", async () => {
+    const parent = ok(await server.gql(CREATE_RUN, { input: { experimentId, name: "sweep" } })).createRun;
+    const run = ok(
+      await server.gql(CREATE_RUN, {
+        input: { experimentId, name: "trial-1", parentRunId: parent.id, params: [{ key: "lr", value: "0.01" }], tags: [{ key: "team", value: "nlp" }] },
+      }),
+    ).createRun;
+    expect(run).toMatchObject({ name: "trial-1", status: "RUNNING", endTime: null, params: [{ key: "lr", value: "0.01" }], tags: [{ key: "team", value: "nlp" }], parentRun: { id: parent.id }, experiment: { id: experimentId } });
+
+    const ended = ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { status endTime } }`, { id: run.id })).updateRun;
+    expect(ended.status).toBe("FINISHED");
+    expect(Date.parse(ended.endTime)).toBeGreaterThanOrEqual(Date.parse(run.startTime));
+    const reopen = await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: RUNNING}) { status } }`, { id: run.id });
+    expect(reopen.errors?.[0].extensions?.code).toBe("CONFLICT");
+  });
+
+  it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {
+    const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, params: [{ key: "lr", value: "0.1" }] } })).createRun;
+    const LOG = `mutation($id: ID!, $params: [ParamInput!]!) { logParams(runId: $id, params: $params) { params { key value } } }`;
+    ok(await server.gql(LOG, { id: run.id, params: [{ key: "lr", value: "0.1" }, { key: "epochs", value: "3" }] }));
+    const conflict = await server.gql(LOG, { id: run.id, params: [{ key: "batch", value: "32" }, { key: "lr", value: "0.2" }] });
+    expect(conflict.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "params[1].value" });
+    const params = ok(await server.gql(`query($id: ID!) { run(id: $id) { params { key value } } }`, { id: run.id })).run.params;
+    expect(params).toEqual([{ key: "epochs", value: "3" }, { key: "lr", value: "0.1" }]);
+  });
+
+  it("enforces limits with errors naming the field", async () => {
+    const run = ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun;
+    const cases: [string, Record<string, unknown>, string][] = [
+      [`mutation($id: ID!) { logParams(runId: $id, params: [{key: "ok", value: "1"}, {key: "bad key!", value: "1"}]) { id } }`, { id: run.id }, "params[1].key"],
+      [`mutation($id: ID!, $v: String!) { logParams(runId: $id, params: [{key: "big", value: $v}]) { id } }`, { id: run.id, v: "x".repeat(6001) }, "params[0].value"],
+      [`mutation($id: ID!, $v: String!) { setRunTags(runId: $id, tags: [{key: "big", value: $v}]) { id } }`, { id: run.id, v: "x".repeat(5001) }, "tags[0].value"],
+      [`mutation($id: ID!, $k: String!) { setRunTags(runId: $id, tags: [{key: $k, value: "v"}]) { id } }`, { id: run.id, k: "k".repeat(251) }, "tags[0].key"],
+      [`mutation { logParams(runId: "not-a-uuid", params: []) { id } }`, {}, "runId"],
+    ];
+    for (const [query, variables, field] of cases) {
+      const res = await server.gql(query, variables);
+      expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field });
+    }
+    const many = Array.from({ length: 1001 }, (_, i) => ({ key: `p${i}`, value: "1" }));
+    const tooMany = await server.gql(`mutation($id: ID!, $p: [ParamInput!]!) { logParams(runId: $id, params: $p) { id } }`, { id: run.id, p: many });
+    expect(tooMany.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "params" });
+    const thousand = many.slice(0, 1000).map((p) => ({ ...p, value: "v".repeat(6000) }));
+    ok(await server.gql(`mutation($id: ID!, $p: [ParamInput!]!) { logParams(runId: $id, params: $p) { id } }`, { id: run.id, p: thousand }));
+    const unknown = await server.gql(`mutation { logParams(runId: "00000000-0000-4000-8000-000000000000", params: [{key: "a", value: "b"}]) { id } }`);
+    expect(unknown.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "runId" });
+  });
+
+  it("records dataset inputs shared between runs", async () => {
+    const a = ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun;
+    const b = ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun;
+    const LOG = `mutation($id: ID!) { logInputs(runId: $id, datasets: [{name: "reviews", digest: "sha256:abc", sourceUri: "s3://data/reviews", context: "training"}]) { inputs { context dataset { id name digest sourceUri } } } }`;
+    const ia = ok(await server.gql(LOG, { id: a.id })).logInputs.inputs;
+    const ib = ok(await server.gql(LOG, { id: b.id })).logInputs.inputs;
+    expect(ia).toEqual([{ context: "training", dataset: expect.objectContaining({ name: "reviews", digest: "sha256:abc", sourceUri: "s3://data/reviews" }) }]);
+    expect(ib[0].dataset.id).toBe(ia[0].dataset.id);
+    ok(await server.gql(LOG, { id: a.id }));
+    const again = ok(await server.gql(`query($id: ID!) { run(id: $id) { inputs { context } } }`, { id: a.id })).run.inputs;
+    expect(again).toHaveLength(1);
+  });
+
+  it("lists runs of an experiment through a connection", async () => {
+    const exp = await createExperiment("listing");
+    for (let i = 0; i < 4; i++) ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: `r${i}` } }));
+    const res = ok(await server.gql(`query($id: ID!) { experiment(id: $id) { runs(first: 3) { edges { node { name } } pageInfo { hasNextPage } } } }`, { id: exp.id })).experiment.runs;
+    expect(res.edges).toHaveLength(3);
+    expect(res.pageInfo.hasNextPage).toBe(true);
+  });
+
+  it("streams runUpdated over WebSocket", async () => {
+    const exp = await createExperiment("live-runs");
+    const client = server.ws();
+    const sub = collect<{ runUpdated: { name: string; status: string } }>(client, `subscription($e: ID) { runUpdated(experimentId: $e) { name status } }`, { e: exp.id }, 2);
+    await sleep(500);
+    const run = ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "watched" } })).createRun;
+    ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FAILED}) { id } }`, { id: run.id }));
+    const events = await sub.done;
+    expect(events.map((e) => e.data?.runUpdated)).toEqual([
+      { name: "watched", status: "RUNNING" },
+      { name: "watched", status: "FAILED" },
+    ]);
+  });
+});
+
+describe("error model", () => {
+  it("never sends stack traces and names GraphQL validation errors", async () => {
+    const res = await server.gql(`query { nope }`);
+    expect(res.errors?.[0].extensions?.code).toBe("GRAPHQL_VALIDATION_FAILED");
+    expect(JSON.stringify(res)).not.toMatch(/stacktrace|at .*\.js:\d+/);
+  });
+});

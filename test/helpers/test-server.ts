@@ -1,0 +1,230 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import WebSocket from "ws";
+import { createClient as createWsClient, type Client as WsClient } from "graphql-ws";
+
+export const ROOT = path.resolve(__dirname, "../..");
+export const MAIN = path.join(ROOT, "dist/src/main.js");
+
+export interface GqlResponse<T = any> {
+  status: number;
+  data?: T;
+  errors?: { message: string; path?: string[]; extensions?: { code?: string; field?: string; [k: string]: unknown } }[];
+}
+
+export interface StartOptions {
+  /** Extra environment for the server process. */
+  env?: Record<string, string>;
+  /** Force the embedded PostgreSQL even when TEST_DATABASE_URL is set. */
+  embeddedPostgres?: boolean;
+  /** Reuse an existing data dir / database (for restart tests). */
+  dataDir?: string;
+  databaseUrl?: string;
+  /** Pass REDIS_URL (when the environment has one) with a prefix private to this test. */
+  redis?: boolean | { prefix: string };
+  args?: string[];
+  /** Keep data dir and database on stop (a later start reuses them). */
+  keep?: boolean;
+}
+
+export interface TestServer {
+  url: string;
+  wsUrl: string;
+  dataDir: string;
+  databaseUrl?: string;
+  process: ChildProcess;
+  output: () => string;
+  gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GqlResponse<T>>;
+  ws(token?: string): WsClient;
+  stop(): Promise<number | null>;
+  kill9(): Promise<void>;
+}
+
+/** TEST_DATABASE_URL (CI sets it): each server gets a fresh database on that PostgreSQL. */
+export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> } | null> {
+  const base = process.env.TEST_DATABASE_URL;
+  if (!base) return null;
+  const name = `mlgraph_test_${crypto.randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: base });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export function makeDataDir(): string {
+  // Under /tmp with 0755 parents: the embedded postgres runs as user `postgres` and must traverse it.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-test-"));
+  fs.chmodSync(dir, 0o755);
+  return dir;
+}
+
+/** Boots the built server (dist/) as a child process on real engines and waits until it listens. */
+export async function startTestServer(options: StartOptions = {}): Promise<TestServer> {
+  if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`npm run build\` first (npm test does)`);
+  const dataDir = options.dataDir ?? makeDataDir();
+  let db: Awaited<ReturnType<typeof createTestDatabase>> = null;
+  let databaseUrl = options.databaseUrl;
+  if (!databaseUrl && !options.embeddedPostgres) {
+    db = await createTestDatabase();
+    databaseUrl = db?.url;
+  }
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "",
+    HOME: process.env.HOME ?? "/root",
+    MLGRAPH_LOG_LEVEL: "warn",
+    MLGRAPH_WEBHOOK_ALLOWLIST: "127.0.0.1,localhost,::1",
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+    ...(options.env ?? {}),
+  };
+  if (options.redis && process.env.REDIS_URL) {
+    env.REDIS_URL = process.env.REDIS_URL;
+    env.MLGRAPH_REDIS_PREFIX = typeof options.redis === "object" ? options.redis.prefix : `mlgraph-test-${crypto.randomBytes(4).toString("hex")}:`;
+  }
+  const child = spawn(process.execPath, [MAIN, "serve", "--port", "0", "--data-dir", dataDir, ...(options.args ?? [])], {
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not start in 90 s:\n${output}`)), 90_000);
+    const onData = () => {
+      const m = /mlgraph listening on (\S+)/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening:\n${output}`));
+    });
+  });
+  const wsUrl = url.replace(/^http/, "ws");
+  const clients: WsClient[] = [];
+  let stopped = false;
+  const cleanup = async () => {
+    await Promise.all(clients.map((c) => c.dispose()));
+    if (!options.keep) {
+      await db?.drop().catch(() => undefined);
+      if (!options.dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  };
+  const server: TestServer = {
+    url,
+    wsUrl,
+    dataDir,
+    databaseUrl,
+    process: child,
+    output: () => output,
+    async gql(query, variables, token) {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify({ query, variables }),
+      });
+      const text = await res.text();
+      let body: GqlResponse;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        throw new Error(`non-JSON answer ${res.status}: ${text.slice(0, 500)}`);
+      }
+      return { ...body, status: res.status };
+    },
+    ws(token) {
+      const client = createWsClient({
+        url: wsUrl,
+        webSocketImpl: WebSocket,
+        connectionParams: token ? { Authorization: `Bearer ${token}` } : {},
+        retryAttempts: 0,
+        lazy: true,
+      });
+      clients.push(client);
+      return client;
+    },
+    async stop() {
+      if (stopped) return child.exitCode;
+      stopped = true;
+      await Promise.all(clients.map((c) => c.dispose()));
+      const exited = new Promise<number | null>((resolve) => {
+        if (child.exitCode !== null) resolve(child.exitCode);
+        else child.once("exit", (code) => resolve(code));
+      });
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+      const code = await exited;
+      clearTimeout(timer);
+      await cleanup();
+      return code;
+    },
+    async kill9() {
+      stopped = true;
+      const exited = new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once("exit", () => resolve())));
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+  return server;
+}
+
+/** Collects events of a subscription until `count` arrived or the timeout passes. */
+export function collect<T>(client: WsClient, query: string, variables: Record<string, unknown>, count: number, timeoutMs = 15_000) {
+  const events: { data?: T; errors?: unknown[] }[] = [];
+  let completed = false;
+  let unsubscribe: () => void = () => undefined;
+  const done = new Promise<typeof events>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      unsubscribe();
+      reject(new Error(`only ${events.length}/${count} events within ${timeoutMs} ms: ${JSON.stringify(events).slice(0, 1000)}`));
+    }, timeoutMs);
+    unsubscribe = client.subscribe<T>(
+      { query, variables },
+      {
+        next: (value) => {
+          events.push(value as { data?: T; errors?: unknown[] });
+          if (events.length >= count) {
+            clearTimeout(timer);
+            unsubscribe();
+            resolve(events);
+          }
+        },
+        error: (err) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(JSON.stringify(err)));
+        },
+        complete: () => {
+          completed = true;
+          clearTimeout(timer);
+          resolve(events);
+        },
+      },
+    );
+  });
+  return { done, events, isCompleted: () => completed, unsubscribe: () => unsubscribe() };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Throws with the server's errors when a GraphQL answer has any; returns data. */
+export function ok<T>(res: GqlResponse<T>): T {
+  if (res.errors?.length || !res.data) throw new Error(`GraphQL errors: ${JSON.stringify(res.errors)}`);
+  return res.data;
+}

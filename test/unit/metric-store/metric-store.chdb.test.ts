@@ -1,0 +1,241 @@
+/**
+ * Integration tests against the real in-process ClickHouse engine (chdb). chdb binds one data
+ * directory per process, so every chdb test of the metric store lives in this file and shares
+ * one directory, closed in afterAll.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { DomainError } from "../../../src/services/errors.js";
+import { openMetricStore, type MetricQueryEvent, type MetricStore } from "../../../src/stores/metric-store/index.js";
+
+let dataDir: string;
+let store: MetricStore;
+const events: MetricQueryEvent[] = [];
+const firstOpen: MetricQueryEvent[] = [];
+const reopen: MetricQueryEvent[] = [];
+
+/** Counts the statements of each kind that `fn` sends. */
+async function counting<T>(fn: () => Promise<T>): Promise<{ result: T; queries: number; inserts: number }> {
+  const start = events.length;
+  const result = await fn();
+  const sent = events.slice(start);
+  return { result, queries: sent.length, inserts: sent.filter((e) => e.kind === "insert").length };
+}
+
+beforeAll(async () => {
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-metric-store-"));
+  const first = await openMetricStore({ dataDir, onQuery: (e) => firstOpen.push(e) });
+  await first.close();
+  store = await openMetricStore({
+    dataDir,
+    groupCommit: { windowMs: 5, maxRows: 100_000 },
+    onQuery: (e) => (reopen.length === 0 && events.length === 0 ? reopen : events).push(e),
+  });
+});
+
+afterAll(async () => {
+  await store?.close();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe("migrations", () => {
+  it("apply once and are skipped on reopen", async () => {
+    expect(firstOpen.filter((e) => e.sql.startsWith("CREATE MATERIALIZED VIEW")).length).toBe(2);
+    expect(fs.existsSync(path.join(dataDir, "clickhouse"))).toBe(true);
+    // The reopen ran only the migrations-table DDL (IF NOT EXISTS) and the version lookup.
+    expect(reopen.length).toBe(1);
+  });
+});
+
+describe("writes", () => {
+  it("group-commits concurrent calls into one INSERT and answers each caller after its rows are readable", async () => {
+    const runs = Array.from({ length: 40 }, (_, i) => `gc-run-${i}`);
+    const { result, inserts } = await counting(() =>
+      Promise.all(
+        runs.map(async (runId, i) => {
+          const res = await store.logPoints(runId, [
+            { key: "loss", step: 0, value: i },
+            { key: "loss", step: 1, value: i + 0.5 },
+            { key: "acc", step: 1, value: 0.25 },
+          ]);
+          // read immediately after this caller's own promise resolved
+          const pts = await store.pointsFrom(runId, undefined, 0);
+          return { res, readable: pts.length };
+        }),
+      ),
+    );
+    expect(result.every((r) => r.res.stored === 3 && !r.res.deduplicated && r.readable === 3)).toBe(true);
+    expect(inserts).toBe(1);
+  });
+
+  it("splits a group at maxRows without splitting a caller's batch", async () => {
+    const batch = (runId: string) =>
+      store.logColumns(runId, { keys: Array(10_000).fill("x"), steps: Array.from({ length: 10_000 }, (_, i) => i), values: Array(10_000).fill(1) });
+    const { inserts } = await counting(() => Promise.all(Array.from({ length: 25 }, (_, i) => batch(`split-${i}`))));
+    expect(inserts).toBe(3); // 10 + 10 + 5 batches of 10,000 rows
+  });
+
+  it("rejects invalid points naming index and field, without any query", async () => {
+    const { queries } = await counting(async () => {
+      await expect(store.logPoints("bad-run", [{ key: "ok", step: 0, value: 1 }, { key: "ok", step: 1, value: Number.NaN }])).rejects.toMatchObject({
+        code: "BAD_USER_INPUT",
+        field: "points[1].value",
+        message: "points[1].value: must be a finite number",
+      });
+      await expect(store.logPoints("", [])).rejects.toBeInstanceOf(DomainError);
+    });
+    expect(queries).toBe(0);
+  });
+
+  it("stores a batch retried with the same idempotency key once, per run", async () => {
+    const points = [
+      { key: "loss", step: 1, value: 3 },
+      { key: "loss", step: 2, value: 2 },
+    ];
+    const first = await store.logPoints("idem-run", points, "batch-1");
+    expect(first).toEqual({ stored: 2, deduplicated: false });
+    // the client never saw the answer and retries, sequentially and concurrently
+    expect(await store.logPoints("idem-run", points, "batch-1")).toEqual({ stored: 0, deduplicated: true });
+    const concurrent = await Promise.all([
+      store.logPoints("idem-run", points, "batch-2"),
+      store.logPoints("idem-run", points, "batch-2"),
+      store.logPoints("idem-run", points, "batch-2"),
+    ]);
+    expect(concurrent.filter((r) => r.stored === 2)).toHaveLength(1);
+    // the same key on another run is another batch
+    expect(await store.logPoints("idem-run-2", points, "batch-1")).toEqual({ stored: 2, deduplicated: false });
+    const summaries = await store.summaries([
+      { runId: "idem-run", key: "loss" },
+      { runId: "idem-run-2", key: "loss" },
+    ]);
+    expect(summaries.get("idem-run")?.get("loss")?.count).toBe(4);
+    expect(summaries.get("idem-run-2")?.get("loss")?.count).toBe(2);
+  });
+});
+
+describe("reads", () => {
+  it("summaries: min, max, count and last by step even when steps arrive out of order", async () => {
+    await store.logPoints("order-run", [
+      { key: "loss", step: 5, value: 0.5, timestamp: 1_000 },
+      { key: "loss", step: 9, value: 0.9, timestamp: 500 },
+    ]);
+    await store.logPoints("order-run", [
+      { key: "loss", step: 2, value: 7, timestamp: 9_000 },
+      { key: "loss", step: 9, value: 0.3, timestamp: 600 }, // same step, later timestamp wins
+      { key: "loss", step: 1, value: -2, timestamp: 10_000 },
+    ]);
+    const s = (await store.summaries([{ runId: "order-run", key: "loss" }])).get("order-run")?.get("loss");
+    expect(s).toEqual({ min: -2, max: 7, last: 0.3, lastStep: 9, lastTimestamp: 600, count: 5 });
+    const absent = await store.summaries([{ runId: "order-run", key: "nope" }]);
+    expect(absent.size).toBe(0);
+  });
+
+  it("summaries of 100 runs x 10 keys take one query", async () => {
+    const runIds = Array.from({ length: 100 }, (_, r) => `wide-${r}`);
+    const keys = Array.from({ length: 10 }, (_, k) => `metric_${k}`);
+    await Promise.all(
+      runIds.map((runId, r) =>
+        store.logPoints(
+          runId,
+          keys.flatMap((key, k) => [0, 1, 2].map((step) => ({ key, step, value: r * 100 + k * 10 + step }))),
+        ),
+      ),
+    );
+    const pairs = runIds.flatMap((runId) => keys.map((key) => ({ runId, key })));
+    const { result, queries } = await counting(() => store.summaries(pairs));
+    expect(queries).toBe(1);
+    expect(result.size).toBe(100);
+    expect(result.get("wide-42")?.get("metric_7")).toMatchObject({ min: 4270, max: 4272, last: 4272, lastStep: 2, count: 3 });
+
+    const { result: keysByRun, queries: keyQueries } = await counting(() => store.metricKeys([...runIds, "no-such-run"]));
+    expect(keyQueries).toBe(1);
+    expect(keysByRun.get("wide-3")).toEqual(keys);
+    expect(keysByRun.get("no-such-run")).toEqual([]);
+  });
+
+  it("filters and orders runs by last value", async () => {
+    const runIds = ["wide-1", "wide-2", "wide-3"];
+    // last of metric_0 for run r is r*100 + 2
+    expect((await store.runIdsMatching(runIds, "metric_0", ">", 202)).sort()).toEqual(["wide-3"]);
+    expect((await store.runIdsMatching(runIds, "metric_0", ">=", 202)).sort()).toEqual(["wide-2", "wide-3"]);
+    expect((await store.runIdsMatching(runIds, "metric_0", "=", 102)).sort()).toEqual(["wide-1"]);
+    expect((await store.runIdsMatching(runIds, "metric_0", "!=", 102)).sort()).toEqual(["wide-2", "wide-3"]);
+    expect((await store.runIdsMatching(undefined, "metric_0", "<", 100)).sort()).toEqual(["wide-0"]);
+    expect(await store.runIdsMatching([], "metric_0", "<", 100)).toEqual([]);
+    await expect(store.runIdsMatching(runIds, "metric_0", "LIKE" as never, 1)).rejects.toMatchObject({ code: "BAD_USER_INPUT" });
+    const last = await store.lastValues([...runIds, "no-such-run"], "metric_0");
+    expect([...last.entries()].sort()).toEqual([
+      ["wide-1", 102],
+      ["wide-2", 202],
+      ["wide-3", 302],
+    ]);
+  });
+
+  it("pointsFrom replays raw points ordered by step", async () => {
+    const pts = await store.pointsFrom("order-run", ["loss"], 2);
+    expect(pts.map((p) => [p.step, p.value])).toEqual([
+      [2, 7],
+      [5, 0.5],
+      [9, 0.9],
+      [9, 0.3],
+    ]);
+    expect((await store.pointsFrom("gc-run-3", undefined, 1)).map((p) => p.key)).toEqual(["acc", "loss"]);
+    expect(await store.pointsFrom("order-run", ["loss"], 0, 2)).toHaveLength(2);
+  });
+
+  it("history returns short series whole with timestamps, and ranges honour min/max step", async () => {
+    const { result, queries } = await counting(() =>
+      store.history([
+        { runId: "order-run", key: "loss", maxPoints: 100 },
+        { runId: "order-run", key: "loss", minStep: 2, maxStep: 5, maxPoints: 100 },
+        { runId: "no-such-run", key: "loss", maxPoints: 10 },
+      ]),
+    );
+    expect(queries).toBe(1);
+    expect(result[0].map((p) => p.step)).toEqual([1, 2, 5, 9, 9]);
+    expect(result[0][0]).toEqual({ step: 1, value: -2, timestamp: 10_000 });
+    expect(result[1].map((p) => p.step)).toEqual([2, 5]);
+    expect(result[2]).toEqual([]);
+  });
+
+  it("downsamples a 1,000,000-point series to 1,000 points in ClickHouse, keeping first and last", async () => {
+    const total = 1_000_000;
+    const perCall = 10_000;
+    const calls: Promise<unknown>[] = [];
+    for (let offset = 0; offset < total; offset += perCall) {
+      const steps = Array.from({ length: perCall }, (_, i) => offset + i);
+      calls.push(
+        store.logColumns("big-run", {
+          keys: Array(perCall).fill("loss"),
+          steps,
+          values: steps.map((s) => Math.sin(s / 1000) + s / total),
+          timestamps: steps.map((s) => 1_700_000_000_000 + s),
+        }),
+      );
+    }
+    await Promise.all(calls);
+    const summary = (await store.summaries([{ runId: "big-run", key: "loss" }])).get("big-run")?.get("loss");
+    expect(summary?.count).toBe(total);
+    expect(summary?.lastStep).toBe(total - 1);
+
+    const [series, ranged] = await store.history([
+      { runId: "big-run", key: "loss", maxPoints: 1_000 },
+      { runId: "big-run", key: "loss", minStep: 500_000, maxStep: 599_999, maxPoints: 200 },
+    ]);
+    expect(series).toHaveLength(1_000);
+    expect(series[0]).toEqual({ step: 0, value: 0, timestamp: 1_700_000_000_000 });
+    expect(series[999]).toEqual({ step: total - 1, value: Math.sin((total - 1) / 1000) + (total - 1) / total, timestamp: 1_700_000_000_000 + total - 1 });
+    for (let i = 1; i < series.length; i++) expect(series[i].step).toBeGreaterThan(series[i - 1].step);
+    expect(ranged).toHaveLength(200);
+    expect(ranged[0].step).toBe(500_000);
+    expect(ranged[199].step).toBe(599_999);
+  });
+
+  it("round-trips float values exactly", async () => {
+    const values = [Math.PI, 1e-300, -1.7976931348623157e308, 0.1 + 0.2, 5e-324, 123456789.123456789];
+    await store.logPoints("float-run", values.map((value, step) => ({ key: "v", step, value })));
+    const [series] = await store.history([{ runId: "float-run", key: "v", maxPoints: 100 }]);
+    expect(series.map((p) => p.value)).toEqual(values);
+  });
+});

@@ -1,0 +1,84 @@
+/**
+ * Group-commit mechanics against a stand-in client (the real engine is exercised in
+ * metric-store.chdb.test.ts): grouping, maxRows splits, failure propagation, dedupe lookups.
+ */
+import type { ClickHouseClient } from "@clickhouse/client";
+import { MetricWriter } from "../../../src/stores/metric-store/metric-writer.js";
+import { validateMetricPoints } from "../../../src/stores/metric-store/metric-validation.js";
+
+interface FakeCall {
+  kind: "query" | "command";
+  query: string;
+}
+
+function fakeClient(opts: { failInsert?: boolean; existing?: [string, string][] } = {}) {
+  const calls: FakeCall[] = [];
+  const client = {
+    async command({ query }: { query: string }) {
+      calls.push({ kind: "command", query });
+      await new Promise((r) => setTimeout(r, 1));
+      if (opts.failInsert) throw new Error("Code: 241. DB::Exception: Memory limit exceeded");
+      return {};
+    },
+    async query({ query }: { query: string }) {
+      calls.push({ kind: "query", query });
+      return { json: async () => opts.existing ?? [] };
+    },
+  } as unknown as ClickHouseClient;
+  return { client, calls };
+}
+
+const points = (n: number) => validateMetricPoints(Array.from({ length: n }, (_, i) => ({ key: "k", step: i, value: i })), 0);
+
+describe("MetricWriter", () => {
+  it("shares one INSERT among calls made within the window", async () => {
+    const { client, calls } = fakeClient();
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 5 });
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => writer.write(`r${i}`, points(2))));
+    expect(results.every((r) => r.stored === 2)).toBe(true);
+    expect(calls.filter((c) => c.kind === "command")).toHaveLength(1);
+    const body = JSON.parse(calls[0].query.slice(calls[0].query.indexOf("\n") + 1)) as unknown[][];
+    expect(body[0]).toHaveLength(40); // run_id column
+  });
+
+  it("answers every caller of a failed INSERT with its error, then keeps accepting writes", async () => {
+    const failing = fakeClient({ failInsert: true });
+    const writer = new MetricWriter(failing.client, {}, () => {}, { windowMs: 1 });
+    const settled = await Promise.allSettled([writer.write("a", points(1)), writer.write("b", points(1))]);
+    expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected"]);
+    expect((settled[0] as PromiseRejectedResult).reason.message).toContain("Memory limit exceeded");
+  });
+
+  it("flushes as soon as maxRows is reached and never splits a caller's batch", async () => {
+    const { client, calls } = fakeClient();
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 10_000, maxRows: 5 });
+    await Promise.all([writer.write("a", points(3)), writer.write("b", points(3)), writer.write("c", points(4))]);
+    // a+b reach 6 >= 5 at once; the flush takes a (3) alone since a+b would exceed 5, then b, then c
+    const inserts = calls.filter((c) => c.kind === "command");
+    expect(inserts.length).toBe(3);
+  });
+
+  it("answers batches whose idempotency key is already stored without writing them", async () => {
+    const { client, calls } = fakeClient({ existing: [["a", "key-1"]] });
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 1 });
+    const [dup, fresh, plain] = await Promise.all([
+      writer.write("a", points(2), "key-1"),
+      writer.write("b", points(2), "key-1"),
+      writer.write("c", points(2)),
+    ]);
+    expect(dup).toEqual({ stored: 0, deduplicated: true });
+    expect(fresh).toEqual({ stored: 2, deduplicated: false });
+    expect(plain).toEqual({ stored: 2, deduplicated: false });
+    expect(calls.map((c) => c.kind)).toEqual(["query", "command"]);
+  });
+
+  it("refuses writes after close, once pending ones are flushed", async () => {
+    const { client, calls } = fakeClient();
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 10_000 });
+    const pending = writer.write("a", points(1));
+    await writer.close();
+    await expect(pending).resolves.toEqual({ stored: 1, deduplicated: false });
+    expect(calls).toHaveLength(1);
+    await expect(writer.write("a", points(1))).rejects.toMatchObject({ code: "UNAVAILABLE" });
+  });
+});
