@@ -20,6 +20,19 @@ const BUCKET = "mlgraph-test";
 const credentials = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
+/**
+ * A part PUT as a real uploader does it: one retry when the keep-alive connection was reset
+ * under it (s3rver closes idle sockets; on a loaded 2-core machine undici sometimes reuses one).
+ */
+async function putPart(url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    if (!/ECONNRESET|fetch failed|socket/i.test(`${(err as Error).message} ${String((err as { cause?: unknown }).cause)}`)) throw err;
+    return fetch(url, init);
+  }
+}
+
 describe("S3ArtifactStore against s3rver", () => {
   let dir: string;
   let s3rver: S3rver;
@@ -112,7 +125,7 @@ describe("S3ArtifactStore against s3rver", () => {
     for (const part of d.parts) {
       const bytes = partData(part.partNumber, part.size);
       whole.update(bytes);
-      const res = await fetch(part.url, { method: "PUT", body: bytes, headers: d.headers });
+      const res = await putPart(part.url, { method: "PUT", body: bytes, headers: d.headers });
       expect(res.status).toBe(200);
       etags.push({ partNumber: part.partNumber, etag: res.headers.get("etag")! });
     }
