@@ -29,8 +29,29 @@ export interface Config {
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** Hosts webhooks may target even though they resolve to loopback/private ranges. */
   webhookAllowlist: string[];
+  /** Webhook delivery: first retry after backoffMs, doubling per attempt, at most maxAttempts attempts. */
+  webhookDelivery: { backoffMs: number; maxAttempts: number; timeoutMs: number };
+  /** Model registry approvals: who may approve stage transitions, and whether requesters may approve their own. */
+  registry: { approverRole: "admin" | "editor"; allowSelfApproval: boolean };
+  /** Per-request guards against expensive or abusive operations (0 disables one). */
+  limits: {
+    maxDepth: number;
+    maxComplexity: number;
+    maxAliases: number;
+    maxRootFields: number;
+    maxBodyBytes: number;
+    /** Token bucket per authenticated principal: refill rate and burst size; shared via Redis when configured. */
+    ratePerSecond: number;
+    rateBurst: number;
+  };
   /** Only in tests: run the scheduler loop faster. */
   schedulerIntervalMs: number;
+  /** MLGRAPH_DEBUG_QUERY_COUNTS=1: GraphQL HTTP answers carry `extensions.queryCounts` (ClickHouse statements per request). */
+  debugQueryCounts: boolean;
+  /** Task leases: a claimed task is lost (EXECUTOR_LOST) when its executor misses heartbeats this long (MLGRAPH_LEASE_SECONDS). */
+  leaseSeconds: number;
+  /** An executor unseen this long is marked OFFLINE (MLGRAPH_EXECUTOR_OFFLINE_SECONDS). */
+  executorOfflineSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -74,6 +95,19 @@ function parseInteger(name: string, value: string | number | undefined, fallback
     throw new ConfigError(`${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
   }
   return n;
+}
+
+function parseChoice<T extends string>(name: string, value: string | undefined, choices: readonly T[], fallback: T): T {
+  if (value === undefined || value === "") return fallback;
+  if (!(choices as readonly string[]).includes(value)) throw new ConfigError(`${name}: expected one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+function parseBoolean(name: string, value: string | undefined, fallback: boolean): boolean {
+  if (value === undefined || value === "") return fallback;
+  if (["true", "1", "yes"].includes(value.toLowerCase())) return true;
+  if (["false", "0", "no"].includes(value.toLowerCase())) return false;
+  throw new ConfigError(`${name}: expected true or false, got ${JSON.stringify(value)}`);
 }
 
 /** Builds and validates the config from CLI flags (which win) and the environment. Throws ConfigError with one clear line. */
@@ -145,7 +179,28 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auth: { mode: authMode, signingSecret: env.MLGRAPH_SIGNING_SECRET || undefined, oidc },
     logLevel,
     webhookAllowlist: (env.MLGRAPH_WEBHOOK_ALLOWLIST ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    webhookDelivery: {
+      backoffMs: parseInteger("MLGRAPH_WEBHOOK_BACKOFF_MS", env.MLGRAPH_WEBHOOK_BACKOFF_MS, 5000, 1, 3_600_000),
+      maxAttempts: parseInteger("MLGRAPH_WEBHOOK_MAX_ATTEMPTS", env.MLGRAPH_WEBHOOK_MAX_ATTEMPTS, 8, 1, 100),
+      timeoutMs: parseInteger("MLGRAPH_WEBHOOK_TIMEOUT_MS", env.MLGRAPH_WEBHOOK_TIMEOUT_MS, 10_000, 100, 600_000),
+    },
+    registry: {
+      approverRole: parseChoice("MLGRAPH_APPROVER_ROLE", env.MLGRAPH_APPROVER_ROLE, ["admin", "editor"] as const, "admin"),
+      allowSelfApproval: parseBoolean("MLGRAPH_ALLOW_SELF_APPROVAL", env.MLGRAPH_ALLOW_SELF_APPROVAL, false),
+    },
+    limits: {
+      maxDepth: parseInteger("MLGRAPH_MAX_DEPTH", env.MLGRAPH_MAX_DEPTH, 15, 0, 1000),
+      maxComplexity: parseInteger("MLGRAPH_MAX_COMPLEXITY", env.MLGRAPH_MAX_COMPLEXITY, 250_000, 0, 1e9),
+      maxAliases: parseInteger("MLGRAPH_MAX_ALIASES", env.MLGRAPH_MAX_ALIASES, 50, 0, 100_000),
+      maxRootFields: parseInteger("MLGRAPH_MAX_ROOT_FIELDS", env.MLGRAPH_MAX_ROOT_FIELDS, 30, 0, 100_000),
+      maxBodyBytes: parseInteger("MLGRAPH_MAX_BODY_BYTES", env.MLGRAPH_MAX_BODY_BYTES, 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+      ratePerSecond: parseInteger("MLGRAPH_RATE_LIMIT_PER_SECOND", env.MLGRAPH_RATE_LIMIT_PER_SECOND, 200, 0, 1e6),
+      rateBurst: parseInteger("MLGRAPH_RATE_LIMIT_BURST", env.MLGRAPH_RATE_LIMIT_BURST, 1000, 1, 1e7),
+    },
     schedulerIntervalMs: parseInteger("MLGRAPH_SCHEDULER_INTERVAL_MS", env.MLGRAPH_SCHEDULER_INTERVAL_MS, 1000, 10, 60000),
+    debugQueryCounts: parseBoolean("MLGRAPH_DEBUG_QUERY_COUNTS", env.MLGRAPH_DEBUG_QUERY_COUNTS, false),
+    leaseSeconds: parseInteger("MLGRAPH_LEASE_SECONDS", env.MLGRAPH_LEASE_SECONDS, 60, 1, 3600),
+    executorOfflineSeconds: parseInteger("MLGRAPH_EXECUTOR_OFFLINE_SECONDS", env.MLGRAPH_EXECUTOR_OFFLINE_SECONDS, 120, 1, 86400),
   };
 }
 
@@ -162,4 +217,19 @@ export function authRequired(config: Config): boolean {
   if (config.auth.mode === "required") return true;
   if (config.auth.mode === "open") return false;
   return !isLoopback(config.host);
+}
+
+/** What `mlgraph executor` takes from the environment when its flags do not say. */
+export function executorEnvironment(env: NodeJS.ProcessEnv = process.env): { server?: string; token?: string; pipelineDir?: string; logLevel: string } {
+  return {
+    server: env.MLGRAPH_URL || undefined,
+    token: env.MLGRAPH_TOKEN || undefined,
+    pipelineDir: env.MLGRAPH_PIPELINE_DIR || undefined,
+    logLevel: env.MLGRAPH_LOG_LEVEL ?? "info",
+  };
+}
+
+/** What the client commands (`mlgraph runs …`, `models …`, `token …`) take from the environment when their flags do not say. */
+export function clientEnvironment(env: NodeJS.ProcessEnv = process.env): { server?: string; token?: string } {
+  return { server: env.MLGRAPH_URL || undefined, token: env.MLGRAPH_TOKEN || undefined };
 }

@@ -5,6 +5,8 @@ import path from "node:path";
 import { Command } from "commander";
 import { ConfigError, loadConfig } from "./config.js";
 import { createLogger } from "./server/logger.js";
+import { registerExecutorCommand } from "./executors/executor-command.js";
+import { registerClientCommands } from "./cli/index.js";
 
 const program = new Command();
 program.name("mlgraph").description("MLOps platform served as one GraphQL API").version("0.1.0");
@@ -45,9 +47,15 @@ program
   .command("schema")
   .description("print the GraphQL schema (SDL) the server builds")
   .option("--out <file>", "write to this file instead of stdout")
-  .action(async (opts: { out?: string }) => {
-    const { buildAppSchema, printAppSchema } = await import("./server/schema.js");
-    const sdl = printAppSchema(await buildAppSchema());
+  .option("--roles", "print each root field's required roles as JSON instead")
+  .action(async (opts: { out?: string; roles?: boolean }) => {
+    const { buildAppSchema, printAppSchema, rootFieldRoles } = await import("./server/schema.js");
+    const schema = await buildAppSchema();
+    if (opts.roles) {
+      process.stdout.write(JSON.stringify(rootFieldRoles(), null, 2) + "\n");
+      return;
+    }
+    const sdl = printAppSchema(schema);
     if (opts.out) {
       fs.mkdirSync(path.dirname(opts.out), { recursive: true });
       fs.writeFileSync(opts.out, sdl);
@@ -55,6 +63,9 @@ program
       process.stdout.write(sdl);
     }
   });
+
+registerExecutorCommand(program);
+registerClientCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

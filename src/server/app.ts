@@ -1,6 +1,6 @@
 import http from "node:http";
 import express from "express";
-import { ApolloServer } from "@apollo/server";
+import { ApolloServer, HeaderMap } from "@apollo/server";
 import { expressMiddleware } from "@as-integrations/express5";
 import { ApolloServerPluginDrainHttpServer } from "@apollo/server/plugin/drainHttpServer";
 import { ApolloServerPluginLandingPageDisabled } from "@apollo/server/plugin/disabled";
@@ -24,6 +24,15 @@ import { authenticate } from "./auth.js";
 import { buildAppSchema } from "./schema.js";
 import { formatError } from "./error-mapping.js";
 import { createGraphiqlHandler } from "./graphiql.js";
+import { openConfiguredMetricStore } from "./metric-store-setup.js";
+import { openArtifactStorage } from "../services/artifact-storage.js";
+import { queryCountsMiddleware, queryCountsPlugin } from "./query-counts.js";
+import { OidcVerifier } from "./oidc.js";
+import { checkOperationLimits } from "./operation-limits.js";
+import { InProcessRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limiter.js";
+import { rateLimitRefusals, renderMetrics, requestDuration, resolverDuration } from "./observability.js";
+import { registerScrapeCollectors } from "./observability-collectors.js";
+import { parse, type DocumentNode } from "graphql";
 
 export interface RunningServer {
   url: string;
@@ -85,18 +94,33 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     }
     shutdown.add("event bus", () => bus.close());
 
-    const services = createServices(config, log, { db, bus });
+    const metrics = await openConfiguredMetricStore(config, log);
+    shutdown.add("metric store", () => metrics.close());
+
+    const artifactStorage = await openArtifactStorage(config, log);
+    shutdown.add("artifact store", () => artifactStorage.close());
+
+    const services = createServices(config, log, { db, bus, metrics, artifacts: artifactStorage.store });
+    registerScrapeCollectors(services);
+    if (config.auth.oidc) services.oidc = new OidcVerifier(config.auth.oidc);
     await bootstrapAdminToken(services, config, log);
 
     const schema = await buildAppSchema();
     const app = express();
     app.disable("x-powered-by");
+    // Signed artifact URLs of the local store; PUT bodies stream to disk, so before any body parser.
+    artifactStorage.mount(app);
     const httpServer = http.createServer(app);
-    const { url, wsCleanup } = await mountGraphql(app, httpServer, schema, services, log, shutdown);
+    const rateLimiter: RateLimiter = config.redisUrl
+      ? new RedisRateLimiter(config.redisUrl, config.redisPrefix, config.limits.ratePerSecond, config.limits.rateBurst)
+      : new InProcessRateLimiter(config.limits.ratePerSecond, config.limits.rateBurst);
+    shutdown.add("rate limiter", () => rateLimiter.close());
+    const { url, wsCleanup } = await mountGraphql(app, httpServer, schema, services, log, shutdown, rateLimiter);
     await new Promise<void>((resolve, reject) => {
       httpServer.once("error", reject);
       httpServer.listen(config.port, config.host, () => resolve());
     });
+    artifactStorage.setListeningPort((httpServer.address() as import("node:net").AddressInfo).port);
     shutdown.add("http server", async () => {
       await wsCleanup();
       httpServer.closeIdleConnections();
@@ -122,8 +146,35 @@ async function mountGraphql(
   services: AppServices,
   log: Logger,
   shutdown: Shutdown,
+  rateLimiter: RateLimiter,
 ) {
   const config = services.config;
+  /** Per-principal token bucket; the open loopback server (anonymous admin) is not limited. */
+  const enforceRateLimit = async (principal: Principal) => {
+    if (principal.kind === "anonymous" || config.limits.ratePerSecond === 0) return;
+    const decision = await rateLimiter.take(`${principal.kind}:${principal.id}`);
+    if (decision.allowed) return;
+    rateLimitRefusals.inc();
+    throw new GraphQLError(`rate limit exceeded: retry after ${decision.retryAfterSeconds} s`, {
+      extensions: {
+        code: "RATE_LIMITED",
+        retryAfterSeconds: decision.retryAfterSeconds,
+        // Apollo merges `http` into the response head; it expects a HeaderMap there.
+        http: { status: 429, headers: new HeaderMap([["retry-after", String(decision.retryAfterSeconds)]]) as unknown as Record<string, string> },
+      },
+    });
+  };
+  app.get("/metrics", async (req, res) => {
+    if (authRequired(config)) {
+      try {
+        await authenticate(services, req.headers.authorization);
+      } catch {
+        res.status(401).type("text/plain").send("authentication required\n");
+        return;
+      }
+    }
+    res.type("text/plain; version=0.0.4").send(await renderMetrics());
+  });
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });
@@ -134,6 +185,12 @@ async function mountGraphql(
       checks.database = "ok";
     } catch (err) {
       checks.database = `unavailable: ${(err as Error).message}`;
+    }
+    try {
+      await services.metrics.ping();
+      checks.clickhouse = "ok";
+    } catch (err) {
+      checks.clickhouse = `unavailable: ${(err as Error).message}`;
     }
     const ready = Object.values(checks).every((v) => v === "ok");
     res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "unavailable", checks });
@@ -154,6 +211,22 @@ async function mountGraphql(
           return false;
         }
       },
+      onSubscribe: async (ctx, _id, payload) => {
+        let document: DocumentNode;
+        try {
+          document = parse(payload.query);
+        } catch {
+          return; // graphql-ws reports the syntax error itself
+        }
+        const errors = checkOperationLimits(schema, document, payload.operationName, payload.variables ?? undefined, config.limits);
+        if (errors.length) return errors;
+        try {
+          await enforceRateLimit(ctx.extra.principal as Principal);
+        } catch (err) {
+          return [err as GraphQLError];
+        }
+        return;
+      },
       // A fresh context (and fresh DataLoaders) per operation, never shared across operations.
       context: (ctx) => makeContext(services, ctx.extra.principal as Principal, wsLog),
       onNext: (_ctx, _id, _payload, _args, result) => {
@@ -171,15 +244,46 @@ async function mountGraphql(
     includeStacktraceInErrorResponses: false,
     stopOnTerminationSignals: false,
     formatError: (formatted, error) => formatError(formatted, error, log),
-    plugins: [ApolloServerPluginDrainHttpServer({ httpServer }), ApolloServerPluginLandingPageDisabled()],
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer }),
+      ApolloServerPluginLandingPageDisabled(),
+      ...(config.debugQueryCounts ? [queryCountsPlugin()] : []),
+      {
+        // Limits and timing for every HTTP operation.
+        async requestDidStart() {
+          const started = process.hrtime.bigint();
+          return {
+            async didResolveOperation({ request, document, operationName }) {
+              const errors = checkOperationLimits(schema, document, operationName ?? request.operationName, request.variables, config.limits);
+              // Thrown here, Apollo would answer 500; a refused operation is the client's error.
+              if (errors.length) throw new GraphQLError(errors[0].message, { extensions: { ...errors[0].extensions, http: { status: 400 } } });
+            },
+            async executionDidStart() {
+              return {
+                willResolveField({ info }) {
+                  if (info.path.prev !== undefined) return;
+                  const end = resolverDuration.startTimer({ field: `${info.parentType.name}.${info.fieldName}` });
+                  return () => end();
+                },
+              };
+            },
+            async willSendResponse({ operationName, operation, errors }) {
+              const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+              requestDuration.observe({ operation: operationName ?? "anonymous", type: operation?.operation ?? "unknown", outcome: errors?.length ? "error" : "ok" }, seconds);
+            },
+          };
+        },
+      },
+    ],
   });
   await apollo.start();
   shutdown.add("apollo", () => apollo.stop());
 
   app.use("/graphql", createGraphiqlHandler());
+  if (config.debugQueryCounts) app.use("/graphql", queryCountsMiddleware());
   app.use(
     "/graphql",
-    express.json({ limit: "16mb" }),
+    express.json({ limit: config.limits.maxBodyBytes }),
     expressMiddleware(apollo, {
       context: async ({ req }) => {
         let principal: Principal;
@@ -188,6 +292,7 @@ async function mountGraphql(
         } catch (err) {
           throw authError(err);
         }
+        await enforceRateLimit(principal);
         return makeContext(services, principal, log);
       },
     }),

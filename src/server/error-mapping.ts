@@ -20,12 +20,18 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown, lo
   }
   const code = formatted.extensions?.code;
   if (typeof code === "string" && code !== "INTERNAL_SERVER_ERROR") {
-    const { stacktrace: _stack, ...extensions } = formatted.extensions ?? {};
+    const { stacktrace: _stack, http: _http, ...extensions } = formatted.extensions ?? {};
     return { ...formatted, extensions: { ...extensions, code } };
   }
   if (error instanceof GraphQLError && !error.originalError && !error.path) {
     // Parse/validation errors raised by graphql-js itself.
     return { message: formatted.message, locations: formatted.locations, extensions: { code: "GRAPHQL_VALIDATION_FAILED" } };
+  }
+  // PostgreSQL "data exception" (class 22): a value the column cannot hold. The input was bad,
+  // the transaction rolled back; say so rather than report a server fault.
+  const pgCode = (original as { code?: unknown } | null)?.code;
+  if (typeof pgCode === "string" && pgCode.startsWith("22")) {
+    return { message: "a value in the input is not valid for storage", locations: formatted.locations, path: formatted.path, extensions: { code: "BAD_USER_INPUT" } };
   }
   const storeUnavailable = isUnavailable(original);
   log.error({ err: original instanceof Error ? { message: original.message, stack: original.stack } : original, path: formatted.path }, "unexpected error in resolver");

@@ -1,4 +1,4 @@
-import { buildSchema } from "type-graphql";
+import { buildSchema, getMetadataStorage } from "type-graphql";
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from "graphql";
 import { DateTimeResolver } from "graphql-scalars";
 import { resolvers } from "../resolvers/index.js";
@@ -28,4 +28,23 @@ export async function buildAppSchema(): Promise<GraphQLSchema> {
 /** The schema as committed in schema/schema.graphql (sorted, so the file diff is stable). */
 export function printAppSchema(schema: GraphQLSchema): string {
   return printSchema(lexicographicSortSchema(schema)) + "\n";
+}
+
+/**
+ * The declared role requirement of every root field (`Query.x`, `Mutation.y`, `Subscription.z`),
+ * as @Authorized declares it; fields without one map to null. The authorization test walks this.
+ */
+export function rootFieldRoles(): Record<string, string[] | null> {
+  const storage = getMetadataStorage();
+  const map: Record<string, string[] | null> = {};
+  const add = (type: string, list: { schemaName: string; target: Function; methodName: string }[]) => {
+    for (const field of list) {
+      const authorized = storage.authorizedFields.find((a) => a.target === field.target && a.fieldName === field.methodName);
+      map[`${type}.${field.schemaName}`] = authorized ? (authorized.roles as string[]) : null;
+    }
+  };
+  add("Query", storage.queries);
+  add("Mutation", storage.mutations);
+  add("Subscription", storage.subscriptions);
+  return map;
 }

@@ -4,6 +4,10 @@ import type { Run } from "../entities/run.entity.js";
 import type { KeyValue } from "./validation.js";
 import type { RunInputView } from "./runs.service.js";
 import type { AppServices } from "./app-services.js";
+import { createRegistryLoaders } from "./registry-loaders.js";
+import { createPipelineLoaders } from "./pipeline-loaders.js";
+import type { HistoryRequest, MetricPoint, MetricSummary } from "../stores/metric-store/index.js";
+import type { MetricRef } from "./metrics.service.js";
 
 function byKey<T>(keys: readonly string[], rows: T[], key: (row: T) => string): (T | null)[] {
   const map = new Map(rows.map((r) => [key(r), r]));
@@ -26,6 +30,20 @@ export function createLoaders(services: AppServices) {
     runParams: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.paramsFor(ids))),
     runTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.tagsFor(ids))),
     runInputs: new DataLoader<string, RunInputView[]>(async (ids) => listsFor(ids, await services.runs.inputsFor(ids))),
+    // Metric reads: every summary/history/key lookup of one request is one ClickHouse query per kind.
+    metricKeys: new DataLoader<string, string[]>(async (ids) => listsFor(ids, await services.metrics.metricKeys(null, ids))),
+    metricSummary: new DataLoader<MetricRef, MetricSummary | null, string>(
+      async (refs) => {
+        const found = await services.metrics.summaries(null, refs);
+        return refs.map((r) => found.get(r.runId)?.get(r.key) ?? null);
+      },
+      { cacheKeyFn: (r) => `${r.runId}\u0000${r.key}` },
+    ),
+    metricHistory: new DataLoader<HistoryRequest, MetricPoint[], string>((requests) => services.metrics.history(null, requests), {
+      cacheKeyFn: (r) => JSON.stringify([r.runId, r.key, r.minStep ?? null, r.maxStep ?? null, r.maxPoints]),
+    }),
+    ...createRegistryLoaders(services),
+    ...createPipelineLoaders(services),
   };
 }
 

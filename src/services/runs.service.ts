@@ -11,6 +11,7 @@ import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
 import type { Page, PageArgs } from "./pagination.js";
 import type { RunSearch } from "./run-search.js";
+import { announceWebhookEvents, enqueueWebhookEvent } from "./webhooks.service.js";
 
 export const RUN_EVENTS_TOPIC = "runs:updated";
 
@@ -104,6 +105,7 @@ export class RunsService {
 
   async update(ctx: RequestContext, input: { runId: string; status?: RunStatus | null; endTime?: Date | null; name?: string | null }): Promise<Run> {
     const name = input.name == null ? undefined : validateText(input.name, "input.name", LIMITS.nameLength);
+    let finished = false;
     const run = await this.db.transaction(async (em) => {
       const current = await this.requireWritable(ctx, input.runId, "input.runId", em);
       await em.query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", [current.id]);
@@ -112,6 +114,7 @@ export class RunsService {
         if (TERMINAL.has(current.status) && input.status === RunStatus.RUNNING) {
           throw new DomainError("CONFLICT", `input.status: run already ended as ${current.status}`, "input.status");
         }
+        finished = TERMINAL.has(input.status) && !TERMINAL.has(current.status);
         current.status = input.status;
         if (TERMINAL.has(input.status) && !current.endTime) current.endTime = input.endTime ?? new Date();
       }
@@ -121,9 +124,13 @@ export class RunsService {
         }
         current.endTime = input.endTime;
       }
-      return em.getRepository(Run).save(current);
+      const saved = await em.getRepository(Run).save(current);
+      // Webhook outbox row in the same transaction as the status change (registry feature).
+      if (finished) await enqueueWebhookEvent(em, "RUN_FINISHED", { runId: saved.id, experimentId: saved.experimentId, status: saved.status, endTime: saved.endTime });
+      return saved;
     });
     await this.publishUpdated(run);
+    if (finished) await announceWebhookEvents(this.bus);
     return run;
   }
 

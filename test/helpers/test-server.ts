@@ -7,7 +7,12 @@ import pg from "pg";
 import WebSocket from "ws";
 import { createClient as createWsClient, type Client as WsClient } from "graphql-ws";
 
-export const ROOT = path.resolve(__dirname, "../..");
+/** The repository root: the nearest folder above with a package.json (also from compiled benches in dist-bench/). */
+export const ROOT = (() => {
+  let dir = path.resolve(__dirname, "../..");
+  while (!fs.existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+})();
 export const MAIN = path.join(ROOT, "dist/src/main.js");
 
 export interface GqlResponse<T = any> {
@@ -29,6 +34,8 @@ export interface StartOptions {
   args?: string[];
   /** Keep data dir and database on stop (a later start reuses them). */
   keep?: boolean;
+  /** Listen on this port (default 0: any free port); a restart test reuses the first server's port. */
+  port?: number;
 }
 
 export interface TestServer {
@@ -95,7 +102,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     env.REDIS_URL = process.env.REDIS_URL;
     env.MLGRAPH_REDIS_PREFIX = typeof options.redis === "object" ? options.redis.prefix : `mlgraph-test-${crypto.randomBytes(4).toString("hex")}:`;
   }
-  const child = spawn(process.execPath, [MAIN, "serve", "--port", "0", "--data-dir", dataDir, ...(options.args ?? [])], {
+  const child = spawn(process.execPath, [MAIN, "serve", "--port", String(options.port ?? 0), "--data-dir", dataDir, ...(options.args ?? [])], {
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -13,8 +13,8 @@ import {
 } from "./pipeline-spec.js";
 import { escapePointer, semanticProblems, suggest } from "./validate-spec.js";
 
-/** Larger specs are refused before parsing; 1,000 tasks fit comfortably. */
-export const MAX_SPEC_BYTES = 1024 * 1024;
+/** Larger specs are refused before parsing; a 10,000-task fan-out/fan-in fits. */
+export const MAX_SPEC_BYTES = 4 * 1024 * 1024;
 
 let validator: ValidateFunction | undefined;
 

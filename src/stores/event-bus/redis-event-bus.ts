@@ -1,56 +1,63 @@
 import { EventEmitter } from "node:events";
+import crypto from "node:crypto";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import type { EventBus } from "./event-bus.js";
 
 /**
- * Redis pub/sub: every publish goes through Redis (also for subscribers in this process), so all
- * replicas see one order per channel. One subscriber connection per process, channels reference-
- * counted. When Redis is down, ioredis reconnects and re-subscribes; publishes fail loudly.
+ * Redis pub/sub between replicas. A publish is delivered to this process's subscribers at once
+ * (so they keep receiving while Redis is down) and sent through Redis, tagged with this process's
+ * id, to the other replicas; a process ignores its own messages coming back. One subscriber
+ * connection per process, channels reference-counted; ioredis reconnects and re-subscribes after
+ * an outage.
  */
 export class RedisEventBus implements EventBus {
   private readonly pub: Redis;
   private readonly sub: Redis;
   private readonly local = new EventEmitter();
   private readonly refCounts = new Map<string, number>();
+  private readonly origin = crypto.randomBytes(8).toString("hex");
 
   constructor(url: string, private readonly prefix: string, private readonly log: Logger) {
-    const options = { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false };
-    this.pub = new Redis(url, options);
-    this.sub = new Redis(url, options);
+    // The publisher fails fast while Redis is down (no offline queue): a write must never wait on
+    // the bus. The subscriber queues its SUBSCRIBE commands and re-subscribes after reconnecting.
+    this.pub = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    this.sub = new Redis(url, { maxRetriesPerRequest: null, enableOfflineQueue: true });
     this.local.setMaxListeners(0);
     for (const [name, client] of [["publisher", this.pub], ["subscriber", this.sub]] as const) {
       client.on("error", (err: Error) => this.log.warn({ err: err.message, client: name }, "redis event bus error"));
     }
     this.sub.on("messageBuffer", (channel: Buffer, message: Buffer) => {
       const topic = channel.toString().slice(this.prefix.length);
-      let payload: unknown;
+      let envelope: { o?: string; p?: unknown };
       try {
-        payload = JSON.parse(message.toString());
+        envelope = JSON.parse(message.toString());
       } catch {
         return;
       }
-      this.local.emit(topic, payload);
+      if (envelope.o === this.origin) return;
+      this.local.emit(topic, envelope.p);
     });
   }
 
-  /**
-   * Live delivery is best effort by design: the write it announces is already committed, and
-   * subscribers replay from the store on reconnect. So a Redis outage is logged, not thrown.
-   */
   async publish(topic: string, payload: unknown): Promise<void> {
-    try {
-      await this.pub.publish(this.prefix + topic, JSON.stringify(payload));
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message, topic }, "redis publish failed; live subscribers on other replicas miss this event");
+    this.local.emit(topic, payload);
+    if (this.pub.status !== "ready") {
+      this.log.warn({ topic, redis: this.pub.status }, "redis is unavailable; other replicas miss this live event");
+      return;
     }
+    this.pub.publish(this.prefix + topic, JSON.stringify({ o: this.origin, p: payload })).catch((err: Error) => {
+      this.log.warn({ err: err.message, topic }, "redis publish failed; other replicas miss this live event");
+    });
   }
 
   async subscribe(topic: string, handler: (payload: unknown) => void): Promise<() => Promise<void>> {
     this.local.on(topic, handler);
     const count = (this.refCounts.get(topic) ?? 0) + 1;
     this.refCounts.set(topic, count);
-    if (count === 1) await this.sub.subscribe(this.prefix + topic);
+    // Not awaited: while Redis is down the SUBSCRIBE waits in ioredis' queue, and local events
+    // must still reach this subscriber meanwhile.
+    if (count === 1) this.sub.subscribe(this.prefix + topic).catch((err: Error) => this.log.warn({ err: err.message, topic }, "redis subscribe failed"));
     return async () => {
       this.local.off(topic, handler);
       const left = (this.refCounts.get(topic) ?? 1) - 1;
@@ -64,8 +71,18 @@ export class RedisEventBus implements EventBus {
   }
 
   /** Resolves once both connections are ready, so startup fails fast on a wrong REDIS_URL. */
-  async ready(): Promise<void> {
-    await Promise.all([this.pub.ping(), this.sub.ping()]);
+  async ready(timeoutMs = 10_000): Promise<void> {
+    const connected = (client: Redis) =>
+      client.status === "ready"
+        ? Promise.resolve()
+        : new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`REDIS_URL: no connection to Redis within ${timeoutMs / 1000} s`)), timeoutMs);
+            client.once("ready", () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+    await Promise.all([connected(this.pub), connected(this.sub)]);
   }
 
   async close(): Promise<void> {

@@ -200,30 +200,67 @@ export class MetricStore {
   async history(requests: readonly HistoryRequest[]): Promise<MetricPoint[][]> {
     const result: MetricPoint[][] = requests.map(() => []);
     if (requests.length === 0) return result;
-    const params: Record<string, unknown> = {};
-    const branches = requests.map((req, i) => {
+    // Requests with the same step range and maxPoints (the usual case: one chart setting over many
+    // runs) share one branch that downsamples every (run, key) series with GROUP BY; a branch per
+    // request costs ~30 ms each on the embedded engine, so 500 series took 15 s that way.
+    const groups = new Map<string, { lo: number; hi: number; maxPoints: number; members: number[] }>();
+    requests.forEach((req, i) => {
       const maxPoints = req.maxPoints;
       if (!Number.isSafeInteger(maxPoints) || maxPoints < 1 || maxPoints > MAX_HISTORY_POINTS) {
         throw new DomainError("BAD_USER_INPUT", `maxPoints: must be an integer from 1 to ${MAX_HISTORY_POINTS}`, "maxPoints");
       }
-      params[`r${i}`] = req.runId;
-      params[`k${i}`] = req.key;
-      params[`lo${i}`] = clampStep(req.minStep, 0);
-      params[`hi${i}`] = clampStep(req.maxStep, MAX_STEP);
-      const where = `run_id = {r${i}:String} AND key = {k${i}:String} AND step >= {lo${i}:Int64} AND step <= {hi${i}:Int64}`;
+      const lo = clampStep(req.minStep, 0);
+      const hi = clampStep(req.maxStep, MAX_STEP);
+      const id = `${lo}:${hi}:${maxPoints}`;
+      let group = groups.get(id);
+      if (!group) groups.set(id, (group = { lo, hi, maxPoints, members: [] }));
+      group.members.push(i);
+    });
+    const params: Record<string, unknown> = {};
+    const wanted = new Map<string, number[]>(); // `${group}\0${run}\0${key}` -> request indexes
+    const branches = [...groups.values()].map((g, gi) => {
+      params[`r${gi}`] = unique(g.members.map((i) => requests[i].runId));
+      params[`k${gi}`] = unique(g.members.map((i) => requests[i].key));
+      params[`lo${gi}`] = g.lo;
+      params[`hi${gi}`] = g.hi;
+      for (const i of g.members) {
+        const id = `${gi}\u0000${requests[i].runId}\u0000${requests[i].key}`;
+        wanted.set(id, [...(wanted.get(id) ?? []), i]);
+      }
+      const range = `step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64}`;
       // LTTB only yields (step, value); joining its picks back to the raw rows recovers the
       // timestamps. With fewer points than maxPoints it returns every point, so no count is
       // needed first. LIMIT 1 BY drops exact (step, value) duplicates so the bound holds.
+      if ((params[`r${gi}`] as string[]).length === 1 && (params[`k${gi}`] as string[]).length === 1) {
+        // One series: equality filters and no GROUP BY, about twice as fast as the grouped form.
+        const where = `run_id = {r${gi}:Array(String)}[1] AND key = {k${gi}:Array(String)}[1] AND ${range}`;
+        return (
+          `SELECT ${gi} AS g, run_id, key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
+          `WHERE ${where}\n` +
+          `  AND (toFloat64(step), value) IN (SELECT arrayJoin(largestTriangleThreeBuckets(${g.maxPoints})(step, value)) FROM metrics WHERE ${where})\n` +
+          `ORDER BY step, timestamp\nLIMIT 1 BY step, value`
+        );
+      }
+      // runs x keys may over-fetch for ragged request lists; unrequested series are dropped below.
+      const where = `run_id IN {r${gi}:Array(String)} AND key IN {k${gi}:Array(String)} AND ${range}`;
       return (
-        `SELECT ${i} AS rq, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
+        `SELECT ${gi} AS g, run_id, key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
         `WHERE ${where}\n` +
-        `  AND (toFloat64(step), value) IN (SELECT arrayJoin(largestTriangleThreeBuckets(${maxPoints})(step, value)) FROM metrics WHERE ${where})\n` +
-        `ORDER BY step, timestamp\nLIMIT 1 BY step, value`
+        `  AND (run_id, key, toFloat64(step), value) IN (\n` +
+        `    SELECT run_id, key, tupleElement(p, 1), tupleElement(p, 2) FROM (\n` +
+        `      SELECT run_id, key, arrayJoin(largestTriangleThreeBuckets(${g.maxPoints})(step, value)) AS p FROM metrics\n` +
+        `      WHERE ${where} GROUP BY run_id, key))\n` +
+        `ORDER BY run_id, key, step, timestamp\nLIMIT 1 BY run_id, key, step, value`
       );
     });
-    const sql = `SELECT rq, step, value, timestamp FROM (\n${branches.join("\nUNION ALL\n")}\n)\nORDER BY rq, step, timestamp`;
-    const rows = await this.select<{ rq: number; step: number; value: number; timestamp: number }>(sql, params);
-    for (const r of rows) result[r.rq].push({ step: Number(r.step), value: r.value, timestamp: Number(r.timestamp) });
+    const sql = `SELECT g, run_id, key, step, value, timestamp FROM (\n${branches.join("\nUNION ALL\n")}\n)\nORDER BY g, run_id, key, step, timestamp`;
+    const rows = await this.select<{ g: number; run_id: string; key: string; step: number; value: number; timestamp: number }>(sql, params);
+    for (const r of rows) {
+      const targets = wanted.get(`${r.g}\u0000${r.run_id}\u0000${r.key}`);
+      if (!targets) continue;
+      const point = { step: Number(r.step), value: r.value, timestamp: Number(r.timestamp) };
+      for (const i of targets) result[i].push(point);
+    }
     return result;
   }
 
@@ -266,15 +303,24 @@ export class MetricStore {
     return rows.map((r) => r.run_id);
   }
 
-  /** Last value of `key` per run (for ordering search results); runs without it are absent. */
-  async lastValues(runIds: readonly string[], key: string): Promise<Map<string, number>> {
-    if (runIds.length === 0) return new Map();
+  /**
+   * Last value of `key` per run (for ordering search results); runs without it are absent.
+   * `runIds` undefined means every run that logged the key.
+   */
+  async lastValues(runIds: readonly string[] | undefined, key: string): Promise<Map<string, number>> {
+    if (runIds !== undefined && runIds.length === 0) return new Map();
+    const runFilter = runIds === undefined ? "" : "run_id IN {runs:Array(String)} AND ";
     const rows = await this.select<{ run_id: string; last: number }>(
       "SELECT run_id, argMaxMerge(last_value) AS last FROM metric_summaries\n" +
-        "WHERE run_id IN {runs:Array(String)} AND key = {key:String} GROUP BY run_id",
-      { runs: unique(runIds), key },
+        `WHERE ${runFilter}key = {key:String} GROUP BY run_id`,
+      { runs: runIds ? unique(runIds) : undefined, key },
     );
     return new Map(rows.map((r) => [r.run_id, r.last]));
+  }
+
+  /** Round trip to ClickHouse, for readiness checks; throws when it is unreachable. */
+  async ping(): Promise<void> {
+    await this.select<{ ok: number }>("SELECT 1 AS ok", {});
   }
 
   /** Flushes pending writes, then closes the connection (and the embedded engine). */

@@ -1,4 +1,6 @@
 import { Tracking1764150000001 } from "./0001-tracking.migration.js";
+import { Registry1764150000200 } from "./0200-registry.migration.js";
+import { Pipelines1764150000300 } from "./0300-pipelines.migration.js";
 
 /** Ordered PostgreSQL migrations; features append theirs (timestamps keep the order). */
-export const migrations = [Tracking1764150000001];
+export const migrations = [Tracking1764150000001, Registry1764150000200, Pipelines1764150000300];

@@ -1,0 +1,44 @@
+/**
+ * Shared helpers of the metric benchmarks. Build: `npx tsc -p tsconfig.json && npx tsc -p bench`,
+ * then run `node dist-bench/bench/<name>.js`. Each bench starts its own server (the built
+ * dist/src/main.js, as the e2e tests do) and prints its figures beside a baseline of the same run.
+ */
+import { ok, sleep, startTestServer, type TestServer } from "../test/helpers/test-server.js";
+
+export { ok, sleep, startTestServer, type TestServer };
+
+/** Seconds a sustained phase runs; BENCH_SECONDS shortens or lengthens every bench. */
+export const benchSeconds = (fallback: number) => Number(process.env.BENCH_SECONDS ?? fallback);
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+export const ms = (n: number) => `${n.toFixed(1)} ms`;
+export const rate = (n: number) => `${Math.round(n).toLocaleString("en-US")}/s`;
+
+export async function createRuns(server: TestServer, count: number, name: string): Promise<string[]> {
+  const exp = ok(await server.gql(`mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`, { n: name })).createExperiment.id as string;
+  const ids: string[] = [];
+  for (let i = 0; i < count; i += 20) {
+    const chunk = await Promise.all(
+      Array.from({ length: Math.min(20, count - i) }, async (_, j) =>
+        ok(await server.gql(`mutation($e: ID!, $n: String!) { createRun(input: {experimentId: $e, name: $n, params: [{key: "i", value: $n}]}) { id } }`, { e: exp, n: `r${i + j}` }))
+          .createRun.id as string,
+      ),
+    );
+    ids.push(...chunk);
+  }
+  return ids;
+}
+
+export const LOG_COLUMNS = `mutation($run: ID!, $keys: [String!]!, $steps: [SafeInt!]!, $values: [Float!]!, $ts: [SafeInt!]) {
+  logMetricColumns(runId: $run, keys: $keys, steps: $steps, values: $values, timestamps: $ts) { accepted } }`;
+export const LOG_POINTS = `mutation($run: ID!, $points: [MetricPointInput!]!) { logMetrics(runId: $run, points: $points) { accepted } }`;
+
+export function machine(): string {
+  const os = require("node:os") as typeof import("node:os");
+  return `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model ?? "?"}`;
+}

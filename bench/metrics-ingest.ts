@@ -1,0 +1,107 @@
+/**
+ * Ingest: concurrent clients send batches of 1,000 points through GraphQL over HTTP into the
+ * embedded store, for BENCH_SECONDS (default 30) per phase. Baselines measured in the same run:
+ * the same batches inserted directly through the store's client (the ceiling), and MLflow's way,
+ * one PostgreSQL row per point (needs TEST_DATABASE_URL or DATABASE_URL).
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import pg from "pg";
+import { openMetricStore } from "../src/stores/metric-store/index.js";
+import { benchSeconds, createRuns, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
+
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
+const BATCH = 1_000;
+const SECONDS = benchSeconds(30);
+
+/** Runs `worker` in CLIENTS loops for SECONDS; returns points per second. */
+async function sustained(worker: (client: number, iteration: number) => Promise<number>): Promise<number> {
+  const until = Date.now() + SECONDS * 1000;
+  let points = 0;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async (_, c) => {
+      for (let i = 0; Date.now() < until; i++) points += await worker(c, i);
+    }),
+  );
+  return points / ((Date.now() - started) / 1000);
+}
+
+function batch(i: number) {
+  const keys = Array.from({ length: BATCH }, (_, j) => `m${j % 10}`);
+  const steps = Array.from({ length: BATCH }, (_, j) => i * 100 + Math.floor(j / 10));
+  const values = steps.map((s, j) => Math.sin(s + j));
+  const ts = steps.map((s) => 1_700_000_000_000 + s);
+  return { keys, steps, values, ts };
+}
+
+async function main() {
+  console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase`);
+  const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
+  try {
+    const runs = await createRuns(server, CLIENTS, "bench-ingest");
+    // Bodies are serialized once so the client (on the same 2 cores) costs as little as possible.
+    const b = batch(0);
+    const pointBodies = runs.map((run) =>
+      JSON.stringify({ query: LOG_POINTS, variables: { run, points: b.keys.map((key, j) => ({ key, step: b.steps[j], value: b.values[j], timestamp: new Date(b.ts[j]).toISOString() })) } }),
+    );
+    const columnBodies = runs.map((run) => JSON.stringify({ query: LOG_COLUMNS, variables: { run, ...b } }));
+    const post = async (body: string) => {
+      const res = await fetch(server.url, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const json = (await res.json()) as { errors?: unknown; data?: Record<string, { accepted: number }> };
+      if (json.errors) throw new Error(JSON.stringify(json.errors));
+      return Object.values(json.data!)[0].accepted;
+    };
+    const graphqlRows = await sustained((c) => post(pointBodies[c]));
+    console.log(`GraphQL logMetrics (point objects):      ${rate(graphqlRows)} points`);
+    const graphqlColumns = await sustained((c) => post(columnBodies[c]));
+    console.log(`GraphQL logMetricColumns (columnar):     ${rate(graphqlColumns)} points`);
+
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-bench-"));
+    const store = await openMetricStore({ dataDir: dir });
+    const direct = await sustained(async (c) => (await store.logColumns(`direct-${c}`, { keys: b.keys, steps: b.steps, values: b.values, timestamps: b.ts })).stored);
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+    console.log(`baseline: direct store inserts (ceiling): ${rate(direct)} points`);
+
+    const url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+    let rowPerPoint = NaN;
+    if (url) {
+      const pool = new pg.Pool({ connectionString: url, max: CLIENTS });
+      await pool.query("CREATE TEMP TABLE IF NOT EXISTS bench_noop (x int)"); // warm a connection
+      await pool.query("CREATE TABLE IF NOT EXISTS bench_metric_rows (run_id text, key text, step bigint, ts timestamptz, value double precision)");
+      rowPerPoint = await sustained(async (c) => {
+        const client = await pool.connect();
+        try {
+          await client.query("BEGIN");
+          for (let j = 0; j < BATCH; j++) {
+            await client.query("INSERT INTO bench_metric_rows (run_id, key, step, ts, value) VALUES ($1, $2, $3, to_timestamp($4 / 1000.0), $5)", [
+              `pg-${c}`, b.keys[j], b.steps[j], b.ts[j], b.values[j],
+            ]);
+          }
+          await client.query("COMMIT");
+        } finally {
+          client.release();
+        }
+        return BATCH;
+      });
+      await pool.query("DROP TABLE bench_metric_rows");
+      await pool.end();
+      console.log(`baseline: one PostgreSQL row per point:   ${rate(rowPerPoint)} points`);
+    } else {
+      console.log("baseline: one PostgreSQL row per point: SKIPPED (set TEST_DATABASE_URL)");
+    }
+    const best = Math.max(graphqlRows, graphqlColumns);
+    console.log(`ratio columnar/point objects: ${(graphqlColumns / graphqlRows).toFixed(2)}x`);
+    console.log(`ratio GraphQL (best form)/direct: ${((best / direct) * 100).toFixed(0)} %`);
+    if (url) console.log(`ratio GraphQL (best form)/row-per-point: ${(best / rowPerPoint).toFixed(1)}x`);
+  } finally {
+    await server.stop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

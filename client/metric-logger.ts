@@ -1,0 +1,248 @@
+/**
+ * A buffered metric logger for one run. The training loop calls `log(key, value, step)`, which
+ * only appends to an in-memory buffer (no I/O, no promise); batches leave in the background, by
+ * size and by time, one at a time and in order. A batch keeps its idempotency key across retries,
+ * so a batch whose answer was lost (server restart, dropped connection) is stored exactly once.
+ * Network failures and UNAVAILABLE/RATE_LIMITED answers are retried with capped exponential
+ * backoff for as long as it takes; the buffer is bounded, so a very long outage drops the OLDEST
+ * unsent points (counted in `stats.dropped`) rather than growing without limit.
+ */
+import crypto from "node:crypto";
+import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
+import { MlgraphError } from "./errors.js";
+import { LogMetricsDocument, type LogMetricsMutation, type LogMetricsMutationVariables } from "./generated/graphql.js";
+
+/** The part of the client the logger needs (a test may pass a fake). */
+export interface MetricRequester {
+  request<TResult, TVariables>(document: TypedDocumentNode<TResult, TVariables>, variables?: TVariables): Promise<TResult>;
+}
+
+export interface MetricLoggerOptions {
+  /** Points per request (default 1,000; the server takes up to 10,000). */
+  batchSize?: number;
+  /** A partial batch leaves after this many ms (default 1,000). */
+  flushIntervalMs?: number;
+  /**
+   * Most points held while the server is unreachable (default 2,000,000: at 1,000 points/s, over
+   * half an hour of outage, about 100 MB). Beyond it the oldest unsent points are dropped.
+   */
+  maxBufferedPoints?: number;
+  /** Retry backoff: first wait and cap in ms (defaults 100 and 5,000), doubling with jitter. */
+  retryInitialDelayMs?: number;
+  retryMaxDelayMs?: number;
+  /** Called for failures the logger handles itself: retries, dropped or refused batches. */
+  onError?: (error: Error, info: { willRetry: boolean; points: number }) => void;
+}
+
+export interface MetricLoggerStats {
+  /** log() calls accepted into the buffer. */
+  logged: number;
+  /** Points the server confirmed (stored now or earlier under the same idempotency key). */
+  delivered: number;
+  /** Batches the server answered as already stored (a retry after a lost answer). */
+  deduplicatedBatches: number;
+  /** Points dropped because the buffer was full during an outage. */
+  dropped: number;
+  /** Points refused: non-finite values at log(), or a batch the server refused as invalid. */
+  rejected: number;
+  /** Request attempts that failed and were retried. */
+  retries: number;
+  /** Points waiting in the buffer or in flight. */
+  pending: number;
+}
+
+interface Point {
+  key: string;
+  value: number;
+  step: number;
+  timestamp: number;
+}
+
+interface Batch {
+  points: Point[];
+  /** Generated once per batch and reused on every retry of it. */
+  idempotencyKey: string;
+}
+
+/** The server takes up to 10,000 points per logMetrics call. */
+const MAX_BATCH = 10_000;
+
+export class MetricLogger {
+  readonly runId: string;
+  private readonly batchSize: number;
+  private readonly maxBuffered: number;
+  private readonly initialDelay: number;
+  private readonly maxDelay: number;
+  private readonly onError?: MetricLoggerOptions["onError"];
+  /** Sealed chunks waiting to be sent, oldest first; `tail` is the chunk log() appends to. */
+  private readonly sealed: Point[][] = [];
+  private tail: Point[] = [];
+  private inFlight: Batch | undefined;
+  private pumping = false;
+  private closed = false;
+  private readonly timer: NodeJS.Timeout;
+  /** Sequence numbers: points sealed so far, and points settled (delivered, dropped or refused). */
+  private sealedCount = 0;
+  private settledCount = 0;
+  private readonly waiters: { through: number; resolve: () => void }[] = [];
+  private firstFailure: Error | undefined;
+  private readonly beforeExit = () => void this.flush().catch(() => undefined);
+  private readonly counters = { logged: 0, delivered: 0, deduplicatedBatches: 0, dropped: 0, rejected: 0, retries: 0 };
+
+  constructor(
+    private readonly client: MetricRequester,
+    runId: string,
+    options: MetricLoggerOptions = {},
+  ) {
+    this.runId = runId;
+    this.batchSize = Math.max(1, Math.min(MAX_BATCH, Math.floor(options.batchSize ?? 1000)));
+    this.maxBuffered = Math.max(this.batchSize, options.maxBufferedPoints ?? 2_000_000);
+    this.initialDelay = options.retryInitialDelayMs ?? 100;
+    this.maxDelay = options.retryMaxDelayMs ?? 5_000;
+    this.onError = options.onError;
+    // unref: an idle logger must not keep the process alive; beforeExit still sends what is left
+    // when a script forgets close().
+    this.timer = setInterval(() => this.sealAndPump(), options.flushIntervalMs ?? 1000);
+    this.timer.unref();
+    process.on("beforeExit", this.beforeExit);
+  }
+
+  /**
+   * Buffers one point. Never waits on the network and never throws for server trouble. A
+   * non-finite value (NaN, Infinity) is refused here, since the server would refuse its batch.
+   */
+  log(key: string, value: number, step = 0, timestamp = Date.now()): void {
+    if (this.closed) throw new Error(`MetricLogger for run ${this.runId} is closed`);
+    if (!Number.isFinite(value)) {
+      this.counters.rejected++;
+      return;
+    }
+    this.counters.logged++;
+    this.tail.push({ key, value, step, timestamp });
+    if (this.tail.length >= this.batchSize) this.sealAndPump();
+  }
+
+  /** Logs several metrics at one step, e.g. `logMany({ loss, acc }, step)`. */
+  logMany(values: Record<string, number>, step = 0, timestamp = Date.now()): void {
+    for (const key in values) this.log(key, values[key], step, timestamp);
+  }
+
+  /**
+   * Resolves once every point logged before the call was delivered (or dropped/refused). Rejects
+   * with the first non-retryable failure since the last flush (the logger keeps running).
+   */
+  async flush(): Promise<void> {
+    this.sealAndPump();
+    const through = this.sealedCount;
+    if (this.settledCount < through) await new Promise<void>((resolve) => this.waiters.push({ through, resolve }));
+    const failure = this.firstFailure;
+    this.firstFailure = undefined;
+    if (failure) throw failure;
+  }
+
+  /** Flushes and stops the timer; later log() calls throw. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      clearInterval(this.timer);
+      process.off("beforeExit", this.beforeExit);
+    }
+  }
+
+  get stats(): MetricLoggerStats {
+    const pending = this.sealedCount - this.settledCount + this.tail.length;
+    return { ...this.counters, pending };
+  }
+
+  private sealAndPump(): void {
+    if (this.tail.length > 0) {
+      this.sealed.push(this.tail);
+      this.sealedCount += this.tail.length;
+      this.tail = [];
+      this.enforceBound();
+    }
+    if (!this.pumping && this.sealed.length > 0) void this.pump();
+  }
+
+  /** Drops the oldest sealed chunks while more than maxBuffered points wait. */
+  private enforceBound(): void {
+    let waiting = this.sealedCount - this.settledCount - (this.inFlight?.points.length ?? 0);
+    while (waiting > this.maxBuffered && this.sealed.length > 1) {
+      const oldest = this.sealed.shift()!;
+      waiting -= oldest.length;
+      this.counters.dropped += oldest.length;
+      this.settle(oldest.length);
+    }
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      while (this.sealed.length > 0) {
+        // After an outage the backlog leaves in requests of up to MAX_BATCH points, so catching up
+        // takes a few round trips rather than one per batchSize.
+        let points = this.sealed.shift()!;
+        if (this.sealed.length > 0 && points.length + this.sealed[0].length <= MAX_BATCH) {
+          points = points.slice();
+          while (this.sealed.length > 0 && points.length + this.sealed[0].length <= MAX_BATCH) {
+            for (const p of this.sealed.shift()!) points.push(p);
+          }
+        }
+        this.inFlight = { points, idempotencyKey: crypto.randomUUID() };
+        await this.deliver(this.inFlight);
+        this.inFlight = undefined;
+        this.settle(points.length);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  /** Sends one batch until the server stores it or refuses it for good. */
+  private async deliver(batch: Batch): Promise<void> {
+    const variables: LogMetricsMutationVariables = {
+      runId: this.runId,
+      idempotencyKey: batch.idempotencyKey,
+      points: batch.points.map((p) => ({ key: p.key, value: p.value, step: p.step, timestamp: new Date(p.timestamp).toISOString() })),
+    };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const result: LogMetricsMutation = await this.client.request(LogMetricsDocument, variables);
+        this.counters.delivered += batch.points.length;
+        if (result.logMetrics.deduplicated) this.counters.deduplicatedBatches++;
+        return;
+      } catch (err) {
+        const error = err instanceof Error ? err : new Error(String(err));
+        const retryable = error instanceof MlgraphError ? error.retryable : false;
+        this.onError?.(error, { willRetry: retryable, points: batch.points.length });
+        if (!retryable) {
+          // Invalid input or a missing/deleted run: resending the same batch cannot succeed.
+          this.counters.rejected += batch.points.length;
+          this.firstFailure ??= error;
+          return;
+        }
+        this.counters.retries++;
+        const cap = Math.min(this.maxDelay, this.initialDelay * 2 ** Math.min(attempt, 20));
+        await this.sleep(cap / 2 + Math.random() * (cap / 2));
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    // A ref'd timer on purpose: a script that ends during an outage waits for its points.
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  private settle(count: number): void {
+    this.settledCount += count;
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      if (this.waiters[i].through <= this.settledCount) {
+        this.waiters[i].resolve();
+        this.waiters.splice(i, 1);
+      }
+    }
+  }
+}

@@ -1,0 +1,327 @@
+"""mlgraph client for notebooks and scripts: Python standard library only (urllib, json, threading).
+
+    from mlgraph_client import Client
+    ml = Client()                      # MLGRAPH_URL / MLGRAPH_TOKEN, default http://127.0.0.1:4000/graphql
+    run = ml.start_run("churn", name="baseline", params={"lr": 0.01})
+    for step in range(100):
+        run.log_metric("loss", 1 / (step + 1), step)   # buffered; a background thread flushes
+    run.finish()                       # flushes, then marks the run FINISHED
+    ml.compare_runs([run.id, other.id], baseline=run.id)
+    ml.register_model("churn", run_id=run.id, artifact_path="model")
+    ml.set_alias("churn", "champion", 1)
+
+Errors raise MlgraphError with .code (the server's extensions.code, or NETWORK_ERROR) and .field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any, Dict, Iterable, List, Optional
+
+__all__ = ["Client", "Run", "MlgraphError"]
+
+RETRYABLE = {"NETWORK_ERROR", "UNAVAILABLE", "RATE_LIMITED"}
+
+
+class MlgraphError(Exception):
+    """A failed request: code is the server's extensions.code (or NETWORK_ERROR); field names the input at fault."""
+
+    def __init__(self, message: str, code: str, field: Optional[str] = None, errors: Optional[list] = None):
+        super().__init__(message)
+        self.code = code
+        self.field = field
+        self.errors = errors or []
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE
+
+
+class Client:
+    """GraphQL over HTTP with urllib. `query` is the escape hatch for anything the helpers do not cover."""
+
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, timeout: float = 60.0):
+        url = url or os.environ.get("MLGRAPH_URL") or "http://127.0.0.1:4000/graphql"
+        if url.rstrip("/").count("/") == 2:  # a bare origin like http://host:4000
+            url = url.rstrip("/") + "/graphql"
+        self.url = url
+        self.token = token if token is not None else os.environ.get("MLGRAPH_TOKEN")
+        self.timeout = timeout
+
+    # -- transport -------------------------------------------------------------------------
+    def query(self, document: str, variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """Sends a query or mutation; returns `data` or raises MlgraphError."""
+        body = json.dumps({"query": document, "variables": variables or {}}).encode("utf-8")
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self.token:
+            headers["authorization"] = "Bearer " + self.token
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as e:  # GraphQL errors may come with a 4xx/5xx status
+            try:
+                payload = json.loads(e.read().decode("utf-8"))
+            except Exception:
+                raise MlgraphError("HTTP %d from %s" % (e.code, self.url), "UNAVAILABLE" if e.code >= 500 else "NETWORK_ERROR") from e
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            raise MlgraphError("cannot reach %s: %s" % (self.url, getattr(e, "reason", e)), "NETWORK_ERROR") from e
+        errors = payload.get("errors")
+        if errors:
+            ext = errors[0].get("extensions") or {}
+            raise MlgraphError(errors[0].get("message", "error"), ext.get("code", "INTERNAL_SERVER_ERROR"), ext.get("field"), errors)
+        return payload["data"]
+
+    # -- tracking --------------------------------------------------------------------------
+    def experiment(self, name: str, create: bool = True) -> Dict[str, Any]:
+        """The experiment with this name, created when missing (unless create=False)."""
+        found = self.query("query($n: String) { experiment(name: $n) { id name } }", {"n": name})["experiment"]
+        if found or not create:
+            return found
+        try:
+            return self.query("mutation($i: CreateExperimentInput!) { createExperiment(input: $i) { id name } }", {"i": {"name": name}})["createExperiment"]
+        except MlgraphError as e:  # someone else created it meanwhile
+            if e.code != "CONFLICT":
+                raise
+            return self.query("query($n: String) { experiment(name: $n) { id name } }", {"n": name})["experiment"]
+
+    def start_run(self, experiment: str, name: Optional[str] = None, params: Optional[Dict[str, Any]] = None,
+                  tags: Optional[Dict[str, str]] = None, **logger_options: Any) -> "Run":
+        """Starts a run in the named experiment (created when missing); returns a Run with a buffered metric logger."""
+        exp = self.experiment(experiment)
+        data = self.query(
+            "mutation($i: CreateRunInput!) { createRun(input: $i) { id name status } }",
+            {"i": {"experimentId": exp["id"], "name": name, "params": _pairs(params), "tags": _pairs(tags)}},
+        )["createRun"]
+        return Run(self, data["id"], data["name"], **logger_options)
+
+    def log_params(self, run_id: str, params: Dict[str, Any]) -> None:
+        """Params are immutable: the same value again is fine, a different one raises CONFLICT."""
+        self.query("mutation($r: ID!, $p: [ParamInput!]!) { logParams(runId: $r, params: $p) { id } }", {"r": run_id, "p": _pairs(params)})
+
+    def set_tags(self, run_id: str, tags: Dict[str, str]) -> None:
+        self.query("mutation($r: ID!, $t: [TagInput!]!) { setRunTags(runId: $r, tags: $t) { id } }", {"r": run_id, "t": _pairs(tags)})
+
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> Dict[str, Any]:
+        return self.query("mutation($i: UpdateRunInput!) { updateRun(input: $i) { id status endTime } }", {"i": {"runId": run_id, "status": status}})["updateRun"]
+
+    def log_metrics(self, run_id: str, points: List[Dict[str, Any]], idempotency_key: Optional[str] = None) -> Dict[str, Any]:
+        """One unbuffered batch: points are {key, value, step[, timestamp]}. Prefer Run.log_metric in loops."""
+        return self.query(
+            "mutation($r: ID!, $p: [MetricPointInput!]!, $k: String) { logMetrics(runId: $r, points: $p, idempotencyKey: $k) { accepted deduplicated } }",
+            {"r": run_id, "p": points, "k": idempotency_key},
+        )["logMetrics"]
+
+    def get_run(self, run_id: str) -> Optional[Dict[str, Any]]:
+        return self.query(
+            "query($id: ID!) { run(id: $id) { id name status startTime endTime params { key value } tags { key value }"
+            " metrics { key summary { min max last lastStep count } } } }",
+            {"id": run_id},
+        )["run"]
+
+    def metric_history(self, run_id: str, key: str, max_points: int = 1000) -> List[Dict[str, Any]]:
+        run = self.query(
+            "query($id: ID!, $k: String!, $m: Int!) { run(id: $id) { metric(key: $k) { history(maxPoints: $m) { step value timestamp } } } }",
+            {"id": run_id, "k": key, "m": max_points},
+        )["run"]
+        return (run or {}).get("metric", {}).get("history", []) if run and run.get("metric") else []
+
+    def search_runs(self, experiment: Optional[str] = None, filter: Optional[str] = None, order_by: Optional[List[str]] = None, first: int = 100) -> List[Dict[str, Any]]:
+        ids = [self.experiment(experiment, create=False)["id"]] if experiment else None
+        data = self.query(
+            "query($e: [ID!], $f: String, $o: [String!], $n: Int) { runs(experimentIds: $e, filter: $f, orderBy: $o, first: $n) {"
+            " edges { node { id name status params { key value } metrics { key summary { last } } } } } }",
+            {"e": ids, "f": filter, "o": order_by, "n": first},
+        )
+        return [e["node"] for e in data["runs"]["edges"]]
+
+    def compare_runs(self, run_ids: List[str], metric_keys: Optional[List[str]] = None, baseline: Optional[str] = None) -> Dict[str, Any]:
+        """The seed's comparison flow: per run and metric min/max/last, diff to a baseline, differing params."""
+        return self.query(
+            "query($ids: [ID!]!, $k: [String!], $b: ID) { compareRuns(runIds: $ids, metricKeys: $k, baselineRunId: $b) {"
+            " metricKeys differingParams runs { id name params { key value } }"
+            " rows { run { id name } metrics { key diffFromBaseline summary { min max last count } } } } }",
+            {"ids": run_ids, "k": metric_keys, "b": baseline},
+        )["compareRuns"]
+
+    # -- artifacts and registry ------------------------------------------------------------
+    def upload_artifact(self, run_id: str, path: str, content: bytes, content_type: str = "application/octet-stream") -> Dict[str, Any]:
+        """Uploads bytes as one artifact file (single PUT or multipart, as the server says); the server verifies SHA-256."""
+        import hashlib
+
+        upload = self.query(
+            "mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id kind url partSize parts { partNumber size url } headers { name value } } }",
+            {"i": {"runId": run_id, "path": path, "size": len(content), "sha256": hashlib.sha256(content).hexdigest(), "contentType": content_type}},
+        )["createArtifactUpload"]
+        headers = {h["name"]: h["value"] for h in upload["headers"]}
+        parts = None
+        if upload["kind"] == "SINGLE":
+            _put(upload["url"], content, headers)
+        else:
+            parts = []
+            for part in upload["parts"]:
+                start = (part["partNumber"] - 1) * upload["partSize"]
+                parts.append({"partNumber": part["partNumber"], "etag": _put(part["url"], content[start:start + part["size"]], headers)})
+        return self.query(
+            "mutation($u: ID!, $p: [UploadedPartInput!]) { completeArtifactUpload(uploadId: $u, parts: $p) { path size sha256 } }",
+            {"u": upload["id"], "p": parts},
+        )["completeArtifactUpload"]
+
+    def register_model(self, name: str, run_id: str, artifact_path: str, description: Optional[str] = None, model_card: Optional[str] = None) -> Dict[str, Any]:
+        """Registers a run's artifact as a new version of `name` (the model is created when new)."""
+        try:
+            self.query("mutation($i: CreateRegisteredModelInput!) { createRegisteredModel(input: $i) { name } }", {"i": {"name": name}})
+        except MlgraphError as e:
+            if e.code != "CONFLICT":
+                raise
+        return self.query(
+            "mutation($i: CreateModelVersionInput!) { createModelVersion(input: $i) { version stage aliases artifactUri } }",
+            {"i": {"modelName": name, "runId": run_id, "artifactPath": artifact_path, "description": description, "modelCard": model_card}},
+        )["createModelVersion"]
+
+    def set_alias(self, name: str, alias: str, version: int) -> Dict[str, Any]:
+        return self.query(
+            "mutation($n: String!, $a: String!, $v: Int!) { setModelAlias(modelName: $n, alias: $a, version: $v) { version aliases } }",
+            {"n": name, "a": alias, "v": version},
+        )["setModelAlias"]
+
+    def model_version(self, name: str, version: Optional[int] = None, alias: Optional[str] = None) -> Optional[Dict[str, Any]]:
+        return self.query(
+            "query($n: String!, $v: Int, $a: String) { modelVersion(name: $n, version: $v, alias: $a) { version stage aliases artifactUri run { id } } }",
+            {"n": name, "v": version, "a": alias},
+        )["modelVersion"]
+
+
+class Run:
+    """A run with a buffered metric logger: log_metric appends to memory; a daemon thread flushes by size and time."""
+
+    def __init__(self, client: Client, run_id: str, name: str, batch_size: int = 500, flush_interval: float = 1.0, max_buffered: int = 1_000_000):
+        self.client = client
+        self.id = run_id
+        self.name = name
+        self._batch_size = batch_size
+        self._max_buffered = max_buffered
+        self._buffer: List[Dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._closed = False
+        self.dropped = 0
+        self.errors: List[MlgraphError] = []
+        self._flush_interval = flush_interval
+        self._thread = threading.Thread(target=self._flusher, name="mlgraph-metrics-%s" % run_id[:8], daemon=True)
+        self._thread.start()
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        """Buffers one point; never waits on the network."""
+        point = {"key": key, "value": float(value), "step": int(step), "timestamp": _now_iso()}
+        with self._lock:
+            self._buffer.append(point)
+            if len(self._buffer) > self._max_buffered:  # a long outage: keep the newest
+                del self._buffer[0]
+                self.dropped += 1
+            if len(self._buffer) >= self._batch_size:
+                self._wake.set()
+
+    def log_metrics(self, values: Dict[str, float], step: int = 0) -> None:
+        for key, value in values.items():
+            self.log_metric(key, value, step)
+
+    def log_params(self, params: Dict[str, Any]) -> None:
+        self.client.log_params(self.id, params)
+
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        self.client.set_tags(self.id, tags)
+
+    def flush(self, timeout: float = 300.0) -> None:
+        """Blocks until every point logged so far was sent; raises the first refused batch's error."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._lock:
+            while self._buffer or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise MlgraphError("metrics not delivered within %.0f s" % timeout, "UNAVAILABLE")
+                self._wake.set()
+                self._idle.wait(min(remaining, 0.5))
+        if self.errors:
+            raise self.errors[0]
+
+    def finish(self, status: str = "FINISHED") -> Dict[str, Any]:
+        """Flushes the metrics, stops the flusher and ends the run."""
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._wake.set()
+            self._thread.join(timeout=5)
+        return self.client.finish_run(self.id, status)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish("FAILED" if exc_type else "FINISHED")
+
+    def _flusher(self) -> None:
+        while True:
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            while True:
+                with self._lock:
+                    batch = self._buffer[: min(len(self._buffer), 10_000)]
+                    del self._buffer[: len(batch)]
+                    self._in_flight = len(batch)
+                if not batch:
+                    break
+                self._send(batch)
+                with self._lock:
+                    self._in_flight = 0
+                    self._idle.notify_all()
+            with self._lock:
+                self._idle.notify_all()
+                if self._closed and not self._buffer:
+                    return
+
+    def _send(self, batch: List[Dict[str, Any]]) -> None:
+        key = str(uuid.uuid4())  # once per batch, reused by every retry: the server stores it once
+        delay = 0.1
+        while True:
+            try:
+                self.client.log_metrics(self.id, batch, idempotency_key=key)
+                return
+            except MlgraphError as e:
+                if not e.retryable:
+                    self.errors.append(e)
+                    return
+                time.sleep(delay / 2 + random.random() * delay / 2)
+                delay = min(delay * 2, 5.0)
+
+
+def _pairs(values: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, str]]]:
+    if values is None:
+        return None
+    return [{"key": str(k), "value": str(v)} for k, v in values.items()]
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int((t % 1) * 1000)
+
+
+def _put(url: str, content: bytes, headers: Dict[str, str]) -> str:
+    request = urllib.request.Request(url, data=content, headers=dict(headers, **{"content-length": str(len(content))}), method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return response.headers.get("etag", "")
+    except urllib.error.HTTPError as e:
+        raise MlgraphError("upload PUT answered HTTP %d: %s" % (e.code, e.read()[:200]), "UNAVAILABLE" if e.code >= 500 else "BAD_USER_INPUT") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise MlgraphError("upload PUT failed: %s" % e, "NETWORK_ERROR") from e

@@ -1,0 +1,168 @@
+import type { Command } from "commander";
+import {
+  CompareRunsDocument,
+  GetExperimentDocument,
+  GetRunDocument,
+  ListExperimentsDocument,
+  ListRunsDocument,
+  MetricsLoggedDocument,
+  RunUpdatedDocument,
+  type MlgraphClient,
+} from "../../client/index.js";
+import { action, collectRepeated, connect, formatNumber, notFound, printJson, printTable, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
+
+/** `mlgraph experiments list`. */
+export function registerExperimentCommands(program: Command): void {
+  const experiments = program.command("experiments").description("experiments (named groups of runs)");
+  withConnection(
+    experiments
+      .command("list")
+      .description("list experiments, newest first")
+      .option("--limit <n>", "at most this many", "50")
+      .option("--deleted", "include soft-deleted experiments"),
+  ).action(
+    action(async (flags: ConnectionFlags & { limit: string; deleted?: boolean }) => {
+      const { experiments: page } = await connect(flags).request(ListExperimentsDocument, { first: positiveInt("--limit", flags.limit), includeDeleted: flags.deleted ?? false });
+      const rows = page.edges.map((e) => e.node);
+      if (flags.json) return printJson(rows);
+      printTable(["ID", "NAME", "CREATED", "TAGS"], rows.map((x) => [x.id, x.name, x.createdAt, x.tags.map((t) => `${t.key}=${t.value}`).join(",")]));
+    }),
+  );
+}
+
+/** `mlgraph runs list|show|compare|watch`. */
+export function registerRunCommands(program: Command): void {
+  const runs = program.command("runs").description("tracking runs: search, inspect, compare, watch live");
+
+  withConnection(
+    runs
+      .command("list")
+      .description("search runs (newest first unless --order-by)")
+      .option("-e, --experiment <name-or-id...>", "only these experiments")
+      .option("-f, --filter <expr>", `e.g. "metrics.val_loss < 0.3 and params.lr = '0.01'"`)
+      .option("-o, --order-by <expr>", 'e.g. "metrics.val_loss ASC" (repeatable)', collectRepeated)
+      .option("--limit <n>", "at most this many", "50"),
+  ).action(
+    action(async (flags: ConnectionFlags & { experiment?: string[]; filter?: string; orderBy?: string[]; limit: string }) => {
+      const client = connect(flags);
+      const experimentIds = flags.experiment ? await Promise.all(flags.experiment.map((e) => experimentId(client, e))) : undefined;
+      const { runs: page } = await client.request(ListRunsDocument, { experimentIds, filter: flags.filter, orderBy: flags.orderBy, first: positiveInt("--limit", flags.limit) });
+      const rows = page.edges.map((e) => e.node);
+      if (flags.json) return printJson(rows);
+      const metricKeys = [...new Set(rows.flatMap((r) => r.metrics.map((m) => m.key)))].sort().slice(0, 6);
+      printTable(
+        ["ID", "NAME", "EXPERIMENT", "STATUS", "STARTED", ...metricKeys],
+        rows.map((r) => [r.id, r.name, r.experiment.name, r.status, r.startTime, ...metricKeys.map((k) => r.metrics.find((m) => m.key === k)?.summary.last)]),
+      );
+    }),
+  );
+
+  withConnection(runs.command("show <run-id>").description("one run: params, tags and metric summaries")).action(
+    action(async (id: string, flags: ConnectionFlags) => {
+      const { run } = await connect(flags).request(GetRunDocument, { id });
+      if (!run) throw notFound(`run ${id} not found`);
+      if (flags.json) return printJson(run);
+      const out = process.stdout;
+      out.write(`run        ${run.id}\nname       ${run.name}\nexperiment ${run.experiment.name} (${run.experiment.id})\nstatus     ${run.status}\n`);
+      out.write(`started    ${run.startTime}\nended      ${run.endTime ?? "-"}\n`);
+      if (run.parentRun) out.write(`parent     ${run.parentRun.name} (${run.parentRun.id})\n`);
+      out.write("\nparams\n");
+      printTable(["KEY", "VALUE"], run.params.map((p) => [p.key, p.value]));
+      if (run.tags.length > 0) {
+        out.write("\ntags\n");
+        printTable(["KEY", "VALUE"], run.tags.map((t) => [t.key, t.value]));
+      }
+      out.write("\nmetrics\n");
+      printTable(["KEY", "LAST", "MIN", "MAX", "STEP", "COUNT"], run.metrics.map((m) => [m.key, m.summary.last, m.summary.min, m.summary.max, m.summary.lastStep, m.summary.count]));
+    }),
+  );
+
+  withConnection(
+    runs
+      .command("compare <run-ids...>")
+      .description("runs side by side: last/min/max per metric, params that differ, differences to a baseline")
+      .option("-m, --metric <key...>", "only these metrics")
+      .option("-b, --baseline <run-id>", "show each run's difference to this run (default: the first)"),
+  ).action(
+    action(async (runIds: string[], flags: ConnectionFlags & { metric?: string[]; baseline?: string }) => {
+      if (runIds.length < 2) throw usage("compare needs at least two run ids");
+      const baselineRunId = flags.baseline ?? runIds[0];
+      const { compareRuns } = await connect(flags).request(CompareRunsDocument, { runIds, metricKeys: flags.metric, baselineRunId });
+      if (flags.json) return printJson(compareRuns);
+      const params = compareRuns.differingParams;
+      const rows = compareRuns.rows.map((row) => {
+        const run = compareRuns.runs.find((r) => r.id === row.run.id);
+        const paramCells = params.map((k) => run?.params.find((p) => p.key === k)?.value);
+        const metricCells = row.metrics.map((m) => {
+          if (!m.summary) return null;
+          const diff = m.diffFromBaseline;
+          return row.run.id === baselineRunId || diff === null || diff === undefined ? formatNumber(m.summary.last) : `${formatNumber(m.summary.last)} (${diff >= 0 ? "+" : ""}${formatNumber(diff)})`;
+        });
+        return [row.run.id === baselineRunId ? `${row.run.name} *` : row.run.name, row.run.id, ...paramCells, ...metricCells];
+      });
+      printTable(["RUN", "ID", ...params.map((p) => `params.${p}`), ...compareRuns.metricKeys], rows);
+      process.stdout.write(`\n* baseline; metrics show the last value (difference to the baseline)\n`);
+    }),
+  );
+
+  withConnection(
+    runs
+      .command("watch <run-id>")
+      .description("stream a run's metrics live until it ends (Ctrl-C to stop)")
+      .option("-m, --metric <key...>", "only these metrics")
+      .option("--from-step <n>", "first replay the points logged from this step"),
+  ).action(
+    action(async (runId: string, flags: ConnectionFlags & { metric?: string[]; fromStep?: string }) => {
+      const client = connect(flags);
+      const { run } = await client.request(GetRunDocument, { id: runId });
+      if (!run) throw notFound(`run ${runId} not found`);
+      if (!flags.json) process.stderr.write(`watching ${run.name} (${run.id}), status ${run.status}\n`);
+      if (run.status !== "RUNNING" && flags.fromStep === undefined) {
+        if (!flags.json) process.stderr.write(`run already ${run.status}\n`);
+        return;
+      }
+      const fromStep = flags.fromStep === undefined ? undefined : nonNegativeInt("--from-step", flags.fromStep);
+      const points = client.subscribe(MetricsLoggedDocument, { runId, keys: flags.metric, fromStep });
+      const updates = client.subscribe(RunUpdatedDocument, { runId });
+      // The run's end ends the watch: stop the metric stream once it reports a final status.
+      const ended = (async () => {
+        for await (const u of updates) {
+          if (u.runUpdated.status !== "RUNNING") {
+            setTimeout(() => points.close(), 500);
+            return u.runUpdated.status;
+          }
+        }
+        return undefined;
+      })();
+      for await (const batch of points) {
+        for (const p of batch.metricsLogged.points) {
+          if (flags.json) process.stdout.write(JSON.stringify(p) + "\n");
+          else process.stdout.write(`${p.timestamp}  step ${String(p.step).padStart(6)}  ${p.key} = ${formatNumber(p.value)}\n`);
+        }
+      }
+      updates.close();
+      const status = await Promise.race([ended, new Promise((r) => setTimeout(() => r(undefined), 100))]);
+      if (!flags.json && status) process.stderr.write(`run ${status}\n`);
+      await client.close();
+    }),
+  );
+}
+
+async function experimentId(client: MlgraphClient, nameOrId: string): Promise<string> {
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(nameOrId);
+  const { experiment } = await client.request(GetExperimentDocument, uuid ? { id: nameOrId } : { name: nameOrId });
+  if (!experiment) throw notFound(`experiment ${JSON.stringify(nameOrId)} not found`);
+  return experiment.id;
+}
+
+export function positiveInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw usage(`${flag}: expected a positive integer, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+export function nonNegativeInt(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) throw usage(`${flag}: expected a non-negative integer, got ${JSON.stringify(text)}`);
+  return n;
+}

@@ -1,0 +1,259 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { Logger } from "pino";
+import { detectGpus, type GpuInfo, type GpuSpec } from "./gpu-detection.js";
+import { LocalProcess, type ProcessResult } from "./runtimes/local-process.js";
+
+export interface AgentOptions {
+  /** Server base URL or its /graphql endpoint. */
+  server: string;
+  token?: string;
+  pool: string;
+  gpus: GpuSpec;
+  concurrency: number;
+  name?: string;
+  /** Defaults: this machine's cores and memory. */
+  cpu?: number;
+  memoryMb?: number;
+  labels?: Record<string, string>;
+  /** Parent of each attempt's fresh working directory (default: the OS temp dir). */
+  workdirBase?: string;
+  /** Where relative script paths in a task's argv are found (default: the agent's cwd). */
+  pipelineDir?: string;
+  /** Long-poll length per claimTask call. */
+  waitSeconds?: number;
+  /** SIGTERM → SIGKILL grace for stopping tasks. */
+  graceSeconds?: number;
+  log: Logger;
+}
+
+interface Assignment {
+  taskRun: { id: string; taskId: string; attempt: number };
+  leaseToken: string;
+  leaseExpiresAt: string;
+  command: string[];
+  operator: string;
+  env: Record<string, string>;
+  gpus: number[];
+  runId: string;
+  timeoutSeconds: number;
+}
+
+class GraphqlError extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt command operator env gpus runId timeoutSeconds`;
+const LOG_FLUSH_MS = 250;
+const LOG_BATCH_LINES = 500;
+
+/** Endpoint URL for a server given as base URL or as its /graphql endpoint. */
+export function graphqlEndpoint(server: string): string {
+  const url = new URL(server);
+  if (!url.pathname.endsWith("/graphql")) url.pathname = `${url.pathname.replace(/\/$/, "")}/graphql`;
+  return url.toString();
+}
+
+/**
+ * Argv elements that are relative paths of files under the pipeline directory become absolute,
+ * so a spec can say `examples/pipelines/scripts/train.py` while the task runs in a fresh directory.
+ */
+export function resolveScriptPaths(argv: string[], pipelineDir: string): string[] {
+  return argv.map((arg, i) => {
+    if (i === 0 && !arg.includes("/")) return arg; // a program on PATH
+    if (path.isAbsolute(arg) || arg.startsWith("-") || !/[/.]/.test(arg)) return arg;
+    const candidate = path.resolve(pipelineDir, arg);
+    return fs.existsSync(candidate) && fs.statSync(candidate).isFile() ? candidate : arg;
+  });
+}
+
+/**
+ * The pull executor: registers its pool and resources, then runs `concurrency` slots that each
+ * long-poll claimTask, run the task as a local process, stream its logs, heartbeat its lease,
+ * forward cancellation, and report the outcome. `stop()` stops claiming and drains running tasks.
+ */
+export class ExecutorAgent {
+  private readonly endpoint: string;
+  private executorId: string | null = null;
+  private stopping = false;
+  private readonly claims = new Set<AbortController>();
+  private readonly running = new Set<LocalProcess>();
+  private slots: Promise<void>[] = [];
+  gpus: GpuInfo[] = [];
+
+  constructor(private readonly options: AgentOptions) {
+    this.endpoint = graphqlEndpoint(options.server);
+  }
+
+  get id(): string | null {
+    return this.executorId;
+  }
+
+  async start(): Promise<void> {
+    this.gpus = await detectGpus(this.options.gpus);
+    const input = {
+      name: this.options.name ?? `${os.hostname()}-${process.pid}`,
+      pool: this.options.pool,
+      labels: this.options.labels ?? {},
+      cpu: this.options.cpu ?? os.cpus().length,
+      memoryMb: this.options.memoryMb ?? Math.floor(os.totalmem() / 1024 / 1024),
+      gpus: this.gpus.map((g) => ({ index: g.index, model: g.model, memoryMb: g.memoryMb })),
+    };
+    const data = await this.gql<{ registerExecutor: { id: string } }>(`mutation($input: RegisterExecutorInput!) { registerExecutor(input: $input) { id } }`, { input });
+    this.executorId = data.registerExecutor.id;
+    this.options.log.info({ executorId: this.executorId, pool: this.options.pool, gpus: this.gpus.map((g) => g.index), concurrency: this.options.concurrency }, "executor registered");
+    this.slots = Array.from({ length: this.options.concurrency }, (_, i) => this.slotLoop(i));
+  }
+
+  /** Stops claiming (in-flight long-polls are abandoned) and waits for running tasks to finish. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const c of this.claims) c.abort();
+    await Promise.all(this.slots);
+  }
+
+  /** Resolves when every slot has ended (after stop()). */
+  async finished(): Promise<void> {
+    await Promise.all(this.slots);
+  }
+
+  private async slotLoop(slot: number): Promise<void> {
+    while (!this.stopping) {
+      let assignment: Assignment | null = null;
+      const abort = new AbortController();
+      this.claims.add(abort);
+      try {
+        const data = await this.gql<{ claimTask: Assignment | null }>(
+          `mutation($id: ID!, $wait: Int) { claimTask(executorId: $id, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} } }`,
+          { id: this.executorId, wait: this.options.waitSeconds ?? 20 },
+          abort.signal,
+        );
+        assignment = data.claimTask;
+      } catch (err) {
+        if (this.stopping) break;
+        this.options.log.warn({ err: (err as Error).message, slot }, "claimTask failed; retrying in 1 s");
+        await new Promise((r) => setTimeout(r, 1000));
+      } finally {
+        this.claims.delete(abort);
+      }
+      if (assignment) await this.runTask(assignment).catch((err: Error) => this.options.log.error({ err: err.message }, "task handling failed"));
+    }
+  }
+
+  private async runTask(a: Assignment): Promise<void> {
+    const log = this.options.log.child({ taskRunId: a.taskRun.id, task: a.taskRun.taskId, attempt: a.taskRun.attempt });
+    const base = this.options.workdirBase ?? os.tmpdir();
+    fs.mkdirSync(base, { recursive: true });
+    const workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
+    const pipelineDir = path.resolve(this.options.pipelineDir ?? process.cwd());
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      ...a.env,
+      MLGRAPH_URL: this.endpoint,
+      MLGRAPH_WORKDIR: workdir,
+      MLGRAPH_PIPELINE_DIR: pipelineDir,
+    };
+    let pending: string[] = [];
+    let flushing: Promise<void> = Promise.resolve();
+    let leaseLost = false;
+    const flush = () => {
+      if (pending.length === 0 || leaseLost) return flushing;
+      const lines = pending;
+      pending = [];
+      flushing = flushing.then(() =>
+        this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`, {
+          id: a.taskRun.id,
+          lease: a.leaseToken,
+          lines,
+        }).then(
+          () => undefined,
+          (err: Error) => log.warn({ err: err.message }, "could not send logs"),
+        ),
+      );
+      return flushing;
+    };
+    log.info({ argv: a.command, gpus: a.gpus }, "task started");
+    const proc = new LocalProcess({
+      argv: resolveScriptPaths(a.command, pipelineDir),
+      env,
+      cwd: workdir,
+      timeoutMs: a.timeoutSeconds * 1000,
+      graceMs: (this.options.graceSeconds ?? 10) * 1000,
+      onLines: (_stream, lines) => {
+        pending.push(...lines);
+        if (pending.length >= LOG_BATCH_LINES) void flush();
+      },
+    });
+    this.running.add(proc);
+    const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
+    const leaseMs = Math.max(1000, new Date(a.leaseExpiresAt).getTime() - Date.now());
+    const beat = async () => {
+      try {
+        const data = await this.gql<{ heartbeatTask: { cancelRequested: boolean } }>(
+          `mutation($input: HeartbeatInput!) { heartbeatTask(input: $input) { cancelRequested } }`,
+          { input: { taskRunId: a.taskRun.id, leaseToken: a.leaseToken } },
+        );
+        if (data.heartbeatTask.cancelRequested) {
+          log.info("cancellation requested: stopping the process");
+          proc.cancel();
+        }
+      } catch (err) {
+        if (err instanceof GraphqlError && (err.code === "CONFLICT" || err.code === "NOT_FOUND")) {
+          // Another attempt owns the task now: stop this one and report nothing.
+          leaseLost = true;
+          log.warn("lease lost: stopping the process");
+          proc.stop();
+        } else {
+          log.warn({ err: (err as Error).message }, "heartbeat failed");
+        }
+      }
+    };
+    void beat();
+    const heartbeatTimer = setInterval(() => void beat(), Math.max(200, Math.floor(leaseMs / 3)));
+    let result: ProcessResult;
+    try {
+      result = await proc.done;
+    } finally {
+      clearInterval(heartbeatTimer);
+      clearInterval(flushTimer);
+      this.running.delete(proc);
+    }
+    if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
+    await flush();
+    await flushing;
+    fs.rmSync(workdir, { recursive: true, force: true });
+    if (leaseLost) return;
+    const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 ? "SUCCEEDED" : "FAILED";
+    const error =
+      outcome === "SUCCEEDED"
+        ? null
+        : result.spawnError ?? (result.timedOut ? `timed out after ${a.timeoutSeconds} s` : result.cancelled ? "cancelled" : `exited with ${result.exitCode ?? result.signal}`);
+    try {
+      await this.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id status } }`, {
+        input: { taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error },
+      });
+      log.info({ outcome, exitCode: result.exitCode }, "task finished");
+    } catch (err) {
+      log.warn({ err: (err as Error).message, outcome }, "completeTask refused or failed");
+    }
+  }
+
+  private async gql<T>(query: string, variables: Record<string, unknown>, signal?: AbortSignal): Promise<T> {
+    const res = await fetch(this.endpoint, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(this.options.token ? { authorization: `Bearer ${this.options.token}` } : {}) },
+      body: JSON.stringify({ query, variables }),
+      signal,
+    });
+    const body = (await res.json()) as { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+    if (body.errors?.length) throw new GraphqlError(body.errors[0]!.message, body.errors[0]!.extensions?.code);
+    if (!body.data) throw new Error(`no data in answer (HTTP ${res.status})`);
+    return body.data;
+  }
+}

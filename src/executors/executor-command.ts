@@ -1,0 +1,92 @@
+import type { Command } from "commander";
+import { ConfigError, executorEnvironment } from "../config.js";
+import { createLogger } from "../server/logger.js";
+
+interface ExecutorFlags {
+  server?: string;
+  token?: string;
+  pool: string;
+  gpus: string;
+  concurrency: string;
+  name?: string;
+  cpu?: string;
+  memoryMb?: string;
+  label?: string[];
+  workdirBase?: string;
+  pipelineDir?: string;
+  waitSeconds: string;
+  graceSeconds: string;
+  logLevel?: string;
+}
+
+function positive(name: string, text: string | undefined, integer: boolean): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw new ConfigError(`--${name}: expected a positive ${integer ? "integer" : "number"}, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** `mlgraph executor`: the pull agent (src/executors/agent.ts) as a CLI command. */
+export function registerExecutorCommand(program: Command): void {
+  program
+    .command("executor")
+    .description("run a pull executor: claim tasks of one pool from the server and run them as local processes")
+    .option("--server <url>", "server URL (MLGRAPH_URL)")
+    .option("--token <token>", "executor token (MLGRAPH_TOKEN); scoped to its pool")
+    .option("--pool <pool>", "pool to serve", "default")
+    .option("--gpus <spec>", "auto (nvidia-smi), none, a count N, or indices like 0,1", "auto")
+    .option("--concurrency <n>", "tasks run at once", "1")
+    .option("--name <name>", "display name (default host-pid)")
+    .option("--cpu <cores>", "CPU cores offered (default: this machine's)")
+    .option("--memory-mb <mb>", "memory offered in MiB (default: this machine's)")
+    .option("--label <key=value...>", "labels (repeatable)")
+    .option("--workdir-base <dir>", "parent of each task attempt's fresh working directory (default: OS temp dir)")
+    .option("--pipeline-dir <dir>", "where relative script paths in task commands are found (MLGRAPH_PIPELINE_DIR, default: cwd)")
+    .option("--wait-seconds <s>", "long-poll length of each claim", "20")
+    .option("--grace-seconds <s>", "SIGTERM to SIGKILL grace when stopping a task", "10")
+    .option("--log-level <level>", "log level (MLGRAPH_LOG_LEVEL, default info)")
+    .action(async (flags: ExecutorFlags) => {
+      const env = executorEnvironment();
+      const server = flags.server ?? env.server;
+      if (!server) throw new ConfigError("--server or MLGRAPH_URL: the server to claim from is required");
+      const labels: Record<string, string> = {};
+      for (const l of flags.label ?? []) {
+        const eq = l.indexOf("=");
+        if (eq <= 0) throw new ConfigError(`--label: expected key=value, got ${JSON.stringify(l)}`);
+        labels[l.slice(0, eq)] = l.slice(eq + 1);
+      }
+      const log = createLogger((flags.logLevel ?? env.logLevel) as Parameters<typeof createLogger>[0]);
+      const { ExecutorAgent } = await import("./agent.js");
+      const agent = new ExecutorAgent({
+        server,
+        token: flags.token ?? env.token,
+        pool: flags.pool,
+        gpus: flags.gpus,
+        concurrency: positive("concurrency", flags.concurrency, true)!,
+        name: flags.name,
+        cpu: positive("cpu", flags.cpu, false),
+        memoryMb: positive("memory-mb", flags.memoryMb, true),
+        labels,
+        workdirBase: flags.workdirBase,
+        pipelineDir: flags.pipelineDir ?? env.pipelineDir,
+        waitSeconds: positive("wait-seconds", flags.waitSeconds, true),
+        graceSeconds: positive("grace-seconds", flags.graceSeconds, false),
+        log,
+      });
+      await agent.start();
+      // Machine-readable line for scripts and tests.
+      process.stdout.write(`mlgraph executor ${agent.id} serving pool ${flags.pool}\n`);
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, "stopping: no more claims, draining running tasks");
+        await agent.stop();
+        log.info("drained");
+        process.exit(0);
+      };
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+      process.on("SIGINT", () => void stop("SIGINT"));
+      await agent.finished();
+    });
+}

@@ -1,0 +1,113 @@
+import { spawn, type ChildProcess } from "node:child_process";
+
+/** How a local process ended. */
+export interface ProcessResult {
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  cancelled: boolean;
+  /** The spawn itself failed (e.g. the program does not exist). */
+  spawnError?: string;
+}
+
+export interface LocalProcessOptions {
+  argv: string[];
+  env: Record<string, string>;
+  cwd: string;
+  timeoutMs: number;
+  /** Between SIGTERM and SIGKILL when stopping (cancel, timeout, agent shutdown). */
+  graceMs: number;
+  /** Complete lines as they are written, per stream. */
+  onLines: (stream: "stdout" | "stderr", lines: string[]) => void;
+}
+
+/**
+ * Runs one task attempt as a local process: argv as given (a shell only when argv says `sh -c`,
+ * which the spec's `operator: shell` produces), in its own process group so a stop reaches the
+ * whole tree; stdout/stderr split into lines; timeout and cancellation send SIGTERM, then SIGKILL
+ * after the grace period.
+ */
+export class LocalProcess {
+  private child: ChildProcess | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
+  private timedOut = false;
+  private cancelled = false;
+  readonly done: Promise<ProcessResult>;
+
+  constructor(private readonly options: LocalProcessOptions) {
+    this.done = this.start();
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  private start(): Promise<ProcessResult> {
+    const { argv, env, cwd, timeoutMs } = this.options;
+    return new Promise<ProcessResult>((resolve) => {
+      let child: ChildProcess;
+      try {
+        child = spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+      } catch (err) {
+        resolve({ exitCode: null, signal: null, timedOut: false, cancelled: false, spawnError: (err as Error).message });
+        return;
+      }
+      this.child = child;
+      const flushers = [this.pipeLines(child.stdout!, "stdout"), this.pipeLines(child.stderr!, "stderr")];
+      const timer = setTimeout(() => {
+        this.timedOut = true;
+        this.stop();
+      }, timeoutMs);
+      let spawnError: string | undefined;
+      child.once("error", (err) => {
+        spawnError = err.message;
+      });
+      child.once("close", (code, signal) => {
+        clearTimeout(timer);
+        if (this.killTimer) clearTimeout(this.killTimer);
+        flushers.forEach((f) => f());
+        resolve({ exitCode: code, signal, timedOut: this.timedOut, cancelled: this.cancelled, spawnError });
+      });
+    });
+  }
+
+  private pipeLines(stream: NodeJS.ReadableStream, name: "stdout" | "stderr"): () => void {
+    let partial = "";
+    stream.setEncoding("utf8");
+    stream.on("data", (chunk: string) => {
+      const parts = (partial + chunk).split(/\r?\n/);
+      partial = parts.pop() ?? "";
+      if (parts.length) this.options.onLines(name, parts);
+    });
+    return () => {
+      if (partial) this.options.onLines(name, [partial]);
+      partial = "";
+    };
+  }
+
+  /** Asks the process to stop because its task was cancelled. */
+  cancel(): void {
+    this.cancelled = true;
+    this.stop();
+  }
+
+  /** SIGTERM to the process group, SIGKILL after the grace period. */
+  stop(): void {
+    const pid = this.child?.pid;
+    if (!pid || this.child?.exitCode !== null || this.killTimer) return;
+    signalGroup(pid, "SIGTERM");
+    this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), this.options.graceMs);
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}

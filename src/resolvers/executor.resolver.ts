@@ -1,0 +1,67 @@
+import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from "type-graphql";
+import { Executor } from "../entities/executor.entity.js";
+import { TaskRun } from "../entities/task-run.entity.js";
+import type { RequestContext } from "../services/context.js";
+import { CompleteTaskInput, HeartbeatInput, Pool, RegisterExecutorInput, TaskAssignment, TaskHeartbeat } from "./types/pipeline.types.js";
+
+@Resolver(() => Executor)
+export class ExecutorResolver {
+  @Authorized("viewer")
+  @Query(() => [Executor], { description: "Registered executors, by pool." })
+  executors(@Ctx() ctx: RequestContext, @Arg("pool", () => String, { nullable: true, description: "Only this pool." }) pool?: string) {
+    return ctx.services.pipelineRuns.executors(ctx, pool);
+  }
+
+  @Authorized("viewer")
+  @Query(() => [Pool], { description: "Pools with their executors and queue depth." })
+  pools(@Ctx() ctx: RequestContext) {
+    return ctx.services.pipelineRuns.pools(ctx);
+  }
+
+  @Authorized(["executor", "admin"])
+  @Mutation(() => Executor, { description: "An executor announces its pool, labels, CPU, memory and GPUs." })
+  registerExecutor(@Ctx() ctx: RequestContext, @Arg("input", () => RegisterExecutorInput, { description: "The executor." }) input: RegisterExecutorInput) {
+    return ctx.services.taskQueue.registerExecutor(ctx, input);
+  }
+
+  @Authorized(["executor", "admin"])
+  @Mutation(() => TaskAssignment, {
+    nullable: true,
+    description: "Long-poll: returns a task that fits the executor's free resources as soon as one is queued, or null after waitSeconds.",
+  })
+  claimTask(
+    @Ctx() ctx: RequestContext,
+    @Arg("executorId", () => ID, { description: "The registered executor." }) executorId: string,
+    @Arg("waitSeconds", () => Int, { nullable: true, description: "How long to wait for work (0–60, default 0)." }) waitSeconds?: number,
+  ) {
+    return ctx.services.taskQueue.claim(ctx, executorId, waitSeconds);
+  }
+
+  @Authorized(["executor", "admin"])
+  @Mutation(() => TaskHeartbeat, { description: "Extends the lease, stores a checkpoint, and says whether cancellation was requested." })
+  heartbeatTask(@Ctx() ctx: RequestContext, @Arg("input", () => HeartbeatInput, { description: "The attempt." }) input: HeartbeatInput) {
+    return ctx.services.taskQueue.heartbeat(ctx, input);
+  }
+
+  @Authorized(["executor", "admin"])
+  @Mutation(() => TaskRun, { description: "Ends an attempt. A stale lease token is refused with CONFLICT and changes nothing." })
+  completeTask(@Ctx() ctx: RequestContext, @Arg("input", () => CompleteTaskInput, { description: "The outcome." }) input: CompleteTaskInput) {
+    return ctx.services.taskQueue.complete(ctx, input);
+  }
+
+  @Authorized(["executor", "admin"])
+  @Mutation(() => Boolean, { description: "Appends stdout/stderr lines of a live attempt to the task run's log." })
+  appendTaskLogs(
+    @Ctx() ctx: RequestContext,
+    @Arg("taskRunId", () => ID, { description: "The task run." }) taskRunId: string,
+    @Arg("leaseToken", { description: "The attempt's lease token." }) leaseToken: string,
+    @Arg("lines", () => [String], { description: "Lines, oldest first (at most 5,000)." }) lines: string[],
+  ) {
+    return ctx.services.taskQueue.appendLogs(ctx, taskRunId, leaseToken, lines);
+  }
+
+  @FieldResolver(() => [TaskRun], { description: "Tasks it has claimed and not finished." })
+  runningTasks(@Root() executor: Executor, @Ctx() ctx: RequestContext) {
+    return ctx.loaders.runningTasksOfExecutor.load(executor.id);
+  }
+}

@@ -1,0 +1,131 @@
+import {
+  GraphQLError,
+  Kind,
+  getNamedType,
+  isListType,
+  getNullableType,
+  type DocumentNode,
+  type FragmentDefinitionNode,
+  type GraphQLSchema,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  visit,
+} from "graphql";
+import { getComplexity, type ComplexityEstimator } from "graphql-query-complexity";
+import type { Config } from "../config.js";
+
+/**
+ * Lists are weighted by the page they can return: `first`/`maxPoints`/`keys` when given, else a
+ * default; a connection's page multiplies everything below it.
+ */
+const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, field }) => {
+  const requested =
+    typeof args.first === "number" ? args.first : typeof args.maxPoints === "number" ? Math.ceil(args.maxPoints / 100) : Array.isArray(args.keys) ? args.keys.length : Array.isArray(args.runIds) ? args.runIds.length : undefined;
+  const isList = isListType(getNullableType(field.type));
+  const isConnection = getNamedType(field.type).name.endsWith("Connection");
+  const multiplier = requested ?? (isConnection ? 50 : isList ? 10 : 1);
+  return 1 + childComplexity * Math.max(1, multiplier);
+};
+
+function limitError(message: string, code = "QUERY_TOO_COMPLEX"): GraphQLError {
+  return new GraphQLError(message, { extensions: { code } });
+}
+
+/** Depth of the deepest selection, following fragments (cycles are already refused by validation). */
+function depthOf(set: SelectionSetNode | undefined, fragments: Map<string, FragmentDefinitionNode>, seen: Set<string>): number {
+  if (!set) return 0;
+  let max = 0;
+  for (const sel of set.selections) {
+    if (sel.kind === Kind.FIELD) max = Math.max(max, sel.selectionSet ? 1 + depthOf(sel.selectionSet, fragments, seen) : 1);
+    else if (sel.kind === Kind.INLINE_FRAGMENT) max = Math.max(max, depthOf(sel.selectionSet, fragments, seen));
+    else if (sel.kind === Kind.FRAGMENT_SPREAD && !seen.has(sel.name.value)) {
+      const frag = fragments.get(sel.name.value);
+      if (frag) max = Math.max(max, depthOf(frag.selectionSet, fragments, new Set([...seen, sel.name.value])));
+    }
+  }
+  return max;
+}
+
+function countAliases(doc: DocumentNode): number {
+  let n = 0;
+  const visit = (set: SelectionSetNode | undefined) => {
+    for (const sel of set?.selections ?? []) {
+      if (sel.kind === Kind.FIELD && sel.alias) n++;
+      if (sel.kind === Kind.FIELD || sel.kind === Kind.INLINE_FRAGMENT) visit(sel.selectionSet);
+    }
+  };
+  for (const def of doc.definitions) if (def.kind === Kind.OPERATION_DEFINITION || def.kind === Kind.FRAGMENT_DEFINITION) visit(def.selectionSet);
+  return n;
+}
+
+/** Finds the first string containing NUL in variables (PostgreSQL text cannot hold it). */
+function nulPath(value: unknown, path: string): string | null {
+  if (typeof value === "string") return value.includes("\u0000") ? path : null;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = nulPath(value[i], `${path}[${i}]`);
+      if (found) return found;
+    }
+  } else if (value && typeof value === "object") {
+    for (const [k, v] of Object.entries(value)) {
+      const found = nulPath(v, `${path}.${k}`);
+      if (found) return found;
+    }
+  }
+  return null;
+}
+
+/**
+ * Refuses NUL characters anywhere in an operation's strings, naming where: no store can keep
+ * them, and catching them here means no resolver ever half-processes one.
+ */
+export function checkInputHygiene(document: DocumentNode, variables: Record<string, unknown> | undefined): GraphQLError[] {
+  for (const [name, value] of Object.entries(variables ?? {})) {
+    const found = nulPath(value, name);
+    if (found) return [new GraphQLError(`${found}: must not contain NUL characters`, { extensions: { code: "BAD_USER_INPUT", field: found } })];
+  }
+  let literal: string | null = null;
+  visit(document, {
+    StringValue(node) {
+      if (literal === null && node.value.includes("\u0000")) literal = "a string literal";
+    },
+  });
+  return literal ? [new GraphQLError(`${literal} contains a NUL character`, { extensions: { code: "BAD_USER_INPUT" } })] : [];
+}
+
+/**
+ * Checks one operation against the configured limits: depth, aliases, root fields and complexity.
+ * Used for HTTP (an Apollo plugin) and WebSocket (graphql-ws onSubscribe) alike.
+ */
+export function checkOperationLimits(
+  schema: GraphQLSchema,
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Record<string, unknown> | undefined,
+  limits: Config["limits"],
+): GraphQLError[] {
+  const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
+  const operation = operationName ? operations.find((o) => o.name?.value === operationName) : operations[0];
+  if (!operation) return [];
+  const fragments = new Map(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((f) => [f.name.value, f]));
+  const errors: GraphQLError[] = checkInputHygiene(document, variables);
+  if (errors.length) return errors;
+  const depth = depthOf(operation.selectionSet, fragments, new Set());
+  if (limits.maxDepth && depth > limits.maxDepth) errors.push(limitError(`query depth ${depth} exceeds the limit of ${limits.maxDepth}`));
+  const aliases = countAliases(document);
+  if (limits.maxAliases && aliases > limits.maxAliases) errors.push(limitError(`${aliases} aliases exceed the limit of ${limits.maxAliases}`));
+  const rootFields = operation.selectionSet.selections.length;
+  if (limits.maxRootFields && rootFields > limits.maxRootFields) errors.push(limitError(`${rootFields} root fields exceed the limit of ${limits.maxRootFields}`));
+  if (errors.length === 0 && limits.maxComplexity) {
+    try {
+      const complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
+      if (complexity > limits.maxComplexity) {
+        errors.push(limitError(`query complexity ${complexity} exceeds the limit of ${limits.maxComplexity}; request smaller pages`));
+      }
+    } catch (err) {
+      // Bad variables: leave the error to graphql's own coercion, which names the variable.
+      void err;
+    }
+  }
+  return errors;
+}

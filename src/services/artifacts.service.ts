@@ -1,0 +1,196 @@
+import type { DataSource, EntityManager } from "typeorm";
+import { ArtifactRecord, ArtifactUploadRecord } from "../entities/artifact.entity.js";
+import {
+  artifactDirPrefix,
+  artifactKey,
+  completeAndVerifyUpload,
+  runArtifactsPrefix,
+  validateArtifactDirPath,
+  validateArtifactPath,
+  validateUploadRequest,
+  type ArtifactStore,
+  type UploadDescriptor,
+  type UploadedPart,
+} from "../stores/artifact-store/index.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+import { validateId } from "./validation.js";
+
+/** A file or folder in a run's artifacts, as listed by Run.artifacts. */
+export interface ArtifactView {
+  runId: string;
+  path: string;
+  name: string;
+  isDir: boolean;
+  /** File size, or for a folder the total of the files below it. */
+  size: number;
+  sha256: string | null;
+  contentType: string | null;
+  createdAt: Date | null;
+  key: string;
+}
+
+export interface CreatedArtifactUpload {
+  id: string;
+  descriptor: UploadDescriptor;
+}
+
+const MAX_DOWNLOAD_SECONDS = 7 * 24 * 3600;
+
+/**
+ * Run artifacts: uploads go straight to the store with presigned URLs; an artifact becomes
+ * visible only after completeArtifactUpload verified its size and SHA-256 and recorded it.
+ * Listings come from the recorded artifacts, so half-uploaded or rejected bytes never show.
+ */
+export class ArtifactsService {
+  constructor(
+    private readonly db: DataSource,
+    private readonly storeOrNull: ArtifactStore | undefined,
+  ) {}
+
+  get store(): ArtifactStore {
+    if (!this.storeOrNull) throw new DomainError("UNAVAILABLE", "no artifact store is configured on this server");
+    return this.storeOrNull;
+  }
+
+  async createUpload(
+    ctx: RequestContext,
+    input: { runId: string; path: string; size: number; sha256: string; contentType?: string | null },
+  ): Promise<CreatedArtifactUpload> {
+    const run = await ctx.services.runs.requireWritable(ctx, input.runId, "input.runId");
+    const key = artifactKey(run.id, input.path, "input.path");
+    const request = validateUploadRequest(
+      { key, size: input.size, sha256: input.sha256, ...(input.contentType != null ? { contentType: input.contentType } : {}) },
+      { fieldPrefix: "input." },
+    );
+    const descriptor = await this.store.createUpload(request);
+    const record = await this.db.getRepository(ArtifactUploadRecord).save(
+      this.db.getRepository(ArtifactUploadRecord).create({
+        runId: run.id,
+        path: input.path,
+        key,
+        size: request.size,
+        sha256: request.sha256 as string,
+        contentType: request.contentType ?? null,
+        storeUploadId: descriptor.kind === "multipart" ? descriptor.uploadId : null,
+        createdBy: ctx.principal.name,
+        expiresAt: descriptor.expiresAt,
+      }),
+    );
+    return { id: record.id, descriptor };
+  }
+
+  /**
+   * Assembles (multipart) and verifies an upload, then records the artifact. A size or checksum
+   * mismatch deletes the stored bytes, the pending upload and any earlier record of that path
+   * (its bytes were overwritten), so nothing wrong stays visible.
+   */
+  async completeUpload(ctx: RequestContext, uploadId: string, parts?: UploadedPart[] | null): Promise<ArtifactView> {
+    validateId(uploadId, "uploadId");
+    const upload = await this.db.getRepository(ArtifactUploadRecord).findOneBy({ id: uploadId });
+    if (!upload) throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} not found (completed or discarded)`, "uploadId");
+    await ctx.services.runs.requireWritable(ctx, upload.runId, "uploadId");
+    const pending = { key: upload.key, size: upload.size, sha256: upload.sha256, ...(upload.storeUploadId ? { uploadId: upload.storeUploadId } : {}) };
+    let verified;
+    try {
+      verified = await completeAndVerifyUpload(this.store, pending, parts ?? undefined);
+    } catch (err) {
+      if (err instanceof DomainError && (err.field === "size" || err.field === "sha256")) {
+        await this.db.transaction(async (em) => {
+          await em.delete(ArtifactUploadRecord, { id: upload.id });
+          await em.delete(ArtifactRecord, { runId: upload.runId, path: upload.path });
+        });
+      }
+      throw err;
+    }
+    const record = await this.db.transaction(async (em) => {
+      await em.query(
+        `INSERT INTO artifacts (run_id, path, key, size, sha256, content_type) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (run_id, path) DO UPDATE SET key = EXCLUDED.key, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
+           content_type = EXCLUDED.content_type, created_at = now()`,
+        [upload.runId, upload.path, upload.key, verified.size, verified.sha256, upload.contentType],
+      );
+      await em.delete(ArtifactUploadRecord, { id: upload.id });
+      return em.getRepository(ArtifactRecord).findOneByOrFail({ runId: upload.runId, path: upload.path });
+    });
+    return fileView(record);
+  }
+
+  /** Files and folders directly inside `path` (the run's artifact root when omitted). */
+  async list(_ctx: RequestContext, runId: string, dirPath?: string | null): Promise<ArtifactView[]> {
+    const dir = validateArtifactDirPath(dirPath ?? "", "path");
+    const prefix = dir ? `${dir}/` : "";
+    const rows = await this.db
+      .getRepository(ArtifactRecord)
+      .createQueryBuilder("a")
+      .where("a.run_id = :runId AND starts_with(a.path, :prefix)", { runId, prefix })
+      .orderBy("a.path")
+      .getMany();
+    const folders = new Map<string, ArtifactView>();
+    const files: ArtifactView[] = [];
+    for (const row of rows) {
+      const rest = row.path.slice(prefix.length);
+      const slash = rest.indexOf("/");
+      if (slash < 0) {
+        files.push(fileView(row));
+        continue;
+      }
+      const name = rest.slice(0, slash);
+      const folder = folders.get(name) ?? {
+        runId,
+        path: prefix + name,
+        name,
+        isDir: true,
+        size: 0,
+        sha256: null,
+        contentType: null,
+        createdAt: null,
+        key: artifactDirPrefix(runId, prefix + name),
+      };
+      folder.size += row.size;
+      folders.set(name, folder);
+    }
+    return [...folders.values(), ...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  async downloadUrl(_ctx: RequestContext, artifact: ArtifactView, expiresInSeconds: number): Promise<string | null> {
+    if (artifact.isDir) return null;
+    if (!Number.isInteger(expiresInSeconds) || expiresInSeconds < 1 || expiresInSeconds > MAX_DOWNLOAD_SECONDS) {
+      throw new DomainError("BAD_USER_INPUT", `expiresInSeconds: must be an integer from 1 to ${MAX_DOWNLOAD_SECONDS}`, "expiresInSeconds");
+    }
+    return this.store.presignDownload(artifact.key, expiresInSeconds);
+  }
+
+  /**
+   * Verifies that `path` names a recorded artifact file, or a folder holding at least one, of the
+   * run, and that its bytes are in the store (HEAD). Returns the store key (folder keys end in
+   * `/`). Errors name `field`.
+   */
+  async requireExisting(runId: string, path: string, field: string, em: EntityManager = this.db.manager): Promise<string> {
+    const clean = validateArtifactPath(path.endsWith("/") ? path.slice(0, -1) : path, field);
+    const rows: { path: string; key: string }[] = await em.query(
+      `SELECT path, key FROM artifacts WHERE run_id = $1 AND (path = $2 OR starts_with(path, $2 || '/')) ORDER BY path LIMIT 1`,
+      [runId, clean],
+    );
+    const missing = () =>
+      new DomainError("NOT_FOUND", `${field}: run ${runId} has no artifact ${JSON.stringify(clean)}; upload it with createArtifactUpload first`, field);
+    if (rows.length === 0) throw missing();
+    if (!(await this.store.head(rows[0].key))) throw missing();
+    return rows[0].path === clean ? rows[0].key : `${runArtifactsPrefix(runId)}${clean}/`;
+  }
+}
+
+function fileView(row: ArtifactRecord): ArtifactView {
+  const slash = row.path.lastIndexOf("/");
+  return {
+    runId: row.runId,
+    path: row.path,
+    name: row.path.slice(slash + 1),
+    isDir: false,
+    size: row.size,
+    sha256: row.sha256,
+    contentType: row.contentType,
+    createdAt: row.createdAt,
+    key: row.key,
+  };
+}

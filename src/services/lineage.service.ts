@@ -1,0 +1,88 @@
+import type { DataSource } from "typeorm";
+import type { Run } from "../entities/run.entity.js";
+import type { Dataset } from "../entities/dataset.entity.js";
+import type { ModelVersion } from "../entities/model-version.entity.js";
+import type { RequestContext } from "./context.js";
+import { LIMITS, validateText } from "./validation.js";
+
+/**
+ * PIPELINES HOOK: the pipelines feature plugs in how a tracking run maps to the pipeline run and
+ * task run that produced it (`services.lineage.usePipelineLookup(...)`); until then both are null.
+ */
+export type PipelineLookup = (runIds: readonly string[]) => Promise<Map<string, { pipelineRunId: string | null; taskRunId: string | null }>>;
+
+export interface ModelLineage {
+  sourceRunId: string;
+  /** Ancestors of the source run, nearest first. */
+  parentRunIds: string[];
+  pipelineRunId: string | null;
+  taskRunId: string | null;
+}
+
+export interface DatasetLineageView {
+  dataset: Dataset;
+  /** Runs that consumed the dataset, and their descendants (nested runs). */
+  runIds: string[];
+  modelVersionIds: string[];
+}
+
+const MAX_DEPTH = 100;
+
+/** Where a model version came from, and what was built from a dataset. */
+export class LineageService {
+  private pipelineLookup?: PipelineLookup;
+
+  constructor(private readonly db: DataSource) {}
+
+  usePipelineLookup(lookup: PipelineLookup): void {
+    this.pipelineLookup = lookup;
+  }
+
+  async ofVersion(_ctx: RequestContext, version: ModelVersion): Promise<ModelLineage> {
+    const ancestors: { id: string }[] = await this.db.query(
+      `WITH RECURSIVE up(id, parent, depth) AS (
+         SELECT id, parent_run_id, 0 FROM runs WHERE id = $1
+         UNION ALL
+         SELECT r.id, r.parent_run_id, up.depth + 1 FROM runs r JOIN up ON r.id = up.parent WHERE up.depth < ${MAX_DEPTH}
+       )
+       SELECT id FROM up WHERE depth > 0 ORDER BY depth`,
+      [version.runId],
+    );
+    const pipeline = this.pipelineLookup ? (await this.pipelineLookup([version.runId])).get(version.runId) : undefined;
+    return {
+      sourceRunId: version.runId,
+      parentRunIds: ancestors.map((a) => a.id),
+      pipelineRunId: pipeline?.pipelineRunId ?? null,
+      taskRunId: pipeline?.taskRunId ?? null,
+    };
+  }
+
+  async ofDataset(_ctx: RequestContext, name: string, digest: string): Promise<DatasetLineageView | null> {
+    validateText(name, "name", LIMITS.nameLength);
+    validateText(digest, "digest", 1000);
+    const datasets: (Dataset & { source_uri?: string; created_at?: Date })[] = await this.db.query(
+      `SELECT id, name, digest, source_uri AS "sourceUri", created_at AS "createdAt" FROM datasets WHERE name = $1 AND digest = $2`,
+      [name, digest],
+    );
+    if (!datasets.length) return null;
+    const runs: { id: string }[] = await this.db.query(
+      `WITH RECURSIVE down(id, depth) AS (
+         SELECT run_id, 0 FROM run_inputs WHERE dataset_id = $1
+         UNION
+         SELECT r.id, down.depth + 1 FROM runs r JOIN down ON r.parent_run_id = down.id WHERE down.depth < ${MAX_DEPTH}
+       )
+       SELECT DISTINCT d.id, r.start_time FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL ORDER BY r.start_time, d.id`,
+      [datasets[0].id],
+    );
+    const runIds = runs.map((r) => r.id);
+    const versions: { id: string }[] = runIds.length
+      ? await this.db.query(`SELECT id FROM model_versions WHERE run_id = ANY($1) ORDER BY created_at, id`, [runIds])
+      : [];
+    return { dataset: datasets[0] as Dataset, runIds, modelVersionIds: versions.map((v) => v.id) };
+  }
+
+  /** Loads runs in the given order (for resolvers). */
+  static ordered(runs: (Run | null)[]): Run[] {
+    return runs.filter((r): r is Run => r !== null);
+  }
+}

@@ -1,0 +1,122 @@
+import type { KeyedMetricPoint } from "../stores/metric-store/index.js";
+import { METRIC_KEY_PATTERN } from "../stores/metric-store/index.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+import { liveStream } from "./live-stream.js";
+import { metricsTopic, type MetricBatchEvent } from "./metrics.service.js";
+import { validateId } from "./validation.js";
+
+/** Points per replayed batch (one metric-store read each). */
+export const REPLAY_PAGE_SIZE = 10_000;
+/**
+ * How long after the replay live points are still checked against it. A batch is announced right
+ * after its INSERT is acknowledged, so an announcement of a point the replay already read arrives
+ * within milliseconds of the replay's last read (Redis included); 10 s is a wide margin.
+ */
+export const SEAM_WINDOW_MS = 10_000;
+const MAX_KEYS = 1_000;
+
+export interface MetricStreamArgs {
+  runId: string;
+  keys?: string[] | null;
+  fromStep?: number | null;
+}
+
+const identity = (p: KeyedMetricPoint) => `${p.key}\u0000${p.step}\u0000${p.timestamp}\u0000${p.value}`;
+
+/**
+ * `metricsLogged`: replays stored points from `fromStep` (paged), then streams each committed
+ * batch live, with no gap and no duplicate at the seam:
+ * - no gap: the event-bus subscription is opened before the first replay read (liveStream), and
+ *   a batch is announced only after it is stored, so every point is either read by the replay or
+ *   announced after the subscription opened;
+ * - no duplicate: a point both replayed and announced (committed while the replay was reading) is
+ *   recognised by its (key, step, timestamp, value) and dropped from the live side. Two identical
+ *   points logged separately inside the seam window would be delivered once; outside it both are.
+ */
+export class MetricStreamService {
+  async subscribe(ctx: RequestContext, args: MetricStreamArgs): Promise<AsyncIterable<MetricBatchEvent>> {
+    const runId = validateId(args.runId, "runId");
+    const keys = args.keys == null ? undefined : validateKeys(args.keys);
+    const fromStep = args.fromStep ?? undefined;
+    if (fromStep !== undefined && (!Number.isSafeInteger(fromStep) || fromStep < 0)) {
+      throw new DomainError("BAD_USER_INPUT", "fromStep: must be a non-negative integer", "fromStep");
+    }
+    const run = await ctx.services.runs.get(ctx, runId);
+    if (!run) throw new DomainError("NOT_FOUND", `runId: run ${JSON.stringify(runId)} not found`, "runId");
+
+    const keySet = keys ? new Set(keys) : undefined;
+    // Identities of replayed points, kept only through the seam window.
+    let replayed: Set<string> | undefined;
+    let seamClosesAt = Infinity;
+
+    const replay =
+      fromStep === undefined
+        ? undefined
+        : () => {
+            replayed = new Set();
+            return this.replayPages(ctx, runId, keys, fromStep, replayed, () => (seamClosesAt = Date.now() + SEAM_WINDOW_MS));
+          };
+
+    return liveStream<MetricBatchEvent, MetricBatchEvent>(ctx, metricsTopic(runId), {
+      map: (event) => {
+        if (replayed && Date.now() > seamClosesAt) replayed = undefined;
+        // The common case (all keys, no replay) passes the published batch through untouched.
+        if (!keySet && fromStep === undefined && !replayed) return event;
+        const seen = replayed;
+        const points = event.points.filter(
+          (p) => (!keySet || keySet.has(p.key)) && (fromStep === undefined || p.step >= fromStep) && !(seen && seen.has(identity(p))),
+        );
+        return points.length ? { runId, points } : null;
+      },
+      replay,
+    });
+  }
+
+  /**
+   * Reads stored points page by page in (step, key, timestamp) order. A full page may end inside
+   * a step, so its last step is left for the next page (which starts at that step); a single step
+   * with more points than a page is re-read with a larger limit.
+   */
+  private async *replayPages(
+    ctx: RequestContext,
+    runId: string,
+    keys: string[] | undefined,
+    fromStep: number,
+    replayed: Set<string>,
+    onDone: () => void,
+  ): AsyncGenerator<MetricBatchEvent> {
+    let from = fromStep;
+    let limit = REPLAY_PAGE_SIZE;
+    try {
+      for (;;) {
+        const page = await ctx.services.metrics.pointsFrom(runId, keys, from, limit);
+        let points = page;
+        const full = page.length === limit;
+        if (full) {
+          const lastStep = page[page.length - 1].step;
+          points = page.filter((p) => p.step < lastStep);
+          if (points.length === 0) {
+            limit *= 2; // one step holds more points than a page: read it whole
+            continue;
+          }
+          from = lastStep;
+          limit = REPLAY_PAGE_SIZE;
+        }
+        for (const p of points) replayed.add(identity(p));
+        if (points.length) yield { runId, points };
+        if (!full) return;
+      }
+    } finally {
+      onDone();
+    }
+  }
+}
+
+function validateKeys(keys: string[]): string[] {
+  if (keys.length > MAX_KEYS) throw new DomainError("BAD_USER_INPUT", `keys: at most ${MAX_KEYS} keys`, "keys");
+  keys.forEach((k, i) => {
+    if (typeof k !== "string" || !METRIC_KEY_PATTERN.test(k)) throw new DomainError("BAD_USER_INPUT", `keys[${i}]: not a valid metric key`, `keys[${i}]`);
+  });
+  return keys;
+}

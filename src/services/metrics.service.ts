@@ -1,0 +1,161 @@
+import type { EventBus } from "../stores/event-bus/event-bus.js";
+import type {
+  ComparisonOperator,
+  HistoryRequest,
+  KeyedMetricPoint,
+  MetricPoint,
+  MetricStore,
+  MetricSummary,
+} from "../stores/metric-store/index.js";
+import { MAX_HISTORY_POINTS } from "../stores/metric-store/index.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+import type { MetricSearchHooks } from "./run-search.js";
+import type { RunsService } from "./runs.service.js";
+
+/** Event-bus topic carrying every committed batch of one run's points. */
+export const metricsTopic = (runId: string) => `run:${runId}:metrics`;
+
+/** What `metricsLogged` subscribers receive, and what is published after each committed call. */
+export interface MetricBatchEvent {
+  runId: string;
+  points: KeyedMetricPoint[];
+}
+
+/** One point as the GraphQL input carries it (step defaults to 0 as in MLflow, timestamp to now). */
+export interface MetricPointArgs {
+  key: string;
+  value: number;
+  step?: number | null;
+  timestamp?: Date | null;
+}
+
+/** The columnar form: parallel arrays, timestamps in epoch milliseconds. */
+export interface MetricColumnArgs {
+  keys: string[];
+  steps: number[];
+  values: number[];
+  timestamps?: number[] | null;
+}
+
+export interface LogMetricsOutcome {
+  /** Points stored by this call (0 when deduplicated). */
+  accepted: number;
+  /** True when this idempotency key had already been stored for the run: nothing new was written. */
+  deduplicated: boolean;
+}
+
+/** A (run, key) whose summary is wanted. */
+export interface MetricRef {
+  runId: string;
+  key: string;
+}
+
+export interface HistoryArgs {
+  minStep?: number | null;
+  maxStep?: number | null;
+  maxPoints?: number | null;
+}
+
+/**
+ * Metric time series: ingest (validated, group-committed, idempotent, then announced on the event
+ * bus) and the batched reads behind the per-request DataLoaders. The ClickHouse SQL lives in the
+ * metric store; this service adds the run checks and the live announcements.
+ */
+export class MetricsService {
+  constructor(
+    private readonly store: MetricStore,
+    private readonly bus: EventBus,
+    private readonly runs: RunsService,
+  ) {}
+
+  /**
+   * Stores points for a run that exists and is not deleted (task tokens: only their own run).
+   * Answers once the rows are stored; then announces them to `metricsLogged` subscribers.
+   * Errors name the point, e.g. `points[3].value`; nothing is stored on error.
+   */
+  async logMetrics(ctx: RequestContext, runId: string, points: readonly MetricPointArgs[], idempotencyKey?: string | null): Promise<LogMetricsOutcome> {
+    const run = await this.runs.requireWritable(ctx, runId, "runId");
+    // Timestamps are filled in here, not in the store, so what is announced is exactly what was stored.
+    const now = Date.now();
+    const input = points.map((p) => ({ key: p.key, value: p.value, step: p.step ?? 0, timestamp: p.timestamp ?? now }));
+    const result = await this.store.logPoints(run.id, input, idempotencyKey ?? undefined);
+    if (result.stored > 0) {
+      await this.announce(
+        run.id,
+        input.map((p) => ({ key: p.key, step: p.step, value: p.value, timestamp: typeof p.timestamp === "number" ? p.timestamp : p.timestamp.getTime() })),
+      );
+    }
+    return { accepted: result.stored, deduplicated: result.deduplicated };
+  }
+
+  /** Columnar {@link logMetrics}: same rules; errors name the array and index, e.g. `values[3]`. */
+  async logMetricColumns(ctx: RequestContext, runId: string, columns: MetricColumnArgs, idempotencyKey?: string | null): Promise<LogMetricsOutcome> {
+    const run = await this.runs.requireWritable(ctx, runId, "runId");
+    const timestamps = columns.timestamps ?? new Array<number>(columns.keys.length).fill(Date.now());
+    const result = await this.store.logColumns(run.id, { ...columns, timestamps }, idempotencyKey ?? undefined);
+    if (result.stored > 0) {
+      const points: KeyedMetricPoint[] = columns.keys.map((key, i) => ({ key, step: columns.steps[i], value: columns.values[i], timestamp: timestamps[i] }));
+      await this.announce(run.id, points);
+    }
+    return { accepted: result.stored, deduplicated: result.deduplicated };
+  }
+
+  /**
+   * Published only after the INSERT was acknowledged, so a subscriber never receives a point that
+   * a replay read at the same moment could not find (see MetricStreamService for the seam).
+   */
+  private async announce(runId: string, points: KeyedMetricPoint[]): Promise<void> {
+    const event: MetricBatchEvent = { runId, points };
+    await this.bus.publish(metricsTopic(runId), event);
+  }
+
+  /** Metric keys per run (one query for all runs). */
+  metricKeys(_ctx: RequestContext | null, runIds: readonly string[]): Promise<Map<string, string[]>> {
+    return this.store.metricKeys(runIds);
+  }
+
+  /** Summaries for many (run, key) pairs in one query; runId -> key -> summary. */
+  summaries(_ctx: RequestContext | null, refs: readonly MetricRef[]): Promise<Map<string, Map<string, MetricSummary>>> {
+    return this.store.summaries(refs);
+  }
+
+  /** Histories for many requests in one query, aligned with `requests`. */
+  history(_ctx: RequestContext | null, requests: readonly HistoryRequest[]): Promise<MetricPoint[][]> {
+    return this.store.history(requests);
+  }
+
+  /** Replay page for subscriptions (ordered by step, key, timestamp). */
+  pointsFrom(runId: string, keys: readonly string[] | undefined, fromStep: number, limit: number): Promise<KeyedMetricPoint[]> {
+    return this.store.pointsFrom(runId, keys, fromStep, limit);
+  }
+
+  /** Validates history arguments and turns them into a store request (field names as in the schema). */
+  historyRequest(runId: string, key: string, args: HistoryArgs): HistoryRequest {
+    const maxPoints = args.maxPoints ?? 1000;
+    if (!Number.isSafeInteger(maxPoints) || maxPoints < 1 || maxPoints > MAX_HISTORY_POINTS) {
+      throw new DomainError("BAD_USER_INPUT", `maxPoints: must be an integer from 1 to ${MAX_HISTORY_POINTS}`, "maxPoints");
+    }
+    for (const field of ["minStep", "maxStep"] as const) {
+      const v = args[field];
+      if (v != null && (!Number.isSafeInteger(v) || v < 0)) throw new DomainError("BAD_USER_INPUT", `${field}: must be a non-negative integer`, field);
+    }
+    if (args.minStep != null && args.maxStep != null && args.minStep > args.maxStep) {
+      throw new DomainError("BAD_USER_INPUT", "maxStep: must not be below minStep", "maxStep");
+    }
+    return { runId, key, minStep: args.minStep ?? undefined, maxStep: args.maxStep ?? undefined, maxPoints };
+  }
+
+  /** The hooks run search uses for `metrics.*` filter and orderBy terms (last values). */
+  searchHooks(): MetricSearchHooks {
+    return {
+      runIdsMatching: (restrictTo, key, op, value) => this.store.runIdsMatching(restrictTo, key, op as ComparisonOperator, value),
+      lastValues: (runIds, key) => this.store.lastValues(runIds, key),
+    };
+  }
+
+  /** For /readyz. */
+  ping(): Promise<void> {
+    return this.store.ping();
+  }
+}

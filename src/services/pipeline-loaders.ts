@@ -1,0 +1,37 @@
+import DataLoader from "dataloader";
+import type { AppServices } from "./app-services.js";
+import type { Pipeline } from "../entities/pipeline.entity.js";
+import type { PipelineVersion } from "../entities/pipeline-version.entity.js";
+import type { TaskRun } from "../entities/task-run.entity.js";
+import type { Executor } from "../entities/executor.entity.js";
+
+/** Per-request loaders of the pipeline types (merged into createLoaders). */
+export function createPipelineLoaders(services: AppServices) {
+  const byId = <T extends { id: string }>(ids: readonly string[], rows: T[]) => {
+    const map = new Map(rows.map((r) => [r.id, r]));
+    return ids.map((id) => map.get(id) ?? null);
+  };
+  return {
+    pipelineById: new DataLoader<string, Pipeline | null>(async (ids) => byId(ids, await services.pipelines.pipelinesByIds(ids))),
+    pipelineVersionById: new DataLoader<string, PipelineVersion | null>(async (ids) => byId(ids, await services.pipelines.versionsByIds(ids))),
+    pipelineVersionsOf: new DataLoader<string, PipelineVersion[]>(async (ids) => {
+      const map = await services.pipelines.versionsFor(ids);
+      return ids.map((id) => map.get(id) ?? []);
+    }),
+    tasksOfPipelineRun: new DataLoader<string, TaskRun[]>(async (ids) => {
+      const map = await services.pipelineRuns.tasksFor(ids);
+      return ids.map((id) => map.get(id) ?? []);
+    }),
+    executorById: new DataLoader<string, Executor | null>(async (ids) => byId(ids, await services.pipelineRuns.executorsByIds(ids))),
+    runningTasksOfExecutor: new DataLoader<string, TaskRun[]>(async (ids) => {
+      const map = await services.pipelineRuns.runningTasksFor(ids);
+      return ids.map((id) => map.get(id) ?? []);
+    }),
+    /** Run id → id of the task run whose attempt it was. */
+    taskRunIdOfRun: new DataLoader<string, string | null>(async (ids) => {
+      const rows = await services.pipelineRuns.taskRunsByRunIds(ids);
+      const map = new Map(rows.map((r) => [r.runId, r.id]));
+      return ids.map((id) => map.get(id) ?? null);
+    }),
+  };
+}

@@ -1,0 +1,365 @@
+import { rows as sqlRows } from "../scheduler/sql.js";
+import type { DataSource } from "typeorm";
+import type { Logger } from "pino";
+import { PipelineRun, PipelineRunStatus } from "../entities/pipeline-run.entity.js";
+import { TaskRun, TaskRunStatus } from "../entities/task-run.entity.js";
+import { Executor } from "../entities/executor.entity.js";
+import type { EventBus } from "../stores/event-bus/event-bus.js";
+import { coerceParams, resolveTaskInvocation, roots } from "../scheduler/spec/index.js";
+import { PendingEvents, pipelineTopics, type PipelineRunEvent, type TaskLogEvent, type TaskRunEvent } from "../scheduler/pipeline-events.js";
+import { inTransaction, normalizeGpuType, type TaskQueue } from "../scheduler/task-queue.js";
+import { DomainError } from "./errors.js";
+import type { RequestContext } from "./context.js";
+import type { ExperimentsService } from "./experiments.service.js";
+import type { PipelinesService } from "./pipelines.service.js";
+import { liveStream } from "./live-stream.js";
+import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { validateId } from "./validation.js";
+
+const MAX_PRIORITY = 1_000_000;
+const TERMINAL_TASK = ["SUCCEEDED", "FAILED", "CANCELLED", "UPSTREAM_FAILED"];
+
+/**
+ * The narrow hook on_success.register_model calls. The model registry implements it; until it
+ * exists, a successful pipeline run records that no model could be registered.
+ */
+export interface PipelineModelRegistrar {
+  registerFromPipeline(
+    ctx: RequestContext,
+    input: { modelName: string; runId: string; artifactPath: string; alias?: string | null; pipelineRunId: string; description?: string },
+  ): Promise<{ version: number }>;
+}
+
+export interface TaskLogBatchView {
+  taskRunId: string;
+  fromLine: number;
+  lines: string[];
+}
+
+/** Pipeline runs: submission (materialising task runs), cancellation, reads and live updates. */
+export class PipelineRunsService {
+  constructor(
+    private readonly db: DataSource,
+    private readonly bus: EventBus,
+    private readonly pipelines: PipelinesService,
+    private readonly experiments: ExperimentsService,
+    private readonly queue: TaskQueue,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Coerces params to their declared types, materialises one task run per task (and the
+   * dependency edges), and queues the roots — all in one transaction. Every task's command is
+   * rendered here too, so a bad template fails the submission rather than a task later.
+   */
+  async submit(ctx: RequestContext, input: { pipelineName: string; version?: number | null; params?: unknown; priority?: number | null }): Promise<PipelineRun> {
+    const { pipeline, version } = await this.pipelines.resolveVersion(ctx, input.pipelineName, input.version);
+    const priority = input.priority ?? 0;
+    if (!Number.isInteger(priority) || Math.abs(priority) > MAX_PRIORITY) {
+      throw new DomainError("BAD_USER_INPUT", `input.priority: must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`, "input.priority");
+    }
+    const spec = version.spec;
+    let params;
+    try {
+      params = coerceParams(spec, input.params);
+    } catch (err) {
+      if (err instanceof DomainError && err.field) throw new DomainError(err.code, `input.${err.message}`, `input.${err.field}`, err.details);
+      throw err;
+    }
+    for (const task of spec.pipeline.tasks) resolveTaskInvocation(task, params);
+    const experiment = await this.experiments.getOrCreateByName(ctx, spec.pipeline.name);
+    const rootIds = new Set(roots(spec));
+    const tasks = spec.pipeline.tasks;
+    const events = new PendingEvents();
+    const run = await this.db.transaction(async (em) => {
+      const inserted: { id: string }[] = await sqlRows(em, 
+        `INSERT INTO pipeline_runs (pipeline_id, pipeline_version_id, experiment_id, params, priority, status, tasks_total, created_by)
+         VALUES ($1, $2, $3, $4::jsonb, $5, 'QUEUED', $6, $7) RETURNING id`,
+        [pipeline.id, version.id, experiment.id, JSON.stringify(params), priority, tasks.length, ctx.principal.name],
+      );
+      const runId = inserted[0]!.id;
+      const idsByTask = new Map<string, string>();
+      // unnest() keeps a 10,000-task run to a handful of statements.
+      for (let start = 0; start < tasks.length; start += 5000) {
+        const chunk = tasks.slice(start, start + 5000);
+        const rows: { id: string; task_id: string }[] = await sqlRows(em, 
+          `INSERT INTO task_runs (pipeline_run_id, task_id, status, max_attempts, retry_backoff_seconds, timeout_seconds, pool, priority,
+                                  cpu, memory_mb, gpus, gpu_type, pending_deps, queued_at)
+           SELECT $1, u.task_id, u.status, u.max_attempts, u.backoff, u.timeout, u.pool, $2, u.cpu, u.memory_mb, u.gpus, u.gpu_type, u.deps,
+                  CASE WHEN u.status = 'QUEUED' THEN now() END
+             FROM unnest($3::text[], $4::text[], $5::int[], $6::float8[], $7::int[], $8::text[], $9::float8[], $10::int[], $11::int[], $12::text[], $13::int[])
+               AS u(task_id, status, max_attempts, backoff, timeout, pool, cpu, memory_mb, gpus, gpu_type, deps)
+           RETURNING id, task_id`,
+          [
+            runId,
+            priority,
+            chunk.map((t) => t.id),
+            chunk.map((t) => (rootIds.has(t.id) ? "QUEUED" : "PENDING")),
+            chunk.map((t) => t.retries + 1),
+            chunk.map((t) => t.retry_backoff_seconds),
+            chunk.map((t) => t.timeout_seconds),
+            chunk.map((t) => t.pool),
+            chunk.map((t) => t.resources.cpu),
+            chunk.map((t) => t.resources.memory_mb),
+            chunk.map((t) => t.resources.gpus),
+            chunk.map((t) => (t.resources.gpu_type ? normalizeGpuType(t.resources.gpu_type) : null)),
+            chunk.map((t) => t.depends_on.length),
+          ],
+        );
+        rows.forEach((r) => idsByTask.set(r.task_id, r.id));
+      }
+      const upstream: string[] = [];
+      const downstream: string[] = [];
+      for (const t of tasks) {
+        for (const dep of t.depends_on) {
+          upstream.push(idsByTask.get(dep)!);
+          downstream.push(idsByTask.get(t.id)!);
+        }
+      }
+      for (let start = 0; start < upstream.length; start += 20_000) {
+        await sqlRows(em, `INSERT INTO task_run_edges (upstream_id, downstream_id) SELECT * FROM unnest($1::uuid[], $2::uuid[])`, [
+          upstream.slice(start, start + 20_000),
+          downstream.slice(start, start + 20_000),
+        ]);
+      }
+      for (const t of tasks) if (rootIds.has(t.id)) events.pools.add(t.pool);
+      events.pipelineRuns.add(runId);
+      return em.getRepository(PipelineRun).findOneByOrFail({ id: runId });
+    });
+    await events.publish(this.bus);
+    return run;
+  }
+
+  async get(_ctx: RequestContext, id: string, field = "id"): Promise<PipelineRun | null> {
+    validateId(id, field);
+    return this.db.getRepository(PipelineRun).findOneBy({ id });
+  }
+
+  async list(ctx: RequestContext, args: PageArgs & { pipelineName?: string | null; status?: PipelineRunStatus[] | null }): Promise<Page<PipelineRun>> {
+    const window = pageWindow(args);
+    const qb = this.db.getRepository(PipelineRun).createQueryBuilder("r");
+    if (args.pipelineName != null) {
+      const pipeline = await this.pipelines.getByName(ctx, args.pipelineName);
+      if (!pipeline) return toPage([], window, 0);
+      qb.andWhere("r.pipeline_id = :pid", { pid: pipeline.id });
+    }
+    if (args.status?.length) qb.andWhere("r.status = ANY(:statuses)", { statuses: args.status });
+    const [rows, total] = await qb.orderBy("r.created_at", "DESC").addOrderBy("r.id", "ASC").offset(window.offset).limit(window.limit + 1).getManyAndCount();
+    return toPage(rows, window, total);
+  }
+
+  async runsOfPipelines(pipelineId: string, args: PageArgs): Promise<Page<PipelineRun>> {
+    const window = pageWindow(args);
+    const [rows, total] = await this.db
+      .getRepository(PipelineRun)
+      .createQueryBuilder("r")
+      .where("r.pipeline_id = :pipelineId", { pipelineId })
+      .orderBy("r.created_at", "DESC")
+      .addOrderBy("r.id", "ASC")
+      .offset(window.offset)
+      .limit(window.limit + 1)
+      .getManyAndCount();
+    return toPage(rows, window, total);
+  }
+
+  /**
+   * Cancels queued and waiting tasks at once and asks running ones to stop (their executors learn
+   * it from the next heartbeat). The run becomes CANCELLED when its last running task has ended.
+   */
+  async cancel(ctx: RequestContext, id: string): Promise<PipelineRun> {
+    validateId(id, "id");
+    const events = new PendingEvents();
+    const finished = await inTransaction(this.db, async (em) => {
+      // Task rows first, then the run row: the same lock order as completions.
+      const cancelled: { id: string }[] = await sqlRows(em, 
+        `UPDATE task_runs SET status = 'CANCELLED', finished_at = now(), cancel_requested = true
+          WHERE pipeline_run_id = $1 AND status IN ('PENDING','QUEUED','RETRY_WAIT') RETURNING id`,
+        [id],
+      );
+      const asked: { id: string }[] = await sqlRows(em, 
+        `UPDATE task_runs SET cancel_requested = true WHERE pipeline_run_id = $1 AND status IN ('CLAIMED','RUNNING') AND NOT cancel_requested RETURNING id`,
+        [id],
+      );
+      const runs: { status: string }[] = await sqlRows(em, `UPDATE pipeline_runs SET cancel_requested = true WHERE id = $1 RETURNING status`, [id]);
+      if (!runs[0]) throw new DomainError("NOT_FOUND", `id: pipeline run ${JSON.stringify(id)} not found`, "id");
+      [...cancelled, ...asked].forEach((t) => events.task(id, t.id));
+      events.pipelineRuns.add(id);
+      if (cancelled.length === 0) return null;
+      return this.queue.advancePipelineRun(em, id, cancelled.length, cancelled.length, events);
+    });
+    await this.queue.announce(events);
+    if (finished) this.log.info({ pipelineRunId: id, by: ctx.principal.name }, "pipeline run cancelled");
+    return (await this.db.getRepository(PipelineRun).findOneBy({ id }))!;
+  }
+
+  async taskRun(_ctx: RequestContext, id: string): Promise<TaskRun | null> {
+    validateId(id, "id");
+    return this.db.getRepository(TaskRun).findOneBy({ id });
+  }
+
+  async tasksFor(pipelineRunIds: readonly string[]): Promise<Map<string, TaskRun[]>> {
+    const rows = await this.db
+      .getRepository(TaskRun)
+      .createQueryBuilder("t")
+      .where("t.pipeline_run_id = ANY(:ids)", { ids: [...pipelineRunIds] })
+      .orderBy("t.created_at")
+      .addOrderBy("t.id")
+      .getMany();
+    const map = new Map<string, TaskRun[]>();
+    for (const t of rows) map.set(t.pipelineRunId, [...(map.get(t.pipelineRunId) ?? []), t]);
+    return map;
+  }
+
+  async taskRunsByRunIds(runIds: readonly string[]): Promise<{ runId: string; id: string }[]> {
+    // Earlier attempts' runs point at their task run through task_attempts.
+    return this.db.query(
+      `SELECT a.run_id AS "runId", t.id FROM task_attempts a JOIN task_runs t ON t.id = a.task_run_id WHERE a.run_id = ANY($1)`,
+      [[...runIds]],
+    );
+  }
+
+  async executorsByIds(ids: readonly string[]): Promise<Executor[]> {
+    return this.db.getRepository(Executor).createQueryBuilder("e").where("e.id = ANY(:ids)", { ids: [...ids] }).getMany();
+  }
+
+  async executors(_ctx: RequestContext, pool?: string | null): Promise<Executor[]> {
+    return this.db.getRepository(Executor).find({ where: pool ? { pool } : {}, order: { pool: "ASC", createdAt: "ASC" } });
+  }
+
+  async runningTasksFor(executorIds: readonly string[]): Promise<Map<string, TaskRun[]>> {
+    const rows = await this.db
+      .getRepository(TaskRun)
+      .createQueryBuilder("t")
+      .where("t.executor_id = ANY(:ids) AND t.status IN ('CLAIMED','RUNNING')", { ids: [...executorIds] })
+      .getMany();
+    const map = new Map<string, TaskRun[]>();
+    for (const t of rows) map.set(t.executorId!, [...(map.get(t.executorId!) ?? []), t]);
+    return map;
+  }
+
+  /** Per pool: executors online and tasks waiting or running. */
+  async pools(_ctx: RequestContext): Promise<{ name: string; onlineExecutors: number; executors: number; queuedTasks: number; runningTasks: number }[]> {
+    const rows: { name: string; online: string; total: string; queued: string; running: string }[] = await sqlRows(this.db, `
+      WITH e AS (SELECT pool, count(*) FILTER (WHERE status = 'ONLINE') AS online, count(*) AS total FROM executors GROUP BY pool),
+           t AS (SELECT pool, count(*) FILTER (WHERE status = 'QUEUED') AS queued, count(*) FILTER (WHERE status IN ('CLAIMED','RUNNING')) AS running
+                   FROM task_runs WHERE status IN ('QUEUED','CLAIMED','RUNNING') GROUP BY pool)
+      SELECT coalesce(e.pool, t.pool) AS name, coalesce(e.online, 0) AS online, coalesce(e.total, 0) AS total,
+             coalesce(t.queued, 0) AS queued, coalesce(t.running, 0) AS running
+        FROM e FULL JOIN t ON e.pool = t.pool ORDER BY 1`);
+    return rows.map((r) => ({ name: r.name, onlineExecutors: Number(r.online), executors: Number(r.total), queuedTasks: Number(r.queued), runningTasks: Number(r.running) }));
+  }
+
+  /** Every attempt of a task run, oldest first. */
+  async attempts(_ctx: RequestContext, taskRunId: string) {
+    const rows: { attempt: number; run_id: string; executor_id: string | null; assigned_gpus: number[]; outcome: string | null; error: string | null; claimed_at: Date; finished_at: Date | null }[] =
+      await sqlRows(this.db, "SELECT * FROM task_attempts WHERE task_run_id = $1 ORDER BY attempt", [taskRunId]);
+    return rows.map((r) => ({
+      attempt: r.attempt,
+      runId: r.run_id,
+      executorId: r.executor_id,
+      assignedGpus: r.assigned_gpus,
+      outcome: r.outcome,
+      error: r.error,
+      claimedAt: r.claimed_at,
+      finishedAt: r.finished_at,
+    }));
+  }
+
+  /** Stored log lines from `fromLine` (0-based), at most `limit`. */
+  async logs(_ctx: RequestContext, taskRunId: string, fromLine = 0, limit = 1000): Promise<string[]> {
+    validateId(taskRunId, "taskRunId");
+    if (!Number.isInteger(fromLine) || fromLine < 0) throw new DomainError("BAD_USER_INPUT", "fromLine: must be a non-negative integer", "fromLine");
+    if (!Number.isInteger(limit) || limit < 0 || limit > 10_000) throw new DomainError("BAD_USER_INPUT", "limit: must be an integer from 0 to 10,000", "limit");
+    const rows: { line: string }[] = await sqlRows(this.db, 
+      "SELECT line FROM task_logs WHERE task_run_id = $1 AND line_no >= $2 ORDER BY line_no LIMIT $3",
+      [taskRunId, fromLine, limit],
+    );
+    return rows.map((r) => r.line);
+  }
+
+  // ---------------------------------------------------------------- live
+
+  pipelineRunUpdated(ctx: RequestContext, id: string): AsyncGenerator<PipelineRun> {
+    validateId(id, "id");
+    return liveStream<PipelineRunEvent, PipelineRun>(ctx, pipelineTopics.pipelineRun(id), {
+      map: () => this.db.getRepository(PipelineRun).findOneBy({ id }),
+    });
+  }
+
+  taskRunUpdated(ctx: RequestContext, pipelineRunId: string): AsyncGenerator<TaskRun> {
+    validateId(pipelineRunId, "pipelineRunId");
+    return liveStream<TaskRunEvent, TaskRun>(ctx, pipelineTopics.taskRuns(pipelineRunId), {
+      map: (e) => this.db.getRepository(TaskRun).findOneBy({ id: e.taskRunId }),
+    });
+  }
+
+  /** Replays stored lines from `fromLine`, then streams new ones; no line is sent twice. */
+  taskLogs(ctx: RequestContext, taskRunId: string, fromLine = 0): AsyncGenerator<TaskLogBatchView> {
+    validateId(taskRunId, "taskRunId");
+    if (!Number.isInteger(fromLine) || fromLine < 0) throw new DomainError("BAD_USER_INPUT", "fromLine: must be a non-negative integer", "fromLine");
+    let next = fromLine;
+    const self = this;
+    return liveStream<TaskLogEvent, TaskLogBatchView>(ctx, pipelineTopics.taskLogs(taskRunId), {
+      async *replay() {
+        for (;;) {
+          const lines = await self.logs(ctx, taskRunId, next, 1000);
+          if (lines.length === 0) return;
+          yield { taskRunId, fromLine: next, lines };
+          next += lines.length;
+        }
+      },
+      map: (e) => {
+        // Live batches the replay already covered are dropped or trimmed.
+        const end = e.fromLine + e.lines.length;
+        if (end <= next) return null;
+        const skip = Math.max(0, next - e.fromLine);
+        const batch = { taskRunId, fromLine: e.fromLine + skip, lines: e.lines.slice(skip) };
+        next = end;
+        return batch;
+      },
+    });
+  }
+
+  // ---------------------------------------------------------------- on_success
+
+  /**
+   * on_success.register_model: registers the named task's run artifacts as a model version and
+   * sets the alias, through the registry's `registerFromPipeline` hook.
+   */
+  async runOnSuccess(ctx: RequestContext, registrar: PipelineModelRegistrar | undefined, pipelineRunId: string): Promise<void> {
+    const run = await this.db.getRepository(PipelineRun).findOneByOrFail({ id: pipelineRunId });
+    const [version] = await this.pipelines.versionsByIds([run.pipelineVersionId]);
+    const action = version?.spec.pipeline.on_success?.register_model;
+    if (!action) return;
+    const task = await this.db.getRepository(TaskRun).findOneBy({ pipelineRunId, taskId: action.task });
+    let error: string | null = null;
+    if (!registrar) error = "on_success.register_model: the model registry is not available on this server";
+    else if (!task?.runId || task.status !== TaskRunStatus.SUCCEEDED) error = `on_success.register_model: task ${JSON.stringify(action.task)} has no successful run`;
+    if (error) {
+      await sqlRows(this.db, "UPDATE pipeline_runs SET error = $2 WHERE id = $1", [pipelineRunId, error]);
+    } else {
+      try {
+        const registered = await registrar!.registerFromPipeline(ctx, {
+          modelName: action.model_name,
+          runId: task!.runId!,
+          artifactPath: action.artifact_path,
+          alias: action.alias ?? null,
+          pipelineRunId,
+          description: `registered by pipeline ${version!.spec.pipeline.name} run ${pipelineRunId}`,
+        });
+        await sqlRows(this.db, "UPDATE pipeline_runs SET registered_model_name = $2, registered_model_version = $3 WHERE id = $1", [
+          pipelineRunId,
+          action.model_name,
+          registered.version,
+        ]);
+      } catch (err) {
+        await sqlRows(this.db, "UPDATE pipeline_runs SET error = $2 WHERE id = $1", [pipelineRunId, `on_success.register_model: ${(err as Error).message}`.slice(0, 10_000)]);
+      }
+    }
+    await this.bus.publish(pipelineTopics.pipelineRun(pipelineRunId), { pipelineRunId } satisfies PipelineRunEvent);
+  }
+
+  isTerminalTask(status: string): boolean {
+    return TERMINAL_TASK.includes(status);
+  }
+}

@@ -1,0 +1,33 @@
+import DataLoader from "dataloader";
+import type { RegisteredModel } from "../entities/registered-model.entity.js";
+import type { ModelVersion } from "../entities/model-version.entity.js";
+import type { StageTransitionRequest } from "../entities/stage-transition-request.entity.js";
+import type { WebhookDeliveryAttempt } from "../entities/webhook.entity.js";
+import type { KeyValue } from "./validation.js";
+import type { AppServices } from "./app-services.js";
+
+function byKey<T>(keys: readonly string[], rows: T[], key: (row: T) => string): (T | null)[] {
+  const map = new Map(rows.map((r) => [key(r), r]));
+  return keys.map((k) => map.get(k) ?? null);
+}
+
+function listsFor<T>(keys: readonly string[], map: Map<string, T[]>): T[][] {
+  return keys.map((k) => map.get(k) ?? []);
+}
+
+/** Per-request loaders of the registry and webhook types (spread into createLoaders). */
+export function createRegistryLoaders(services: AppServices) {
+  const registry = services.registry;
+  return {
+    registeredModelById: new DataLoader<string, RegisteredModel | null>(async (ids) => byKey(ids, await registry.modelsByIds(ids), (m) => m.id)),
+    registeredModelTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await registry.modelTagsFor(ids))),
+    registeredModelAliases: new DataLoader<string, { alias: string; version: number }[]>(async (ids) => listsFor(ids, await registry.aliasesOfModels(ids))),
+    latestModelVersion: new DataLoader<string, ModelVersion | null>(async (ids) => byKey(ids, await registry.latestVersionsOf(ids), (v) => v.modelId)),
+    modelVersionById: new DataLoader<string, ModelVersion | null>(async (ids) => byKey(ids, await registry.versionsByIds(ids), (v) => v.id)),
+    modelVersionAliases: new DataLoader<string, string[]>(async (ids) => listsFor(ids, await registry.aliasesOfVersions(ids))),
+    modelVersionTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await registry.versionTagsFor(ids))),
+    modelVersionsOfRun: new DataLoader<string, ModelVersion[]>(async (ids) => listsFor(ids, await registry.versionsByRuns(ids))),
+    transitionRequestsOfVersion: new DataLoader<string, StageTransitionRequest[]>(async (ids) => listsFor(ids, await registry.requestsOfVersions(ids))),
+    webhookDeliveryAttempts: new DataLoader<string, WebhookDeliveryAttempt[]>(async (ids) => listsFor(ids, await services.webhooks.attemptsFor(ids))),
+  };
+}

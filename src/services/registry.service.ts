@@ -1,0 +1,511 @@
+import type { DataSource, EntityManager } from "typeorm";
+import { RegisteredModel, type ApprovalPolicy } from "../entities/registered-model.entity.js";
+import { ModelStage, ModelVersion } from "../entities/model-version.entity.js";
+import { StageTransitionRequest, StageTransitionStatus } from "../entities/stage-transition-request.entity.js";
+import { WebhookEvent } from "../entities/webhook.entity.js";
+import type { EventBus } from "../stores/event-bus/event-bus.js";
+import type { Config } from "../config.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { satisfiesRole } from "./principal.js";
+import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
+import { runApprovalChecks, validateApprovalPolicy } from "./approval-policy.js";
+import { announceWebhookEvents, enqueueWebhookEvent } from "./webhooks.service.js";
+import { parseModelFilter } from "./registered-model-filter.js";
+import { liveStream } from "./live-stream.js";
+import { returnedRows } from "./sql-rows.js";
+
+export const REGISTRY_EVENTS_TOPIC = "registry:events";
+/** The alias that follows the PRODUCTION version. */
+export const CHAMPION_ALIAS = "champion";
+
+/** What registryEvents subscribers (and webhooks) learn about a registry change. */
+export interface RegistryEventPayload {
+  type: WebhookEvent;
+  modelName: string;
+  version: number | null;
+  alias: string | null;
+  toStage: ModelStage | null;
+  requestId: string | null;
+  occurredAt: string;
+}
+
+const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.\-/ ]*$/;
+const ALIAS_PATTERN = /^[A-Za-z][A-Za-z0-9_-]{0,99}$/;
+
+function validateModelName(name: unknown, field: string): string {
+  const value = validateText(name, field, LIMITS.nameLength);
+  if (!MODEL_NAME_PATTERN.test(value)) {
+    throw new DomainError("BAD_USER_INPUT", `${field}: must start with a letter or digit and contain only letters, digits, '_', '.', '-', '/' and spaces`, field);
+  }
+  return value;
+}
+
+/** `@champion` and `champion` name the same alias. */
+function validateAlias(alias: unknown, field: string): string {
+  const value = typeof alias === "string" && alias.startsWith("@") ? alias.slice(1) : alias;
+  if (typeof value !== "string" || !ALIAS_PATTERN.test(value)) {
+    throw new DomainError("BAD_USER_INPUT", `${field}: an alias starts with a letter and has up to 100 letters, digits, '_' or '-'`, field);
+  }
+  if (/^v\d+$/i.test(value) || value.toLowerCase() === "latest") {
+    throw new DomainError("BAD_USER_INPUT", `${field}: ${JSON.stringify(value)} is reserved (it would shadow a version reference)`, field);
+  }
+  return value;
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";
+}
+
+/**
+ * The model registry: models, versions, aliases and stages. Every change to versions, aliases
+ * or stages of a model runs in one transaction that first locks the model's row, so version
+ * numbers are gapless and there is never a moment with two `@champion`s or two PRODUCTION
+ * versions. Each change writes its webhook outbox rows in the same transaction and publishes a
+ * registry event after the commit.
+ */
+export class RegistryService {
+  constructor(
+    private readonly db: DataSource,
+    private readonly bus: EventBus,
+    private readonly config: Config,
+  ) {}
+
+  // ---- registered models ----
+
+  async createModel(ctx: RequestContext, input: { name: string; description?: string | null; tags?: KeyValue[] | null }): Promise<RegisteredModel> {
+    const name = validateModelName(input.name, "input.name");
+    const description = input.description == null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
+    const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
+    try {
+      return await this.db.transaction(async (em) => {
+        const model = await em.getRepository(RegisteredModel).save(em.getRepository(RegisteredModel).create({ name, description, approvalPolicy: {} }));
+        if (tags.length) await em.query(`INSERT INTO registered_model_tags (model_id, key, value) SELECT $1, * FROM unnest($2::text[], $3::text[])`, [model.id, tags.map((t) => t.key), tags.map((t) => t.value)]);
+        return model;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new DomainError("CONFLICT", `input.name: a model named ${JSON.stringify(name)} already exists`, "input.name");
+      throw err;
+    }
+  }
+
+  async updateModel(ctx: RequestContext, input: { name: string; newName?: string | null; description?: string | null }): Promise<RegisteredModel> {
+    const model = await this.requireModel(input.name, "input.name");
+    if (input.newName != null) model.name = validateModelName(input.newName, "input.newName");
+    if (input.description !== undefined) {
+      model.description = input.description === null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
+    }
+    try {
+      return await this.db.getRepository(RegisteredModel).save(model);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new DomainError("CONFLICT", `input.newName: a model named ${JSON.stringify(input.newName)} already exists`, "input.newName");
+      throw err;
+    }
+  }
+
+  async setModelTags(ctx: RequestContext, name: string, tags: KeyValue[]): Promise<RegisteredModel> {
+    const valid = validateKeyValues(tags, "tags", LIMITS.tagValueLength);
+    const model = await this.requireModel(name, "name");
+    if (valid.length) {
+      await this.db.query(
+        `INSERT INTO registered_model_tags (model_id, key, value) SELECT $1, * FROM unnest($2::text[], $3::text[])
+         ON CONFLICT (model_id, key) DO UPDATE SET value = EXCLUDED.value`,
+        [model.id, valid.map((t) => t.key), valid.map((t) => t.value)],
+      );
+    }
+    return model;
+  }
+
+  async deleteModelTag(ctx: RequestContext, name: string, key: string): Promise<RegisteredModel> {
+    validateKey(key, "key");
+    const model = await this.requireModel(name, "name");
+    await this.db.query(`DELETE FROM registered_model_tags WHERE model_id = $1 AND key = $2`, [model.id, key]);
+    return model;
+  }
+
+  async setApprovalPolicy(ctx: RequestContext, name: string, policy: ApprovalPolicy): Promise<RegisteredModel> {
+    const valid = validateApprovalPolicy(policy, "policy");
+    const model = await this.requireModel(name, "name");
+    model.approvalPolicy = valid;
+    return this.db.getRepository(RegisteredModel).save(model);
+  }
+
+  async getModel(_ctx: RequestContext, name: string): Promise<RegisteredModel | null> {
+    return this.db.getRepository(RegisteredModel).findOneBy({ name });
+  }
+
+  /** Models by name; `filter` e.g. `name LIKE 'churn%' and tags.team = 'nlp'`. */
+  async listModels(_ctx: RequestContext, args: { filter?: string | null } & PageArgs): Promise<Page<RegisteredModel>> {
+    const window = pageWindow(args);
+    const where = parseModelFilter(args.filter ?? "", "filter");
+    const rows: { id: string }[] = await this.db.query(
+      `SELECT m.id FROM registered_models m WHERE ${where.sql} ORDER BY m.name, m.id LIMIT $${where.params.length + 1} OFFSET $${where.params.length + 2}`,
+      [...where.params, window.limit + 1, window.offset],
+    );
+    const models = await this.modelsByIds(rows.map((r) => r.id));
+    const byId = new Map(models.map((m) => [m.id, m]));
+    return toPage(rows.map((r) => byId.get(r.id) as RegisteredModel), window);
+  }
+
+  // ---- versions ----
+
+  /**
+   * Registers an artifact of a run as the model's next version. The artifact must exist
+   * (recorded and present in the store) before anything is written.
+   */
+  async createVersion(
+    ctx: RequestContext,
+    input: { modelName: string; runId: string; artifactPath: string; description?: string | null; modelCard?: string | null; tags?: KeyValue[] | null },
+  ): Promise<ModelVersion> {
+    validateText(input.modelName, "input.modelName", LIMITS.nameLength);
+    const description = input.description == null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
+    const modelCard = input.modelCard == null ? null : validateText(input.modelCard, "input.modelCard", 200_000, { allowEmpty: true });
+    const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
+    const run = await ctx.services.runs.requireWritable(ctx, input.runId, "input.runId");
+    await this.requireModel(input.modelName, "input.modelName");
+    const artifactKey = await ctx.services.artifacts.requireExisting(run.id, input.artifactPath, "input.artifactPath");
+    const version = await this.db.transaction(async (em) => {
+      const model = await this.lockModel(em, input.modelName, "input.modelName");
+      const [{ next }] = (await em.query(`SELECT coalesce(max(version), 0) + 1 AS next FROM model_versions WHERE model_id = $1`, [model.id])) as { next: number }[];
+      const created = await em.getRepository(ModelVersion).save(
+        em.getRepository(ModelVersion).create({
+          modelId: model.id,
+          version: Number(next),
+          runId: run.id,
+          artifactPath: input.artifactPath,
+          artifactKey,
+          description,
+          modelCard,
+          stage: ModelStage.NONE,
+          status: "READY",
+          createdBy: ctx.principal.name,
+        }),
+      );
+      if (tags.length) {
+        await em.query(`INSERT INTO model_version_tags (model_version_id, key, value) SELECT $1, * FROM unnest($2::text[], $3::text[])`, [created.id, tags.map((t) => t.key), tags.map((t) => t.value)]);
+      }
+      await enqueueWebhookEvent(em, WebhookEvent.MODEL_VERSION_CREATED, { modelName: model.name, version: created.version, runId: run.id, artifactPath: created.artifactPath }, { modelName: model.name });
+      return created;
+    });
+    await this.announce({ type: WebhookEvent.MODEL_VERSION_CREATED, modelName: input.modelName, version: version.version });
+    return version;
+  }
+
+  /** By number or by alias (exactly one of them). */
+  async getVersion(_ctx: RequestContext, args: { name: string; version?: number | null; alias?: string | null }): Promise<ModelVersion | null> {
+    if ((args.version == null) === (args.alias == null)) throw new DomainError("BAD_USER_INPUT", "version: give either version or alias", "version");
+    const model = await this.db.getRepository(RegisteredModel).findOneBy({ name: args.name });
+    if (!model) return null;
+    if (args.version != null) return this.db.getRepository(ModelVersion).findOneBy({ modelId: model.id, version: args.version });
+    const alias = validateAlias(args.alias, "alias");
+    const rows: { id: string }[] = await this.db.query(`SELECT model_version_id AS id FROM model_aliases WHERE model_id = $1 AND alias = $2`, [model.id, alias]);
+    return rows.length ? this.db.getRepository(ModelVersion).findOneBy({ id: rows[0].id }) : null;
+  }
+
+  async listVersions(_ctx: RequestContext, modelId: string, args: PageArgs): Promise<Page<ModelVersion>> {
+    const window = pageWindow(args);
+    const rows = await this.db.getRepository(ModelVersion).find({ where: { modelId }, order: { version: "DESC" }, skip: window.offset, take: window.limit + 1 });
+    return toPage(rows, window);
+  }
+
+  // ---- aliases ----
+
+  async setAlias(ctx: RequestContext, modelName: string, aliasInput: string, versionNumber: number): Promise<ModelVersion> {
+    const alias = validateAlias(aliasInput, "alias");
+    const version = await this.db.transaction(async (em) => {
+      const model = await this.lockModel(em, modelName, "modelName");
+      const target = await em.getRepository(ModelVersion).findOneBy({ modelId: model.id, version: versionNumber });
+      if (!target) throw new DomainError("NOT_FOUND", `version: ${modelName} has no version ${versionNumber}`, "version");
+      await this.pointAlias(em, model.id, alias, target.id);
+      await enqueueWebhookEvent(em, WebhookEvent.ALIAS_SET, { modelName: model.name, alias, version: target.version }, { modelName: model.name });
+      return target;
+    });
+    await this.announce({ type: WebhookEvent.ALIAS_SET, modelName, version: version.version, alias });
+    return version;
+  }
+
+  async deleteAlias(ctx: RequestContext, modelName: string, aliasInput: string): Promise<boolean> {
+    const alias = validateAlias(aliasInput, "alias");
+    const version = await this.db.transaction(async (em) => {
+      const model = await this.lockModel(em, modelName, "modelName");
+      const removed = returnedRows<{ version: number }>(await em.query(
+        `DELETE FROM model_aliases a USING model_versions v WHERE a.model_id = $1 AND a.alias = $2 AND v.id = a.model_version_id RETURNING v.version`,
+        [model.id, alias],
+      ));
+      if (removed.length === 0) throw new DomainError("NOT_FOUND", `alias: ${modelName} has no alias ${JSON.stringify(alias)}`, "alias");
+      await enqueueWebhookEvent(em, WebhookEvent.ALIAS_DELETED, { modelName: model.name, alias, version: removed[0].version }, { modelName: model.name });
+      return removed[0].version;
+    });
+    await this.announce({ type: WebhookEvent.ALIAS_DELETED, modelName, version, alias });
+    return true;
+  }
+
+  // ---- stage transitions ----
+
+  /** Creates a PENDING request and stores the approval policy's check results right away. */
+  async requestTransition(
+    ctx: RequestContext,
+    input: { modelName: string; version: number; toStage: ModelStage; comment?: string | null },
+  ): Promise<StageTransitionRequest> {
+    const comment = input.comment == null ? null : validateText(input.comment, "input.comment", LIMITS.descriptionLength, { allowEmpty: true });
+    const model = await this.requireModel(input.modelName, "input.modelName");
+    const version = await this.db.getRepository(ModelVersion).findOneBy({ modelId: model.id, version: input.version });
+    if (!version) throw new DomainError("NOT_FOUND", `input.version: ${model.name} has no version ${input.version}`, "input.version");
+    if (version.stage === input.toStage) throw new DomainError("BAD_USER_INPUT", `input.toStage: version ${version.version} is already ${version.stage}`, "input.toStage");
+    const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, input.toStage);
+    const request = await this.db.transaction(async (em) => {
+      const saved = await em.getRepository(StageTransitionRequest).save(
+        em.getRepository(StageTransitionRequest).create({
+          modelVersionId: version.id,
+          fromStage: version.stage,
+          toStage: input.toStage,
+          status: StageTransitionStatus.PENDING,
+          checks,
+          comment,
+          requestedBy: ctx.principal.name,
+          requestedById: ctx.principal.id,
+          decidedBy: null,
+          decidedById: null,
+          decisionComment: null,
+          decidedAt: null,
+        }),
+      );
+      await enqueueWebhookEvent(
+        em,
+        WebhookEvent.STAGE_TRANSITION_REQUESTED,
+        { modelName: model.name, version: version.version, requestId: saved.id, fromStage: version.stage, toStage: input.toStage, checks, requestedBy: ctx.principal.name },
+        { modelName: model.name },
+      );
+      return saved;
+    });
+    await this.announce({ type: WebhookEvent.STAGE_TRANSITION_REQUESTED, modelName: model.name, version: version.version, toStage: input.toStage, requestId: request.id });
+    return request;
+  }
+
+  /**
+   * Approves a PENDING request whose checks all passed and performs the transition in the same
+   * transaction. Into PRODUCTION: the previous PRODUCTION version is ARCHIVED and `@champion`
+   * moves to this version. Leaving PRODUCTION removes `@champion` from it.
+   */
+  async approveTransition(ctx: RequestContext, requestId: string, comment?: string | null): Promise<StageTransitionRequest> {
+    this.assertApprover(ctx);
+    const decisionComment = comment == null ? null : validateText(comment, "comment", LIMITS.descriptionLength, { allowEmpty: true });
+    const outcome = await this.db.transaction(async (em) => {
+      const { request, version, model } = await this.lockPendingRequest(em, ctx, requestId);
+      const failed = request.checks.filter((c) => !c.passed);
+      if (failed.length) {
+        throw new DomainError(
+          "CONFLICT",
+          `requestId: the approval policy failed (${failed.map((c) => `${c.name}: ${c.detail}`).join("; ")}); fix it and request the transition again`,
+          "requestId",
+        );
+      }
+      const archived: number[] = [];
+      let championMoved = false;
+      if (request.toStage === ModelStage.PRODUCTION) {
+        const previous = returnedRows<{ version: number }>(await em.query(
+          `UPDATE model_versions SET stage = 'ARCHIVED', updated_at = now() WHERE model_id = $1 AND stage = 'PRODUCTION' AND id <> $2 RETURNING version`,
+          [model.id, version.id],
+        ));
+        archived.push(...previous.map((p) => p.version));
+        await em.query(`UPDATE model_versions SET stage = 'PRODUCTION', updated_at = now() WHERE id = $1`, [version.id]);
+        await this.pointAlias(em, model.id, CHAMPION_ALIAS, version.id);
+        championMoved = true;
+      } else {
+        await em.query(`UPDATE model_versions SET stage = $2, updated_at = now() WHERE id = $1`, [version.id, request.toStage]);
+        if (version.stage === ModelStage.PRODUCTION) {
+          await em.query(`DELETE FROM model_aliases WHERE model_id = $1 AND alias = $2 AND model_version_id = $3`, [model.id, CHAMPION_ALIAS, version.id]);
+        }
+      }
+      request.status = StageTransitionStatus.APPROVED;
+      request.decidedBy = ctx.principal.name;
+      request.decidedById = ctx.principal.id;
+      request.decisionComment = decisionComment;
+      request.decidedAt = new Date();
+      const saved = await em.getRepository(StageTransitionRequest).save(request);
+      const payload = { modelName: model.name, version: version.version, requestId: request.id, fromStage: version.stage, toStage: request.toStage, archivedVersions: archived, approvedBy: ctx.principal.name, comment: decisionComment };
+      await enqueueWebhookEvent(em, WebhookEvent.STAGE_TRANSITION_APPROVED, payload, { modelName: model.name });
+      if (championMoved) await enqueueWebhookEvent(em, WebhookEvent.ALIAS_SET, { modelName: model.name, alias: CHAMPION_ALIAS, version: version.version }, { modelName: model.name });
+      return { saved, model, version, championMoved };
+    });
+    await this.announce({ type: WebhookEvent.STAGE_TRANSITION_APPROVED, modelName: outcome.model.name, version: outcome.version.version, toStage: outcome.saved.toStage, requestId: outcome.saved.id });
+    if (outcome.championMoved) await this.announce({ type: WebhookEvent.ALIAS_SET, modelName: outcome.model.name, version: outcome.version.version, alias: CHAMPION_ALIAS });
+    return outcome.saved;
+  }
+
+  /** Rejects a PENDING request; the reason is required and recorded with who rejected it. */
+  async rejectTransition(ctx: RequestContext, requestId: string, comment?: string | null): Promise<StageTransitionRequest> {
+    this.assertApprover(ctx);
+    if (comment == null || comment.trim() === "") throw new DomainError("BAD_USER_INPUT", "comment: say why the transition is rejected", "comment");
+    const reason = validateText(comment, "comment", LIMITS.descriptionLength);
+    const outcome = await this.db.transaction(async (em) => {
+      const { request, version, model } = await this.lockPendingRequest(em, ctx, requestId, { selfDecisionAllowed: true });
+      request.status = StageTransitionStatus.REJECTED;
+      request.decidedBy = ctx.principal.name;
+      request.decidedById = ctx.principal.id;
+      request.decisionComment = reason;
+      request.decidedAt = new Date();
+      const saved = await em.getRepository(StageTransitionRequest).save(request);
+      await enqueueWebhookEvent(
+        em,
+        WebhookEvent.STAGE_TRANSITION_REJECTED,
+        { modelName: model.name, version: version.version, requestId: request.id, toStage: request.toStage, rejectedBy: ctx.principal.name, comment: reason },
+        { modelName: model.name },
+      );
+      return { saved, model, version };
+    });
+    await this.announce({ type: WebhookEvent.STAGE_TRANSITION_REJECTED, modelName: outcome.model.name, version: outcome.version.version, toStage: outcome.saved.toStage, requestId: outcome.saved.id });
+    return outcome.saved;
+  }
+
+  /** registryEvents: live registry changes, optionally of one model. */
+  subscribe(ctx: RequestContext, modelName?: string | null): AsyncIterable<RegistryEventPayload> {
+    return liveStream<RegistryEventPayload, RegistryEventPayload>(ctx, REGISTRY_EVENTS_TOPIC, {
+      filter: (e) => modelName == null || e.modelName === modelName,
+      map: (e) => e,
+    });
+  }
+
+  async getRequest(_ctx: RequestContext, id: string): Promise<StageTransitionRequest | null> {
+    validateId(id, "id");
+    return this.db.getRepository(StageTransitionRequest).findOneBy({ id });
+  }
+
+  // ---- batch reads for loaders ----
+
+  async modelsByIds(ids: readonly string[]): Promise<RegisteredModel[]> {
+    return ids.length ? this.db.getRepository(RegisteredModel).createQueryBuilder("m").where("m.id = ANY(:ids)", { ids: [...ids] }).getMany() : [];
+  }
+
+  async modelTagsFor(modelIds: readonly string[]): Promise<Map<string, KeyValue[]>> {
+    return groupKeyValues(await this.db.query(`SELECT model_id AS owner, key, value FROM registered_model_tags WHERE model_id = ANY($1) ORDER BY key`, [[...modelIds]]));
+  }
+
+  async versionTagsFor(versionIds: readonly string[]): Promise<Map<string, KeyValue[]>> {
+    return groupKeyValues(await this.db.query(`SELECT model_version_id AS owner, key, value FROM model_version_tags WHERE model_version_id = ANY($1) ORDER BY key`, [[...versionIds]]));
+  }
+
+  /** Aliases per model, each with the version number it names (one statement: a consistent snapshot). */
+  async aliasesOfModels(modelIds: readonly string[]): Promise<Map<string, { alias: string; version: number }[]>> {
+    const rows: { model_id: string; alias: string; version: number }[] = await this.db.query(
+      `SELECT a.model_id, a.alias, v.version FROM model_aliases a JOIN model_versions v ON v.id = a.model_version_id WHERE a.model_id = ANY($1) ORDER BY a.alias`,
+      [[...modelIds]],
+    );
+    const map = new Map<string, { alias: string; version: number }[]>();
+    for (const r of rows) map.set(r.model_id, [...(map.get(r.model_id) ?? []), { alias: r.alias, version: r.version }]);
+    return map;
+  }
+
+  async aliasesOfVersions(versionIds: readonly string[]): Promise<Map<string, string[]>> {
+    const rows: { model_version_id: string; alias: string }[] = await this.db.query(`SELECT model_version_id, alias FROM model_aliases WHERE model_version_id = ANY($1) ORDER BY alias`, [[...versionIds]]);
+    const map = new Map<string, string[]>();
+    for (const r of rows) map.set(r.model_version_id, [...(map.get(r.model_version_id) ?? []), r.alias]);
+    return map;
+  }
+
+  async latestVersionsOf(modelIds: readonly string[]): Promise<ModelVersion[]> {
+    if (!modelIds.length) return [];
+    return this.db
+      .getRepository(ModelVersion)
+      .createQueryBuilder("v")
+      .distinctOn(["v.model_id"])
+      .where("v.model_id = ANY(:ids)", { ids: [...modelIds] })
+      .orderBy("v.model_id")
+      .addOrderBy("v.version", "DESC")
+      .getMany();
+  }
+
+  async versionsByRuns(runIds: readonly string[]): Promise<Map<string, ModelVersion[]>> {
+    const rows = runIds.length
+      ? await this.db.getRepository(ModelVersion).createQueryBuilder("v").where("v.run_id = ANY(:ids)", { ids: [...runIds] }).orderBy("v.created_at").getMany()
+      : [];
+    const map = new Map<string, ModelVersion[]>();
+    for (const r of rows) map.set(r.runId, [...(map.get(r.runId) ?? []), r]);
+    return map;
+  }
+
+  async requestsOfVersions(versionIds: readonly string[]): Promise<Map<string, StageTransitionRequest[]>> {
+    const rows = versionIds.length
+      ? await this.db.getRepository(StageTransitionRequest).createQueryBuilder("r").where("r.model_version_id = ANY(:ids)", { ids: [...versionIds] }).orderBy("r.created_at").getMany()
+      : [];
+    const map = new Map<string, StageTransitionRequest[]>();
+    for (const r of rows) map.set(r.modelVersionId, [...(map.get(r.modelVersionId) ?? []), r]);
+    return map;
+  }
+
+  async versionsByIds(ids: readonly string[]): Promise<ModelVersion[]> {
+    return ids.length ? this.db.getRepository(ModelVersion).createQueryBuilder("v").where("v.id = ANY(:ids)", { ids: [...ids] }).getMany() : [];
+  }
+
+  // ---- internals ----
+
+  private async requireModel(name: string, field: string): Promise<RegisteredModel> {
+    if (typeof name !== "string" || name === "") throw new DomainError("BAD_USER_INPUT", `${field}: must be a non-empty string`, field);
+    const model = await this.db.getRepository(RegisteredModel).findOneBy({ name });
+    if (!model) throw new DomainError("NOT_FOUND", `${field}: model ${JSON.stringify(name)} not found`, field);
+    return model;
+  }
+
+  /** Locks the model row for the rest of the transaction: all version/alias/stage changes of one model serialize here. */
+  private async lockModel(em: EntityManager, name: string, field: string): Promise<RegisteredModel> {
+    const rows: { id: string }[] = await em.query(`SELECT id FROM registered_models WHERE name = $1 FOR UPDATE`, [name]);
+    if (!rows.length) throw new DomainError("NOT_FOUND", `${field}: model ${JSON.stringify(name)} not found`, field);
+    return em.getRepository(RegisteredModel).findOneByOrFail({ id: rows[0].id });
+  }
+
+  private async pointAlias(em: EntityManager, modelId: string, alias: string, versionId: string): Promise<void> {
+    await em.query(
+      `INSERT INTO model_aliases (model_id, alias, model_version_id) VALUES ($1, $2, $3)
+       ON CONFLICT (model_id, alias) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()`,
+      [modelId, alias, versionId],
+    );
+  }
+
+  private assertApprover(ctx: RequestContext): void {
+    if (!satisfiesRole(ctx.principal, [this.config.registry.approverRole])) {
+      throw new DomainError("FORBIDDEN", `deciding stage transitions needs role ${this.config.registry.approverRole}; you are ${ctx.principal.role}`);
+    }
+  }
+
+  /** Locks the model row, then the request; refuses requests already decided and (unless configured) self-approval. */
+  private async lockPendingRequest(em: EntityManager, ctx: RequestContext, requestId: string, options: { selfDecisionAllowed?: boolean } = {}) {
+    validateId(requestId, "requestId");
+    const found = await em.getRepository(StageTransitionRequest).findOneBy({ id: requestId });
+    if (!found) throw new DomainError("NOT_FOUND", `requestId: stage transition request ${JSON.stringify(requestId)} not found`, "requestId");
+    const owner: { model_id: string; name: string }[] = await em.query(
+      `SELECT m.id AS model_id, m.name FROM model_versions v JOIN registered_models m ON m.id = v.model_id WHERE v.id = $1`,
+      [found.modelVersionId],
+    );
+    const model = await this.lockModel(em, owner[0].name, "requestId");
+    const [request] = (await em.query(`SELECT id FROM stage_transition_requests WHERE id = $1 FOR UPDATE`, [requestId])) as { id: string }[];
+    const current = await em.getRepository(StageTransitionRequest).findOneByOrFail({ id: request.id });
+    if (current.status !== StageTransitionStatus.PENDING) {
+      throw new DomainError("CONFLICT", `requestId: the request was already ${current.status.toLowerCase()}`, "requestId");
+    }
+    if (!options.selfDecisionAllowed && !this.config.registry.allowSelfApproval && current.requestedById === ctx.principal.id) {
+      throw new DomainError("FORBIDDEN", "requestId: you requested this transition, so someone else must approve it", "requestId");
+    }
+    const version = await em.getRepository(ModelVersion).findOneByOrFail({ id: current.modelVersionId });
+    return { request: current, version, model };
+  }
+
+  private async announce(event: Omit<RegistryEventPayload, "occurredAt" | "version" | "alias" | "toStage" | "requestId"> & Partial<RegistryEventPayload>): Promise<void> {
+    const payload: RegistryEventPayload = {
+      version: null,
+      alias: null,
+      toStage: null,
+      requestId: null,
+      ...event,
+      occurredAt: new Date().toISOString(),
+    };
+    await this.bus.publish(REGISTRY_EVENTS_TOPIC, payload);
+    await announceWebhookEvents(this.bus);
+  }
+}
+
+function groupKeyValues(rows: { owner: string; key: string; value: string }[]): Map<string, KeyValue[]> {
+  const map = new Map<string, KeyValue[]>();
+  for (const r of rows) map.set(r.owner, [...(map.get(r.owner) ?? []), { key: r.key, value: r.value }]);
+  return map;
+}

@@ -1,0 +1,107 @@
+import type { Run } from "../entities/run.entity.js";
+import type { MetricSummary } from "../stores/metric-store/index.js";
+import { METRIC_KEY_PATTERN } from "../stores/metric-store/index.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+import { validateId, type KeyValue } from "./validation.js";
+
+export const MAX_COMPARED_RUNS = 1_000;
+export const MAX_COMPARED_KEYS = 100;
+
+export interface ComparedMetricView {
+  key: string;
+  summary: MetricSummary | null;
+  /** `summary.last` minus the baseline's last value of the same key; null without either. */
+  diffFromBaseline: number | null;
+}
+
+export interface RunComparisonView {
+  runs: Run[];
+  metricKeys: string[];
+  differingParams: string[];
+  rows: { run: Run; metrics: ComparedMetricView[] }[];
+}
+
+export interface CompareRunsArgs {
+  runIds: string[];
+  metricKeys?: string[] | null;
+  baselineRunId?: string | null;
+}
+
+/**
+ * The seed's comparison flow: run metadata (PostgreSQL) and metric summaries (ClickHouse, one
+ * query over the aggregate table) are fetched in parallel; then per run and metric min/max/last,
+ * the difference of `last` to the baseline run, and the params whose values differ between runs.
+ */
+export class RunComparisonService {
+  async compare(ctx: RequestContext, args: CompareRunsArgs): Promise<RunComparisonView> {
+    const runIds = validateRunIds(args.runIds);
+    const baselineRunId = args.baselineRunId == null ? undefined : validateId(args.baselineRunId, "baselineRunId");
+    if (baselineRunId !== undefined && !runIds.includes(baselineRunId)) {
+      throw new DomainError("BAD_USER_INPUT", "baselineRunId: must be one of runIds", "baselineRunId");
+    }
+    const requestedKeys = args.metricKeys == null ? undefined : validateKeys(args.metricKeys);
+    const { runs: runsService, metrics } = ctx.services;
+
+    // Without explicit keys the union of the runs' keys is needed first (one more CH query).
+    const summariesPromise = (async () => {
+      const keys = requestedKeys ?? unionKeys(await metrics.metricKeys(ctx, runIds));
+      const refs = runIds.flatMap((runId) => keys.map((key) => ({ runId, key })));
+      return { keys, summaries: await metrics.summaries(ctx, refs) };
+    })();
+    const [runs, params, { keys, summaries }] = await Promise.all([runsService.byIds(runIds), runsService.paramsFor(runIds), summariesPromise]);
+
+    const byId = new Map(runs.map((r) => [r.id, r]));
+    const missing = runIds.findIndex((id) => !byId.has(id));
+    if (missing >= 0) throw new DomainError("NOT_FOUND", `runIds[${missing}]: run ${JSON.stringify(runIds[missing])} not found`, `runIds[${missing}]`);
+    const ordered = runIds.map((id) => byId.get(id) as Run);
+    // The Run.params field of the answer reuses what was fetched here.
+    for (const id of runIds) ctx.loaders.runParams.prime(id, params.get(id) ?? []);
+
+    const baseline = baselineRunId ? summaries.get(baselineRunId) : undefined;
+    const rows = ordered.map((run) => ({
+      run,
+      metrics: keys.map((key) => {
+        const summary = summaries.get(run.id)?.get(key) ?? null;
+        const base = baseline?.get(key);
+        return { key, summary, diffFromBaseline: summary && base ? summary.last - base.last : null };
+      }),
+    }));
+    return { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params), rows };
+  }
+}
+
+/** Param keys whose value is not the same in every run (a run without the key counts as different). */
+export function differingParams(runIds: readonly string[], params: ReadonlyMap<string, KeyValue[]>): string[] {
+  const values = new Map<string, Set<string | undefined>>();
+  const perRun = runIds.map((id) => new Map((params.get(id) ?? []).map((p) => [p.key, p.value])));
+  for (const kv of perRun) for (const key of kv.keys()) values.set(key, new Set());
+  for (const [key, set] of values) for (const kv of perRun) set.add(kv.get(key));
+  return [...values].filter(([, set]) => set.size > 1).map(([key]) => key).sort();
+}
+
+function unionKeys(keysByRun: Map<string, string[]>): string[] {
+  const all = new Set<string>();
+  for (const keys of keysByRun.values()) for (const k of keys) all.add(k);
+  return [...all].sort().slice(0, MAX_COMPARED_KEYS);
+}
+
+function validateRunIds(runIds: string[]): string[] {
+  if (runIds.length === 0) throw new DomainError("BAD_USER_INPUT", "runIds: at least one run", "runIds");
+  if (runIds.length > MAX_COMPARED_RUNS) throw new DomainError("BAD_USER_INPUT", `runIds: at most ${MAX_COMPARED_RUNS} runs`, "runIds");
+  const ids = runIds.map((id, i) => validateId(id, `runIds[${i}]`));
+  const seen = new Set<string>();
+  ids.forEach((id, i) => {
+    if (seen.has(id)) throw new DomainError("BAD_USER_INPUT", `runIds[${i}]: listed twice`, `runIds[${i}]`);
+    seen.add(id);
+  });
+  return ids;
+}
+
+function validateKeys(keys: string[]): string[] {
+  if (keys.length > MAX_COMPARED_KEYS) throw new DomainError("BAD_USER_INPUT", `metricKeys: at most ${MAX_COMPARED_KEYS} keys`, "metricKeys");
+  keys.forEach((k, i) => {
+    if (!METRIC_KEY_PATTERN.test(k)) throw new DomainError("BAD_USER_INPUT", `metricKeys[${i}]: not a valid metric key`, `metricKeys[${i}]`);
+  });
+  return [...new Set(keys)];
+}

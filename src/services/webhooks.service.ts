@@ -1,0 +1,145 @@
+import type { DataSource, EntityManager } from "typeorm";
+import { Webhook, WebhookDelivery, WebhookDeliveryAttempt, WebhookDeliveryStatus, WebhookEvent } from "../entities/webhook.entity.js";
+import type { EventBus } from "../stores/event-bus/event-bus.js";
+import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
+import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { LIMITS, validateId, validateText } from "./validation.js";
+import { checkWebhookDestination } from "./webhook-destination.js";
+import type { WebhookDispatcher } from "./webhook-dispatcher.js";
+
+/** Bus topic that wakes the dispatcher after outbox rows were committed. */
+export const WEBHOOK_OUTBOX_TOPIC = "webhooks:outbox";
+
+/**
+ * Writes one outbox row per active webhook subscribed to `event`, inside the caller's
+ * transaction, so a delivery exists exactly when the change committed. After the commit call
+ * {@link announceWebhookEvents} so the dispatcher sends at once instead of at its next poll.
+ *
+ * `modelName` scopes registry events: webhooks created for one model only get that model's.
+ * Returns the number of deliveries queued.
+ */
+export async function enqueueWebhookEvent(
+  em: EntityManager,
+  event: WebhookEvent | `${WebhookEvent}`,
+  payload: Record<string, unknown>,
+  options: { modelName?: string | null } = {},
+): Promise<number> {
+  const rows: unknown[] = await em.query(
+    `INSERT INTO webhook_deliveries (webhook_id, event, payload, status)
+     SELECT id, $1, $2::jsonb, 'PENDING' FROM webhooks
+      WHERE active AND $1 = ANY(events) AND (model_name IS NULL OR model_name = $3::text)
+     RETURNING id`,
+    [event, JSON.stringify({ ...payload, occurredAt: new Date().toISOString() }), options.modelName ?? null],
+  );
+  return rows.length;
+}
+
+/** Wakes every replica's dispatcher; call after the transaction that enqueued events committed. */
+export async function announceWebhookEvents(bus: EventBus): Promise<void> {
+  await bus.publish(WEBHOOK_OUTBOX_TOPIC, {});
+}
+
+const SUBSCRIBABLE: WebhookEvent[] = Object.values(WebhookEvent).filter((e) => e !== WebhookEvent.PING);
+
+/** Webhook endpoints (admin-managed) and the record of their deliveries. */
+export class WebhooksService {
+  private dispatcher?: WebhookDispatcher;
+
+  constructor(
+    private readonly db: DataSource,
+    private readonly bus: EventBus,
+    private readonly allowlist: readonly string[],
+  ) {}
+
+  /** The dispatcher testWebhook uses to send at once. */
+  useDispatcher(dispatcher: WebhookDispatcher): void {
+    this.dispatcher = dispatcher;
+  }
+
+  async create(
+    ctx: RequestContext,
+    input: { url: string; events: WebhookEvent[]; secret: string; modelName?: string | null; description?: string | null },
+  ): Promise<Webhook> {
+    validateText(input.url, "input.url", 2000);
+    await checkWebhookDestination(input.url, this.allowlist, "input.url");
+    if (!input.events?.length) throw new DomainError("BAD_USER_INPUT", "input.events: name at least one event", "input.events");
+    input.events.forEach((e, i) => {
+      if (!SUBSCRIBABLE.includes(e)) throw new DomainError("BAD_USER_INPUT", `input.events[${i}]: ${JSON.stringify(e)} cannot be subscribed to`, `input.events[${i}]`);
+    });
+    validateText(input.secret, "input.secret", 500);
+    if (input.secret.length < 16) throw new DomainError("BAD_USER_INPUT", "input.secret: at least 16 characters, so signatures cannot be guessed", "input.secret");
+    const modelName = input.modelName == null ? null : validateText(input.modelName, "input.modelName", LIMITS.nameLength);
+    const description = input.description == null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
+    const repo = this.db.getRepository(Webhook);
+    return repo.save(
+      repo.create({ url: input.url, events: [...new Set(input.events)], secret: input.secret, modelName, description, active: true, createdBy: ctx.principal.name }),
+    );
+  }
+
+  async list(_ctx: RequestContext): Promise<Webhook[]> {
+    return this.db.getRepository(Webhook).find({ order: { createdAt: "ASC" } });
+  }
+
+  async get(_ctx: RequestContext, id: string, field = "id"): Promise<Webhook> {
+    validateId(id, field);
+    const hook = await this.db.getRepository(Webhook).findOneBy({ id });
+    if (!hook) throw new DomainError("NOT_FOUND", `${field}: webhook ${JSON.stringify(id)} not found`, field);
+    return hook;
+  }
+
+  async setActive(ctx: RequestContext, id: string, active: boolean): Promise<Webhook> {
+    const hook = await this.get(ctx, id);
+    hook.active = active;
+    return this.db.getRepository(Webhook).save(hook);
+  }
+
+  async delete(ctx: RequestContext, id: string): Promise<boolean> {
+    await this.get(ctx, id);
+    await this.db.getRepository(Webhook).delete({ id });
+    return true;
+  }
+
+  /** Sends a PING to one webhook right away and returns the delivery with its first attempt recorded. */
+  async test(ctx: RequestContext, id: string): Promise<WebhookDelivery> {
+    const hook = await this.get(ctx, id);
+    const delivery = await this.db.getRepository(WebhookDelivery).save(
+      this.db.getRepository(WebhookDelivery).create({
+        webhookId: hook.id,
+        event: WebhookEvent.PING,
+        payload: { webhookId: hook.id, requestedBy: ctx.principal.name, occurredAt: new Date().toISOString() },
+        status: WebhookDeliveryStatus.PENDING,
+        attempts: 0,
+        nextAttemptAt: new Date(),
+      }),
+    );
+    if (this.dispatcher) await this.dispatcher.deliverNow(delivery.id);
+    else await announceWebhookEvents(this.bus);
+    return this.db.getRepository(WebhookDelivery).findOneByOrFail({ id: delivery.id });
+  }
+
+  async deliveries(_ctx: RequestContext, webhookId: string, args: PageArgs & { status?: WebhookDeliveryStatus | null }): Promise<Page<WebhookDelivery>> {
+    const window = pageWindow(args);
+    const qb = this.db.getRepository(WebhookDelivery).createQueryBuilder("d").where("d.webhook_id = :webhookId", { webhookId });
+    if (args.status) qb.andWhere("d.status = :status", { status: args.status });
+    const rows = await qb.orderBy("d.created_at", "DESC").addOrderBy("d.id").offset(window.offset).limit(window.limit + 1).getMany();
+    return toPage(rows, window);
+  }
+
+  async attemptsFor(deliveryIds: readonly string[]): Promise<Map<string, WebhookDeliveryAttempt[]>> {
+    const rows = await this.db
+      .getRepository(WebhookDeliveryAttempt)
+      .createQueryBuilder("a")
+      .where("a.delivery_id = ANY(:ids)", { ids: [...deliveryIds] })
+      .orderBy("a.attempt")
+      .getMany();
+    const map = new Map<string, WebhookDeliveryAttempt[]>();
+    for (const r of rows) map.set(r.deliveryId, [...(map.get(r.deliveryId) ?? []), r]);
+    return map;
+  }
+
+  /** The JSON body a delivery sends: the same bytes on every retry, so receivers can dedupe on `id`. */
+  static bodyOf(delivery: Pick<WebhookDelivery, "id" | "event" | "payload" | "createdAt">): string {
+    return JSON.stringify({ id: delivery.id, event: delivery.event, createdAt: delivery.createdAt.toISOString(), data: delivery.payload });
+  }
+}

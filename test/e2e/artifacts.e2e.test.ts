@@ -1,0 +1,172 @@
+import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import S3rver from "s3rver";
+import { ok, startTestServer, type GqlResponse, type TestServer } from "../helpers/test-server";
+
+const MiB = 1024 * 1024;
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+
+const CREATE_UPLOAD = `mutation($input: ArtifactUploadInput!) { createArtifactUpload(input: $input) { id kind url partSize expiresAt headers { name value } parts { partNumber url size } } }`;
+const COMPLETE = `mutation($id: ID!, $parts: [UploadedPartInput!]) { completeArtifactUpload(uploadId: $id, parts: $parts) { path name size sha256 isDir contentType } }`;
+const LIST = `query($id: ID!, $path: String) { run(id: $id) { artifacts(path: $path) { path name isDir size sha256 downloadUrl(expiresInSeconds: 600) } } }`;
+
+/** A PUT as a real uploader does it: one retry when a keep-alive socket was reset under it. */
+async function put(url: string, body: Buffer, headers: Record<string, string>): Promise<Response> {
+  const init = { method: "PUT", body, headers } as RequestInit;
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    if (!/ECONNRESET|fetch failed|socket/i.test(`${(err as Error).message} ${String((err as { cause?: unknown }).cause)}`)) throw err;
+    return fetch(url, init);
+  }
+}
+
+/** The client side of an upload: create, PUT the bytes (single or in parts), complete. */
+async function upload(server: TestServer, runId: string, artifactPath: string, bytes: Buffer, options: { declaredSha256?: string; contentType?: string } = {}) {
+  const created = ok(
+    await server.gql(CREATE_UPLOAD, {
+      input: { runId, path: artifactPath, size: bytes.length, sha256: options.declaredSha256 ?? sha256(bytes), contentType: options.contentType },
+    }),
+  ).createArtifactUpload;
+  const headers = Object.fromEntries(created.headers.map((h: { name: string; value: string }) => [h.name, h.value]));
+  let parts: { partNumber: number; etag: string }[] | undefined;
+  if (created.kind === "SINGLE") {
+    const res = await put(created.url, bytes, headers);
+    expect(res.status).toBeLessThan(300);
+  } else {
+    parts = [];
+    for (const part of created.parts) {
+      const start = (part.partNumber - 1) * created.partSize;
+      const res = await put(part.url, bytes.subarray(start, start + part.size), headers);
+      expect(res.status).toBeLessThan(300);
+      parts.push({ partNumber: part.partNumber, etag: res.headers.get("etag") as string });
+    }
+  }
+  const completed: GqlResponse = await server.gql(COMPLETE, { id: created.id, parts });
+  return { created, completed };
+}
+
+async function newRun(server: TestServer, name: string): Promise<string> {
+  const exp = ok(await server.gql(`mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`, { n: name })).createExperiment;
+  return ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun.id;
+}
+
+/** The same behaviour on every store: round trip, listing, multipart, mismatch, traversal. */
+function artifactRoundTrips(label: string, boot: () => Promise<TestServer>) {
+  describe(`artifacts on the ${label} store`, () => {
+    let server: TestServer;
+    let runId: string;
+    beforeAll(async () => {
+      server = await boot();
+      runId = await newRun(server, `artifacts-${label}`);
+    });
+    afterAll(async () => {
+      await server?.stop();
+    });
+
+    it("uploads, verifies, lists folders and files with size and checksum, and downloads (with Range)", async () => {
+      const weights = randomBytes(4096);
+      const readme = Buffer.from("# churn model\n");
+      const a = await upload(server, runId, "model/weights.bin", weights, { contentType: "application/octet-stream" });
+      expect(ok(a.completed).completeArtifactUpload).toEqual({ path: "model/weights.bin", name: "weights.bin", size: 4096, sha256: sha256(weights), isDir: false, contentType: "application/octet-stream" });
+      ok((await upload(server, runId, "README.md", readme)).completed);
+
+      const root = ok(await server.gql(LIST, { id: runId })).run.artifacts;
+      expect(root.map((e: any) => [e.path, e.isDir, e.size])).toEqual([
+        ["README.md", false, readme.length],
+        ["model", true, 4096],
+      ]);
+      expect(root[1].downloadUrl).toBeNull();
+      const inside = ok(await server.gql(LIST, { id: runId, path: "model" })).run.artifacts;
+      expect(inside).toHaveLength(1);
+      expect(inside[0]).toMatchObject({ path: "model/weights.bin", sha256: sha256(weights) });
+
+      const full = await fetch(inside[0].downloadUrl);
+      expect(full.status).toBe(200);
+      expect(sha256(Buffer.from(await full.arrayBuffer()))).toBe(sha256(weights));
+      const ranged = await fetch(inside[0].downloadUrl, { headers: { range: "bytes=100-199" } });
+      expect(ranged.status).toBe(206);
+      expect(Buffer.from(await ranged.arrayBuffer())).toEqual(weights.subarray(100, 200));
+    });
+
+    it("uploads a file of at least 64 MiB in parts and verifies it", async () => {
+      const big = randomBytes(64 * MiB + 4321);
+      const { created, completed } = await upload(server, runId, "checkpoints/big.bin", big);
+      expect(created.kind).toBe("MULTIPART");
+      expect(created.parts.length).toBeGreaterThanOrEqual(4);
+      expect(ok(completed).completeArtifactUpload).toMatchObject({ size: big.length, sha256: sha256(big) });
+      const listed = ok(await server.gql(LIST, { id: runId, path: "checkpoints" })).run.artifacts;
+      const res = await fetch(listed[0].downloadUrl);
+      expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(sha256(big));
+    }, 120_000);
+
+    it("discards an upload whose checksum does not match, leaving no artifact behind", async () => {
+      const bytes = randomBytes(1000);
+      const { completed } = await upload(server, runId, "bad/data.bin", bytes, { declaredSha256: sha256(Buffer.from("something else")) });
+      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "sha256" });
+      expect(ok(await server.gql(LIST, { id: runId, path: "bad" })).run.artifacts).toEqual([]);
+      expect(ok(await server.gql(LIST, { id: runId })).run.artifacts.map((e: any) => e.path)).not.toContain("bad");
+    });
+
+    it("discards a multipart upload whose checksum does not match", async () => {
+      const big = randomBytes(20 * MiB);
+      const { created, completed } = await upload(server, runId, "bad-big/data.bin", big, { declaredSha256: "0".repeat(64) });
+      expect(created.kind).toBe("MULTIPART");
+      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "sha256" });
+      expect(ok(await server.gql(LIST, { id: runId, path: "bad-big" })).run.artifacts).toEqual([]);
+    }, 60_000);
+
+    it("refuses path traversal, absolute paths and control characters", async () => {
+      for (const bad of ["../escape.txt", "model/../../escape.txt", "/etc/passwd", "a\\..\\b", "a/./b", "bad\u0000name", "a//b"]) {
+        const res = await server.gql(CREATE_UPLOAD, { input: { runId, path: bad, size: 1, sha256: sha256(Buffer.from("x")) } });
+        expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.path" });
+      }
+      const listing = await server.gql(LIST, { id: runId, path: "../" });
+      expect(listing.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "path" });
+    });
+  });
+}
+
+artifactRoundTrips("local", () => startTestServer());
+
+let s3rver: S3rver | undefined;
+let s3dir: string | undefined;
+artifactRoundTrips("S3 (s3rver)", async () => {
+  s3dir = await mkdtemp(path.join(tmpdir(), "mlgraph-e2e-s3rver-"));
+  s3rver = new S3rver({ address: "127.0.0.1", port: 0, silent: true, directory: s3dir });
+  const { port } = await s3rver.run();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const credentials = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+  const admin = new S3Client({ region: "us-east-1", endpoint, credentials, forcePathStyle: true });
+  await admin.send(new CreateBucketCommand({ Bucket: "mlgraph-e2e" }));
+  admin.destroy();
+  return startTestServer({ env: { S3_ENDPOINT: endpoint, S3_BUCKET: "mlgraph-e2e", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" } });
+});
+afterAll(async () => {
+  await s3rver?.close();
+  if (s3dir) await rm(s3dir, { recursive: true, force: true });
+});
+
+describe("artifact permissions", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer({ env: { MLGRAPH_AUTH: "required" } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("refuses viewers and unknown uploads", async () => {
+    const admin = /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1];
+    const viewer = ok(await server.gql(`mutation { createApiToken(input: {name: "v", role: "viewer"}) { secret } }`, {}, admin)).createApiToken.secret;
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "perm"}) { id } }`, {}, admin)).createExperiment;
+    const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id }, admin)).createRun;
+    const denied = await server.gql(CREATE_UPLOAD, { input: { runId: run.id, path: "x", size: 1, sha256: "a".repeat(64) } }, viewer);
+    expect(denied.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+    const unknown = await server.gql(COMPLETE, { id: "00000000-0000-4000-8000-000000000000" }, admin);
+    expect(unknown.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "uploadId" });
+  });
+});

@@ -1,0 +1,168 @@
+/**
+ * The typed client against a live server: queries, mutations, errors with codes, subscriptions,
+ * and the metric logger across a server restart (nothing lost, nothing duplicated).
+ */
+import fs from "node:fs";
+import pg from "pg";
+import {
+  CompareRunsDocument,
+  CreateExperimentDocument,
+  CreateRunDocument,
+  GetRunDocument,
+  LogParamsDocument,
+  MetricHistoryDocument,
+  MetricsLoggedDocument,
+  MlgraphError,
+  RunUpdatedDocument,
+  UpdateRunDocument,
+  ViewerDocument,
+  createClient,
+  type MlgraphClient,
+} from "../../client";
+import { createTestDatabase, makeDataDir, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+
+describe("typed client", () => {
+  let server: TestServer;
+  let client: MlgraphClient;
+  beforeAll(async () => {
+    server = await startTestServer();
+    client = createClient({ url: server.url });
+  });
+  afterAll(async () => {
+    await client?.close();
+    await server?.stop();
+  });
+
+  it("runs typed queries and mutations", async () => {
+    const { viewer } = await client.request(ViewerDocument, {});
+    expect(viewer.role).toBe("admin");
+    const { createExperiment } = await client.request(CreateExperimentDocument, { input: { name: "typed", tags: [{ key: "team", value: "nlp" }] } });
+    expect(createExperiment.tags).toEqual([{ key: "team", value: "nlp" }]);
+    const { createRun } = await client.request(CreateRunDocument, { input: { experimentId: createExperiment.id, name: "r1", params: [{ key: "lr", value: "0.1" }] } });
+    expect(createRun).toMatchObject({ name: "r1", status: "RUNNING", experiment: { id: createExperiment.id } });
+    await client.request(LogParamsDocument, { runId: createRun.id, params: [{ key: "epochs", value: "3" }] });
+    const { run } = await client.request(GetRunDocument, { id: createRun.id });
+    expect(run?.params).toEqual([{ key: "epochs", value: "3" }, { key: "lr", value: "0.1" }]);
+  });
+
+  it("raises MlgraphError with the server's code and field, and NETWORK_ERROR when unreachable", async () => {
+    const { createExperiment } = await client.request(CreateExperimentDocument, { input: { name: "errors" } });
+    const { createRun } = await client.request(CreateRunDocument, { input: { experimentId: createExperiment.id, params: [{ key: "lr", value: "0.1" }] } });
+    const conflict = await client.request(LogParamsDocument, { runId: createRun.id, params: [{ key: "lr", value: "0.2" }] }).catch((e: unknown) => e);
+    expect(conflict).toBeInstanceOf(MlgraphError);
+    expect(conflict).toMatchObject({ code: "CONFLICT", field: "params[0].value", retryable: false });
+    const dup = await client.request(CreateExperimentDocument, { input: { name: "errors" } }).catch((e: unknown) => e);
+    expect(dup).toMatchObject({ code: "CONFLICT", field: "input.name" });
+
+    const nowhere = createClient({ url: "http://127.0.0.1:9/graphql", timeoutMs: 5000 });
+    const unreachable = await nowhere.request(ViewerDocument, {}).catch((e: unknown) => e);
+    expect(unreachable).toMatchObject({ code: "NETWORK_ERROR", retryable: true });
+    const badToken = createClient({ url: server.url, token: "not-a-token" });
+    await expect(badToken.request(ViewerDocument, {})).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
+  });
+
+  it("streams subscriptions as async iterables, and logged metrics come back in comparisons", async () => {
+    const { createExperiment } = await client.request(CreateExperimentDocument, { input: { name: "live" } });
+    const experimentId = createExperiment.id;
+    const updates = client.subscribe(RunUpdatedDocument, { experimentId });
+    const received: string[] = [];
+    const reading = (async () => {
+      for await (const event of updates) {
+        received.push(`${event.runUpdated.name}:${event.runUpdated.status}`);
+        if (received.length === 2) break;
+      }
+    })();
+    await sleep(500);
+    const a = (await client.request(CreateRunDocument, { input: { experimentId, name: "a", params: [{ key: "lr", value: "0.1" }] } })).createRun;
+    await client.request(UpdateRunDocument, { input: { runId: a.id, status: "FINISHED" } });
+    await reading;
+    expect(received).toEqual(["a:RUNNING", "a:FINISHED"]);
+
+    const b = (await client.request(CreateRunDocument, { input: { experimentId, name: "b", params: [{ key: "lr", value: "0.2" }] } })).createRun;
+    const points = client.subscribe(MetricsLoggedDocument, { runId: b.id, fromStep: 0 });
+    const logger = client.metricLogger(b.id, { batchSize: 4 });
+    for (let step = 0; step < 10; step++) logger.log("loss", 1 / (step + 1), step);
+    await logger.close();
+    const seen: number[] = [];
+    for await (const batch of points) {
+      seen.push(...batch.metricsLogged.points.map((p) => p.step));
+      if (seen.length >= 10) break;
+    }
+    expect(seen.sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+
+    const logA = client.metricLogger(a.id);
+    logA.logMany({ loss: 0.5 }, 0);
+    await logA.close();
+    const { compareRuns } = await client.request(CompareRunsDocument, { runIds: [a.id, b.id], baselineRunId: a.id, metricKeys: ["loss"] });
+    expect(compareRuns.differingParams).toEqual(["lr"]);
+    const bRow = compareRuns.rows.find((r) => r.run.id === b.id)!;
+    expect(bRow.metrics[0].summary).toMatchObject({ min: 0.1, max: 1, last: 0.1, count: 10 });
+    expect(bRow.metrics[0].diffFromBaseline).toBeCloseTo(0.1 - 0.5);
+  });
+});
+
+describe("metric logger across a server restart", () => {
+  let first: TestServer | undefined;
+  let second: TestServer | undefined;
+  const dataDir = makeDataDir();
+  let database: Awaited<ReturnType<typeof createTestDatabase>> = null;
+  afterAll(async () => {
+    await first?.stop();
+    await second?.stop();
+    await database?.drop().catch(() => undefined);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("loses nothing and duplicates nothing; points logged while the server was down arrive after it is back", async () => {
+    database = await createTestDatabase();
+    first = await startTestServer({ dataDir, databaseUrl: database?.url, keep: true });
+    const port = Number(new URL(first.url).port);
+    const client = createClient({ url: first.url, reconnect: { initialDelayMs: 100, maxDelayMs: 500 } });
+    const { createExperiment } = await client.request(CreateExperimentDocument, { input: { name: "restart" } });
+    const { createRun } = await client.request(CreateRunDocument, { input: { experimentId: createExperiment.id } });
+    const runId = createRun.id;
+    // Subscribed before the restart: the subscription must reconnect and keep delivering.
+    const updates = client.subscribe(RunUpdatedDocument, { runId });
+    await sleep(300);
+
+    const logger = client.metricLogger(runId, { batchSize: 50, flushIntervalMs: 20, retryInitialDelayMs: 50, retryMaxDelayMs: 300 });
+    let step = 0;
+    let training = true;
+    // The "training loop": never awaits the logger, keeps logging through the outage.
+    const loop = (async () => {
+      while (training) {
+        for (let i = 0; i < 20; i++, step++) logger.log("loss", 1 / (step + 1), step);
+        await sleep(5);
+      }
+    })();
+    await sleep(1000);
+    const stepsBeforeStop = step;
+    await first.stop();
+    await sleep(1000);
+    const stepsWhileDown = step - stepsBeforeStop;
+    second = await startTestServer({ dataDir, databaseUrl: database?.url, port, keep: true });
+    expect(second.url).toBe(first.url);
+    await sleep(1000);
+    training = false;
+    await loop;
+    await logger.close();
+    const total = step;
+
+    expect(stepsWhileDown).toBeGreaterThan(0);
+    expect(logger.stats).toMatchObject({ logged: total, delivered: total, dropped: 0, rejected: 0, pending: 0 });
+    expect(logger.stats.retries).toBeGreaterThan(0);
+
+    const { run } = await client.request(MetricHistoryDocument, { runId, key: "loss", maxPoints: 100_000 });
+    expect(run?.metric?.summary.count).toBe(total);
+    const steps = run!.metric!.history.map((p) => p.step);
+    expect(steps).toHaveLength(total);
+    expect(new Set(steps).size).toBe(total);
+    expect(Math.max(...steps)).toBe(total - 1);
+
+    await client.request(UpdateRunDocument, { input: { runId, status: "FINISHED" } });
+    const next = await Promise.race([updates.next(), sleep(15_000).then(() => null)]);
+    expect(next?.value?.runUpdated).toMatchObject({ id: runId, status: "FINISHED" });
+    updates.close();
+    await client.close();
+  }, 300_000);
+});

@@ -1,0 +1,316 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { collect, ok, ROOT, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { startExecutor, type TestExecutor } from "../helpers/executors";
+
+let server: TestServer;
+const executors: TestExecutor[] = [];
+let scratch: string;
+
+beforeAll(async () => {
+  // Short leases and a fast scheduler, so a lost executor is noticed within seconds.
+  server = await startTestServer({ env: { MLGRAPH_LEASE_SECONDS: "3", MLGRAPH_SCHEDULER_INTERVAL_MS: "200" }, redis: true });
+  scratch = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-pipelines-"));
+});
+afterAll(async () => {
+  await Promise.all(executors.map((e) => e.stop()));
+  await server?.stop();
+  if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+});
+
+async function executor(args: string[]): Promise<TestExecutor> {
+  const e = await startExecutor(server.url, args);
+  executors.push(e);
+  return e;
+}
+
+const CREATE = `mutation($input: CreatePipelineInput!) { createPipeline(input: $input) { id version contentHash pipeline { name } } }`;
+const SUBMIT = `mutation($input: SubmitPipelineRunInput!) { submitPipelineRun(input: $input) { id status params } }`;
+const RUN = `query($id: ID!) { pipelineRun(id: $id) { id status error tasksDone tasksTotal registeredModelVersion { version aliases }
+  tasks { id taskId status attempt assignedGpus exitCode error failureKind executor { id } run { id status params { key value } metricKeys }
+          attempts { attempt outcome executorId runId } logs } } }`;
+
+function shellTask(id: string, command: string, extra: Record<string, unknown> = {}) {
+  return { id, operator: "shell", command, ...extra };
+}
+
+async function createSpec(spec: unknown) {
+  return ok(await server.gql(CREATE, { input: { spec } })).createPipeline;
+}
+
+async function submit(pipelineName: string, params: Record<string, unknown> = {}, priority?: number) {
+  return ok(await server.gql(SUBMIT, { input: { pipelineName, params, priority } })).submitPipelineRun as { id: string; status: string };
+}
+
+async function readRun(id: string) {
+  return ok(await server.gql(RUN, { id })).pipelineRun;
+}
+
+async function waitForRun(id: string, statuses: string[], timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const run = await readRun(id);
+    if (statuses.includes(run.status)) return run;
+    if (Date.now() > deadline) throw new Error(`pipeline run ${id} is ${run.status}, not ${statuses.join("/")}: ${JSON.stringify(run, null, 1).slice(0, 3000)}`);
+    await sleep(150);
+  }
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+describe("pipeline specs", () => {
+  it("refuses a cyclic spec and names the cycle", async () => {
+    const res = await server.gql(CREATE, {
+      input: {
+        specYaml: `pipeline:
+  name: cyclic
+  tasks:
+    - {id: a, command: [echo, a], depends_on: [c]}
+    - {id: b, command: [echo, b], depends_on: [a]}
+    - {id: c, command: [echo, c], depends_on: [b]}
+`,
+      },
+    });
+    expect(res.errors?.[0].extensions?.code).toBe("BAD_USER_INPUT");
+    expect(res.errors?.[0].message).toMatch(/cycle/i);
+    expect(res.errors?.[0].message).toMatch(/a.*b.*c|a.*c.*b/);
+    expect(ok(await server.gql(`{ pipeline(name: "cyclic") { name } }`)).pipeline).toBeNull();
+  });
+
+  it("stores the same spec twice as one version, and a changed spec as the next", async () => {
+    const spec = { pipeline: { name: "hashing", tasks: [{ id: "a", command: ["echo", "hi"] }] } };
+    const first = await createSpec(spec);
+    const again = ok(await server.gql(CREATE, { input: { specYaml: "pipeline:\n  name: hashing\n  tasks:\n    - id: a\n      command: [echo, hi]\n" } })).createPipeline;
+    expect(again).toEqual(first);
+    expect(first.version).toBe(1);
+    const changed = await createSpec({ pipeline: { name: "hashing", tasks: [{ id: "a", command: ["echo", "bye"] }] } });
+    expect(changed.version).toBe(2);
+    const versions = ok(await server.gql(`{ pipeline(name: "hashing") { versions { version } latestVersion { version } } }`)).pipeline;
+    expect(versions).toEqual({ versions: [{ version: 1 }, { version: 2 }], latestVersion: { version: 2 } });
+  });
+
+  it("refuses bad params with the field at fault and creates no run", async () => {
+    await createSpec({ pipeline: { name: "typed", params: { epochs: { type: "int" } }, tasks: [{ id: "a", command: ["echo", "{{epochs}}"] }] } });
+    const res = await server.gql(SUBMIT, { input: { pipelineName: "typed", params: { epochs: "many" } } });
+    expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.params.epochs" });
+    const missing = await server.gql(SUBMIT, { input: { pipelineName: "typed" } });
+    expect(missing.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.params.epochs" });
+    const runs = ok(await server.gql(`{ pipelineRuns(pipelineName: "typed") { totalCount } }`)).pipelineRuns;
+    expect(runs.totalCount).toBe(0);
+  });
+});
+
+describe("the seed's training pipeline on real executors", () => {
+  it("runs prepare → train → evaluate as python scripts that log to the API, and registers the model", async () => {
+    await executor(["--pool", "cpu", "--gpus", "none", "--cpu", "16", "--memory-mb", "65536"]);
+    await executor(["--pool", "gpu", "--gpus", "1", "--cpu", "16", "--memory-mb", "65536"]);
+    const version = ok(await server.gql(CREATE, { input: { specYaml: fs.readFileSync(path.join(ROOT, "examples/pipelines/train.yaml"), "utf8") } })).createPipeline;
+    expect(version.pipeline.name).toBe("training_pipeline");
+
+    const submitted = await submit("training_pipeline", { dataset: "churn-2024-06", epochs: "2" });
+    const ws = server.ws();
+    const updates = collect<any>(ws, `subscription($id: ID!) { taskRunUpdated(pipelineRunId: $id) { taskId status } }`, { id: submitted.id }, 6, 60_000);
+
+    const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 90_000);
+    if (run.status !== "SUCCEEDED") throw new Error(JSON.stringify(run, null, 1));
+    expect(run.tasksDone).toBe(3);
+    const byId = Object.fromEntries(run.tasks.map((t: any) => [t.taskId, t]));
+    expect(Object.keys(byId).sort()).toEqual(["evaluate_model", "prepare_data", "train_model"]);
+    for (const t of run.tasks) {
+      expect(t.status).toBe("SUCCEEDED");
+      expect(t.run.status).toBe("FINISHED");
+    }
+    // Resolved params logged by the scheduler, the script's own params beside them.
+    const trainParams = Object.fromEntries(byId.train_model.run.params.map((p: any) => [p.key, p.value]));
+    expect(trainParams).toMatchObject({ lr: "0.01", epochs: "2", seed: "42" });
+    expect(byId.train_model.assignedGpus).toEqual([0]);
+    expect(byId.prepare_data.assignedGpus).toEqual([]);
+    expect(byId.train_model.logs.join("\n")).toMatch(/training lr=0.01 epochs=2 seed=42 from epoch 0 on GPUs \[0\]/);
+    expect(byId.train_model.run.metricKeys).toEqual(expect.arrayContaining(["accuracy", "loss"]));
+    expect(byId.prepare_data.run.metricKeys).toEqual(["rows"]);
+    // on_success.register_model (right after the run succeeded): a model version from
+    // train_model's artifacts, with the alias.
+    const registered = await waitFor("on_success", async () => {
+      const r = await readRun(submitted.id);
+      return (r.registeredModelVersion || r.error) && r;
+    });
+    expect(registered.error).toBeNull();
+    expect(registered.registeredModelVersion).toMatchObject({ aliases: ["candidate"] });
+    const champion = ok(await server.gql(`{ modelVersion(name: "churn", alias: "candidate") { version run { id } } }`)).modelVersion;
+    expect(champion.run.id).toBe(byId.train_model.run.id);
+
+    await updates.done;
+    expect(updates.events.map((e) => e.data.taskRunUpdated.taskId)).toContain("train_model");
+
+    // taskLogs replays stored lines from fromLine.
+    const logs = collect<any>(server.ws(), `subscription($id: ID!) { taskLogs(taskRunId: $id, fromLine: 1) { fromLine lines } }`, { id: byId.train_model.id }, 1);
+    const [batch] = await logs.done;
+    expect(batch.data.taskLogs.fromLine).toBe(1);
+    expect(batch.data.taskLogs.lines[0]).toBe(byId.train_model.logs[1]);
+  });
+});
+
+describe("leases", () => {
+  it("completes a task exactly once on another executor after its executor is killed with -9", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "lost-"));
+    await createSpec({
+      pipeline: {
+        name: "lost",
+        tasks: [shellTask("slow", `echo $$ > ${dir}/pid-$MLGRAPH_ATTEMPT; sleep 4; echo "$MLGRAPH_ATTEMPT" >> ${dir}/done`, { pool: "lost", retries: 2, retry_backoff_seconds: 0 })],
+      },
+    });
+    const first = await executor(["--pool", "lost", "--gpus", "none"]);
+    const submitted = await submit("lost");
+    const pidText = await waitFor("the first attempt to start", () => fs.existsSync(`${dir}/pid-1`) && fs.readFileSync(`${dir}/pid-1`, "utf8").trim());
+    // The machine is gone: the agent and its task process both die.
+    await first.kill9();
+    try {
+      process.kill(-Number(pidText), "SIGKILL");
+    } catch {
+      // already gone
+    }
+    const second = await executor(["--pool", "lost", "--gpus", "none"]);
+    const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 60_000);
+    expect(run.status).toBe("SUCCEEDED");
+    const task = run.tasks[0];
+    expect(task.attempts.map((a: any) => [a.attempt, a.outcome, a.executorId])).toEqual([
+      [1, "EXECUTOR_LOST", first.id],
+      [2, "SUCCEEDED", second.id],
+    ]);
+    expect(task.attempts[0].runId).not.toBe(task.attempts[1].runId);
+    expect(fs.readFileSync(`${dir}/done`, "utf8").trim().split("\n")).toEqual(["2"]);
+  });
+
+  it("lets 100 concurrent claimers share tasks without ever handing one out twice, and refuses stale leases", async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      ids.push(ok(await server.gql(`mutation { registerExecutor(input: {pool: "race", cpu: 4, memoryMb: 8192}) { id } }`)).registerExecutor.id);
+    }
+    await createSpec({ pipeline: { name: "race", tasks: Array.from({ length: 60 }, (_, i) => ({ id: `t${i}`, command: ["true"], pool: "race" })) } });
+    // Everyone is already long-polling when the work arrives.
+    const claims = ids.map((id) =>
+      server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 4) { taskRun { id } leaseToken } }`, { id }).then((r) => ok(r).claimTask),
+    );
+    await sleep(300);
+    await submit("race");
+    const results = await Promise.all(claims);
+    const claimed = results.filter(Boolean).map((a: any) => a.taskRun.id);
+    expect(claimed.length).toBe(60);
+    expect(new Set(claimed).size).toBe(60);
+
+    // Leases are 3 s here and the empty-handed claimers waited 4 s: stale-lease checks use a fresh claim.
+    await createSpec({ pipeline: { name: "race-one", tasks: [{ id: "only", command: ["true"], pool: "race" }] } });
+    await submit("race-one", {}, 10);
+    const a = ok(await server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 5) { taskRun { id taskId } leaseToken } }`, { id: ids[0] })).claimTask;
+    expect(a.taskRun.taskId).toBe("only");
+    const stale = await server.gql(`mutation($id: ID!) { heartbeatTask(input: {taskRunId: $id, leaseToken: "not-the-lease"}) { cancelRequested } }`, { id: a.taskRun.id });
+    expect(stale.errors?.[0].extensions?.code).toBe("CONFLICT");
+    const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {taskRunId: $id, leaseToken: $lease, outcome: SUCCEEDED}) { status } }`;
+    expect(ok(await server.gql(COMPLETE, { id: a.taskRun.id, lease: a.leaseToken })).completeTask.status).toBe("SUCCEEDED");
+    const again = await server.gql(COMPLETE, { id: a.taskRun.id, lease: a.leaseToken });
+    expect(again.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.leaseToken" });
+  });
+
+  it("refuses an executor token outside its pool", async () => {
+    const token = ok(await server.gql(`mutation { createApiToken(input: {name: "ex", role: "executor", pool: "scoped"}) { secret } }`)).createApiToken.secret;
+    const other = await server.gql(`mutation { registerExecutor(input: {pool: "elsewhere", cpu: 1, memoryMb: 512}) { id } }`, {}, token);
+    expect(other.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "input.pool" });
+    const mine = ok(await server.gql(`mutation { registerExecutor(input: {pool: "scoped", cpu: 1, memoryMb: 512}) { id pool } }`, {}, token)).registerExecutor;
+    expect(mine.pool).toBe("scoped");
+    const submitRefused = await server.gql(SUBMIT, { input: { pipelineName: "race" } }, token);
+    expect(submitRefused.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+  });
+});
+
+describe("GPUs and cancellation", () => {
+  it("never runs two tasks on one GPU of a 2-GPU executor", async () => {
+    const file = path.join(scratch, "gpu-usage.log");
+    await executor(["--pool", "gpu2", "--gpus", "2", "--concurrency", "4", "--cpu", "16", "--memory-mb", "65536"]);
+    await createSpec({
+      pipeline: {
+        name: "gpu-sharing",
+        tasks: Array.from({ length: 6 }, (_, i) =>
+          shellTask(
+            `g${i}`,
+            `echo "start $(date +%s%N) $CUDA_VISIBLE_DEVICES $MLGRAPH_TASK_RUN_ID" >> ${file}; sleep 0.7; echo "end $(date +%s%N) $CUDA_VISIBLE_DEVICES $MLGRAPH_TASK_RUN_ID" >> ${file}`,
+            { pool: "gpu2", resources: { gpus: 1 } },
+          ),
+        ),
+      },
+    });
+    const submitted = await submit("gpu-sharing");
+    const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 60_000);
+    expect(run.status).toBe("SUCCEEDED");
+    const events = fs
+      .readFileSync(file, "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" "))
+      .map(([kind, ns, gpus, task]) => ({ kind, t: BigInt(ns!), gpus: gpus!, task: task! }));
+    const intervals = new Map<string, { gpu: string; start: bigint; end: bigint }>();
+    for (const e of events) {
+      const entry = intervals.get(e.task) ?? { gpu: e.gpus, start: 0n, end: 0n };
+      if (e.kind === "start") entry.start = e.t;
+      else entry.end = e.t;
+      intervals.set(e.task, entry);
+    }
+    expect(intervals.size).toBe(6);
+    const list = [...intervals.entries()];
+    for (const [taskRunId, i] of list) {
+      expect(["0", "1"]).toContain(i.gpu);
+      expect(run.tasks.find((t: any) => t.id === taskRunId).assignedGpus).toEqual([Number(i.gpu)]);
+    }
+    for (let x = 0; x < list.length; x++) {
+      for (let y = x + 1; y < list.length; y++) {
+        const [a, b] = [list[x]![1], list[y]![1]];
+        if (a.gpu !== b.gpu) continue;
+        const overlap = a.start < b.end && b.start < a.end;
+        expect(overlap).toBe(false);
+      }
+    }
+    // Both GPUs were used: tasks ran side by side, one per GPU.
+    expect(new Set(list.map(([, i]) => i.gpu)).size).toBe(2);
+  });
+
+  it("cancellation stops a running process and cancels what was queued", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "cancel-"));
+    await executor(["--pool", "cancel", "--gpus", "none"]);
+    await createSpec({
+      pipeline: {
+        name: "cancellable",
+        tasks: [
+          shellTask("long", `echo $$ > ${dir}/pid; exec sleep 120`, { pool: "cancel" }),
+          { id: "after", command: ["true"], depends_on: ["long"], pool: "cancel" },
+        ],
+      },
+    });
+    const submitted = await submit("cancellable");
+    const pid = Number(await waitFor("the task to start", () => fs.existsSync(`${dir}/pid`) && fs.readFileSync(`${dir}/pid`, "utf8").trim()));
+    expect(() => process.kill(pid, 0)).not.toThrow();
+    await waitFor("RUNNING", async () => (await readRun(submitted.id)).tasks.find((t: any) => t.taskId === "long").status === "RUNNING");
+    const cancelled = ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id })).cancelPipelineRun;
+    expect(cancelled.id).toBe(submitted.id);
+    const run = await waitForRun(submitted.id, ["CANCELLED", "FAILED", "SUCCEEDED"], 20_000);
+    expect(run.status).toBe("CANCELLED");
+    const byId = Object.fromEntries(run.tasks.map((t: any) => [t.taskId, t]));
+    expect(byId.long.status).toBe("CANCELLED");
+    expect(byId.after.status).toBe("CANCELLED");
+    await waitFor("the process to exit", () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    }, 10_000);
+  });
+});

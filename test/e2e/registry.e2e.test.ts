@@ -1,0 +1,253 @@
+import { createHash } from "node:crypto";
+import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { startWebhookReceiver } from "../helpers/webhook-receiver";
+
+const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+const SECRET = "serving-webhook-secret-0001";
+
+async function uploadFile(server: TestServer, token: string | undefined, runId: string, path: string, bytes: Buffer) {
+  const up = ok(
+    await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, { i: { runId, path, size: bytes.length, sha256: sha256(bytes) } }, token),
+  ).createArtifactUpload;
+  expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
+  ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }, token));
+}
+
+async function newRun(server: TestServer, token: string | undefined, experimentName: string, extra: Record<string, unknown> = {}): Promise<string> {
+  let exp = ok(await server.gql(`query($n: String!) { experiment(name: $n) { id } }`, { n: experimentName }, token)).experiment;
+  if (!exp) exp = ok(await server.gql(`mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`, { n: experimentName }, token)).createExperiment;
+  return ok(await server.gql(`mutation($i: CreateRunInput!) { createRun(input: $i) { id } }`, { i: { experimentId: exp.id, ...extra } }, token)).createRun.id;
+}
+
+const CARD = "# Churn model\n\n## Intended use\nScoring churn risk.\n\n## Limitations\nNot for credit decisions.\n\n## Fairness\nGap 0.03 across regions.\n";
+const VERSION_FIELDS = `version stage aliases artifactUri run { id }`;
+
+describe("model registry: the seed's promotion flow with approvals and a signed webhook", () => {
+  let server: TestServer;
+  let admin: string;
+  let editor: string;
+  let viewer: string;
+  beforeAll(async () => {
+    server = await startTestServer({ env: { MLGRAPH_AUTH: "required" } });
+    admin = /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1];
+    const mk = async (role: string) => ok(await server.gql(`mutation($r: String!) { createApiToken(input: {name: $r, role: $r}) { secret } }`, { r: role }, admin)).createApiToken.secret as string;
+    editor = await mk("editor");
+    viewer = await mk("viewer");
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("registers, aliases @candidate, requests Production, checks the card and thresholds, approves, archives the old champion and notifies serving", async () => {
+    const receiver = await startWebhookReceiver(SECRET);
+    try {
+      ok(await server.gql(`mutation($i: CreateWebhookInput!) { createWebhook(input: $i) { id } }`, { i: { url: receiver.url, events: ["STAGE_TRANSITION_APPROVED", "ALIAS_SET", "MODEL_VERSION_CREATED"], secret: SECRET, modelName: "churn" } }, admin));
+      ok(await server.gql(`mutation { createRegisteredModel(input: {name: "churn", description: "churn risk", tags: [{key: "team", value: "growth"}]}) { name } }`, {}, editor));
+      ok(
+        await server.gql(
+          `mutation($p: ApprovalPolicyInput!) { setApprovalPolicy(modelName: "churn", policy: $p) { approvalPolicy { requiredModelCardSections metricThresholds appliesToStages } } }`,
+          { p: { requiredModelCardSections: ["Intended use", "Limitations", "Fairness"], metricThresholds: ["params.fairness_reviewed = 'yes'", "metrics.fairness_gap <= 0.05"] } },
+          admin,
+        ),
+      );
+
+      const versions: number[] = [];
+      for (const gap of [0.04, 0.03]) {
+        const runId = await newRun(server, editor, "churn-training", { params: [{ key: "fairness_reviewed", value: "yes" }] });
+        ok(await server.gql(`mutation($r: ID!, $v: Float!) { logMetrics(runId: $r, points: [{key: "fairness_gap", value: $v}]) { accepted } }`, { r: runId, v: gap }, editor));
+        await uploadFile(server, editor, runId, "model/model.onnx", Buffer.from(`weights ${gap}`));
+        const v = ok(await server.gql(`mutation($r: ID!, $c: String) { createModelVersion(input: {modelName: "churn", runId: $r, artifactPath: "model", modelCard: $c}) { ${VERSION_FIELDS} } }`, { r: runId, c: CARD }, editor)).createModelVersion;
+        expect(v).toMatchObject({ stage: "NONE", aliases: [], artifactUri: `runs:/${runId}/model`, run: { id: runId } });
+        versions.push(v.version);
+      }
+      expect(versions).toEqual([1, 2]);
+
+      const promote = async (version: number) => {
+        const req = ok(await server.gql(`mutation($v: Int!) { requestStageTransition(input: {modelName: "churn", version: $v, toStage: PRODUCTION, comment: "ship it"}) { id status requestedBy checks { name passed detail } } }`, { v: version }, editor)).requestStageTransition;
+        expect(req.status).toBe("PENDING");
+        expect(req.checks.length).toBe(6);
+        expect(req.checks.filter((c: any) => !c.passed)).toEqual([]);
+        // The requester may not approve their own request; an editor is not an approver by default.
+        const selfApprove = await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: req.id }, editor);
+        expect(selfApprove.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+        return ok(await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id, comment: "checks green") { status decidedBy decisionComment modelVersion { version stage aliases } } }`, { id: req.id }, admin)).approveStageTransition;
+      };
+
+      ok(await server.gql(`mutation { setModelAlias(modelName: "churn", alias: "@candidate", version: 1) { version } }`, {}, editor));
+      expect(await promote(1)).toMatchObject({ status: "APPROVED", decidedBy: "bootstrap-admin", decisionComment: "checks green", modelVersion: { version: 1, stage: "PRODUCTION", aliases: ["candidate", "champion"] } });
+      ok(await server.gql(`mutation { setModelAlias(modelName: "churn", alias: "candidate", version: 2) { version } }`, {}, editor));
+      expect(await promote(2)).toMatchObject({ modelVersion: { version: 2, stage: "PRODUCTION", aliases: ["candidate", "champion"] } });
+
+      const model = ok(await server.gql(`{ registeredModel(name: "churn") { aliases { alias version } versions { edges { node { version stage } } } latestVersion { version } tags { key value } } }`, {}, viewer)).registeredModel;
+      expect(model.aliases).toEqual([{ alias: "candidate", version: 2 }, { alias: "champion", version: 2 }]);
+      expect(model.versions.edges.map((e: any) => e.node)).toEqual([{ version: 2, stage: "PRODUCTION" }, { version: 1, stage: "ARCHIVED" }]);
+      expect(model.latestVersion.version).toBe(2);
+
+      // Serving: notified, then fetches @champion and downloads its artifact.
+      await receiver.waitFor((r) => r.filter((x) => x.event === "STAGE_TRANSITION_APPROVED").length === 2);
+      expect(receiver.received.every((r) => r.verified)).toBe(true);
+      const approvals = receiver.received.filter((r) => r.event === "STAGE_TRANSITION_APPROVED").map((r) => r.body.data);
+      expect(approvals[1]).toMatchObject({ modelName: "churn", version: 2, toStage: "PRODUCTION", archivedVersions: [1] });
+      expect(receiver.received.filter((r) => r.event === "MODEL_VERSION_CREATED")).toHaveLength(2);
+      const champion = ok(await server.gql(`{ modelVersion(name: "churn", alias: "@champion") { version run { artifacts(path: "model") { name downloadUrl } } } }`, {}, viewer)).modelVersion;
+      expect(champion.version).toBe(2);
+      const res = await fetch(champion.run.artifacts[0].downloadUrl);
+      expect(await res.text()).toBe("weights 0.03");
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("stores failing checks and refuses to approve; a rejection records who and why", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "fraud"}) { name } }`, {}, editor));
+    ok(await server.gql(`mutation { setApprovalPolicy(modelName: "fraud", policy: {requiredModelCardSections: ["Fairness"], metricThresholds: ["metrics.fairness_gap <= 0.05"]}) { name } }`, {}, admin));
+    const runId = await newRun(server, editor, "fraud-training");
+    ok(await server.gql(`mutation($r: ID!) { logMetrics(runId: $r, points: [{key: "fairness_gap", value: 0.09}]) { accepted } }`, { r: runId }, editor));
+    await uploadFile(server, editor, runId, "model.pkl", Buffer.from("pickle"));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "fraud", runId: $r, artifactPath: "model.pkl", modelCard: "# Fraud\\n\\n## Fairness\\n"}) { version } }`, { r: runId }, editor));
+    const req = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "fraud", version: 1, toStage: PRODUCTION}) { id checks { name passed detail } } }`, {}, editor)).requestStageTransition;
+    const byName = Object.fromEntries(req.checks.map((c: any) => [c.name, c]));
+    expect(byName["model card present"].passed).toBe(true);
+    expect(byName['model card section "Fairness"'].passed).toBe(false); // heading without text
+    expect(byName["threshold metrics.fairness_gap <= 0.05"]).toMatchObject({ passed: false });
+    const refused = await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: req.id }, admin);
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "requestId" });
+    expect(ok(await server.gql(`{ modelVersion(name: "fraud", version: 1) { stage } }`, {}, viewer)).modelVersion.stage).toBe("NONE");
+
+    const noReason = await server.gql(`mutation($id: ID!) { rejectStageTransition(requestId: $id) { status } }`, { id: req.id }, admin);
+    expect(noReason.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "comment" });
+    const rejected = ok(await server.gql(`mutation($id: ID!) { rejectStageTransition(requestId: $id, comment: "fairness gap too large") { status decidedBy decisionComment decidedAt } }`, { id: req.id }, admin)).rejectStageTransition;
+    expect(rejected).toMatchObject({ status: "REJECTED", decidedBy: "bootstrap-admin", decisionComment: "fairness gap too large" });
+    const again = await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: req.id }, admin);
+    expect(again.errors?.[0].extensions?.code).toBe("CONFLICT");
+  });
+
+  it("createModelVersion on a missing artifact fails clearly and creates nothing", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "empty"}) { name } }`, {}, editor));
+    const runId = await newRun(server, editor, "empty-training");
+    for (const artifactPath of ["model", "model/missing.onnx"]) {
+      const res = await server.gql(`mutation($r: ID!, $p: String!) { createModelVersion(input: {modelName: "empty", runId: $r, artifactPath: $p}) { version } }`, { r: runId, p: artifactPath }, editor);
+      expect(res.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "input.artifactPath" });
+      expect(res.errors?.[0].message).toMatch(/has no artifact/);
+    }
+    const traversal = await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "empty", runId: $r, artifactPath: "../other-run/model"}) { version } }`, { r: runId }, editor);
+    expect(traversal.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.artifactPath" });
+    const model = ok(await server.gql(`{ registeredModel(name: "empty") { versions { totalCount edges { node { version } } } latestVersion { version } } }`, {}, viewer)).registeredModel;
+    expect(model.versions.edges).toEqual([]);
+    expect(model.latestVersion).toBeNull();
+    // And the next successful registration is still version 1: nothing was consumed.
+    await uploadFile(server, editor, runId, "model/ok.onnx", Buffer.from("ok"));
+    expect(ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "empty", runId: $r, artifactPath: "model"}) { version } }`, { r: runId }, editor)).createModelVersion.version).toBe(1);
+  });
+
+  it("answers lineage from a version and from a dataset", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "lineage"}) { name } }`, {}, editor));
+    const parent = await newRun(server, editor, "lineage-exp", { name: "sweep" });
+    const child = await newRun(server, editor, "lineage-exp", { name: "trial", parentRunId: parent });
+    ok(await server.gql(`mutation($r: ID!) { logInputs(runId: $r, datasets: [{name: "customers", digest: "d1", context: "training"}]) { id } }`, { r: parent }, editor));
+    ok(await server.gql(`mutation($r: ID!) { logInputs(runId: $r, datasets: [{name: "customers", digest: "d1", context: "training"}]) { id } }`, { r: child }, editor));
+    await uploadFile(server, editor, child, "model.bin", Buffer.from("m"));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "lineage", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: child }, editor));
+    const lineage = ok(await server.gql(`{ modelVersion(name: "lineage", version: 1) { lineage { sourceRun { id } parentRuns { id name } datasets { dataset { name digest } context } pipelineRunId taskRunId } } }`, {}, viewer)).modelVersion.lineage;
+    expect(lineage).toEqual({ sourceRun: { id: child }, parentRuns: [{ id: parent, name: "sweep" }], datasets: [{ dataset: { name: "customers", digest: "d1" }, context: "training" }], pipelineRunId: null, taskRunId: null });
+    const down = ok(await server.gql(`{ datasetLineage(name: "customers", digest: "d1") { dataset { name } runs { id } modelVersions { version model { name } } } }`, {}, viewer)).datasetLineage;
+    expect(down.runs.map((r: any) => r.id).sort()).toEqual([parent, child].sort());
+    expect(down.modelVersions).toEqual([{ version: 1, model: { name: "lineage" } }]);
+    expect(ok(await server.gql(`{ datasetLineage(name: "customers", digest: "nope") { dataset { name } } }`, {}, viewer)).datasetLineage).toBeNull();
+  });
+
+  it("enforces roles on registry writes", async () => {
+    const denied = await server.gql(`mutation { createRegisteredModel(input: {name: "by-viewer"}) { name } }`, {}, viewer);
+    expect(denied.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+    const policy = await server.gql(`mutation { setApprovalPolicy(modelName: "churn", policy: {}) { name } }`, {}, editor);
+    expect(policy.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+    const hook = await server.gql(`mutation { createWebhook(input: {url: "http://127.0.0.1:1/x", events: [ALIAS_SET], secret: "0123456789abcdef"}) { id } }`, {}, editor);
+    expect(hook.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+  });
+});
+
+describe("model registry: atomic aliases and stages under concurrency", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    // Open loopback server: every caller is the same anonymous admin, so self-approval is enabled.
+    server = await startTestServer({ env: { MLGRAPH_ALLOW_SELF_APPROVAL: "true" }, redis: true });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("validates names and aliases, resolves aliases, and refuses duplicates", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "dup"}) { name } }`));
+    const dup = await server.gql(`mutation { createRegisteredModel(input: {name: "dup"}) { name } }`);
+    expect(dup.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.name" });
+    const badAlias = await server.gql(`mutation { setModelAlias(modelName: "dup", alias: "v3", version: 1) { version } }`);
+    expect(badAlias.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "alias" });
+    const noVersion = await server.gql(`mutation { setModelAlias(modelName: "dup", alias: "x", version: 9) { version } }`);
+    expect(noVersion.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "version" });
+    const noAlias = await server.gql(`mutation { deleteModelAlias(modelName: "dup", alias: "x") }`);
+    expect(noAlias.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "alias" });
+    ok(await server.gql(`mutation { updateRegisteredModel(input: {name: "dup", newName: "dup-renamed", description: "d"}) { name } }`));
+    const found = ok(await server.gql(`{ registeredModels(filter: "name LIKE 'dup%'") { edges { node { name description } } } }`)).registeredModels.edges;
+    expect(found).toEqual([{ node: { name: "dup-renamed", description: "d" } }]);
+    const badFilter = await server.gql(`{ registeredModels(filter: "name ~ 'x'") { totalCount } }`);
+    expect(badFilter.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "filter" });
+  });
+
+  it("50 concurrent alias moves and approvals leave exactly one @champion and one PRODUCTION version at every observation", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "race"}) { name } }`));
+    ok(await server.gql(`mutation { setApprovalPolicy(modelName: "race", policy: {appliesToStages: [ARCHIVED]}) { name } }`));
+    const runId = await newRun(server, undefined, "race-exp");
+    await uploadFile(server, undefined, runId, "model.bin", Buffer.from("m"));
+    const VERSIONS = 10;
+    for (let i = 0; i < VERSIONS; i++) {
+      ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "race", runId: $r, artifactPath: "model.bin", modelCard: "# card"}) { version } }`, { r: runId }));
+    }
+    // Start from a consistent state: v1 in PRODUCTION with @champion.
+    const first = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "race", version: 1, toStage: PRODUCTION}) { id } }`)).requestStageTransition;
+    ok(await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: first.id }));
+
+    const events = collect<{ registryEvents: { type: string; version: number } }>(server.ws(), `subscription { registryEvents(modelName: "race") { type version alias } }`, {}, 50, 60_000);
+    await sleep(300);
+
+    const violations: string[] = [];
+    let observations = 0;
+    let moving = true;
+    const observer = (async () => {
+      while (moving) {
+        const m = ok(await server.gql(`{ registeredModel(name: "race") { aliases { alias version } versions(first: 100) { edges { node { version stage } } } } }`)).registeredModel;
+        const champions = m.aliases.filter((a: any) => a.alias === "champion");
+        const production = m.versions.edges.filter((e: any) => e.node.stage === "PRODUCTION");
+        if (champions.length !== 1) violations.push(`champions: ${JSON.stringify(champions)}`);
+        if (production.length !== 1) violations.push(`production: ${JSON.stringify(production)}`);
+        observations++;
+      }
+    })();
+
+    const ops = Array.from({ length: 50 }, async (_, i) => {
+      const version = 1 + (i % VERSIONS);
+      if (i % 2 === 0) {
+        ok(await server.gql(`mutation($v: Int!) { setModelAlias(modelName: "race", alias: "champion", version: $v) { version } }`, { v: version }));
+      } else {
+        const req = await server.gql(`mutation($v: Int!) { requestStageTransition(input: {modelName: "race", version: $v, toStage: PRODUCTION}) { id } }`, { v: version });
+        if (req.errors) {
+          expect(req.errors[0].extensions?.field).toBe("input.toStage"); // already PRODUCTION at that moment
+          return;
+        }
+        const approved = await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: req.data.requestStageTransition.id });
+        if (approved.errors) throw new Error(JSON.stringify(approved.errors));
+      }
+    });
+    await Promise.all(ops);
+    moving = false;
+    await observer;
+    expect(violations).toEqual([]);
+    expect(observations).toBeGreaterThan(0);
+
+    const final = ok(await server.gql(`{ registeredModel(name: "race") { aliases { alias version } versions(first: 100) { edges { node { version stage } } } } }`)).registeredModel;
+    expect(final.aliases.filter((a: any) => a.alias === "champion")).toHaveLength(1);
+    expect(final.versions.edges.filter((e: any) => e.node.stage === "PRODUCTION")).toHaveLength(1);
+    const received = await events.done;
+    expect(received.length).toBe(50);
+    expect(received.every((e) => e.data?.registryEvents.type)).toBe(true);
+  }, 120_000);
+});

@@ -1,0 +1,71 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { LocalProcess } from "../../../src/executors/runtimes/local-process";
+import { graphqlEndpoint, resolveScriptPaths } from "../../../src/executors/agent";
+
+function run(argv: string[], options: { timeoutMs?: number; graceMs?: number } = {}) {
+  const lines: string[] = [];
+  const proc = new LocalProcess({
+    argv,
+    env: { PATH: process.env.PATH ?? "", GREETING: "hello" },
+    cwd: os.tmpdir(),
+    timeoutMs: options.timeoutMs ?? 10_000,
+    graceMs: options.graceMs ?? 500,
+    onLines: (stream, l) => lines.push(...l.map((x) => `${stream}:${x}`)),
+  });
+  return { proc, lines };
+}
+
+describe("LocalProcess", () => {
+  it("runs argv with the given env and splits stdout/stderr into lines, including a last partial line", async () => {
+    const { proc, lines } = run(["sh", "-c", 'echo "$GREETING"; echo oops >&2; printf tail']);
+    const result = await proc.done;
+    expect(result).toMatchObject({ exitCode: 0, timedOut: false, cancelled: false });
+    expect(lines.sort()).toEqual(["stderr:oops", "stdout:hello", "stdout:tail"]);
+  });
+
+  it("reports a non-zero exit and a program that does not exist", async () => {
+    expect((await run(["sh", "-c", "exit 3"]).proc.done).exitCode).toBe(3);
+    const missing = await run(["/nonexistent/program"]).proc.done;
+    expect(missing.spawnError).toMatch(/ENOENT/);
+  });
+
+  it("stops the whole process group on timeout: SIGTERM, then SIGKILL after the grace period", async () => {
+    // The shell ignores SIGTERM, so only the SIGKILL after the grace period ends it.
+    const { proc } = run(["sh", "-c", "trap '' TERM; sleep 30 & wait"], { timeoutMs: 200, graceMs: 300 });
+    const result = await proc.done;
+    expect(result.timedOut).toBe(true);
+    expect(result.signal).toBe("SIGKILL");
+  });
+
+  it("forwards cancellation as SIGTERM", async () => {
+    const { proc } = run(["sleep", "30"]);
+    setTimeout(() => proc.cancel(), 100);
+    const result = await proc.done;
+    expect(result).toMatchObject({ cancelled: true, signal: "SIGTERM", timedOut: false });
+  });
+});
+
+describe("agent helpers", () => {
+  it("accepts the server as base URL or endpoint", () => {
+    expect(graphqlEndpoint("http://h:4000")).toBe("http://h:4000/graphql");
+    expect(graphqlEndpoint("http://h:4000/")).toBe("http://h:4000/graphql");
+    expect(graphqlEndpoint("http://h:4000/graphql")).toBe("http://h:4000/graphql");
+  });
+
+  it("makes relative script paths under the pipeline dir absolute, leaving everything else alone", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-agent-"));
+    fs.mkdirSync(path.join(dir, "scripts"));
+    fs.writeFileSync(path.join(dir, "scripts/train.py"), "");
+    expect(resolveScriptPaths(["python3", "scripts/train.py", "--lr", "0.01", "missing/x.py", "/abs/y.py"], dir)).toEqual([
+      "python3",
+      path.join(dir, "scripts/train.py"),
+      "--lr",
+      "0.01",
+      "missing/x.py",
+      "/abs/y.py",
+    ]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
