@@ -1,3 +1,4 @@
+import { ingestedPoints } from "../server/observability.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type {
   ComparisonOperator,
@@ -86,6 +87,7 @@ export class MetricsService {
         input.map((p) => ({ key: p.key, step: p.step, value: p.value, timestamp: typeof p.timestamp === "number" ? p.timestamp : p.timestamp.getTime() })),
       );
     }
+    ingestedPoints.inc(result.stored);
     return { accepted: result.stored, deduplicated: result.deduplicated };
   }
 
@@ -98,6 +100,7 @@ export class MetricsService {
       const points: KeyedMetricPoint[] = columns.keys.map((key, i) => ({ key, step: columns.steps[i], value: columns.values[i], timestamp: timestamps[i] }));
       await this.announce(run.id, points);
     }
+    ingestedPoints.inc(result.stored);
     return { accepted: result.stored, deduplicated: result.deduplicated };
   }
 

@@ -1,3 +1,4 @@
+import { webhookFailures } from "../server/observability.js";
 import http from "node:http";
 import https from "node:https";
 import type { DataSource } from "typeorm";
@@ -174,7 +175,10 @@ export class WebhookDispatcher implements BackgroundWorker {
     } catch (err) {
       this.log.error({ err: (err as Error).message, delivery: d.id }, "webhook dispatcher: recording an attempt failed");
     }
-    if (!delivered) this.log.warn({ delivery: d.id, attempt: d.attempts, error, final: exhausted }, "webhook delivery attempt failed");
+    if (!delivered) {
+      webhookFailures.inc();
+      this.log.warn({ delivery: d.id, attempt: d.attempts, error, final: exhausted }, "webhook delivery attempt failed");
+    }
   }
 
   /** POSTs the signed body to the vetted address; resolves with the HTTP status. */
