@@ -11,7 +11,7 @@ import pg from "pg";
 import { openMetricStore } from "../src/stores/metric-store/index.js";
 import { benchSeconds, createRuns, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
 
-const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const BATCH = 1_000;
 const SECONDS = benchSeconds(30);
 
@@ -22,7 +22,11 @@ async function sustained(worker: (client: number, iteration: number) => Promise<
   const started = Date.now();
   await Promise.all(
     Array.from({ length: CLIENTS }, async (_, c) => {
-      for (let i = 0; Date.now() < until; i++) points += await worker(c, i);
+      for (let i = 0; Date.now() < until; i++) {
+        // Not `points += await …`: that reads `points` before the await and loses other clients' adds.
+        const stored = await worker(c, i);
+        points += stored;
+      }
     }),
   );
   return points / ((Date.now() - started) / 1000);
@@ -38,11 +42,18 @@ function batch(i: number) {
 
 async function main() {
   console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase`);
+  const b = batch(0);
+  // The ceiling first, in this process, before the server (and its own engine) exists.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-bench-"));
+  const store = await openMetricStore({ dataDir: dir });
+  const direct = await sustained(async (c) => (await store.logColumns(`direct-${c}`, { keys: b.keys, steps: b.steps, values: b.values, timestamps: b.ts })).stored);
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(`baseline: direct store inserts (ceiling): ${rate(direct)} points`);
   const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
   try {
     const runs = await createRuns(server, CLIENTS, "bench-ingest");
     // Bodies are serialized once so the client (on the same 2 cores) costs as little as possible.
-    const b = batch(0);
     const pointBodies = runs.map((run) =>
       JSON.stringify({ query: LOG_POINTS, variables: { run, points: b.keys.map((key, j) => ({ key, step: b.steps[j], value: b.values[j], timestamp: new Date(b.ts[j]).toISOString() })) } }),
     );
@@ -58,12 +69,6 @@ async function main() {
     const graphqlColumns = await sustained((c) => post(columnBodies[c]));
     console.log(`GraphQL logMetricColumns (columnar):     ${rate(graphqlColumns)} points`);
 
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-bench-"));
-    const store = await openMetricStore({ dataDir: dir });
-    const direct = await sustained(async (c) => (await store.logColumns(`direct-${c}`, { keys: b.keys, steps: b.steps, values: b.values, timestamps: b.ts })).stored);
-    await store.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-    console.log(`baseline: direct store inserts (ceiling): ${rate(direct)} points`);
 
     const url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
     let rowPerPoint = NaN;

@@ -23,7 +23,10 @@ const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, fie
     typeof args.first === "number" ? args.first : typeof args.maxPoints === "number" ? Math.ceil(args.maxPoints / 100) : Array.isArray(args.keys) ? args.keys.length : Array.isArray(args.runIds) ? args.runIds.length : undefined;
   const isList = isListType(getNullableType(field.type));
   const isConnection = getNamedType(field.type).name.endsWith("Connection");
-  const multiplier = requested ?? (isConnection ? 50 : isList ? 10 : 1);
+  let multiplier = requested ?? (isConnection ? 50 : isList ? 10 : 1);
+  // A single object built from a list argument (compareRuns(runIds)) holds lists that the
+  // default weight already counts ten-fold; weigh the argument's length on top of that only.
+  if (!isList && !isConnection && requested !== undefined && typeof args.first !== "number") multiplier = Math.ceil(requested / 10);
   return 1 + childComplexity * Math.max(1, multiplier);
 };
 

@@ -19,6 +19,9 @@ export interface MetricSchemaOptions {
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
+/** Steps per `metric_rollup` bucket (bucket = intDiv(step, ROLLUP_BUCKET_STEPS)). */
+export const ROLLUP_BUCKET_STEPS = 1024;
+
 interface TableSpec {
   name: string;
   columns: string;
@@ -78,6 +81,16 @@ class DdlBuilder {
       `CREATE MATERIALIZED VIEW IF NOT EXISTS ${this.storage(spec.name)}${this.onCluster}\n` +
       `TO ${this.storage(spec.to)}\nAS ${spec.select.replace("{from}", this.storage(spec.from))}`
     );
+  }
+
+  /**
+   * Fills `table` from existing rows (run after the view that keeps it current was created). Runs
+   * on the names queries use: on a cluster that reads every shard through the Distributed table
+   * and writes through the Distributed target, which routes each row to its run's shard.
+   */
+  backfill(table: string, columns: string, select: string): string {
+    const settings = this.cluster ? "\nSETTINGS insert_distributed_sync = 1" : "";
+    return `INSERT INTO ${table} (${columns})\n${select.replace("{from}", "metrics")}${settings}`;
   }
 
   /**
@@ -158,8 +171,43 @@ export function metricStoreMigrations(options: MetricSchemaOptions = {}): Metric
         }),
       ],
     },
+    {
+      version: 2,
+      name: "metric_rollup: M4 points (first, last, lowest, highest) per 1024-step bucket",
+      // history() reads these candidates instead of a long series' raw points, then downsamples
+      // them with LTTB. argMin/argMax states are idempotent under duplicate input, so the backfill
+      // may overlap rows the view already wrote (inserts racing the migration, or a re-run after a
+      // crash before the migration was recorded) without changing any result.
+      statements: [
+        ...ddl.table({
+          name: "metric_rollup",
+          columns: [
+            "    run_id String",
+            "    key LowCardinality(String)",
+            "    bucket Int64",
+            `    first_point AggregateFunction(argMin, ${ROLLUP_POINT}, Int64)`,
+            `    last_point AggregateFunction(argMax, ${ROLLUP_POINT}, Int64)`,
+            `    low_point AggregateFunction(argMin, ${ROLLUP_POINT}, Float64)`,
+            `    high_point AggregateFunction(argMax, ${ROLLUP_POINT}, Float64)`,
+          ].join(",\n"),
+          engine: "AggregatingMergeTree",
+          orderBy: "(run_id, key, bucket)",
+        }),
+        ddl.view({ name: "metric_rollup_mv", to: "metric_rollup", from: "metrics", select: ROLLUP_SELECT }),
+        ddl.backfill("metric_rollup", "run_id, key, bucket, first_point, last_point, low_point, high_point", ROLLUP_SELECT),
+      ],
+    },
   ];
 }
+
+/** The point each rollup state keeps: (step, value, ts). */
+const ROLLUP_POINT = "Tuple(Int64, Float64, DateTime64(3, 'UTC'))";
+
+const ROLLUP_SELECT =
+  `SELECT\n    run_id,\n    key,\n    intDiv(step, ${ROLLUP_BUCKET_STEPS}) AS bucket,\n` +
+  "    argMinState((step, value, ts), step) AS first_point,\n    argMaxState((step, value, ts), step) AS last_point,\n" +
+  "    argMinState((step, value, ts), value) AS low_point,\n    argMaxState((step, value, ts), value) AS high_point\n" +
+  "FROM {from}\nGROUP BY run_id, key, bucket";
 
 /** The statement that creates the migrations log (run before anything else). */
 export function migrationsTableStatement(options: MetricSchemaOptions = {}): string {

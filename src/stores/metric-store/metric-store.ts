@@ -1,7 +1,8 @@
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
 import { DomainError } from "../../services/errors.js";
 import { createClickHouseConnection, type ClickHouseConnectionOptions, type ClickHouseHandle } from "./clickhouse-connection.js";
-import { applyMetricMigrations } from "./metric-migrations.js";
+import { lttb } from "./lttb.js";
+import { applyMetricMigrations, ROLLUP_BUCKET_STEPS } from "./metric-migrations.js";
 import {
   validateIdempotencyKey,
   validateMetricColumns,
@@ -192,76 +193,141 @@ export class MetricStore {
   }
 
   /**
-   * Point series for many (run, key, step range) requests in ONE query; the result array is
-   * aligned with `requests`. A series with more than `maxPoints` points in range is downsampled
-   * in ClickHouse with largestTriangleThreeBuckets (keeps the first and last point), so Node
-   * never holds a whole series. Points are ordered by step.
+   * Point series for many (run, key, step range) requests; the result array is aligned with
+   * `requests`, points ordered by step. A series with at most `maxPoints` points in range comes
+   * back whole. Longer ones are downsampled keeping the first and last point:
+   * - up to {@link ROLLUP_MIN_FACTOR} x maxPoints points in range: LTTB in ClickHouse over the
+   *   raw points (exact, but it scans them all);
+   * - longer: LTTB in Node over the `metric_rollup` candidates (first, last, lowest and highest
+   *   point of every 1024-step bucket, partial buckets at the range ends computed from raw
+   *   points), so a 1M-point series reads ~4,000 candidate rows instead of 1M points.
+   * Queries: one for point counts when some request could be long (summaries for whole series,
+   * count() on the primary-key range otherwise), one for the points of all requests, and rarely one
+   * more when the rollup of a sparse series gives too few candidates.
    */
   async history(requests: readonly HistoryRequest[]): Promise<MetricPoint[][]> {
     const result: MetricPoint[][] = requests.map(() => []);
     if (requests.length === 0) return result;
-    // Requests with the same step range and maxPoints (the usual case: one chart setting over many
-    // runs) share one branch that downsamples every (run, key) series with GROUP BY; a branch per
-    // request costs ~30 ms each on the embedded engine, so 500 series took 15 s that way.
-    const groups = new Map<string, { lo: number; hi: number; maxPoints: number; members: number[] }>();
-    requests.forEach((req, i) => {
+    const specs: SeriesSpec[] = requests.map((req) => {
       const maxPoints = req.maxPoints;
       if (!Number.isSafeInteger(maxPoints) || maxPoints < 1 || maxPoints > MAX_HISTORY_POINTS) {
         throw new DomainError("BAD_USER_INPUT", `maxPoints: must be an integer from 1 to ${MAX_HISTORY_POINTS}`, "maxPoints");
       }
-      const lo = clampStep(req.minStep, 0);
-      const hi = clampStep(req.maxStep, MAX_STEP);
-      const id = `${lo}:${hi}:${maxPoints}`;
-      let group = groups.get(id);
-      if (!group) groups.set(id, (group = { lo, hi, maxPoints, members: [] }));
-      group.members.push(i);
+      return { runId: req.runId, key: req.key, lo: clampStep(req.minStep, 0), hi: clampStep(req.maxStep, MAX_STEP), maxPoints };
     });
+    // A range spanning fewer steps than the threshold holds fewer points (when steps are distinct
+    // and no step is logged twice), so no count is needed for it.
+    const maybeLong = specs.flatMap((s, i) => (s.hi - s.lo + 1 > ROLLUP_MIN_FACTOR * s.maxPoints ? [i] : []));
+    const counts = maybeLong.length > 0 ? await this.pointCounts(specs, maybeLong) : new Map<number, number>();
+    const raw: number[] = [];
+    const rolled: number[] = [];
+    specs.forEach((s, i) => ((counts.get(i) ?? 0) > ROLLUP_MIN_FACTOR * s.maxPoints ? rolled : raw).push(i));
+
+    const { points, candidates } = await this.readSeries(specs, raw, rolled);
+    for (const i of raw) result[i] = points.get(i) ?? [];
+    const fallback: number[] = [];
+    for (const i of rolled) {
+      const pts = dedupeSortedBySteps(candidates.get(i) ?? []);
+      // Too few candidates (a sparse series: few points per bucket) would downsample poorly.
+      if (pts.length < MIN_CANDIDATE_FACTOR * specs[i].maxPoints) fallback.push(i);
+      else result[i] = lttb(pts, specs[i].maxPoints);
+    }
+    if (fallback.length > 0) {
+      const { points: more } = await this.readSeries(specs, fallback, []);
+      for (const i of fallback) result[i] = more.get(i) ?? [];
+    }
+    return result;
+  }
+
+  /** Points in range per request index: from metric_summaries for whole series, count() otherwise. One query. */
+  private async pointCounts(specs: readonly SeriesSpec[], indexes: readonly number[]): Promise<Map<number, number>> {
     const params: Record<string, unknown> = {};
-    const wanted = new Map<string, number[]>(); // `${group}\0${run}\0${key}` -> request indexes
-    const branches = [...groups.values()].map((g, gi) => {
-      params[`r${gi}`] = unique(g.members.map((i) => requests[i].runId));
-      params[`k${gi}`] = unique(g.members.map((i) => requests[i].key));
-      params[`lo${gi}`] = g.lo;
-      params[`hi${gi}`] = g.hi;
-      for (const i of g.members) {
-        const id = `${gi}\u0000${requests[i].runId}\u0000${requests[i].key}`;
-        wanted.set(id, [...(wanted.get(id) ?? []), i]);
-      }
-      const range = `step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64}`;
-      // LTTB only yields (step, value); joining its picks back to the raw rows recovers the
-      // timestamps. With fewer points than maxPoints it returns every point, so no count is
-      // needed first. LIMIT 1 BY drops exact (step, value) duplicates so the bound holds.
-      if ((params[`r${gi}`] as string[]).length === 1 && (params[`k${gi}`] as string[]).length === 1) {
-        // One series: equality filters and no GROUP BY, about twice as fast as the grouped form.
-        const where = `run_id = {r${gi}:Array(String)}[1] AND key = {k${gi}:Array(String)}[1] AND ${range}`;
-        return (
-          `SELECT ${gi} AS g, run_id, key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
-          `WHERE ${where}\n` +
-          `  AND (toFloat64(step), value) IN (SELECT arrayJoin(largestTriangleThreeBuckets(${g.maxPoints})(step, value)) FROM metrics WHERE ${where})\n` +
-          `ORDER BY step, timestamp\nLIMIT 1 BY step, value`
-        );
-      }
-      // runs x keys may over-fetch for ragged request lists; unrequested series are dropped below.
-      const where = `run_id IN {r${gi}:Array(String)} AND key IN {k${gi}:Array(String)} AND ${range}`;
-      return (
-        `SELECT ${gi} AS g, run_id, key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
-        `WHERE ${where}\n` +
-        `  AND (run_id, key, toFloat64(step), value) IN (\n` +
-        `    SELECT run_id, key, tupleElement(p, 1), tupleElement(p, 2) FROM (\n` +
-        `      SELECT run_id, key, arrayJoin(largestTriangleThreeBuckets(${g.maxPoints})(step, value)) AS p FROM metrics\n` +
-        `      WHERE ${where} GROUP BY run_id, key))\n` +
-        `ORDER BY run_id, key, step, timestamp\nLIMIT 1 BY run_id, key, step, value`
+    const branches: string[] = [];
+    const wanted = new Map<string, number[]>(); // `${g}\0${run}\0${key}` -> request indexes
+    const whole = indexes.filter((i) => specs[i].lo === 0 && specs[i].hi === MAX_STEP);
+    if (whole.length > 0) {
+      params.wr = unique(whole.map((i) => specs[i].runId));
+      params.wk = unique(whole.map((i) => specs[i].key));
+      for (const i of whole) push(wanted, `-1\u0000${specs[i].runId}\u0000${specs[i].key}`, i);
+      branches.push(
+        "SELECT toInt32(-1) AS g, run_id, key, sum(point_count) AS n FROM metric_summaries\n" +
+          "WHERE run_id IN {wr:Array(String)} AND key IN {wk:Array(String)} GROUP BY run_id, key",
       );
+    }
+    const ranges = groupBy(
+      indexes.filter((i) => !(specs[i].lo === 0 && specs[i].hi === MAX_STEP)),
+      (i) => `${specs[i].lo}:${specs[i].hi}`,
+    );
+    ranges.forEach((members, gi) => {
+      const { lo, hi } = specs[members[0]];
+      Object.assign(params, { [`r${gi}`]: unique(members.map((i) => specs[i].runId)), [`k${gi}`]: unique(members.map((i) => specs[i].key)), [`lo${gi}`]: lo, [`hi${gi}`]: hi });
+      for (const i of members) push(wanted, `${gi}\u0000${specs[i].runId}\u0000${specs[i].key}`, i);
+      branches.push(
+        `SELECT toInt32(${gi}) AS g, run_id, key, count() AS n FROM metrics\n` +
+          `WHERE run_id IN {r${gi}:Array(String)} AND key IN {k${gi}:Array(String)} AND step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64}\n` +
+          "GROUP BY run_id, key",
+      );
+    });
+    const rows = await this.select<{ g: number; run_id: string; key: string; n: number }>(branches.join("\nUNION ALL\n"), params);
+    const counts = new Map<number, number>();
+    for (const r of rows) for (const i of wanted.get(`${r.g}\u0000${r.run_id}\u0000${r.key}`) ?? []) counts.set(i, Number(r.n));
+    return counts;
+  }
+
+  /**
+   * One query: `raw` requests downsampled in ClickHouse (LTTB over the raw points, or every point
+   * when there are few), and for `rolled` requests the rollup candidates of their range.
+   */
+  private async readSeries(
+    specs: readonly SeriesSpec[],
+    raw: readonly number[],
+    rolled: readonly number[],
+  ): Promise<{ points: Map<number, MetricPoint[]>; candidates: Map<number, MetricPoint[]> }> {
+    const points = new Map<number, MetricPoint[]>();
+    const candidates = new Map<number, MetricPoint[]>();
+    if (raw.length === 0 && rolled.length === 0) return { points, candidates };
+    const params: Record<string, unknown> = {};
+    const wanted = new Map<string, number[]>(); // `${g}\0${run}\0${key}` -> request indexes
+    const branches: string[] = [];
+    const into = new Map<number, Map<number, MetricPoint[]>>(); // g -> result map
+    let g = 0;
+    const open = (members: number[]) => {
+      const gi = g++;
+      params[`r${gi}`] = unique(members.map((i) => specs[i].runId));
+      params[`k${gi}`] = unique(members.map((i) => specs[i].key));
+      params[`lo${gi}`] = specs[members[0]].lo;
+      params[`hi${gi}`] = specs[members[0]].hi;
+      for (const i of members) push(wanted, `${gi}\u0000${specs[i].runId}\u0000${specs[i].key}`, i);
+      return gi;
+    };
+    // Requests with the same step range and maxPoints (the usual case: one chart setting over many
+    // runs) share one branch that downsamples every (run, key) series with GROUP BY; a branch per
+    // request costs ~30 ms each on the embedded engine, so 500 series took 15 s that way.
+    groupBy(raw, (i) => `${specs[i].lo}:${specs[i].hi}:${specs[i].maxPoints}`).forEach((members) => {
+      const gi = open(members);
+      into.set(gi, points);
+      branches.push(rawBranch(gi, specs[members[0]].maxPoints, (params[`r${gi}`] as string[]).length === 1 && (params[`k${gi}`] as string[]).length === 1));
+    });
+    // Rollup candidates do not depend on maxPoints: one branch per step range.
+    groupBy(rolled, (i) => `${specs[i].lo}:${specs[i].hi}`).forEach((members) => {
+      const gi = open(members);
+      into.set(gi, candidates);
+      const { lo, hi } = specs[members[0]];
+      // Whole buckets b0..b1 come from the rollup; the partial ones at the ends from raw points.
+      params[`b0${gi}`] = Math.ceil(lo / ROLLUP_BUCKET_STEPS);
+      params[`b1${gi}`] = Math.floor((hi + 1) / ROLLUP_BUCKET_STEPS) - 1;
+      branches.push(rollupBranch(gi, lo % ROLLUP_BUCKET_STEPS !== 0, (hi + 1) % ROLLUP_BUCKET_STEPS !== 0));
     });
     const sql = `SELECT g, run_id, key, step, value, timestamp FROM (\n${branches.join("\nUNION ALL\n")}\n)\nORDER BY g, run_id, key, step, timestamp`;
     const rows = await this.select<{ g: number; run_id: string; key: string; step: number; value: number; timestamp: number }>(sql, params);
     for (const r of rows) {
       const targets = wanted.get(`${r.g}\u0000${r.run_id}\u0000${r.key}`);
-      if (!targets) continue;
+      const map = into.get(Number(r.g));
+      if (!targets || !map) continue;
       const point = { step: Number(r.step), value: r.value, timestamp: Number(r.timestamp) };
-      for (const i of targets) result[i].push(point);
+      for (const i of targets) push(map, i, point);
     }
-    return result;
+    return { points, candidates };
   }
 
   /**
@@ -348,6 +414,99 @@ export async function openMetricStore(options: MetricStoreOptions): Promise<Metr
     throw err;
   }
   return new MetricStore(handle, options);
+}
+
+interface SeriesSpec {
+  runId: string;
+  key: string;
+  lo: number;
+  hi: number;
+  maxPoints: number;
+}
+
+/**
+ * Series with more than this many times maxPoints points in range are downsampled from the
+ * rollup; shorter ones by LTTB over their raw points in ClickHouse.
+ */
+export const ROLLUP_MIN_FACTOR = 256;
+/** Fewer rollup candidates than this many times maxPoints: read the raw points instead. */
+const MIN_CANDIDATE_FACTOR = 1.5;
+
+/**
+ * Branch `gi` over raw points. LTTB only yields (step, value); joining its picks back to the raw
+ * rows recovers the timestamps. With fewer points than maxPoints it returns every point.
+ * LIMIT 1 BY drops exact (step, value) duplicates so the bound holds.
+ */
+function rawBranch(gi: number, maxPoints: number, single: boolean): string {
+  const range = `step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64}`;
+  if (single) {
+    // One series: equality filters and no GROUP BY, about twice as fast as the grouped form.
+    const where = `run_id = {r${gi}:Array(String)}[1] AND key = {k${gi}:Array(String)}[1] AND ${range}`;
+    return (
+      `SELECT ${gi} AS g, run_id, key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
+      `WHERE ${where}\n` +
+      `  AND (toFloat64(step), value) IN (SELECT arrayJoin(largestTriangleThreeBuckets(${maxPoints})(step, value)) FROM metrics WHERE ${where})\n` +
+      `ORDER BY step, timestamp\nLIMIT 1 BY step, value`
+    );
+  }
+  // runs x keys may over-fetch for ragged request lists; unrequested series are dropped by the caller.
+  const where = `run_id IN {r${gi}:Array(String)} AND key IN {k${gi}:Array(String)} AND ${range}`;
+  return (
+    `SELECT ${gi} AS g, run_id, key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
+    `WHERE ${where}\n` +
+    `  AND (run_id, key, toFloat64(step), value) IN (\n` +
+    `    SELECT run_id, key, tupleElement(p, 1), tupleElement(p, 2) FROM (\n` +
+    `      SELECT run_id, key, arrayJoin(largestTriangleThreeBuckets(${maxPoints})(step, value)) AS p FROM metrics\n` +
+    `      WHERE ${where} GROUP BY run_id, key))\n` +
+    `ORDER BY run_id, key, step, timestamp\nLIMIT 1 BY run_id, key, step, value`
+  );
+}
+
+/**
+ * Branch `gi` of rollup candidates: first, last, lowest and highest point of each bucket in range,
+ * merged from `metric_rollup` for whole buckets b0..b1 and aggregated from raw points for the
+ * partial buckets at the range ends (at most 2 x 1023 points per series).
+ */
+function rollupBranch(gi: number, leftEdge: boolean, rightEdge: boolean): string {
+  const series = `run_id IN {r${gi}:Array(String)} AND key IN {k${gi}:Array(String)}`;
+  const B = ROLLUP_BUCKET_STEPS;
+  const parts = [
+    `  SELECT run_id, key, [argMinMerge(first_point), argMaxMerge(last_point), argMinMerge(low_point), argMaxMerge(high_point)] AS m4\n` +
+      `  FROM metric_rollup WHERE ${series} AND bucket >= {b0${gi}:Int64} AND bucket <= {b1${gi}:Int64}\n` +
+      `  GROUP BY run_id, key, bucket`,
+  ];
+  // Each edge is its own primary-key range (an OR of both ranges cost ~7 ms even when empty).
+  const edge = (range: string) =>
+    `  SELECT run_id, key, [argMin((step, value, ts), step), argMax((step, value, ts), step), argMin((step, value, ts), value), argMax((step, value, ts), value)] AS m4\n` +
+    `  FROM metrics WHERE ${series} AND ${range}\n` +
+    `  GROUP BY run_id, key, intDiv(step, ${B})`;
+  if (leftEdge) parts.push(edge(`step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64} AND step < {b0${gi}:Int64} * ${B}`));
+  if (rightEdge) parts.push(edge(`step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64} AND step >= ({b1${gi}:Int64} + 1) * ${B}`));
+  return (
+    `SELECT ${gi} AS g, run_id, key, tupleElement(p, 1) AS step, tupleElement(p, 2) AS value, toUnixTimestamp64Milli(tupleElement(p, 3)) AS timestamp\n` +
+    `FROM (\n${parts.join("\n  UNION ALL\n")}\n)\nARRAY JOIN m4 AS p\n` +
+    `WHERE tupleElement(p, 1) >= {lo${gi}:Int64} AND tupleElement(p, 1) <= {hi${gi}:Int64}`
+  );
+}
+
+/** Points sorted by step, one per step (the first of each). */
+function dedupeSortedBySteps(points: readonly MetricPoint[]): MetricPoint[] {
+  const out: MetricPoint[] = [];
+  for (const p of points) if (out.length === 0 || out[out.length - 1].step !== p.step) out.push(p);
+  return out;
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list) list.push(value);
+  else map.set(key, [value]);
+}
+
+/** Groups indexes by a key, keeping first-seen order; returns the groups. */
+function groupBy(indexes: readonly number[], keyOf: (i: number) => string): number[][] {
+  const groups = new Map<string, number[]>();
+  for (const i of indexes) push(groups, keyOf(i), i);
+  return [...groups.values()];
 }
 
 function unique(values: readonly string[]): string[] {

@@ -19,9 +19,27 @@ describe("metric store DDL", () => {
     expect(migrationsTableStatement()).toContain("ENGINE = ReplacingMergeTree\nORDER BY version");
   });
 
+  it("single node: M4 rollup table, the view feeding it from metrics, then a backfill of existing rows", () => {
+    const rollup = metricStoreMigrations().find((m) => m.version === 2)!;
+    expect(rollup.statements).toHaveLength(3);
+    const [table, view, backfill] = rollup.statements;
+    expect(table).toMatch(/^CREATE TABLE IF NOT EXISTS metric_rollup\n[\s\S]*ENGINE = AggregatingMergeTree\nORDER BY \(run_id, key, bucket\)$/);
+    expect(table).toContain("first_point AggregateFunction(argMin, Tuple(Int64, Float64, DateTime64(3, 'UTC')), Int64)");
+    expect(table).toContain("high_point AggregateFunction(argMax, Tuple(Int64, Float64, DateTime64(3, 'UTC')), Float64)");
+    const select =
+      "SELECT\n    run_id,\n    key,\n    intDiv(step, 1024) AS bucket,\n" +
+      "    argMinState((step, value, ts), step) AS first_point,\n    argMaxState((step, value, ts), step) AS last_point,\n" +
+      "    argMinState((step, value, ts), value) AS low_point,\n    argMaxState((step, value, ts), value) AS high_point\n" +
+      "FROM metrics\nGROUP BY run_id, key, bucket";
+    expect(view).toBe(`CREATE MATERIALIZED VIEW IF NOT EXISTS metric_rollup_mv\nTO metric_rollup\nAS ${select}`);
+    expect(backfill).toBe(`INSERT INTO metric_rollup (run_id, key, bucket, first_point, last_point, low_point, high_point)\n${select}`);
+  });
+
   it("cluster: replicated local tables, Distributed tables over them, views on the local tables", () => {
     const statements = metricStoreMigrations({ cluster: "prod" }).flatMap((m) => m.statements);
-    for (const s of statements) expect(s).toMatch(/^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS \w+ ON CLUSTER prod\b/);
+    for (const s of statements.filter((s) => !s.startsWith("INSERT"))) {
+      expect(s).toMatch(/^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS \w+ ON CLUSTER prod\b/);
+    }
     expect(statements).toContainEqual(
       expect.stringContaining(
         "CREATE TABLE IF NOT EXISTS metrics_local ON CLUSTER prod\n(\n    run_id String,",
@@ -47,6 +65,21 @@ describe("metric store DDL", () => {
     expect(batchesLocal).toContain("ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/metric_batches_local', '{replica}')");
     const view = statements.find((s) => s.includes("metric_summaries_mv"))!;
     expect(view).toMatch(/^CREATE MATERIALIZED VIEW IF NOT EXISTS metric_summaries_mv_local ON CLUSTER prod\nTO metric_summaries_local\nAS SELECT[\s\S]*FROM metrics_local\n/);
+    const rollupLocal = statements.find((s) => s.startsWith("CREATE TABLE IF NOT EXISTS metric_rollup_local "))!;
+    expect(rollupLocal).toContain(
+      "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/{database}/metric_rollup_local', '{replica}')\nORDER BY (run_id, key, bucket)",
+    );
+    expect(statements).toContain(
+      "CREATE TABLE IF NOT EXISTS metric_rollup ON CLUSTER prod AS metric_rollup_local\n" +
+        "ENGINE = Distributed(prod, currentDatabase(), metric_rollup_local, cityHash64(run_id))",
+    );
+    const rollupView = statements.find((s) => s.includes("metric_rollup_mv"))!;
+    expect(rollupView).toMatch(/^CREATE MATERIALIZED VIEW IF NOT EXISTS metric_rollup_mv_local ON CLUSTER prod\nTO metric_rollup_local\nAS SELECT[\s\S]*FROM metrics_local\nGROUP BY run_id, key, bucket$/);
+    // The backfill goes through the Distributed tables: it reads every shard and routes each row
+    // to its run's shard, synchronously so the migration is recorded only after it landed.
+    const inserts = statements.filter((s) => s.startsWith("INSERT"));
+    expect(inserts).toHaveLength(1);
+    expect(inserts[0]).toMatch(/^INSERT INTO metric_rollup \(run_id, [\s\S]*\nFROM metrics\nGROUP BY run_id, key, bucket\nSETTINGS insert_distributed_sync = 1$/);
     expect(migrationsTableStatement({ cluster: "prod" })).toBe(
       "CREATE TABLE IF NOT EXISTS schema_migrations ON CLUSTER prod\n(\n    version UInt32,\n    name String,\n" +
         "    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)\n)\n" +

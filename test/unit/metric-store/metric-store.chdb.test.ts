@@ -41,7 +41,8 @@ afterAll(async () => {
 
 describe("migrations", () => {
   it("apply once and are skipped on reopen", async () => {
-    expect(firstOpen.filter((e) => e.sql.startsWith("CREATE MATERIALIZED VIEW")).length).toBe(2);
+    expect(firstOpen.filter((e) => e.sql.startsWith("CREATE MATERIALIZED VIEW")).length).toBe(3);
+    expect(firstOpen.filter((e) => e.sql.startsWith("INSERT INTO metric_rollup")).length).toBe(1);
     expect(fs.existsSync(path.join(dataDir, "clickhouse"))).toBe(true);
     // The reopen ran only the migrations-table DDL (IF NOT EXISTS) and the version lookup.
     expect(reopen.length).toBe(1);
@@ -192,7 +193,8 @@ describe("reads", () => {
         { runId: "no-such-run", key: "loss", maxPoints: 10 },
       ]),
     );
-    expect(queries).toBe(1);
+    // one count lookup (whole series: metric_summaries) and one read for all three
+    expect(queries).toBe(2);
     expect(result[0].map((p) => p.step)).toEqual([1, 2, 5, 9, 9]);
     expect(result[0][0]).toEqual({ step: 1, value: -2, timestamp: 10_000 });
     expect(result[1].map((p) => p.step)).toEqual([2, 5]);
@@ -230,6 +232,31 @@ describe("reads", () => {
     expect(ranged).toHaveLength(200);
     expect(ranged[0].step).toBe(500_000);
     expect(ranged[199].step).toBe(599_999);
+
+    // A spike logged later (same step, another value) shows up in the rollup and is kept.
+    await store.logPoints("big-run", [{ key: "loss", step: 123_457, value: 50, timestamp: 1 }]);
+    // Ranges that do not start or end on a rollup bucket boundary (partial buckets come from raw points).
+    const [spiked, wide, ragged] = await store.history([
+      { runId: "big-run", key: "loss", maxPoints: 1_000 },
+      { runId: "big-run", key: "loss", minStep: 1_001, maxStep: 998_765, maxPoints: 500 },
+      { runId: "big-run", key: "loss", minStep: 100_003, maxStep: 900_000, maxPoints: 1_000 },
+    ]);
+    expect(spiked.length).toBeLessThanOrEqual(1_000);
+    expect(spiked.some((p) => p.step === 123_457 && p.value === 50 && p.timestamp === 1)).toBe(true);
+    expect(spiked[0].step).toBe(0);
+    expect(spiked[spiked.length - 1].step).toBe(total - 1);
+    for (const [series, lo, hi, n] of [
+      [wide, 1_001, 998_765, 500],
+      [ragged, 100_003, 900_000, 1_000],
+    ] as const) {
+      expect(series.length).toBeGreaterThan(n / 2);
+      expect(series.length).toBeLessThanOrEqual(n);
+      expect(series[0]).toEqual({ step: lo, value: Math.sin(lo / 1000) + lo / total, timestamp: 1_700_000_000_000 + lo });
+      expect(series[series.length - 1]).toEqual({ step: hi, value: Math.sin(hi / 1000) + hi / total, timestamp: 1_700_000_000_000 + hi });
+      for (let i = 1; i < series.length; i++) expect(series[i].step).toBeGreaterThan(series[i - 1].step);
+      expect(series.every((p) => p.step >= lo && p.step <= hi)).toBe(true);
+    }
+    expect(wide.some((p) => p.value === 50)).toBe(true);
   });
 
   it("round-trips float values exactly", async () => {
