@@ -125,6 +125,7 @@ export class MetricResolver {
     @Arg("maxStep", () => SafeInt, { nullable: true, description: "Last step (inclusive)." }) maxStep?: number | null,
     @Arg("maxPoints", () => Int, { defaultValue: 1000, description: "At most this many points (1 to 100,000)." }) maxPoints?: number,
   ): Promise<MetricPoint[]> {
-    return ctx.loaders.metricHistory.load(ctx.services.metrics.historyRequest(metric.runId, metric.key, { minStep, maxStep, maxPoints }));
+    const knownCount = metric.loadedSummary?.count;
+    return ctx.loaders.metricHistory.load(ctx.services.metrics.historyRequest(metric.runId, metric.key, { minStep, maxStep, maxPoints, knownCount }));
   }
 }

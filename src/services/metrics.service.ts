@@ -56,6 +56,8 @@ export interface HistoryArgs {
   minStep?: number | null;
   maxStep?: number | null;
   maxPoints?: number | null;
+  /** The series' point count, when its summary is already loaded (spares a count query). */
+  knownCount?: number;
 }
 
 /**
@@ -146,7 +148,7 @@ export class MetricsService {
     if (args.minStep != null && args.maxStep != null && args.minStep > args.maxStep) {
       throw new DomainError("BAD_USER_INPUT", "maxStep: must not be below minStep", "maxStep");
     }
-    return { runId, key, minStep: args.minStep ?? undefined, maxStep: args.maxStep ?? undefined, maxPoints };
+    return { runId, key, minStep: args.minStep ?? undefined, maxStep: args.maxStep ?? undefined, maxPoints, knownCount: args.knownCount };
   }
 
   /** The hooks run search uses for `metrics.*` filter and orderBy terms (last values). */

@@ -1,4 +1,5 @@
 /** The `mlgraph` client commands as a shell user runs them: child processes against a live server. */
+import { startExecutor } from "../helpers/executors";
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -239,7 +240,21 @@ describe("mlgraph CLI", () => {
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain("nope");
     expect((await cli(["pipeline", "status", "00000000-0000-4000-8000-000000000000"])).code).toBe(3);
-    const logs = await cli(["pipeline", "logs", status.stdout.match(/prepare\s+\S+\s+\S+\s+\S+\s+\S+\s+(\S+)/)![1]]);
+    const prepareTask = status.stdout.match(/prepare\s+\S+\s+\S+\s+\S+\s+\S+\s+(\S+)/)![1];
+    const logs = await cli(["pipeline", "logs", prepareTask]);
     expect(logs.code).toBe(0);
+
+    // --follow before the task has run: lines stream in once an executor runs it, and the command
+    // ends by itself when the task is final.
+    const follow = cli(["pipeline", "logs", prepareTask, "--follow"]);
+    await new Promise((r) => setTimeout(r, 1000));
+    const executor = await startExecutor(server.url, ["--pool", "default", "--concurrency", "1"]);
+    try {
+      const followed = await follow;
+      expect(followed.code).toBe(0);
+      expect(followed.stdout.split("\n").filter(Boolean)).toContain("1");
+    } finally {
+      await executor.stop();
+    }
   });
 });

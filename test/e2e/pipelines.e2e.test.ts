@@ -229,6 +229,27 @@ describe("leases", () => {
     const submitRefused = await server.gql(SUBMIT, { input: { pipelineName: "race" } }, token);
     expect(submitRefused.errors?.[0].extensions?.code).toBe("FORBIDDEN");
   });
+
+  it("scopes a task token to its own run and revokes it when the attempt ends", async () => {
+    const exec = ok(await server.gql(`mutation { registerExecutor(input: {pool: "scope-check", cpu: 1, memoryMb: 512}) { id } }`)).registerExecutor.id;
+    await createSpec({ pipeline: { name: "scope-check", tasks: [{ id: "only", command: ["true"], pool: "scope-check" }] } });
+    await submit("scope-check");
+    const a = ok(await server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 5) { taskRun { id } leaseToken runId env } }`, { id: exec })).claimTask;
+    const taskToken = a.env.MLGRAPH_TOKEN as string;
+    expect(taskToken).toMatch(/^mlg_/);
+    const LOG = `mutation($r: ID!) { logParams(runId: $r, params: [{key: "scoped", value: "yes"}]) { id } }`;
+    ok(await server.gql(LOG, { r: a.runId }, taskToken));
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "not-the-task's"}) { id } }`)).createExperiment.id;
+    const otherRun = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp })).createRun.id;
+    const refused = await server.gql(LOG, { r: otherRun }, taskToken);
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "runId" });
+    const adminOnly = await server.gql(`mutation { createExperiment(input: {name: "by-task"}) { id } }`, {}, taskToken);
+    expect(adminOnly.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+    const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {taskRunId: $id, leaseToken: $lease, outcome: SUCCEEDED}) { status } }`;
+    ok(await server.gql(COMPLETE, { id: a.taskRun.id, lease: a.leaseToken }));
+    const afterEnd = await server.gql(LOG, { r: a.runId }, taskToken);
+    expect(afterEnd.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+  });
 });
 
 describe("GPUs and cancellation", () => {

@@ -181,8 +181,10 @@ describe("request limits", () => {
   let server: TestServer;
   let token: string;
   beforeAll(async () => {
+    // With REDIS_URL (CI) the token buckets live in Redis, shared by replicas; without it, in process.
     server = await startTestServer({
       env: { MLGRAPH_AUTH: "required", MLGRAPH_MAX_BODY_BYTES: "20000", MLGRAPH_RATE_LIMIT_PER_SECOND: "2", MLGRAPH_RATE_LIMIT_BURST: "40" },
+      redis: true,
     });
     token = /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1];
   });

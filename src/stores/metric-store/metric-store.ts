@@ -58,6 +58,11 @@ export interface HistoryRequest {
   maxStep?: number;
   /** More points than this in range are downsampled in ClickHouse (LTTB), keeping first and last. */
   maxPoints: number;
+  /**
+   * The series' total point count when the caller already has it (from its summary): for a
+   * whole-series request it spares the count query.
+   */
+  knownCount?: number;
 }
 
 export type ComparisonOperator = "=" | "!=" | "<" | ">" | "<=" | ">=";
@@ -217,8 +222,13 @@ export class MetricStore {
     });
     // A range spanning fewer steps than the threshold holds fewer points (when steps are distinct
     // and no step is logged twice), so no count is needed for it.
-    const maybeLong = specs.flatMap((s, i) => (s.hi - s.lo + 1 > ROLLUP_MIN_FACTOR * s.maxPoints ? [i] : []));
+    const known = new Map<number, number>();
+    requests.forEach((req, i) => {
+      if (req.knownCount !== undefined && req.minStep === undefined && req.maxStep === undefined) known.set(i, req.knownCount);
+    });
+    const maybeLong = specs.flatMap((s, i) => (!known.has(i) && s.hi - s.lo + 1 > ROLLUP_MIN_FACTOR * s.maxPoints ? [i] : []));
     const counts = maybeLong.length > 0 ? await this.pointCounts(specs, maybeLong) : new Map<number, number>();
+    for (const [i, n] of known) counts.set(i, n);
     const raw: number[] = [];
     const rolled: number[] = [];
     specs.forEach((s, i) => ((counts.get(i) ?? 0) > ROLLUP_MIN_FACTOR * s.maxPoints ? rolled : raw).push(i));
