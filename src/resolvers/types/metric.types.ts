@@ -63,18 +63,9 @@ export class MetricPoint {
 }
 
 @ObjectType({ description: "A logged point with its metric key (live streams)." })
-export class KeyedMetricPoint {
+export class KeyedMetricPoint extends MetricPoint {
   @Field({ description: "Metric name." })
   key: string;
-
-  @Field(() => SafeInt, { description: "Training step." })
-  step: number;
-
-  @Field(() => Float, { description: "Value." })
-  value: number;
-
-  @Field(() => Date, { description: "When it was observed." })
-  timestamp: number;
 }
 
 @ObjectType({ description: "Points of one run, replayed or just committed." })
