@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { defaultFieldResolver, type GraphQLSchema } from "graphql";
 
 /**
  * Prometheus metrics served at /metrics. One registry per process; services increment the
@@ -40,4 +41,27 @@ export function addScrapeCollector(collect: () => Promise<void>): void {
 export async function renderMetrics(): Promise<string> {
   await Promise.allSettled(scrapeCollectors.map((c) => c()));
   return metricsRegistry.metrics();
+}
+
+/**
+ * Times root-field resolvers (Query.x, Mutation.y) into `resolverDuration`. Only root fields are
+ * wrapped, once, at startup: a per-field hook would instrument every field of wide answers.
+ */
+export function instrumentRootResolvers(schema: GraphQLSchema): GraphQLSchema {
+  for (const type of [schema.getQueryType(), schema.getMutationType()]) {
+    if (!type) continue;
+    for (const field of Object.values(type.getFields())) {
+      const resolve = field.resolve ?? defaultFieldResolver;
+      const label = { field: `${type.name}.${field.name}` };
+      field.resolve = async (source, args, context, info) => {
+        const end = resolverDuration.startTimer(label);
+        try {
+          return await resolve(source, args, context, info);
+        } finally {
+          end();
+        }
+      };
+    }
+  }
+  return schema;
 }
