@@ -206,6 +206,8 @@ export function collect<T>(client: WsClient, query: string, variables: Record<st
       { query, variables },
       {
         next: (value) => {
+          // Events already in flight when the count was reached are not part of the answer.
+          if (events.length >= count) return;
           events.push(value as { data?: T; errors?: unknown[] });
           if (events.length >= count) {
             clearTimeout(timer);
