@@ -220,13 +220,16 @@ export function authRequired(config: Config): boolean {
 }
 
 /** What `mlgraph executor` takes from the environment when its flags do not say. */
-export function executorEnvironment(env: NodeJS.ProcessEnv = process.env): { server?: string; token?: string; pipelineDir?: string; logLevel: string } {
-  return {
-    server: env.MLGRAPH_URL || undefined,
-    token: env.MLGRAPH_TOKEN || undefined,
-    pipelineDir: env.MLGRAPH_PIPELINE_DIR || undefined,
-    logLevel: env.MLGRAPH_LOG_LEVEL ?? "info",
-  };
+export function executorEnvironment(env: NodeJS.ProcessEnv = process.env): {
+  server?: string;
+  token?: string;
+  pipelineDir?: string;
+  logLevel: string;
+  /** What task processes inherit from the agent (PATH, HOME, CUDA libraries, …) before their own variables. */
+  taskBaseEnv: Record<string, string>;
+} {
+  const taskBaseEnv = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === "string"));
+  return { ...clientEnvironment(env), pipelineDir: env.MLGRAPH_PIPELINE_DIR || undefined, logLevel: env.MLGRAPH_LOG_LEVEL ?? "info", taskBaseEnv };
 }
 
 /** What the client commands (`mlgraph runs …`, `models …`, `token …`) take from the environment when their flags do not say. */

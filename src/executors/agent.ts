@@ -21,6 +21,8 @@ export interface AgentOptions {
   workdirBase?: string;
   /** Where relative script paths in a task's argv are found (default: the agent's cwd). */
   pipelineDir?: string;
+  /** Environment every task process starts from (the agent's own, from config); the assignment's variables go on top. */
+  taskBaseEnv: Record<string, string>;
   /** Long-poll length per claimTask call. */
   waitSeconds?: number;
   /** SIGTERM → SIGKILL grace for stopping tasks. */
@@ -153,7 +155,7 @@ export class ExecutorAgent {
     const workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
     const pipelineDir = path.resolve(this.options.pipelineDir ?? process.cwd());
     const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
+      ...this.options.taskBaseEnv,
       ...a.env,
       MLGRAPH_URL: this.endpoint,
       MLGRAPH_WORKDIR: workdir,

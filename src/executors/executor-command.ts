@@ -69,6 +69,7 @@ export function registerExecutorCommand(program: Command): void {
         labels,
         workdirBase: flags.workdirBase,
         pipelineDir: flags.pipelineDir ?? env.pipelineDir,
+        taskBaseEnv: env.taskBaseEnv,
         waitSeconds: positive("wait-seconds", flags.waitSeconds, true),
         graceSeconds: positive("grace-seconds", flags.graceSeconds, false),
         log,

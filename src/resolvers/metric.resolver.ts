@@ -23,8 +23,7 @@ export class RunMetricsResolver {
 
   @FieldResolver(() => Metric, { nullable: true, description: "One metric by key; null when the run never logged it." })
   async metric(@Root() run: Run, @Ctx() ctx: RequestContext, @Arg("key", { description: "Metric name." }) key: string): Promise<Metric | null> {
-    const summary = await ctx.loaders.metricSummary.load({ runId: run.id, key });
-    return summary ? { runId: run.id, key, loadedSummary: summary } : null;
+    return ctx.services.metrics.metricOf(ctx, run.id, key);
   }
 
   @FieldResolver(() => [Metric], { description: "Several metrics (all when keys is omitted), in the order of keys; keys the run never logged are left out." })
@@ -33,14 +32,7 @@ export class RunMetricsResolver {
     @Ctx() ctx: RequestContext,
     @Arg("keys", () => [String], { nullable: true, description: "Metric names; omit for every metric of the run." }) keys?: string[] | null,
   ): Promise<Metric[]> {
-    const wanted = keys ?? (await ctx.loaders.metricKeys.load(run.id));
-    const summaries = await ctx.loaders.metricSummary.loadMany(wanted.map((key) => ({ runId: run.id, key })));
-    const out: Metric[] = [];
-    summaries.forEach((summary, i) => {
-      if (summary instanceof Error) throw summary;
-      if (summary) out.push({ runId: run.id, key: wanted[i], loadedSummary: summary });
-    });
-    return out;
+    return ctx.services.metrics.metricsOf(ctx, run.id, keys);
   }
 
   @Authorized(["editor", "task"])

@@ -171,10 +171,7 @@ export class ModelVersionResolver {
     @Arg("name", () => String, { description: "Dataset name." }) name: string,
     @Arg("digest", () => String, { description: "Dataset digest." }) digest: string,
   ): Promise<DatasetLineage | null> {
-    const found = await ctx.services.lineage.ofDataset(ctx, name, digest);
-    if (!found) return null;
-    const [runs, versions] = await Promise.all([ctx.loaders.runById.loadMany(found.runIds), ctx.loaders.modelVersionById.loadMany(found.modelVersionIds)]);
-    return { dataset: found.dataset, runs: runs.filter((r): r is Run => r instanceof Run), modelVersions: versions.filter((v): v is ModelVersion => v instanceof ModelVersion) };
+    return ctx.services.lineage.datasetLineage(ctx, name, digest);
   }
 
   @FieldResolver(() => RegisteredModel, { description: "The registered model." })
@@ -226,9 +223,8 @@ export class LineageResolver {
   }
 
   @FieldResolver(() => [Run], { description: "Ancestors of the source run (nested runs), nearest first." })
-  async parentRuns(@Root() lineage: Lineage, @Ctx() ctx: RequestContext) {
-    const runs = await ctx.loaders.runById.loadMany(lineage.parentRunIds);
-    return runs.filter((r): r is Run => r instanceof Run);
+  parentRuns(@Root() lineage: Lineage, @Ctx() ctx: RequestContext) {
+    return ctx.services.lineage.runsByIds(ctx, lineage.parentRunIds);
   }
 }
 

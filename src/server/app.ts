@@ -112,7 +112,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     artifactStorage.mount(app);
     const httpServer = http.createServer(app);
     const rateLimiter: RateLimiter = config.redisUrl
-      ? new RedisRateLimiter(config.redisUrl, config.redisPrefix, config.limits.ratePerSecond, config.limits.rateBurst)
+      ? new RedisRateLimiter(config.redisUrl, config.redisPrefix, config.limits.ratePerSecond, config.limits.rateBurst, log)
       : new InProcessRateLimiter(config.limits.ratePerSecond, config.limits.rateBurst);
     shutdown.add("rate limiter", () => rateLimiter.close());
     const { url, wsCleanup } = await mountGraphql(app, httpServer, schema, services, log, shutdown, rateLimiter);

@@ -1,4 +1,5 @@
 import { Redis } from "ioredis";
+import type { Logger } from "pino";
 
 export interface RateDecision {
   allowed: boolean;
@@ -56,19 +57,30 @@ return {allowed, tostring(tokens)}
 
 export class RedisRateLimiter implements RateLimiter {
   private readonly redis: Redis;
+  /** Whether the last call failed: the outage is logged when it starts and when it ends, not per request. */
+  private failing = false;
 
-  constructor(url: string, private readonly prefix: string, private readonly ratePerSecond: number, private readonly burst: number) {
+  constructor(url: string, private readonly prefix: string, private readonly ratePerSecond: number, private readonly burst: number, private readonly log: Logger) {
     this.redis = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    // Connection errors surface through take(); the client's own error events would only repeat them.
     this.redis.on("error", () => undefined);
   }
 
   async take(key: string): Promise<RateDecision> {
     try {
       const [allowed, tokens] = (await this.redis.eval(TAKE_SCRIPT, 1, `${this.prefix}rate:${key}`, this.ratePerSecond, this.burst)) as [number, string];
+      if (this.failing) {
+        this.failing = false;
+        this.log.info("rate limiting through Redis works again");
+      }
       if (allowed === 1) return { allowed: true, retryAfterSeconds: 0 };
       return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - Number(tokens)) / this.ratePerSecond)) };
-    } catch {
-      // Redis down: fail open rather than refuse every request; the outage is reported by /readyz and logs.
+    } catch (err) {
+      // Redis down: fail open rather than refuse every request.
+      if (!this.failing) {
+        this.failing = true;
+        this.log.warn({ err: (err as Error).message }, "rate limiting is off while Redis is unavailable");
+      }
       return { allowed: true, retryAfterSeconds: 0 };
     }
   }

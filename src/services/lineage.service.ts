@@ -26,6 +26,17 @@ export interface DatasetLineageView {
   modelVersionIds: string[];
 }
 
+/** Loads by id through a request's DataLoader; a failed key is an error, a missing one is skipped. */
+async function loadExisting<T>(loader: { loadMany(ids: readonly string[]): Promise<(T | null | Error)[]> }, ids: readonly string[]): Promise<T[]> {
+  const rows = await loader.loadMany(ids);
+  const found: T[] = [];
+  for (const row of rows) {
+    if (row instanceof Error) throw row;
+    if (row !== null) found.push(row);
+  }
+  return found;
+}
+
 const MAX_DEPTH = 100;
 
 /** Where a model version came from, and what was built from a dataset. */
@@ -55,6 +66,19 @@ export class LineageService {
       pipelineRunId: pipeline?.pipelineRunId ?? null,
       taskRunId: pipeline?.taskRunId ?? null,
     };
+  }
+
+  /** The dataset with the runs and model versions downstream of it, loaded through the request's loaders. */
+  async datasetLineage(ctx: RequestContext, name: string, digest: string): Promise<{ dataset: Dataset; runs: Run[]; modelVersions: ModelVersion[] } | null> {
+    const found = await this.ofDataset(ctx, name, digest);
+    if (!found) return null;
+    const [runs, modelVersions] = await Promise.all([loadExisting<Run>(ctx.loaders.runById, found.runIds), loadExisting<ModelVersion>(ctx.loaders.modelVersionById, found.modelVersionIds)]);
+    return { dataset: found.dataset, runs, modelVersions };
+  }
+
+  /** Runs by id, in order, through the request's loader (e.g. a lineage's parent runs). */
+  runsByIds(ctx: RequestContext, ids: readonly string[]): Promise<Run[]> {
+    return loadExisting<Run>(ctx.loaders.runById, ids);
   }
 
   async ofDataset(_ctx: RequestContext, name: string, digest: string): Promise<DatasetLineageView | null> {

@@ -52,6 +52,13 @@ export interface MetricRef {
   key: string;
 }
 
+/** One metric of one run, with its summary (a run's metric exists when it has a summary). */
+export interface RunMetricView {
+  runId: string;
+  key: string;
+  loadedSummary: MetricSummary;
+}
+
 export interface HistoryArgs {
   minStep?: number | null;
   maxStep?: number | null;
@@ -136,6 +143,24 @@ export class MetricsService {
   }
 
   /** Validates history arguments and turns them into a store request (field names as in the schema). */
+  /** One metric of a run, or null when the run never logged it (through the request's loaders). */
+  async metricOf(ctx: RequestContext, runId: string, key: string): Promise<RunMetricView | null> {
+    const summary = await ctx.loaders.metricSummary.load({ runId, key });
+    return summary ? { runId, key, loadedSummary: summary } : null;
+  }
+
+  /** Metrics of a run in the order of `keys` (all of them when absent); keys never logged are left out. */
+  async metricsOf(ctx: RequestContext, runId: string, keys?: readonly string[] | null): Promise<RunMetricView[]> {
+    const wanted = keys ?? (await ctx.loaders.metricKeys.load(runId));
+    const summaries = await ctx.loaders.metricSummary.loadMany(wanted.map((key) => ({ runId, key })));
+    const out: RunMetricView[] = [];
+    summaries.forEach((summary, i) => {
+      if (summary instanceof Error) throw summary;
+      if (summary) out.push({ runId, key: wanted[i], loadedSummary: summary });
+    });
+    return out;
+  }
+
   historyRequest(runId: string, key: string, args: HistoryArgs): HistoryRequest {
     const maxPoints = args.maxPoints ?? 1000;
     if (!Number.isSafeInteger(maxPoints) || maxPoints < 1 || maxPoints > MAX_HISTORY_POINTS) {

@@ -106,8 +106,12 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"] as const) process.removeAllListeners(signal);
   try {
     await pg.createDatabase(DATABASE);
-  } catch {
-    // Already exists on every start after the first.
+  } catch (err) {
+    // It exists on every start after the first; any other failure is real.
+    if (!/already exists/i.test(err instanceof Error ? err.message : String(err))) {
+      await pg.stop().catch(() => undefined);
+      throw new Error(`embedded PostgreSQL: could not create database ${DATABASE}: ${(err as Error)?.message ?? err}`);
+    }
   }
   return {
     url: `postgres://postgres:mlgraph@127.0.0.1:${port}/${DATABASE}`,

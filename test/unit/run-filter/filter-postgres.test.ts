@@ -283,6 +283,6 @@ const cases: [string, string[]][] = [
 
   it("filters and orders together with continuous parameter numbering", async () => {
     const rows = await search("metrics.val_loss > 0 and params.lr IN ('0.01', '0.001')", ["metrics.val_loss DESC", "params.opt"]);
-    if (rows !== undefined) expect(rows).toEqual(["r2", "r1"]);
+    expect(rows).toEqual(["r2", "r1"]);
   });
 });
