@@ -31,7 +31,8 @@ async function startServer(): Promise<{ url: string; databaseUrl?: string; stop(
     u.pathname = `/${dbName}`;
     databaseUrl = u.toString();
   }
-  const child = spawn(process.execPath, [path.join(ROOT, "dist/src/main.js"), "serve", "--port", "0", "--data-dir", dataDir], {
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean); // e.g. --cpu-prof to profile the server
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, "dist/src/main.js"), "serve", "--port", "0", "--data-dir", dataDir], {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", MLGRAPH_LOG_LEVEL: "warn", MLGRAPH_SCHEDULER_INTERVAL_MS: "200", ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
     stdio: ["ignore", "pipe", "inherit"],
   });

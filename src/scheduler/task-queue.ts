@@ -1,4 +1,4 @@
-import { rows as sqlRows } from "./sql.js";
+import { entityFromRow, rows as sqlRows } from "./sql.js";
 import crypto from "node:crypto";
 import os from "node:os";
 import type { DataSource, EntityManager } from "typeorm";
@@ -11,7 +11,7 @@ import { PipelineRunStatus } from "../entities/pipeline-run.entity.js";
 import type { RequestContext } from "../services/context.js";
 import { DomainError } from "../services/errors.js";
 import { LIMITS, validateId, validateText } from "../services/validation.js";
-import type { TokensService } from "../services/tokens.service.js";
+import { hashSecret, newTokenSecret } from "../services/tokens.service.js";
 import { allocateGpus } from "../executors/gpu-detection.js";
 import { resolveTaskInvocation, type JsonValue, type ParamValue } from "./spec/index.js";
 import { decideRetry, type FailureKind } from "./retry-policy.js";
@@ -120,6 +120,7 @@ export function paramEnvName(name: string): string {
 export class TaskQueue {
   readonly notifier: QueueNotifier;
   readonly specs: SpecCache;
+  private readonly executorPools = new Map<string, string>();
   /** Set by the container: on_success actions (register_model). */
   onPipelineSucceeded: PipelineSucceededHook | null = null;
   /** Set by the container when a webhook outbox exists. */
@@ -131,7 +132,6 @@ export class TaskQueue {
     private readonly db: DataSource,
     private readonly bus: EventBus,
     private readonly config: Config,
-    private readonly tokens: TokensService,
     private readonly log: Logger,
   ) {
     this.notifier = new QueueNotifier(bus);
@@ -183,12 +183,23 @@ export class TaskQueue {
     }
   }
 
-  private async requireExecutor(ctx: RequestContext, executorId: string, field: string): Promise<Executor> {
+  /**
+   * The executor's pool, checked against the caller's scope. Pools never change after
+   * registration and executors are never deleted, so the answer is cached: claims are the hottest
+   * path of the queue and this saves each of them a round trip.
+   */
+  private async executorPool(ctx: RequestContext, executorId: string, field: string): Promise<string> {
     validateId(executorId, field);
-    const executor = await this.db.getRepository(Executor).findOneBy({ id: executorId });
-    if (!executor) throw new DomainError("NOT_FOUND", `${field}: executor ${JSON.stringify(executorId)} not found`, field);
-    this.assertPoolScope(ctx, executor.pool, field);
-    return executor;
+    let pool = this.executorPools.get(executorId);
+    if (pool === undefined) {
+      const found: { pool: string }[] = await sqlRows(this.db, "SELECT pool FROM executors WHERE id = $1", [executorId]);
+      if (!found[0]) throw new DomainError("NOT_FOUND", `${field}: executor ${JSON.stringify(executorId)} not found`, field);
+      pool = found[0].pool;
+      if (this.executorPools.size >= 10_000) this.executorPools.clear();
+      this.executorPools.set(executorId, pool);
+    }
+    this.assertPoolScope(ctx, pool, field);
+    return pool;
   }
 
   // ---------------------------------------------------------------- claims
@@ -203,12 +214,12 @@ export class TaskQueue {
     if (!Number.isInteger(wait) || wait < 0 || wait > MAX_WAIT_SECONDS) {
       throw new DomainError("BAD_USER_INPUT", `waitSeconds: must be an integer from 0 to ${MAX_WAIT_SECONDS}`, "waitSeconds");
     }
-    const executor = await this.requireExecutor(ctx, executorId, "executorId");
+    const pool = await this.executorPool(ctx, executorId, "executorId");
     const deadline = Date.now() + wait * 1000;
     for (;;) {
-      const waiter = await this.notifier.register(executor.pool);
+      const waiter = await this.notifier.register(pool);
       try {
-        const assignment = await this.tryClaim(executor.id);
+        const assignment = await this.tryClaim(executorId);
         if (assignment) return assignment;
         const remaining = deadline - Date.now();
         if (remaining <= 0 || this.notifier.isClosed) return null;
@@ -219,20 +230,26 @@ export class TaskQueue {
     }
   }
 
-  /** One claim attempt: the best queued task that fits, claimed in one transaction, or null. */
+  /**
+   * One claim attempt: the best queued task that fits, claimed in one transaction, or null.
+   * The transaction also opens the attempt's tracking run (params, tags) and mints its task-scoped
+   * token, so a claim is five statements whatever the task.
+   */
   async tryClaim(executorId: string): Promise<TaskAssignmentView | null> {
     const leaseToken = crypto.randomBytes(24).toString("base64url");
+    const taskToken = newTokenSecret();
     const events = new PendingEvents();
     const claimed = await inTransaction(this.db, async (em) => {
       // Locking the executor row serialises this executor's concurrent claims, so two of them
-      // never see the same GPUs (or CPU) as free.
-      const executors: { pool: string; cpu: number; memory_mb: number; gpus: Gpu[] }[] = await sqlRows(em, 
+      // never see the same GPUs (or CPU) as free. The usage is read by the next statement, whose
+      // snapshot is taken after the lock was granted (it must not share the UPDATE's snapshot).
+      const executors: { pool: string; cpu: number; memory_mb: number; gpus: Gpu[] }[] = await sqlRows(em,
         `UPDATE executors SET last_seen_at = now(), status = 'ONLINE' WHERE id = $1 RETURNING pool, cpu, memory_mb, gpus`,
         [executorId],
       );
       const executor = executors[0];
       if (!executor) throw new DomainError("NOT_FOUND", `executorId: executor ${JSON.stringify(executorId)} not found`, "executorId");
-      const usage: { cpu: number; memory_mb: number; gpus: number[] | null }[] = await sqlRows(em, 
+      const usage: { cpu: number; memory_mb: number; gpus: number[] | null }[] = await sqlRows(em,
         `SELECT coalesce(sum(cpu), 0)::float8 AS cpu, coalesce(sum(memory_mb), 0)::int AS memory_mb,
                 (SELECT array_agg(g) FROM task_runs t2, unnest(t2.assigned_gpus) g WHERE t2.executor_id = $1 AND t2.status IN ${LIVE}) AS gpus
            FROM task_runs WHERE executor_id = $1 AND status IN ${LIVE}`,
@@ -254,14 +271,18 @@ export class TaskQueue {
         checkpoint: unknown;
         checkpoint_at: Date | null;
         checkpoint_attempt: number | null;
-      }[] = await sqlRows(em, 
-        `SELECT id, pipeline_run_id, task_id, attempt, gpus, gpu_type, timeout_seconds, checkpoint, checkpoint_at, checkpoint_attempt
-           FROM task_runs
-          WHERE status = 'QUEUED' AND pool = $1 AND cpu <= $2 AND memory_mb <= $3 AND gpus <= $4
-            AND (gpus = 0 OR gpu_type IS NULL OR gpu_type = ANY($5::text[]))
-          ORDER BY priority DESC, queued_at, id
+        experiment_id: string;
+        pipeline_version_id: string;
+        run_params: Record<string, ParamValue>;
+      }[] = await sqlRows(em,
+        `SELECT t.id, t.pipeline_run_id, t.task_id, t.attempt, t.gpus, t.gpu_type, t.timeout_seconds, t.checkpoint, t.checkpoint_at, t.checkpoint_attempt,
+                pr.experiment_id, pr.pipeline_version_id, pr.params AS run_params
+           FROM task_runs t JOIN pipeline_runs pr ON pr.id = t.pipeline_run_id
+          WHERE t.status = 'QUEUED' AND t.pool = $1 AND t.cpu <= $2 AND t.memory_mb <= $3 AND t.gpus <= $4
+            AND (t.gpus = 0 OR t.gpu_type IS NULL OR t.gpu_type = ANY($5::text[]))
+          ORDER BY t.priority DESC, t.queued_at, t.id
           LIMIT 1
-          FOR UPDATE SKIP LOCKED`,
+          FOR UPDATE OF t SKIP LOCKED`,
         [executor.pool, freeCpu + 1e-9, freeMemory, freeGpus.length, freeTypes],
       );
       const task = candidates[0];
@@ -272,12 +293,8 @@ export class TaskQueue {
         task.gpus,
       );
       if (gpus === null) return null; // only possible with mixed GPU types; the next claim looks again
-      const run: { experiment_id: string; pipeline_version_id: string; params: Record<string, ParamValue> }[] = await sqlRows(em, 
-        "SELECT experiment_id, pipeline_version_id, params FROM pipeline_runs WHERE id = $1",
-        [task.pipeline_run_id],
-      );
-      const { spec, tasks } = await this.specs.get(run[0]!.pipeline_version_id, em);
-      const invocation = resolveTaskInvocation(tasks.get(task.task_id)!, run[0]!.params);
+      const { spec, tasks } = await this.specs.get(task.pipeline_version_id, em);
+      const invocation = resolveTaskInvocation(tasks.get(task.task_id)!, task.run_params);
       const paramEntries = Object.entries(invocation.params).map(([k, v]) => [k, paramText(v)] as const);
       const tags: [string, string][] = [
         ["mlgraph.pipeline", spec.pipeline.name],
@@ -286,27 +303,32 @@ export class TaskQueue {
         ["mlgraph.taskRunId", task.id],
         ["mlgraph.attempt", String(task.attempt)],
       ];
-      const rows: { run_id: string; lease_expires_at: Date; started: string }[] = await sqlRows(em, 
+      // The task-scoped credential the task's code logs with (tok) is revoked when the attempt ends.
+      const rows: Record<string, unknown>[] = await sqlRows(em,
         `WITH r AS (
            INSERT INTO runs (experiment_id, name, status, start_time) VALUES ($1, $2, 'RUNNING', now()) RETURNING id
          ), p AS (
            INSERT INTO run_params (run_id, key, value) SELECT r.id, u.k, u.v FROM r, unnest($3::text[], $4::text[]) AS u(k, v)
          ), tg AS (
            INSERT INTO run_tags (run_id, key, value) SELECT r.id, u.k, u.v FROM r, unnest($5::text[], $6::text[]) AS u(k, v)
+         ), tok AS (
+           INSERT INTO api_tokens (name, role, token_hash, prefix, scope, created_by)
+           SELECT $13, 'task', $14, $15, jsonb_build_object('taskRunId', $11::uuid::text, 'runId', r.id::text), 'system' FROM r
+           RETURNING id
          ), t AS (
            UPDATE task_runs SET status = 'CLAIMED', executor_id = $7, assigned_gpus = $8::int[], lease_token = $9,
-                  lease_expires_at = now() + $10 * interval '1 second', run_id = (SELECT id FROM r), claimed_at = now(),
-                  started_at = NULL, exit_code = NULL
-            WHERE id = $11 RETURNING attempt, lease_expires_at
+                  lease_expires_at = now() + $10 * interval '1 second', run_id = (SELECT id FROM r), token_id = (SELECT id FROM tok),
+                  claimed_at = now(), started_at = NULL, exit_code = NULL
+            WHERE id = $11 RETURNING *
          ), a AS (
            INSERT INTO task_attempts (task_run_id, attempt, run_id, executor_id, assigned_gpus)
            SELECT $11, t.attempt, r.id, $7, $8::int[] FROM t, r
          ), pr AS (
            UPDATE pipeline_runs SET status = 'RUNNING', started_at = now() WHERE id = $12 AND status = 'QUEUED' RETURNING id
          )
-         SELECT r.id AS run_id, t.lease_expires_at, (SELECT count(*) FROM pr) AS started FROM r, t`,
+         SELECT t.*, (SELECT count(*) FROM pr) AS pipeline_run_started FROM t`,
         [
-          run[0]!.experiment_id,
+          task.experiment_id,
           `${task.task_id} #${task.attempt}`,
           paramEntries.map((e) => e[0]),
           paramEntries.map((e) => e[1]),
@@ -318,27 +340,26 @@ export class TaskQueue {
           this.config.leaseSeconds,
           task.id,
           task.pipeline_run_id,
+          `task ${task.task_id} #${task.attempt}`.slice(0, LIMITS.nameLength),
+          hashSecret(taskToken),
+          taskToken.slice(0, 10),
         ],
       );
+      const row = rows[0]!;
       events.task(task.pipeline_run_id, task.id);
-      if (Number(rows[0]!.started) > 0) events.pipelineRuns.add(task.pipeline_run_id);
-      return { task, gpus, invocation, runId: rows[0]!.run_id, leaseExpiresAt: new Date(rows[0]!.lease_expires_at), experimentId: run[0]!.experiment_id, operator: tasks.get(task.task_id)!.operator };
+      if (Number(row.pipeline_run_started) > 0) events.pipelineRuns.add(task.pipeline_run_id);
+      return { task, gpus, invocation, row, operator: tasks.get(task.task_id)!.operator };
     });
     if (!claimed) return null;
-    const { task, gpus, invocation, runId } = claimed;
-    // The task-scoped credential the task's code logs with; revoked when the attempt ends.
-    const { token, secret } = await this.tokens.create(null, {
-      name: `task ${task.task_id} #${task.attempt}`,
-      role: "task",
-      scope: { taskRunId: task.id, runId },
-    });
-    await sqlRows(this.db, "UPDATE task_runs SET token_id = $1 WHERE id = $2 AND lease_token = $3", [token.id, task.id, leaseToken]);
     await events.publish(this.bus);
+    const { task, gpus, invocation, row } = claimed;
+    const taskRun = entityFromRow(this.db, TaskRun, row);
+    const runId = taskRun.runId!;
     const checkpoint: CheckpointView | null =
       task.checkpoint_at && task.checkpoint !== null ? { data: task.checkpoint, attempt: task.checkpoint_attempt ?? 0, updatedAt: new Date(task.checkpoint_at) } : null;
     const env: Record<string, string> = {
       ...invocation.env,
-      MLGRAPH_TOKEN: secret,
+      MLGRAPH_TOKEN: taskToken,
       MLGRAPH_RUN_ID: runId,
       MLGRAPH_TASK_RUN_ID: task.id,
       MLGRAPH_PIPELINE_RUN_ID: task.pipeline_run_id,
@@ -350,11 +371,10 @@ export class TaskQueue {
       MLGRAPH_PARAMS: JSON.stringify(invocation.params),
     };
     for (const [k, v] of Object.entries(invocation.params)) env[paramEnvName(k)] = typeof v === "string" ? v : JSON.stringify(v);
-    const taskRun = (await this.db.getRepository(TaskRun).findOneBy({ id: task.id }))!;
     return {
       taskRun,
       leaseToken,
-      leaseExpiresAt: claimed.leaseExpiresAt,
+      leaseExpiresAt: new Date(taskRun.leaseExpiresAt!),
       command: invocation.argv,
       operator: claimed.operator,
       env,
@@ -460,7 +480,9 @@ export class TaskQueue {
       return this.finishAttempt(em, row, input.outcome, { exitCode: input.exitCode ?? null, error }, events);
     });
     await this.afterFinish(ctx, effects, events);
-    return (await this.db.getRepository(TaskRun).findOneBy({ id: input.taskRunId }))!;
+    if (effects.taskRow) return entityFromRow(this.db, TaskRun, effects.taskRow);
+    const after = await sqlRows(this.db, "SELECT * FROM task_runs WHERE id = $1", [input.taskRunId]);
+    return entityFromRow(this.db, TaskRun, after[0]!);
   }
 
   /**
@@ -476,28 +498,42 @@ export class TaskQueue {
     details: { exitCode: number | null; error: string | null },
     events: PendingEvents,
   ): Promise<FinishEffects> {
-    const effects: FinishEffects = { revokeTokenIds: row.token_id ? [row.token_id] : [], succeededPipelineRunId: null };
+    const effects: FinishEffects = { succeededPipelineRunId: null, taskRow: null };
     const runStatus = outcome === "SUCCEEDED" ? "FINISHED" : outcome === "CANCELLED" ? "KILLED" : "FAILED";
-    if (row.run_id) await sqlRows(em, `UPDATE runs SET status = $2, end_time = now() WHERE id = $1 AND status = 'RUNNING'`, [row.run_id, runStatus]);
-    await sqlRows(em, `UPDATE task_attempts SET outcome = $3, error = $4, finished_at = now() WHERE task_run_id = $1 AND attempt = $2`, [row.id, row.attempt, outcome, details.error]);
+    // The attempt's tracking run ends, its record is closed and its task token is revoked, all
+    // with the outcome (a NULL run or token id matches nothing).
+    await sqlRows(em,
+      `WITH r AS (
+         UPDATE runs SET status = $5, end_time = now() WHERE id = $6 AND status = 'RUNNING'
+       ), k AS (
+         UPDATE api_tokens SET revoked_at = now() WHERE id = $7 AND revoked_at IS NULL
+       )
+       UPDATE task_attempts SET outcome = $3, error = $4, finished_at = now() WHERE task_run_id = $1 AND attempt = $2`,
+      [row.id, row.attempt, outcome, details.error, runStatus, row.run_id, row.token_id],
+    );
     events.task(row.pipeline_run_id, row.id);
     let done = 0;
     let failed = 0;
     if (outcome === "SUCCEEDED") {
-      await sqlRows(em, 
-        `UPDATE task_runs SET status = 'SUCCEEDED', finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $2, error = NULL WHERE id = $1`,
+      // Succeeds and releases its dependents in one statement (they are other rows of task_runs).
+      const succeeded: (Record<string, unknown> & { released: { id: string; pool: string; status: string }[] })[] = await sqlRows(em,
+        `WITH done AS (
+           UPDATE task_runs SET status = 'SUCCEEDED', finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $2, error = NULL
+            WHERE id = $1 RETURNING *
+         ), rel AS (
+           UPDATE task_runs t SET pending_deps = t.pending_deps - 1,
+                  status = CASE WHEN t.pending_deps = 1 THEN 'QUEUED' ELSE t.status END,
+                  queued_at = CASE WHEN t.pending_deps = 1 THEN now() ELSE t.queued_at END
+             FROM task_run_edges e
+            WHERE e.upstream_id = $1 AND t.id = e.downstream_id AND t.status = 'PENDING'
+            RETURNING t.id, t.pool, t.status
+         )
+         SELECT done.*, (SELECT coalesce(json_agg(json_build_object('id', id, 'pool', pool, 'status', status)), '[]'::json) FROM rel) AS released FROM done`,
         [row.id, details.exitCode ?? 0],
       );
       done = 1;
-      const released: { id: string; pool: string; status: string }[] = await sqlRows(em, 
-        `UPDATE task_runs t SET pending_deps = t.pending_deps - 1,
-                status = CASE WHEN t.pending_deps = 1 THEN 'QUEUED' ELSE t.status END,
-                queued_at = CASE WHEN t.pending_deps = 1 THEN now() ELSE t.queued_at END
-           FROM task_run_edges e
-          WHERE e.upstream_id = $1 AND t.id = e.downstream_id AND t.status = 'PENDING'
-          RETURNING t.id, t.pool, t.status`,
-        [row.id],
-      );
+      const { released, ...taskRow } = succeeded[0]!;
+      effects.taskRow = taskRow;
       for (const r of released) {
         if (r.status !== TaskRunStatus.QUEUED) continue;
         events.task(row.pipeline_run_id, r.id);
@@ -564,9 +600,8 @@ export class TaskQueue {
     return status;
   }
 
-  /** After the finishing transaction committed: revoke task tokens, announce, run on_success. */
-  async afterFinish(ctx: RequestContext, effects: FinishEffects, events: PendingEvents): Promise<void> {
-    for (const id of effects.revokeTokenIds) await this.tokens.revoke(ctx, id).catch((err: Error) => this.log.warn({ err: err.message }, "could not revoke task token"));
+  /** After the finishing transaction committed: announce, run on_success. */
+  async afterFinish(_ctx: RequestContext, effects: FinishEffects, events: PendingEvents): Promise<void> {
     await this.announce(events);
     if (effects.succeededPipelineRunId && this.onPipelineSucceeded) {
       await this.onPipelineSucceeded(effects.succeededPipelineRunId).catch((err: Error) =>
@@ -589,8 +624,9 @@ export class TaskQueue {
 }
 
 export interface FinishEffects {
-  revokeTokenIds: string[];
   succeededPipelineRunId: string | null;
+  /** The task run's row as the finishing statement left it, when that statement returned it. */
+  taskRow: Record<string, unknown> | null;
 }
 
 export type { TaskRow };

@@ -43,7 +43,7 @@ export function createPipelineServices(
 ): PipelineServices {
   const schedulerLog = log.child({ component: "scheduler" });
   const pipelines = new PipelinesService(stores.db);
-  const taskQueue = new TaskQueue(stores.db, stores.bus, config, deps.tokens, schedulerLog);
+  const taskQueue = new TaskQueue(stores.db, stores.bus, config, schedulerLog);
   const pipelineRuns = new PipelineRunsService(stores.db, stores.bus, pipelines, deps.experiments, taskQueue, schedulerLog);
   const system = () => systemContext(getServices(), schedulerLog);
   taskQueue.onPipelineSucceeded = (pipelineRunId) => pipelineRuns.runOnSuccess(system(), modelRegistrar(getServices()), pipelineRunId);

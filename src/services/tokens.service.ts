@@ -12,6 +12,11 @@ export function hashSecret(secret: string): string {
   return crypto.createHash("sha256").update(secret).digest("hex");
 }
 
+/** A new token secret: the prefix marks it as ours, 32 random bytes make it unguessable. */
+export function newTokenSecret(): string {
+  return SECRET_PREFIX + crypto.randomBytes(32).toString("base64url");
+}
+
 export interface CreatedToken {
   token: ApiToken;
   secret: string;
@@ -36,7 +41,7 @@ export class TokensService {
     if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) {
       throw new DomainError("BAD_USER_INPUT", "input.expiresAt: must be in the future", "input.expiresAt");
     }
-    const secret = SECRET_PREFIX + crypto.randomBytes(32).toString("base64url");
+    const secret = newTokenSecret();
     const token = this.db.getRepository(ApiToken).create({
       name,
       role: input.role,
