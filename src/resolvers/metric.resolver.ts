@@ -118,6 +118,7 @@ export class MetricResolver {
     @Arg("maxPoints", () => Int, { defaultValue: 1000, description: "At most this many points (1 to 100,000)." }) maxPoints?: number,
   ): Promise<MetricPoint[]> {
     const knownCount = metric.loadedSummary?.count;
-    return ctx.loaders.metricHistory.load(ctx.services.metrics.historyRequest(metric.runId, metric.key, { minStep, maxStep, maxPoints, knownCount }));
+    const request = ctx.services.metrics.historyRequest(metric.runId, metric.key, { minStep, maxStep, maxPoints, knownCount, countAtLeast: metric.countAtLeast });
+    return ctx.loaders.metricHistory.load(request);
   }
 }

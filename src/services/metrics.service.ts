@@ -13,6 +13,7 @@ import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
 import type { MetricSearchHooks } from "./run-search.js";
 import type { RunsService } from "./runs.service.js";
+import { SeriesCountFloors } from "./series-count-floors.js";
 
 /** Event-bus topic carrying every committed batch of one run's points. */
 export const metricsTopic = (runId: string) => `run:${runId}:metrics`;
@@ -56,7 +57,10 @@ export interface MetricRef {
 export interface RunMetricView {
   runId: string;
   key: string;
-  loadedSummary: MetricSummary;
+  /** The summary, when it was read to learn that the series exists. */
+  loadedSummary?: MetricSummary;
+  /** Otherwise a lower bound of its point count, known from an earlier read. */
+  countAtLeast?: number;
 }
 
 export interface HistoryArgs {
@@ -65,6 +69,8 @@ export interface HistoryArgs {
   maxPoints?: number | null;
   /** The series' point count, when its summary is already loaded (spares a count query). */
   knownCount?: number;
+  /** A lower bound of the series' point count (spares the count query of a long series). */
+  countAtLeast?: number;
 }
 
 /**
@@ -78,6 +84,9 @@ export class MetricsService {
     private readonly bus: EventBus,
     private readonly runs: RunsService,
   ) {}
+
+  /** Point counts already seen per series: they only grow, so they stay true lower bounds. */
+  private readonly countFloors = new SeriesCountFloors();
 
   /**
    * Stores points for a run that exists and is not deleted (task tokens: only their own run).
@@ -128,8 +137,10 @@ export class MetricsService {
   }
 
   /** Summaries for many (run, key) pairs in one query; runId -> key -> summary. */
-  summaries(_ctx: RequestContext | null, refs: readonly MetricRef[]): Promise<Map<string, Map<string, MetricSummary>>> {
-    return this.store.summaries(refs);
+  async summaries(_ctx: RequestContext | null, refs: readonly MetricRef[]): Promise<Map<string, Map<string, MetricSummary>>> {
+    const found = await this.store.summaries(refs);
+    for (const [runId, byKey] of found) for (const [key, summary] of byKey) this.countFloors.record(runId, key, summary.count);
+    return found;
   }
 
   /** Histories for many requests in one query, aligned with `requests`. */
@@ -145,6 +156,9 @@ export class MetricsService {
   /** Validates history arguments and turns them into a store request (field names as in the schema). */
   /** One metric of a run, or null when the run never logged it (through the request's loaders). */
   async metricOf(ctx: RequestContext, runId: string, key: string): Promise<RunMetricView | null> {
+    // A series seen before still exists: its summary is read only if the query asks for it.
+    const countAtLeast = this.countFloors.get(runId, key);
+    if (countAtLeast !== undefined) return { runId, key, countAtLeast };
     const summary = await ctx.loaders.metricSummary.load({ runId, key });
     return summary ? { runId, key, loadedSummary: summary } : null;
   }
@@ -173,7 +187,7 @@ export class MetricsService {
     if (args.minStep != null && args.maxStep != null && args.minStep > args.maxStep) {
       throw new DomainError("BAD_USER_INPUT", "maxStep: must not be below minStep", "maxStep");
     }
-    return { runId, key, minStep: args.minStep ?? undefined, maxStep: args.maxStep ?? undefined, maxPoints, knownCount: args.knownCount };
+    return { runId, key, minStep: args.minStep ?? undefined, maxStep: args.maxStep ?? undefined, maxPoints, knownCount: args.knownCount, countAtLeast: args.countAtLeast };
   }
 
   /** The hooks run search uses for `metrics.*` filter and orderBy terms (last values). */

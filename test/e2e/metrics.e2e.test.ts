@@ -249,6 +249,15 @@ describe("large series", () => {
     for (let i = 1; i < history.length; i++) expect(history[i].step).toBeGreaterThan(history[i - 1].step);
     // LTTB keeps the spike a plain stride would likely miss.
     expect(history.some((p) => p.step === 777_777)).toBe(true);
+
+    // Read again without the summary: the series is known to exist and to be long, so the only
+    // ClickHouse query is the one for its points, and they are the same points.
+    const again = await server.gql(`query($id: ID!) { run(id: $id) { metric(key: "loss") { history(maxPoints: 1000) { step value } } } }`, { id: run });
+    expect(ok(again).run.metric.history).toEqual(history);
+    expect((again as any).extensions?.queryCounts).toEqual({ clickhouse: 1 });
+    // A key never logged is still null (and costs its existence query).
+    const missing = ok(await server.gql(`query($id: ID!) { run(id: $id) { metric(key: "nope") { key } } }`, { id: run }));
+    expect(missing.run.metric).toBeNull();
   }, 180_000);
 });
 

@@ -102,7 +102,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     env.REDIS_URL = process.env.REDIS_URL;
     env.MLGRAPH_REDIS_PREFIX = typeof options.redis === "object" ? options.redis.prefix : `mlgraph-test-${crypto.randomBytes(4).toString("hex")}:`;
   }
-  const child = spawn(process.execPath, [MAIN, "serve", "--port", String(options.port ?? 0), "--data-dir", dataDir, ...(options.args ?? [])], {
+  const child = spawn(process.execPath, [...(process.env.MLGRAPH_TEST_NODE_ARGS ?? "").split(" ").filter(Boolean), MAIN, "serve", "--port", String(options.port ?? 0), "--data-dir", dataDir, ...(options.args ?? [])], {
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });

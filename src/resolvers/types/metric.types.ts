@@ -86,6 +86,8 @@ export class Metric {
   runId: string;
   /** Present when the summary was already loaded (Run.metric checks existence with it). */
   loadedSummary?: MetricSummary;
+  /** Otherwise a lower bound of the point count, when the series was seen before. */
+  countAtLeast?: number;
 }
 
 @ObjectType({ description: "One metric of one run in a comparison." })
