@@ -8,7 +8,7 @@ import { createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer }
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 1000);
 const KEYS = Array.from({ length: 10 }, (_, i) => `metric_${i}`);
-const STEPS = 1000;
+const STEPS = Number(process.env.BENCH_STEPS ?? 1000);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
 const NPLUS1_RUNS = Math.min(RUNS, Number(process.env.BENCH_NPLUS1_RUNS ?? 100));
 

@@ -11,7 +11,9 @@ registerEnumType(RunStatus, { name: "RunStatus", description: "Lifecycle of a tr
 
 @Entity({ name: "runs" })
 @Index(["experimentId", "startTime"])
-@ObjectType({ description: "One execution of training code: params, tags, metrics, artifacts." })
+// Plain columns use graphql-js's default resolver (no per-field type-graphql wrapper: comparisons
+// and searches list up to 1,000 runs); none has field-level auth or middleware.
+@ObjectType({ simpleResolvers: true, description: "One execution of training code: params, tags, metrics, artifacts." })
 export class Run {
   @PrimaryGeneratedColumn("uuid")
   @Field(() => ID)

