@@ -34,7 +34,7 @@ export async function createRuns(server: TestServer, count: number, name: string
   return ids;
 }
 
-export const LOG_COLUMNS = `mutation($run: ID!, $keys: [String!]!, $steps: [SafeInt!]!, $values: [Float!]!, $ts: [SafeInt!]) {
+export const LOG_COLUMNS = `mutation($run: ID!, $keys: StringColumn!, $steps: SafeIntColumn!, $values: FloatColumn!, $ts: SafeIntColumn) {
   logMetricColumns(runId: $run, keys: $keys, steps: $steps, values: $values, timestamps: $ts) { accepted } }`;
 export const LOG_POINTS = `mutation($run: ID!, $points: [MetricPointInput!]!) { logMetrics(runId: $run, points: $points) { accepted } }`;
 

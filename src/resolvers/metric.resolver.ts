@@ -12,6 +12,7 @@ import {
   RunComparison,
   SafeInt,
 } from "./types/metric.types.js";
+import { FloatColumn, SafeIntColumn, StringColumn } from "./types/column-scalars.js";
 
 /** Metric fields of Run, metric ingest, comparison and the live metric stream. */
 @Resolver(() => Run)
@@ -60,10 +61,10 @@ export class RunMetricsResolver {
   logMetricColumns(
     @Ctx() ctx: RequestContext,
     @Arg("runId", () => ID, { description: "A run that exists and is not deleted." }) runId: string,
-    @Arg("keys", () => [String], { description: "Metric name of each point (up to 10,000 points)." }) keys: string[],
-    @Arg("steps", () => [SafeInt], { description: "Non-negative step of each point." }) steps: number[],
-    @Arg("values", () => [Float], { description: "Finite value of each point." }) values: number[],
-    @Arg("timestamps", () => [SafeInt], { nullable: true, description: "Epoch milliseconds of each point; omitted: the time of the call." })
+    @Arg("keys", () => StringColumn, { description: "Metric name of each point (up to 10,000 points)." }) keys: string[],
+    @Arg("steps", () => SafeIntColumn, { description: "Non-negative step of each point." }) steps: number[],
+    @Arg("values", () => FloatColumn, { description: "Finite value of each point." }) values: number[],
+    @Arg("timestamps", () => SafeIntColumn, { nullable: true, description: "Epoch milliseconds of each point; omitted: the time of the call." })
     timestamps?: number[] | null,
     @Arg("idempotencyKey", () => String, { nullable: true, description: "Client-chosen id of this batch; a retry with the same key is stored once." })
     idempotencyKey?: string | null,

@@ -16,7 +16,7 @@ afterAll(async () => {
 const LOG = `mutation($run: ID!, $points: [MetricPointInput!]!, $key: String) {
   logMetrics(runId: $run, points: $points, idempotencyKey: $key) { accepted deduplicated }
 }`;
-const LOG_COLUMNS = `mutation($run: ID!, $keys: [String!]!, $steps: [SafeInt!]!, $values: [Float!]!, $ts: [SafeInt!], $key: String) {
+const LOG_COLUMNS = `mutation($run: ID!, $keys: StringColumn!, $steps: SafeIntColumn!, $values: FloatColumn!, $ts: SafeIntColumn, $key: String) {
   logMetricColumns(runId: $run, keys: $keys, steps: $steps, values: $values, timestamps: $ts, idempotencyKey: $key) { accepted deduplicated }
 }`;
 const SUMMARY = `query($id: ID!, $key: String!) { run(id: $id) { metric(key: $key) { key summary { min max last lastStep count lastTimestamp } } } }`;
@@ -77,6 +77,9 @@ describe("logMetrics and reads", () => {
     const run = await createRun("columns");
     const res = ok(await server.gql(LOG_COLUMNS, { run, keys: ["a", "a", "b"], steps: [0, 1, 0], values: [3, 2, 7], ts: [1_700_000_000_000, 1_700_000_001_000, 1_700_000_000_000] }));
     expect(res.logMetricColumns).toEqual({ accepted: 3, deduplicated: false });
+    // The columns may also be written inline (as in GraphiQL).
+    const inline = ok(await server.gql(`mutation($run: ID!) { logMetricColumns(runId: $run, keys: ["c"], steps: [4], values: [0.5]) { accepted } }`, { run }));
+    expect(inline.logMetricColumns.accepted).toBe(1);
     expect(await summary(run, "a")).toMatchObject({ min: 2, max: 3, last: 2, lastStep: 1, count: 2, lastTimestamp: "2023-11-14T22:13:21.000Z" });
   });
 
@@ -103,6 +106,21 @@ describe("logMetrics and reads", () => {
     expect(cols.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "steps" });
     const badTs = await server.gql(LOG_COLUMNS, { run, keys: ["x", "x"], steps: [0, 1], values: [1, 2], ts: [0, -5] });
     expect(badTs.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "timestamps[1]" });
+    // Column scalars check element types in one pass: the error names the variable and the index.
+    for (const [vars, variable, index] of [
+      [{ keys: ["x", 7], steps: [0, 1], values: [1, 2] }, "$keys", 1],
+      [{ keys: ["x", "x"], steps: [0, 1.5], values: [1, 2] }, "$steps", 1],
+      [{ keys: ["x", "x"], steps: [0, 1], values: ["1", 2] }, "$values", 0],
+      [{ keys: ["x", "x"], steps: [0, 1], values: [1, null] }, "$values", 1],
+      [{ keys: ["x", "x"], steps: [0, 1], values: 3 }, "$values", -1],
+    ] as const) {
+      const res = await server.gql(LOG_COLUMNS, { run, ...vars });
+      expect(res.errors?.[0].extensions?.code).toBe("BAD_USER_INPUT");
+      expect(res.errors?.[0].message).toContain(variable);
+      expect(res.errors?.[0].message).toContain(index < 0 ? "expected a list" : `element ${index} `);
+    }
+    const nonFinite = await server.gql(`mutation($run: ID!) { logMetricColumns(runId: $run, keys: ["x", "x"], steps: [0, 1], values: [1, 1e999]) { accepted } }`, { run });
+    expect(nonFinite.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "values[1]" });
     expect(ok(await server.gql(`query($id: ID!) { run(id: $id) { metricKeys } }`, { id: run })).run.metricKeys).toEqual([]);
 
     const history = await server.gql(`query($id: ID!) { run(id: $id) { metric(key: "x") { key } metrics { history(maxPoints: 0) { step } } } }`, { id: run });

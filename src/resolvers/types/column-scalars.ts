@@ -1,0 +1,56 @@
+import { GraphQLError, GraphQLScalarType, Kind, type ValueNode } from "graphql";
+
+/**
+ * Column scalars for the columnar ingest form (`logMetricColumns`): a whole JSON array checked in
+ * one tight loop. A plain `[Float!]!` list is coerced by graphql-js value by value (a path object
+ * and a scalar call per element), which was the largest single cost of ingesting 1,000-point
+ * batches. Element types are checked here; ranges (finite values, non-negative steps, key syntax)
+ * are checked by the metric store, whose errors name the array and index, e.g. `values[3]`.
+ */
+function columnScalar<T>(name: string, description: string, element: string, accepts: (v: unknown) => v is T, fromLiteral: (node: ValueNode) => T | undefined) {
+  const parseValue = (value: unknown): T[] => {
+    if (!Array.isArray(value)) throw new GraphQLError(`${name}: expected a list of ${element}s`);
+    for (let i = 0; i < value.length; i++) {
+      if (!accepts(value[i])) throw new GraphQLError(`${name}: element ${i} is not ${element === "integer" ? "an" : "a"} ${element}: ${JSON.stringify(value[i]) ?? String(value[i])}`);
+    }
+    return value as T[];
+  };
+  return new GraphQLScalarType<T[], T[]>({
+    name,
+    description,
+    parseValue,
+    parseLiteral(ast) {
+      if (ast.kind !== Kind.LIST) throw new GraphQLError(`${name}: expected a list of ${element}s`);
+      return ast.values.map((node, i) => {
+        const v = fromLiteral(node);
+        if (v === undefined) throw new GraphQLError(`${name}: element ${i} is not ${element === "integer" ? "an" : "a"} ${element}`);
+        return v;
+      });
+    },
+    serialize: (value) => parseValue(value),
+  });
+}
+
+export const FloatColumn = columnScalar<number>(
+  "FloatColumn",
+  "A list of numbers sent as one JSON array, e.g. [0.5, 0.25] (checked in one pass; faster than [Float!] for large batches).",
+  "number",
+  (v): v is number => typeof v === "number",
+  (node) => (node.kind === Kind.FLOAT || node.kind === Kind.INT ? Number(node.value) : undefined),
+);
+
+export const SafeIntColumn = columnScalar<number>(
+  "SafeIntColumn",
+  "A list of integers within ±(2^53 - 1) sent as one JSON array, e.g. [0, 1, 2] (checked in one pass; faster than [SafeInt!] for large batches).",
+  "integer",
+  (v): v is number => Number.isSafeInteger(v),
+  (node) => (node.kind === Kind.INT && Number.isSafeInteger(Number(node.value)) ? Number(node.value) : undefined),
+);
+
+export const StringColumn = columnScalar<string>(
+  "StringColumn",
+  'A list of strings sent as one JSON array, e.g. ["loss", "acc"] (checked in one pass; faster than [String!] for large batches).',
+  "string",
+  (v): v is string => typeof v === "string",
+  (node) => (node.kind === Kind.STRING ? node.value : undefined),
+);
