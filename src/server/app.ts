@@ -27,6 +27,7 @@ import { createGraphiqlHandler } from "./graphiql.js";
 import { openConfiguredMetricStore } from "./metric-store-setup.js";
 import { openArtifactStorage } from "../services/artifact-storage.js";
 import { queryCountsMiddleware, queryCountsPlugin } from "./query-counts.js";
+import { createSharedSubscribe } from "./shared-subscription-results.js";
 import { OidcVerifier } from "./oidc.js";
 import { checkOperationLimits } from "./operation-limits.js";
 import { InProcessRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate-limiter.js";
@@ -227,6 +228,8 @@ async function mountGraphql(
         }
         return;
       },
+      // Each event is executed once per distinct operation, not once per subscriber.
+      subscribe: createSharedSubscribe(),
       // A fresh context (and fresh DataLoaders) per operation, never shared across operations.
       context: (ctx) => makeContext(services, ctx.extra.principal as Principal, wsLog),
       onNext: (_ctx, _id, _payload, _args, result) => {

@@ -79,21 +79,65 @@ function nulPath(value: unknown, path: string): string | null {
 }
 
 /**
- * Refuses NUL characters anywhere in an operation's strings, naming where: no store can keep
+ * NUL characters are refused anywhere in an operation's strings, naming where: no store can keep
  * them, and catching them here means no resolver ever half-processes one.
  */
-export function checkInputHygiene(document: DocumentNode, variables: Record<string, unknown> | undefined): GraphQLError[] {
+function nulVariableError(variables: Record<string, unknown> | undefined): GraphQLError | null {
   for (const [name, value] of Object.entries(variables ?? {})) {
     const found = nulPath(value, name);
-    if (found) return [new GraphQLError(`${found}: must not contain NUL characters`, { extensions: { code: "BAD_USER_INPUT", field: found } })];
+    if (found) return new GraphQLError(`${found}: must not contain NUL characters`, { extensions: { code: "BAD_USER_INPUT", field: found } });
   }
-  let literal: string | null = null;
+  return null;
+}
+
+function hasNulLiteral(document: DocumentNode): boolean {
+  let found = false;
   visit(document, {
     StringValue(node) {
-      if (literal === null && node.value.includes("\u0000")) literal = "a string literal";
+      if (node.value.includes("\u0000")) found = true;
     },
   });
-  return literal ? [new GraphQLError(`${literal} contains a NUL character`, { extensions: { code: "BAD_USER_INPUT" } })] : [];
+  return found;
+}
+
+/** What an operation's text alone decides: literal NULs, depth, aliases and root fields. */
+interface StaticVerdict {
+  nulLiteral: boolean;
+  limitMessages: string[];
+}
+
+/**
+ * Verdicts per parsed document. Apollo hands the same DocumentNode to every request with the same
+ * query text (its document cache), so an executor's claim loop or a chart's refresh pays for these
+ * walks once; WebSocket operations are parsed anew and simply miss. Complexity also depends on
+ * variables, so its cache key adds the variables' shape (see complexityKey).
+ */
+const staticVerdicts = new WeakMap<DocumentNode, Map<string, StaticVerdict>>();
+const complexities = new WeakMap<DocumentNode, Map<string, number>>();
+const MAX_CACHED_PER_DOCUMENT = 1_000;
+
+function cached<V>(cache: WeakMap<DocumentNode, Map<string, V>>, document: DocumentNode, key: string, compute: () => V): V {
+  let byKey = cache.get(document);
+  if (!byKey) cache.set(document, (byKey = new Map()));
+  let value = byKey.get(key);
+  if (value === undefined) {
+    value = compute();
+    if (byKey.size >= MAX_CACHED_PER_DOCUMENT) byKey.clear();
+    byKey.set(key, value);
+  }
+  return value;
+}
+
+/**
+ * The part of the variables that complexity can depend on: numbers and booleans by value (page
+ * sizes, @include/@skip), lists by length (keys, runIds), strings not at all (ids, names).
+ */
+function complexityKey(value: unknown): string {
+  if (Array.isArray(value)) return `#${value.length}`;
+  if (value === null || value === undefined) return "-";
+  if (typeof value === "number" || typeof value === "boolean") return String(value);
+  if (typeof value === "object") return `{${Object.entries(value).map(([k, v]) => `${k}:${complexityKey(v)}`).join(",")}}`;
+  return "s";
 }
 
 /**
@@ -110,25 +154,33 @@ export function checkOperationLimits(
   const operations = document.definitions.filter((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION);
   const operation = operationName ? operations.find((o) => o.name?.value === operationName) : operations[0];
   if (!operation) return [];
-  const fragments = new Map(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((f) => [f.name.value, f]));
-  const errors: GraphQLError[] = checkInputHygiene(document, variables);
-  if (errors.length) return errors;
-  const depth = depthOf(operation.selectionSet, fragments, new Set());
-  if (limits.maxDepth && depth > limits.maxDepth) errors.push(limitError(`query depth ${depth} exceeds the limit of ${limits.maxDepth}`));
-  const aliases = countAliases(document);
-  if (limits.maxAliases && aliases > limits.maxAliases) errors.push(limitError(`${aliases} aliases exceed the limit of ${limits.maxAliases}`));
-  const rootFields = operation.selectionSet.selections.length;
-  if (limits.maxRootFields && rootFields > limits.maxRootFields) errors.push(limitError(`${rootFields} root fields exceed the limit of ${limits.maxRootFields}`));
-  if (errors.length === 0 && limits.maxComplexity) {
-    try {
-      const complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
-      if (complexity > limits.maxComplexity) {
-        errors.push(limitError(`query complexity ${complexity} exceeds the limit of ${limits.maxComplexity}; request smaller pages`));
+  const nul = nulVariableError(variables);
+  if (nul) return [nul];
+  const verdict = cached(staticVerdicts, document, `${operationName ?? ""}|${limits.maxDepth}|${limits.maxAliases}|${limits.maxRootFields}`, () => staticVerdict(document, operation, limits));
+  if (verdict.nulLiteral) return [new GraphQLError("a string literal contains a NUL character", { extensions: { code: "BAD_USER_INPUT" } })];
+  if (verdict.limitMessages.length) return verdict.limitMessages.map((m) => limitError(m));
+  if (limits.maxComplexity) {
+    const complexity = cached(complexities, document, `${operationName ?? ""}|${complexityKey(variables ?? {})}`, () => {
+      try {
+        return getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
+      } catch {
+        // Bad variables: leave the error to graphql's own coercion, which names the variable.
+        return 0;
       }
-    } catch (err) {
-      // Bad variables: leave the error to graphql's own coercion, which names the variable.
-      void err;
-    }
+    });
+    if (complexity > limits.maxComplexity) return [limitError(`query complexity ${complexity} exceeds the limit of ${limits.maxComplexity}; request smaller pages`)];
   }
-  return errors;
+  return [];
+}
+
+function staticVerdict(document: DocumentNode, operation: OperationDefinitionNode, limits: Config["limits"]): StaticVerdict {
+  const fragments = new Map(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((f) => [f.name.value, f]));
+  const limitMessages: string[] = [];
+  const depth = depthOf(operation.selectionSet, fragments, new Set());
+  if (limits.maxDepth && depth > limits.maxDepth) limitMessages.push(`query depth ${depth} exceeds the limit of ${limits.maxDepth}`);
+  const aliases = countAliases(document);
+  if (limits.maxAliases && aliases > limits.maxAliases) limitMessages.push(`${aliases} aliases exceed the limit of ${limits.maxAliases}`);
+  const rootFields = operation.selectionSet.selections.length;
+  if (limits.maxRootFields && rootFields > limits.maxRootFields) limitMessages.push(`${rootFields} root fields exceed the limit of ${limits.maxRootFields}`);
+  return { nulLiteral: hasNulLiteral(document), limitMessages };
 }

@@ -67,6 +67,7 @@ export class MetricStreamService {
         const points = event.points.filter(
           (p) => (!keySet || keySet.has(p.key)) && (fromStep === undefined || p.step >= fromStep) && !(seen && seen.has(identity(p))),
         );
+        if (points.length === event.points.length) return event; // unchanged: shared with other subscribers
         return points.length ? { runId, points } : null;
       },
       replay,

@@ -1,0 +1,43 @@
+import { buildSchema, parse } from "graphql";
+import { checkOperationLimits } from "../../../src/server/operation-limits.js";
+
+const schema = buildSchema(`
+  type Item { id: ID! children(first: Int): [Item!]! }
+  type Query { items(first: Int, keys: [String!]): [Item!]! item(id: ID!): Item }
+`);
+const limits = { maxDepth: 4, maxComplexity: 1_000, maxAliases: 2, maxRootFields: 3, maxBodyBytes: 1 << 20, ratePerSecond: 0, rateBurst: 1 };
+
+describe("operation limits (verdicts cached per parsed document)", () => {
+  it("re-checks complexity when a page-size variable changes on the same document", () => {
+    const doc = parse(`query($n: Int) { items(first: $n) { id children(first: $n) { id } } }`);
+    expect(checkOperationLimits(schema, doc, undefined, { n: 10 }, limits)).toEqual([]);
+    const refused = checkOperationLimits(schema, doc, undefined, { n: 100 }, limits);
+    expect(refused[0]?.message).toMatch(/complexity \d+ exceeds the limit of 1000/);
+    // Back to a small page on the same document object: allowed again (no stale verdict).
+    expect(checkOperationLimits(schema, doc, undefined, { n: 10 }, limits)).toEqual([]);
+  });
+
+  it("weighs list variables by length, not content, and ignores strings", () => {
+    const doc = parse(`query($keys: [String!], $id: ID!) { items(keys: $keys) { id children(first: 50) { id } } item(id: $id) { id } }`);
+    expect(checkOperationLimits(schema, doc, undefined, { keys: ["a"], id: "x" }, limits)).toEqual([]);
+    expect(checkOperationLimits(schema, doc, undefined, { keys: Array.from({ length: 40 }, (_, i) => `k${i}`), id: "y" }, limits)[0]?.extensions.code).toBe("QUERY_TOO_COMPLEX");
+  });
+
+  it("still finds NUL characters in every request's variables, and in literals", () => {
+    const doc = parse(`query($id: ID!) { item(id: $id) { id } }`);
+    expect(checkOperationLimits(schema, doc, undefined, { id: "ok" }, limits)).toEqual([]);
+    const nul = checkOperationLimits(schema, doc, undefined, { id: "a\u0000b" }, limits);
+    expect(nul[0]?.extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "id" });
+    const literal = parse(`{ item(id: "a\\u0000b") { id } }`);
+    expect(checkOperationLimits(schema, literal, undefined, {}, limits)[0]?.message).toContain("NUL");
+  });
+
+  it("refuses depth, aliases and root fields by the document's own shape", () => {
+    expect(checkOperationLimits(schema, parse(`{ items { children { children { children { children { id } } } } } }`), undefined, {}, limits)[0]?.message).toContain("depth 6");
+    expect(checkOperationLimits(schema, parse(`{ a: item(id: 1) { id } b: item(id: 2) { id } c: item(id: 3) { id } }`), undefined, {}, limits)[0]?.message).toContain("3 aliases");
+    const fourRoots = parse(`{ items { id } item(id: 1) { id } x: items { id } y: items { id } }`);
+    expect(checkOperationLimits(schema, fourRoots, undefined, {}, { ...limits, maxAliases: 10 })[0]?.message).toContain("4 root fields");
+    // The verdict depends on the limits too: with a larger limit the same document passes.
+    expect(checkOperationLimits(schema, fourRoots, undefined, {}, { ...limits, maxAliases: 10, maxRootFields: 5 })).toEqual([]);
+  });
+});
