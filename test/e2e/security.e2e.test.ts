@@ -112,7 +112,7 @@ function dummyValue(type: GraphQLInputType): unknown {
   }
   const scalar = getNamedType(type).name;
   return (
-    { ID: "00000000-0000-4000-8000-000000000000", String: "x", Int: 1, Float: 1, Boolean: true, DateTime: new Date(Date.now() + 86_400_000).toISOString(), SafeInt: 1, JSON: {} } as Record<string, unknown>
+    { ID: "00000000-0000-4000-8000-000000000000", String: "x", Int: 1, Float: 1, Boolean: true, DateTime: new Date(Date.now() + 86_400_000).toISOString(), SafeInt: 1, JSON: {}, StringColumn: ["x"], SafeIntColumn: [1], FloatColumn: [1] } as Record<string, unknown>
   )[scalar] ?? "x";
 }
 
