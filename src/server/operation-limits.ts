@@ -61,21 +61,30 @@ function countAliases(doc: DocumentNode): number {
   return n;
 }
 
-/** Finds the first string containing NUL in variables (PostgreSQL text cannot hold it). */
-function nulPath(value: unknown, path: string): string | null {
-  if (typeof value === "string") return value.includes("\u0000") ? path : null;
+/**
+ * Finds the first string containing NUL in variables (PostgreSQL text cannot hold it). The path is
+ * built only on the way back from a hit: a 10,000-element column costs no string building.
+ */
+function nulPath(value: unknown): (string | number)[] | null {
+  if (typeof value === "string") return value.includes("\u0000") ? [] : null;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = nulPath(value[i], `${path}[${i}]`);
-      if (found) return found;
+      const item = value[i];
+      if (typeof item === "number" || typeof item === "boolean" || item === null) continue;
+      const found = nulPath(item);
+      if (found) return [i, ...found];
     }
   } else if (value && typeof value === "object") {
     for (const [k, v] of Object.entries(value)) {
-      const found = nulPath(v, `${path}.${k}`);
-      if (found) return found;
+      const found = nulPath(v);
+      if (found) return [k, ...found];
     }
   }
   return null;
+}
+
+function pathText(name: string, path: (string | number)[]): string {
+  return name + path.map((p) => (typeof p === "number" ? `[${p}]` : `.${p}`)).join("");
 }
 
 /**
@@ -84,8 +93,11 @@ function nulPath(value: unknown, path: string): string | null {
  */
 function nulVariableError(variables: Record<string, unknown> | undefined): GraphQLError | null {
   for (const [name, value] of Object.entries(variables ?? {})) {
-    const found = nulPath(value, name);
-    if (found) return new GraphQLError(`${found}: must not contain NUL characters`, { extensions: { code: "BAD_USER_INPUT", field: found } });
+    const found = nulPath(value);
+    if (found) {
+      const field = pathText(name, found);
+      return new GraphQLError(`${field}: must not contain NUL characters`, { extensions: { code: "BAD_USER_INPUT", field } });
+    }
   }
   return null;
 }

@@ -41,3 +41,14 @@ describe("operation limits (verdicts cached per parsed document)", () => {
     expect(checkOperationLimits(schema, fourRoots, undefined, {}, { ...limits, maxAliases: 10, maxRootFields: 5 })).toEqual([]);
   });
 });
+
+describe("NUL characters in variables", () => {
+  it("names the path of the first one, through lists and input objects", () => {
+    const doc = parse(`query($keys: [String!]) { items(keys: $keys) { id } }`);
+    const errors = checkOperationLimits(schema, doc, undefined, { keys: ["a", "b", "c\u0000"] }, limits);
+    expect(errors[0]?.extensions.field).toBe("keys[2]");
+    const nested = checkOperationLimits(schema, doc, undefined, { input: { points: [{ key: "ok" }, { key: "x\u0000" }] } }, limits);
+    expect(nested[0]?.extensions.field).toBe("input.points[1].key");
+    expect(checkOperationLimits(schema, doc, undefined, { keys: ["a", "b"], n: [1, 2, null] }, limits)).toEqual([]);
+  });
+});
