@@ -273,6 +273,15 @@ describe("large series", () => {
     const again = await server.gql(`query($id: ID!) { run(id: $id) { metric(key: "loss") { history(maxPoints: 1000) { step value } } } }`, { id: run });
     expect(ok(again).run.metric.history).toEqual(history);
     expect((again as any).extensions?.queryCounts).toEqual({ clickhouse: 1 });
+    // A wide step range is read from the rollup without counting its raw points first: one query.
+    const ranged = await server.gql(`query($id: ID!) { run(id: $id) { metric(key: "loss") { history(maxPoints: 1000, minStep: 1000, maxStep: 998999) { step value } } } }`, { id: run });
+    const rangedPoints: { step: number; value: number }[] = ok(ranged).run.metric.history;
+    expect(rangedPoints.length).toBeGreaterThan(900);
+    expect(rangedPoints.length).toBeLessThanOrEqual(1000);
+    expect(rangedPoints[0].step).toBe(1000);
+    expect(rangedPoints[rangedPoints.length - 1].step).toBe(998_999);
+    expect(rangedPoints.some((p) => p.step === 777_777)).toBe(true);
+    expect((ranged as any).extensions?.queryCounts).toEqual({ clickhouse: 1 });
     // A key never logged is still null (and costs its existence query).
     const missing = ok(await server.gql(`query($id: ID!) { run(id: $id) { metric(key: "nope") { key } } }`, { id: run }));
     expect(missing.run.metric).toBeNull();

@@ -205,9 +205,10 @@ export class MetricStore {
    * - longer: LTTB in Node over the `metric_rollup` candidates (first, last, lowest and highest
    *   point of every 1024-step bucket, partial buckets at the range ends computed from raw
    *   points), so a 1M-point series reads ~4,000 candidate rows instead of 1M points.
-   * Queries: one for point counts when some request could be long (summaries for whole series,
-   * count() on the primary-key range otherwise), one for the points of all requests, and rarely one
-   * more when the rollup of a sparse series gives too few candidates.
+   * Queries: one for point counts when a whole series could be long and its count is not known
+   * (from the summaries), one for the points of all requests (a step range wide enough to be long
+   * reads the rollup without being counted), and one more when the rollup gave too few candidates
+   * (a sparse series, or a range holding fewer points than its width suggested).
    */
   async history(requests: readonly HistoryRequest[]): Promise<MetricPoint[][]> {
     const result: MetricPoint[][] = requests.map(() => []);
@@ -228,11 +229,17 @@ export class MetricStore {
       else if (req.countAtLeast !== undefined && req.countAtLeast > ROLLUP_MIN_FACTOR * specs[i].maxPoints) known.set(i, req.countAtLeast);
     });
     const maybeLong = specs.flatMap((s, i) => (!known.has(i) && s.hi - s.lo + 1 > ROLLUP_MIN_FACTOR * s.maxPoints ? [i] : []));
-    const counts = maybeLong.length > 0 ? await this.pointCounts(specs, maybeLong) : new Map<number, number>();
+    // Whole series are counted from their summaries (cheap). A step range could only be counted
+    // by scanning its raw points (~100 ms for 500k), so a wide range goes to the rollup directly;
+    // when it holds too few candidates to downsample well, the fallback below reads it raw.
+    const isWhole = (s: SeriesSpec) => s.lo === 0 && s.hi === MAX_STEP;
+    const toCount = maybeLong.filter((i) => isWhole(specs[i]));
+    const wideRanges = new Set(maybeLong.filter((i) => !isWhole(specs[i])));
+    const counts = toCount.length > 0 ? await this.pointCounts(specs, toCount) : new Map<number, number>();
     for (const [i, n] of known) counts.set(i, n);
     const raw: number[] = [];
     const rolled: number[] = [];
-    specs.forEach((s, i) => ((counts.get(i) ?? 0) > ROLLUP_MIN_FACTOR * s.maxPoints ? rolled : raw).push(i));
+    specs.forEach((s, i) => (wideRanges.has(i) || (counts.get(i) ?? 0) > ROLLUP_MIN_FACTOR * s.maxPoints ? rolled : raw).push(i));
 
     const { points, candidates } = await this.readSeries(specs, raw, rolled);
     for (const i of raw) result[i] = points.get(i) ?? [];
@@ -250,38 +257,17 @@ export class MetricStore {
     return result;
   }
 
-  /** Points in range per request index: from metric_summaries for whole series, count() otherwise. One query. */
+  /** Point counts of whole series (request indexes), from metric_summaries. One query. */
   private async pointCounts(specs: readonly SeriesSpec[], indexes: readonly number[]): Promise<Map<number, number>> {
-    const params: Record<string, unknown> = {};
-    const branches: string[] = [];
-    const wanted = new Map<string, number[]>(); // `${g}\0${run}\0${key}` -> request indexes
-    const whole = indexes.filter((i) => specs[i].lo === 0 && specs[i].hi === MAX_STEP);
-    if (whole.length > 0) {
-      params.wr = unique(whole.map((i) => specs[i].runId));
-      params.wk = unique(whole.map((i) => specs[i].key));
-      for (const i of whole) push(wanted, `-1\u0000${specs[i].runId}\u0000${specs[i].key}`, i);
-      branches.push(
-        "SELECT toInt32(-1) AS g, run_id, key, sum(point_count) AS n FROM metric_summaries\n" +
-          "WHERE run_id IN {wr:Array(String)} AND key IN {wk:Array(String)} GROUP BY run_id, key",
-      );
-    }
-    const ranges = groupBy(
-      indexes.filter((i) => !(specs[i].lo === 0 && specs[i].hi === MAX_STEP)),
-      (i) => `${specs[i].lo}:${specs[i].hi}`,
+    const rows = await this.select<{ run_id: string; key: string; n: number }>(
+      "SELECT run_id, key, sum(point_count) AS n FROM metric_summaries\n" +
+        "WHERE run_id IN {runs:Array(String)} AND key IN {keys:Array(String)} GROUP BY run_id, key",
+      { runs: unique(indexes.map((i) => specs[i].runId)), keys: unique(indexes.map((i) => specs[i].key)) },
     );
-    ranges.forEach((members, gi) => {
-      const { lo, hi } = specs[members[0]];
-      Object.assign(params, { [`r${gi}`]: unique(members.map((i) => specs[i].runId)), [`k${gi}`]: unique(members.map((i) => specs[i].key)), [`lo${gi}`]: lo, [`hi${gi}`]: hi });
-      for (const i of members) push(wanted, `${gi}\u0000${specs[i].runId}\u0000${specs[i].key}`, i);
-      branches.push(
-        `SELECT toInt32(${gi}) AS g, run_id, key, count() AS n FROM metrics\n` +
-          `WHERE run_id IN {r${gi}:Array(String)} AND key IN {k${gi}:Array(String)} AND step >= {lo${gi}:Int64} AND step <= {hi${gi}:Int64}\n` +
-          "GROUP BY run_id, key",
-      );
-    });
-    const rows = await this.select<{ g: number; run_id: string; key: string; n: number }>(branches.join("\nUNION ALL\n"), params);
+    const wanted = new Map<string, number[]>(); // `${run}\0${key}` -> request indexes
+    for (const i of indexes) push(wanted, `${specs[i].runId}\u0000${specs[i].key}`, i);
     const counts = new Map<number, number>();
-    for (const r of rows) for (const i of wanted.get(`${r.g}\u0000${r.run_id}\u0000${r.key}`) ?? []) counts.set(i, Number(r.n));
+    for (const r of rows) for (const i of wanted.get(`${r.run_id}\u0000${r.key}`) ?? []) counts.set(i, Number(r.n));
     return counts;
   }
 
