@@ -176,22 +176,29 @@ export class MetricStore {
     const wanted = new Set(pairs.map((p) => `${p.runId}\u0000${p.key}`));
     // runs x keys may over-fetch a little for ragged pair lists, but keeps both filters on the
     // table's primary key; unrequested pairs are dropped below.
-    // Compact rows (arrays, no column names): 10,000 summaries of a 1,000-run comparison are
-    // ~30 % fewer bytes for the embedded engine to write and for Node to parse.
-    const rows = await this.selectCompact<[run_id: string, key: string, min: number, max: number, last: number, last_step: number, last_ts: number, count: number]>(
-      "SELECT run_id, key, min(min_value) AS min, max(max_value) AS max, argMaxMerge(last_value) AS last,\n" +
-        "  tupleElement(max(last_point), 1) AS last_step, toUnixTimestamp64Milli(tupleElement(max(last_point), 2)) AS last_ts,\n" +
-        "  sum(point_count) AS count\n" +
-        "FROM metric_summaries\n" +
-        "WHERE run_id IN {runs:Array(String)} AND key IN {keys:Array(String)}\n" +
-        "GROUP BY run_id, key",
+    // One compact row per run, its keys' summaries as parallel arrays: 10,000 summaries of a
+    // 1,000-run comparison are ~40 % fewer bytes for the embedded engine to write (no repeated run
+    // ids, no column names) and 1,000 short lines instead of 10,000 for Node to parse.
+    const rows = await this.selectCompact<[runId: string, keys: string[], min: number[], max: number[], last: number[], lastStep: number[], lastTs: number[], count: number[]]>(
+      "SELECT run_id, groupArray(key), groupArray(min), groupArray(max), groupArray(last), groupArray(last_step), groupArray(last_ts), groupArray(count)\n" +
+        "FROM (\n" +
+        "  SELECT run_id, key, min(min_value) AS min, max(max_value) AS max, argMaxMerge(last_value) AS last,\n" +
+        "    tupleElement(max(last_point), 1) AS last_step, toUnixTimestamp64Milli(tupleElement(max(last_point), 2)) AS last_ts,\n" +
+        "    sum(point_count) AS count\n" +
+        "  FROM metric_summaries\n" +
+        "  WHERE run_id IN {runs:Array(String)} AND key IN {keys:Array(String)}\n" +
+        "  GROUP BY run_id, key\n" +
+        ")\nGROUP BY run_id",
       { runs: unique(pairs.map((p) => p.runId)), keys: unique(pairs.map((p) => p.key)) },
     );
-    for (const [runId, key, min, max, last, lastStep, lastTs, count] of rows) {
-      if (!wanted.has(`${runId}\u0000${key}`)) continue;
-      let byKey = result.get(runId);
-      if (!byKey) result.set(runId, (byKey = new Map()));
-      byKey.set(key, { min, max, last, lastStep: Number(lastStep), lastTimestamp: Number(lastTs), count: Number(count) });
+    for (const [runId, keys, min, max, last, lastStep, lastTs, count] of rows) {
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i];
+        if (!wanted.has(`${runId}\u0000${key}`)) continue;
+        let byKey = result.get(runId);
+        if (!byKey) result.set(runId, (byKey = new Map()));
+        byKey.set(key, { min: min[i], max: max[i], last: last[i], lastStep: Number(lastStep[i]), lastTimestamp: Number(lastTs[i]), count: Number(count[i]) });
+      }
     }
     return result;
   }
