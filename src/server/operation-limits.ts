@@ -144,12 +144,22 @@ function cached<V>(cache: WeakMap<DocumentNode, Map<string, V>>, document: Docum
  * The part of the variables that complexity can depend on: numbers and booleans by value (page
  * sizes, @include/@skip), lists by length (keys, runIds), strings not at all (ids, names).
  */
-function complexityKey(value: unknown): string {
-  if (Array.isArray(value)) return `#${value.length}`;
-  if (value === null || value === undefined) return "-";
-  if (typeof value === "number" || typeof value === "boolean") return String(value);
-  if (typeof value === "object") return `{${Object.entries(value).map(([k, v]) => `${k}:${complexityKey(v)}`).join(",")}}`;
+function valueShape(value: unknown): unknown {
+  if (Array.isArray(value)) return { n: value.length };
+  if (value === null || value === undefined) return null;
+  if (typeof value === "number" || typeof value === "boolean") return value;
+  if (typeof value === "object") return Object.entries(value).map(([k, v]) => [k, valueShape(v)]);
   return "s";
+}
+
+/**
+ * Cache key of an operation's complexity: its name and the shape of the variables it declares
+ * (undeclared ones are ignored by graphql-js, so they must not be able to steer the key), encoded
+ * as JSON so no crafted name can make two different shapes collide.
+ */
+function complexityKey(operationName: string | null | undefined, operation: OperationDefinitionNode, variables: Record<string, unknown> | undefined): string {
+  const declared = (operation.variableDefinitions ?? []).map((d) => d.variable.name.value);
+  return JSON.stringify([operationName ?? null, declared.map((name) => [name, valueShape(variables?.[name])])]);
 }
 
 /**
@@ -172,14 +182,18 @@ export function checkOperationLimits(
   if (verdict.nulLiteral) return [new GraphQLError("a string literal contains a NUL character", { extensions: { code: "BAD_USER_INPUT" } })];
   if (verdict.limitMessages.length) return verdict.limitMessages.map((m) => limitError(m));
   if (limits.maxComplexity) {
-    const complexity = cached(complexities, document, `${operationName ?? ""}|${complexityKey(variables ?? {})}`, () => {
+    const key = complexityKey(operationName, operation, variables);
+    let complexity = complexities.get(document)?.get(key);
+    if (complexity === undefined) {
       try {
-        return getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
+        complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
       } catch {
         // Bad variables: leave the error to graphql's own coercion, which names the variable.
-        return 0;
+        // Never cached: a later request of the same shape with good variables is measured anew.
+        return [];
       }
-    });
+      cached(complexities, document, key, () => complexity as number);
+    }
     if (complexity > limits.maxComplexity) return [limitError(`query complexity ${complexity} exceeds the limit of ${limits.maxComplexity}; request smaller pages`)];
   }
   return [];

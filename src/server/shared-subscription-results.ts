@@ -8,7 +8,7 @@ type ResultOrPromise = ExecutionResult | Promise<ExecutionResult>;
  * dashboards watch one run with the same query, a batch of 100 points was executed ten times.
  * Here the result is remembered on the event object (a WeakMap, so it lives as long as the
  * event) and reused by every subscriber whose operation text, operation name and variables are
- * the same.
+ * the same (and the same role).
  *
  * Safe because nothing under a subscription's root depends on who asks: authorisation happens
  * when subscribing and again per subscriber on every event (liveStream re-checks the token before
@@ -20,7 +20,10 @@ export function createSharedSubscribe(): (args: ExecutionArgs) => Promise<AsyncI
   return async (args) => {
     const source = await createSourceEventStream(args);
     if (!isAsyncIterable(source)) return source as ExecutionResult;
-    const operationKey = `${args.operationName ?? ""}\u0000${args.document.loc?.source.body ?? ""}\u0000${JSON.stringify(args.variableValues ?? {})}`;
+    // The role is part of the key as a guard: should a payload field ever depend on who asks
+    // (role checks, scoped loaders), subscribers of different roles still never share a result.
+    const role = (args.contextValue as { principal?: { role?: string } } | undefined)?.principal?.role ?? "";
+    const operationKey = JSON.stringify([role, args.operationName ?? null, args.document.loc?.source.body ?? "", args.variableValues ?? {}]);
     const shareable = args.document.loc !== undefined;
     return mapAsyncIterable(source, (payload): ResultOrPromise => {
       const run = () => execute({ ...args, rootValue: payload });

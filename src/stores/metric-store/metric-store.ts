@@ -64,8 +64,8 @@ export interface HistoryRequest {
    */
   knownCount?: number;
   /**
-   * A lower bound of the series' total point count: when it alone shows that a whole-series
-   * request is long enough for the rollup, the count query is spared.
+   * A lower bound of the series' total point count: when it alone shows that the series is long
+   * enough for the rollup, the count query is spared.
    */
   countAtLeast?: number;
 }
@@ -207,15 +207,16 @@ export class MetricStore {
    * Point series for many (run, key, step range) requests; the result array is aligned with
    * `requests`, points ordered by step. A series with at most `maxPoints` points in range comes
    * back whole. Longer ones are downsampled keeping the first and last point:
-   * - up to {@link ROLLUP_MIN_FACTOR} x maxPoints points in range: LTTB in ClickHouse over the
-   *   raw points (exact, but it scans them all);
+   * - a series of up to {@link ROLLUP_MIN_FACTOR} x maxPoints points (as a whole, so any range of
+   *   it too): LTTB in ClickHouse over the raw points (exact, but it scans them all);
    * - longer: LTTB in Node over the `metric_rollup` candidates (first, last, lowest and highest
    *   point of every 1024-step bucket, partial buckets at the range ends computed from raw
-   *   points), so a 1M-point series reads ~4,000 candidate rows instead of 1M points.
-   * Queries: one for point counts when a whole series could be long and its count is not known
-   * (from the summaries), one for the points of all requests (a step range wide enough to be long
-   * reads the rollup without being counted), and one more when the rollup gave too few candidates
-   * (a sparse series, or a range holding fewer points than its width suggested).
+   *   points), so a 1M-point series reads ~4,000 candidate rows instead of 1M points. A step range
+   *   of a long series takes this path too when it spans more steps than the threshold.
+   * Queries: one for whole-series point counts (from the summaries) when a request could be long
+   * and the caller does not know its count, one for the points of all requests, and one more
+   * when the rollup gave too few candidates (a sparse series, or a range holding fewer points than
+   * its width suggested), which reads those raw.
    */
   async history(requests: readonly HistoryRequest[]): Promise<MetricPoint[][]> {
     const result: MetricPoint[][] = requests.map(() => []);
@@ -227,26 +228,26 @@ export class MetricStore {
       }
       return { runId: req.runId, key: req.key, lo: clampStep(req.minStep, 0), hi: clampStep(req.maxStep, MAX_STEP), maxPoints };
     });
-    // A range spanning fewer steps than the threshold holds fewer points (when steps are distinct
-    // and no step is logged twice), so no count is needed for it.
-    const known = new Map<number, number>();
+    // How long is each series as a whole? Known from the caller (its summary, or a lower bound
+    // remembered from an earlier read), else read from the summaries (one cheap query). The whole
+    // length bounds every range of it: a series within ROLLUP_MIN_FACTOR x maxPoints is downsampled
+    // exactly from its raw points, whatever the range. A longer one is read from the rollup, a
+    // step range of it too, without counting the range (that would scan its raw points, ~100 ms
+    // for 500k); a range holding too few candidates goes to the raw fallback below.
+    const threshold = (i: number) => ROLLUP_MIN_FACTOR * specs[i].maxPoints;
+    const seriesCounts = new Map<number, number>();
     requests.forEach((req, i) => {
-      if (req.minStep !== undefined || req.maxStep !== undefined) return;
-      if (req.knownCount !== undefined) known.set(i, req.knownCount);
-      else if (req.countAtLeast !== undefined && req.countAtLeast > ROLLUP_MIN_FACTOR * specs[i].maxPoints) known.set(i, req.countAtLeast);
+      if (req.knownCount !== undefined) seriesCounts.set(i, req.knownCount);
+      else if (req.countAtLeast !== undefined && req.countAtLeast > threshold(i)) seriesCounts.set(i, req.countAtLeast);
     });
-    const maybeLong = specs.flatMap((s, i) => (!known.has(i) && s.hi - s.lo + 1 > ROLLUP_MIN_FACTOR * s.maxPoints ? [i] : []));
-    // Whole series are counted from their summaries (cheap). A step range could only be counted
-    // by scanning its raw points (~100 ms for 500k), so a wide range goes to the rollup directly;
-    // when it holds too few candidates to downsample well, the fallback below reads it raw.
-    const isWhole = (s: SeriesSpec) => s.lo === 0 && s.hi === MAX_STEP;
-    const toCount = maybeLong.filter((i) => isWhole(specs[i]));
-    const wideRanges = new Set(maybeLong.filter((i) => !isWhole(specs[i])));
-    const counts = toCount.length > 0 ? await this.pointCounts(specs, toCount) : new Map<number, number>();
-    for (const [i, n] of known) counts.set(i, n);
+    // A range spanning fewer steps than the threshold holds fewer points (when steps are distinct
+    // and no step is logged twice), so it needs no count.
+    const wide = (i: number) => specs[i].hi - specs[i].lo + 1 > threshold(i);
+    const toCount = specs.flatMap((_, i) => (wide(i) && !seriesCounts.has(i) ? [i] : []));
+    if (toCount.length > 0) for (const [i, n] of await this.pointCounts(specs, toCount)) seriesCounts.set(i, n);
     const raw: number[] = [];
     const rolled: number[] = [];
-    specs.forEach((s, i) => (wideRanges.has(i) || (counts.get(i) ?? 0) > ROLLUP_MIN_FACTOR * s.maxPoints ? rolled : raw).push(i));
+    specs.forEach((_, i) => (wide(i) && (seriesCounts.get(i) ?? 0) > threshold(i) ? rolled : raw).push(i));
 
     const { points, candidates } = await this.readSeries(specs, raw, rolled);
     for (const i of raw) result[i] = points.get(i) ?? [];
@@ -264,7 +265,7 @@ export class MetricStore {
     return result;
   }
 
-  /** Point counts of whole series (request indexes), from metric_summaries. One query. */
+  /** Whole-series point counts (per request index, whatever its step range), from metric_summaries. One query. */
   private async pointCounts(specs: readonly SeriesSpec[], indexes: readonly number[]): Promise<Map<number, number>> {
     const rows = await this.select<{ run_id: string; key: string; n: number }>(
       "SELECT run_id, key, sum(point_count) AS n FROM metric_summaries\n" +

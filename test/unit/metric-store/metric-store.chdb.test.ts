@@ -259,6 +259,26 @@ describe("reads", () => {
     expect(wide.some((p) => p.value === 50)).toBe(true);
   });
 
+  it("downsamples a step range of a short sparse series exactly from raw points, like the whole series", async () => {
+    // 100,000 points every 10 steps across 1M steps: wide in steps, short in points (< 256 x 1,000).
+    const steps = Array.from({ length: 100_000 }, (_, i) => i * 10);
+    for (let offset = 0; offset < steps.length; offset += 10_000) {
+      const part = steps.slice(offset, offset + 10_000);
+      await store.logColumns("sparse-run", { keys: Array(part.length).fill("loss"), steps: part, values: part.map((s) => Math.cos(s / 7_000)), timestamps: part.map((s) => 1_700_000_000_000 + s) });
+    }
+    const start = events.length;
+    const [ranged] = await store.history([{ runId: "sparse-run", key: "loss", minStep: 10, maxStep: 999_990, maxPoints: 1_000 }]);
+    const sent = events.slice(start).map((e) => e.sql);
+    expect(sent).toHaveLength(2);
+    // One count (from the summaries), then LTTB over the raw points: never the rollup.
+    expect(sent[0]).toContain("metric_summaries");
+    expect(sent[1]).toContain("largestTriangleThreeBuckets");
+    expect(sent[1]).not.toContain("metric_rollup");
+    expect(ranged).toHaveLength(1_000);
+    expect(ranged[0].step).toBe(10);
+    expect(ranged[999].step).toBe(999_990);
+  });
+
   it("round-trips float values exactly", async () => {
     const values = [Math.PI, 1e-300, -1.7976931348623157e308, 0.1 + 0.2, 5e-324, 123456789.123456789];
     await store.logPoints("float-run", values.map((value, step) => ({ key: "v", step, value })));

@@ -23,6 +23,22 @@ describe("operation limits (verdicts cached per parsed document)", () => {
     expect(checkOperationLimits(schema, doc, undefined, { keys: Array.from({ length: 40 }, (_, i) => `k${i}`), id: "y" }, limits)[0]?.extensions.code).toBe("QUERY_TOO_COMPLEX");
   });
 
+  it("never lets a request with bad variables vouch for a later one of the same shape", () => {
+    const doc = parse(`query($keys: [String!]) { items(keys: $keys) { id children(first: 50) { id } } }`);
+    const nulls = Array.from({ length: 40 }, () => null);
+    // Complexity cannot be measured with these variables (graphql's coercion refuses them later)...
+    expect(checkOperationLimits(schema, doc, undefined, { keys: nulls }, limits)).toEqual([]);
+    // ...and the same shape with good variables is measured, not waved through.
+    const real = Array.from({ length: 40 }, (_, i) => `k${i}`);
+    expect(checkOperationLimits(schema, doc, undefined, { keys: real }, limits)[0]?.extensions.code).toBe("QUERY_TOO_COMPLEX");
+  });
+
+  it("keys complexity on the declared variables only, so crafted extra names cannot collide", () => {
+    const doc = parse(`query($n: Int) { items(first: $n) { id children(first: $n) { id } } }`);
+    expect(checkOperationLimits(schema, doc, undefined, { n: 1, "z:s,n": 1000, 'n":[1000': 1 }, limits)).toEqual([]);
+    expect(checkOperationLimits(schema, doc, undefined, { n: 1000, "z:s,n": 1, 'n":[1': 1 }, limits)[0]?.extensions.code).toBe("QUERY_TOO_COMPLEX");
+  });
+
   it("still finds NUL characters in every request's variables, and in literals", () => {
     const doc = parse(`query($id: ID!) { item(id: $id) { id } }`);
     expect(checkOperationLimits(schema, doc, undefined, { id: "ok" }, limits)).toEqual([]);
