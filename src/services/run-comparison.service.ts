@@ -15,11 +15,22 @@ export interface ComparedMetricView {
   diffFromBaseline: number | null;
 }
 
+export interface ComparisonColumnsView {
+  runIds: string[];
+  metricKeys: string[];
+  min: (number | null)[][];
+  max: (number | null)[][];
+  last: (number | null)[][];
+  diffFromBaseline: (number | null)[][];
+}
+
 export interface RunComparisonView {
   runs: Run[];
   metricKeys: string[];
   differingParams: string[];
   rows: { run: Run; metrics: ComparedMetricView[] }[];
+  /** The same figures as matrices (row per run, column per key). */
+  columns: ComparisonColumnsView;
 }
 
 export interface CompareRunsArgs {
@@ -67,8 +78,21 @@ export class RunComparisonService {
         return { key, summary, diffFromBaseline: summary && base ? summary.last - base.last : null };
       }),
     }));
-    return { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params), rows };
+    return { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params), rows, columns: asColumns(runIds, keys, rows) };
   }
+}
+
+/** The rows as matrices: row i is runIds[i], column j is keys[j]; null where there is no value. */
+export function asColumns(runIds: string[], keys: string[], rows: { metrics: ComparedMetricView[] }[]): ComparisonColumnsView {
+  const matrix = (cell: (m: ComparedMetricView) => number | null) => rows.map((row) => row.metrics.map(cell));
+  return {
+    runIds,
+    metricKeys: keys,
+    min: matrix((m) => m.summary?.min ?? null),
+    max: matrix((m) => m.summary?.max ?? null),
+    last: matrix((m) => m.summary?.last ?? null),
+    diffFromBaseline: matrix((m) => m.diffFromBaseline),
+  };
 }
 
 /** Param keys whose value is not the same in every run (a run without the key counts as different). */

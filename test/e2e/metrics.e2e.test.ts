@@ -353,6 +353,17 @@ describe("compareRuns", () => {
     expect(row("cmp-c").metrics[0]).toMatchObject({ key: "acc", summary: { last: 0.9 }, diffFromBaseline: expect.closeTo(0.2, 10) });
     expect(row("cmp-a").run.params).toEqual([{ key: "lr", value: "0.1" }, { key: "opt", value: "adam" }, { key: "seed", value: "1" }]);
 
+    // The columnar form carries the same figures as matrices (row per run, column per key).
+    const columns = ok(
+      await server.gql(`query($ids: [ID!]!, $base: ID) { compareRuns(runIds: $ids, baselineRunId: $base) { columns { runIds metricKeys min max last diffFromBaseline } } }`, { ids: [b, a, c], base: a }),
+    ).compareRuns.columns;
+    expect(columns.runIds).toEqual([b, a, c]);
+    expect(columns.metricKeys).toEqual(["acc", "loss"]);
+    expect(columns.min).toEqual([[null, 0.1], [0.7, 0.5], [0.9, null]]);
+    expect(columns.max).toEqual([[null, 0.9], [0.7, 1], [0.9, null]]);
+    expect(columns.last).toEqual([[null, 0.25], [0.7, 0.5], [0.9, null]]);
+    expect(columns.diffFromBaseline).toEqual(cmp.rows.map((r: any) => r.metrics.map((m: any) => m.diffFromBaseline)));
+
     const onlyLoss = ok(await server.gql(QUERY, { ids: [a, b], keys: ["loss"] })).compareRuns;
     expect(onlyLoss.metricKeys).toEqual(["loss"]);
     expect(onlyLoss.rows[0].metrics[0].diffFromBaseline).toBeNull();

@@ -54,3 +54,24 @@ export const StringColumn = columnScalar<string>(
   (v): v is string => typeof v === "string",
   (node) => (node.kind === Kind.STRING ? node.value : undefined),
 );
+
+/**
+ * Output scalar for comparison matrices: rows of numbers (null where there is no value),
+ * serialised as one JSON value instead of a GraphQL object per cell.
+ */
+export const FloatMatrix = new GraphQLScalarType<(number | null)[][], (number | null)[][]>({
+  name: "FloatMatrix",
+  description: "Rows of numbers, null where there is no value, e.g. [[0.5, null], [0.25, 0.1]] (an output of comparisons).",
+  serialize(value) {
+    if (!Array.isArray(value) || !value.every((row) => Array.isArray(row) && row.every((v) => v === null || typeof v === "number"))) {
+      throw new GraphQLError("FloatMatrix: expected rows of numbers or nulls");
+    }
+    return value as (number | null)[][];
+  },
+  parseValue() {
+    throw new GraphQLError("FloatMatrix is an output type");
+  },
+  parseLiteral() {
+    throw new GraphQLError("FloatMatrix is an output type");
+  },
+});

@@ -1,6 +1,7 @@
 import { Field, Float, ID, InputType, ObjectType } from "type-graphql";
 import { SafeIntResolver } from "graphql-scalars";
 import { Run } from "../../entities/run.entity.js";
+import { FloatMatrix } from "./column-scalars.js";
 
 /** 53-bit integers (steps, counts): JSON numbers beyond 2^53 would silently lose precision. */
 export const SafeInt = SafeIntResolver;
@@ -114,6 +115,32 @@ export class RunComparisonRow {
   metrics: ComparedMetric[];
 }
 
+@ObjectType({
+  simpleResolvers: true,
+  description:
+    "The comparison as matrices, for wide tables and charts: row i is runIds[i], column j is metricKeys[j], null where the run has no such metric. " +
+    "One JSON value per matrix instead of a GraphQL object per cell (a 1,000 x 10 comparison is ~60,000 fields as rows).",
+})
+export class ComparisonColumns {
+  @Field(() => [ID], { description: "Row order: the compared runs, in the order asked." })
+  runIds: string[];
+
+  @Field(() => [String], { description: "Column order: the compared metric keys." })
+  metricKeys: string[];
+
+  @Field(() => FloatMatrix, { description: "Smallest value per run and metric." })
+  min: (number | null)[][];
+
+  @Field(() => FloatMatrix, { description: "Largest value per run and metric." })
+  max: (number | null)[][];
+
+  @Field(() => FloatMatrix, { description: "Value at the highest step per run and metric." })
+  last: (number | null)[][];
+
+  @Field(() => FloatMatrix, { description: "last minus the baseline run's last; null without a baseline or a value." })
+  diffFromBaseline: (number | null)[][];
+}
+
 @ObjectType({ simpleResolvers: true, description: "Runs side by side: per run and metric min/max/last, differences to a baseline, and the params that differ." })
 export class RunComparison {
   @Field(() => [Run], { description: "The compared runs, in the order asked." })
@@ -127,4 +154,7 @@ export class RunComparison {
 
   @Field(() => [RunComparisonRow], { description: "One row per run, in the order of runs." })
   rows: RunComparisonRow[];
+
+  @Field(() => ComparisonColumns, { description: "The same figures as matrices (cheaper to fetch for wide comparisons)." })
+  columns: ComparisonColumns;
 }
