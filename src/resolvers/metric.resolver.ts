@@ -1,4 +1,5 @@
-import { Arg, Authorized, Ctx, Float, FieldResolver, ID, Int, Mutation, Query, Resolver, Root, Subscription } from "type-graphql";
+import type { GraphQLResolveInfo } from "graphql";
+import { Arg, Authorized, Ctx, Float, FieldResolver, ID, Info, Int, Mutation, Query, Resolver, Root, Subscription } from "type-graphql";
 import { Run } from "../entities/run.entity.js";
 import type { RequestContext } from "../services/context.js";
 import type { MetricBatchEvent } from "../services/metrics.service.js";
@@ -13,6 +14,7 @@ import {
   SafeInt,
 } from "./types/metric.types.js";
 import { FloatColumn, SafeIntColumn, StringColumn } from "./types/column-scalars.js";
+import { selectsField } from "./selection.js";
 
 /** Metric fields of Run, metric ingest, comparison and the live metric stream. */
 @Resolver(() => Run)
@@ -81,8 +83,10 @@ export class RunMetricsResolver {
     metricKeys?: string[] | null,
     @Arg("baselineRunId", () => ID, { nullable: true, description: "One of runIds; diffFromBaseline is relative to its last values." })
     baselineRunId?: string | null,
+    @Info() info?: GraphQLResolveInfo,
   ): Promise<RunComparison> {
-    return ctx.services.runComparison.compare(ctx, { runIds, metricKeys, baselineRunId });
+    const withRows = info ? selectsField(info, "rows") : true;
+    return ctx.services.runComparison.compare(ctx, { runIds, metricKeys, baselineRunId, withRows });
   }
 
   @Authorized("viewer")

@@ -6,6 +6,7 @@ import type {
   KeyedMetricPoint,
   MetricPoint,
   MetricStore,
+  MetricFigures,
   MetricSummary,
 } from "../stores/metric-store/index.js";
 import { MAX_HISTORY_POINTS } from "../stores/metric-store/index.js";
@@ -141,6 +142,11 @@ export class MetricsService {
     const found = await this.store.summaries(refs);
     for (const [runId, byKey] of found) for (const [key, summary] of byKey) this.countFloors.record(runId, key, summary.count);
     return found;
+  }
+
+  /** min, max and last for many (run, key) pairs in one query (cheaper than summaries). */
+  figures(_ctx: RequestContext | null, refs: readonly MetricRef[]): Promise<Map<string, Map<string, MetricFigures>>> {
+    return this.store.figures(refs);
   }
 
   /** Histories for many requests in one query, aligned with `requests`. */

@@ -1,5 +1,5 @@
 import type { Run } from "../entities/run.entity.js";
-import type { MetricSummary } from "../stores/metric-store/index.js";
+import type { MetricFigures, MetricSummary } from "../stores/metric-store/index.js";
 import { METRIC_KEY_PATTERN } from "../stores/metric-store/index.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
@@ -12,6 +12,13 @@ export interface ComparedMetricView {
   key: string;
   summary: MetricSummary | null;
   /** `summary.last` minus the baseline's last value of the same key; null without either. */
+  diffFromBaseline: number | null;
+}
+
+/** One cell of a comparison before it becomes a row entry or a matrix cell. */
+interface ComparedFigures {
+  key: string;
+  summary: MetricSummary | MetricFigures | null;
   diffFromBaseline: number | null;
 }
 
@@ -37,6 +44,11 @@ export interface CompareRunsArgs {
   runIds: string[];
   metricKeys?: string[] | null;
   baselineRunId?: string | null;
+  /**
+   * Whether the caller reads the per-run rows (full summaries: last step, time and count too).
+   * Without them only min, max and last are read, for the matrices (~20 % cheaper in ClickHouse).
+   */
+  withRows?: boolean;
 }
 
 /**
@@ -52,13 +64,15 @@ export class RunComparisonService {
       throw new DomainError("BAD_USER_INPUT", "baselineRunId: must be one of runIds", "baselineRunId");
     }
     const requestedKeys = args.metricKeys == null ? undefined : validateKeys(args.metricKeys);
+    const withRows = args.withRows ?? true;
     const { runs: runsService, metrics } = ctx.services;
 
     // Without explicit keys the union of the runs' keys is needed first (one more CH query).
     const summariesPromise = (async () => {
       const keys = requestedKeys ?? unionKeys(await metrics.metricKeys(ctx, runIds));
       const refs = runIds.flatMap((runId) => keys.map((key) => ({ runId, key })));
-      return { keys, summaries: await metrics.summaries(ctx, refs) };
+      const summaries: Map<string, Map<string, MetricSummary | MetricFigures>> = withRows ? await metrics.summaries(ctx, refs) : await metrics.figures(ctx, refs);
+      return { keys, summaries };
     })();
     const [runs, params, { keys, summaries }] = await Promise.all([runsService.byIds(runIds), runsService.paramsFor(runIds), summariesPromise]);
 
@@ -70,21 +84,22 @@ export class RunComparisonService {
     for (const id of runIds) ctx.loaders.runParams.prime(id, params.get(id) ?? []);
 
     const baseline = baselineRunId ? summaries.get(baselineRunId) : undefined;
-    const rows = ordered.map((run) => ({
-      run,
-      metrics: keys.map((key) => {
+    const cells = ordered.map((run) =>
+      keys.map((key) => {
         const summary = summaries.get(run.id)?.get(key) ?? null;
         const base = baseline?.get(key);
         return { key, summary, diffFromBaseline: summary && base ? summary.last - base.last : null };
       }),
-    }));
-    return { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params), rows, columns: asColumns(runIds, keys, rows) };
+    );
+    // Rows carry full summaries; they are built only when read (figures alone are not summaries).
+    const rows = withRows ? ordered.map((run, i) => ({ run, metrics: cells[i] as ComparedMetricView[] })) : [];
+    return { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params), rows, columns: asColumns(runIds, keys, cells) };
   }
 }
 
 /** The rows as matrices: row i is runIds[i], column j is keys[j]; null where there is no value. */
-export function asColumns(runIds: string[], keys: string[], rows: { metrics: ComparedMetricView[] }[]): ComparisonColumnsView {
-  const matrix = (cell: (m: ComparedMetricView) => number | null) => rows.map((row) => row.metrics.map(cell));
+export function asColumns(runIds: string[], keys: string[], cells: ComparedFigures[][]): ComparisonColumnsView {
+  const matrix = (cell: (m: ComparedFigures) => number | null) => cells.map((row) => row.map(cell));
   return {
     runIds,
     metricKeys: keys,

@@ -363,6 +363,11 @@ describe("compareRuns", () => {
     expect(columns.max).toEqual([[null, 0.9], [0.7, 1], [0.9, null]]);
     expect(columns.last).toEqual([[null, 0.25], [0.7, 0.5], [0.9, null]]);
     expect(columns.diffFromBaseline).toEqual(cmp.rows.map((r: any) => r.metrics.map((m: any) => m.diffFromBaseline)));
+    // Rows asked through a fragment still get full summaries (the columns-only shortcut is not taken).
+    const viaFragment = ok(
+      await server.gql(`query($ids: [ID!]!) { compareRuns(runIds: $ids) { ...Cmp } } fragment Cmp on RunComparison { rows { metrics { key summary { count lastStep } } } }`, { ids: [b] }),
+    ).compareRuns;
+    expect(viaFragment.rows[0].metrics).toEqual([{ key: "loss", summary: { count: 3, lastStep: 5 } }]);
 
     const onlyLoss = ok(await server.gql(QUERY, { ids: [a, b], keys: ["loss"] })).compareRuns;
     expect(onlyLoss.metricKeys).toEqual(["loss"]);

@@ -3,6 +3,7 @@ export type {
   MetricStoreOptions,
   MetricQueryEvent,
   MetricSummary,
+  MetricFigures,
   MetricPoint,
   KeyedMetricPoint,
   HistoryRequest,
