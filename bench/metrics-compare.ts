@@ -68,7 +68,7 @@ async function main() {
     });
     const scaled = (nPlusOne * RUNS) / NPLUS1_RUNS;
     console.log(`baseline N+1: ${NPLUS1_RUNS * KEYS.length} requests in ${ms(nPlusOne)} -> ${ms(scaled)} for ${RUNS} runs`);
-    console.log(`ratio N+1/compareRuns: ${(scaled / p50).toFixed(0)}x`);
+    console.log(`ratio N+1/compareRuns: rows ${(scaled / p50).toFixed(0)}x, columns ${(scaled / percentile(columnTimes, 50)).toFixed(0)}x`);
   } finally {
     await server.stop();
   }
