@@ -2,7 +2,7 @@
 import argparse
 import os
 
-import mlgraph_client as mlg
+import task_context as mlg
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--dataset", required=True)

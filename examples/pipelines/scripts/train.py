@@ -4,7 +4,7 @@ import math
 import os
 import time
 
-import mlgraph_client as mlg
+import task_context as mlg
 
 p = mlg.params()
 lr = float(p.get("lr", 0.01))
