@@ -16,6 +16,13 @@ export function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
 }
 
+/** Milliseconds `fn` took. */
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
 export const ms = (n: number) => `${n.toFixed(1)} ms`;
 export const rate = (n: number) => `${Math.round(n).toLocaleString("en-US")}/s`;
 

@@ -4,19 +4,13 @@
  * ClickHouse query) per run and metric, measured over BENCH_NPLUS1_RUNS runs (default 100) and
  * scaled to 1,000 (it is linear in the number of requests).
  */
-import { createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer } from "./bench-util.js";
+import { createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 1000);
 const KEYS = Array.from({ length: 10 }, (_, i) => `metric_${i}`);
 const STEPS = Number(process.env.BENCH_STEPS ?? 1000);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
 const NPLUS1_RUNS = Math.min(RUNS, Number(process.env.BENCH_NPLUS1_RUNS ?? 100));
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
 
 async function main() {
   console.log(`machine: ${machine()}; ${RUNS} runs x ${KEYS.length} metrics x ${STEPS} steps`);

@@ -4,7 +4,7 @@
  * (c) the history (1,000 points), and (d) a trivial `{ __typename }` request, p50 each.
  * Diagnostic companion of metrics-history.ts (no target of its own).
  */
-import { createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer } from "./bench-util.js";
+import { createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
 
 const POINTS = Number(process.env.BENCH_POINTS ?? 1_000_000);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
@@ -12,9 +12,8 @@ const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
 async function p50(fn: () => Promise<unknown>): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < ITERATIONS + 3; i++) {
-    const t = process.hrtime.bigint();
-    await fn();
-    if (i >= 3) times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    const t = await timed(fn);
+    if (i >= 3) times.push(t); // the first reads warm caches
   }
   return percentile(times, 50);
 }

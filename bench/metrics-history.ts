@@ -4,17 +4,11 @@
  * series into the client through GraphQL in 100,000-point pages (what a client without server-side
  * downsampling must do), p50 over 3 reads.
  */
-import { benchSeconds, createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer } from "./bench-util.js";
+import { benchSeconds, createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
 
 const POINTS = 1_000_000;
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 30);
 void benchSeconds;
-
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
 
 async function main() {
   console.log(`machine: ${machine()}`);

@@ -11,7 +11,7 @@ import { PipelineRunStatus } from "../entities/pipeline-run.entity.js";
 import type { RequestContext } from "../services/context.js";
 import { DomainError } from "../services/errors.js";
 import { LIMITS, validateId, validateText } from "../services/validation.js";
-import { hashSecret, newTokenSecret } from "../services/tokens.service.js";
+import { mintSecret } from "../services/tokens.service.js";
 import { allocateGpus } from "../executors/gpu-detection.js";
 import { resolveTaskInvocation, type JsonValue, type ParamValue } from "./spec/index.js";
 import { decideRetry, type FailureKind } from "./retry-policy.js";
@@ -237,7 +237,7 @@ export class TaskQueue {
    */
   async tryClaim(executorId: string): Promise<TaskAssignmentView | null> {
     const leaseToken = crypto.randomBytes(24).toString("base64url");
-    const taskToken = newTokenSecret();
+    const taskToken = mintSecret();
     const events = new PendingEvents();
     const claimed = await inTransaction(this.db, async (em) => {
       // Locking the executor row serialises this executor's concurrent claims, so two of them
@@ -341,8 +341,8 @@ export class TaskQueue {
           task.id,
           task.pipeline_run_id,
           `task ${task.task_id} #${task.attempt}`.slice(0, LIMITS.nameLength),
-          hashSecret(taskToken),
-          taskToken.slice(0, 10),
+          taskToken.tokenHash,
+          taskToken.prefix,
         ],
       );
       const row = rows[0]!;
@@ -359,7 +359,7 @@ export class TaskQueue {
       task.checkpoint_at && task.checkpoint !== null ? { data: task.checkpoint, attempt: task.checkpoint_attempt ?? 0, updatedAt: new Date(task.checkpoint_at) } : null;
     const env: Record<string, string> = {
       ...invocation.env,
-      MLGRAPH_TOKEN: taskToken,
+      MLGRAPH_TOKEN: taskToken.secret,
       MLGRAPH_RUN_ID: runId,
       MLGRAPH_TASK_RUN_ID: task.id,
       MLGRAPH_PIPELINE_RUN_ID: task.pipeline_run_id,

@@ -128,12 +128,15 @@ const staticVerdicts = new WeakMap<DocumentNode, Map<string, StaticVerdict>>();
 const complexities = new WeakMap<DocumentNode, Map<string, number>>();
 const MAX_CACHED_PER_DOCUMENT = 1_000;
 
-function cached<V>(cache: WeakMap<DocumentNode, Map<string, V>>, document: DocumentNode, key: string, compute: () => V): V {
+/** The cached value, or `compute()`'s; an undefined result (nothing measured) is not cached. */
+function cached<V, R extends V | undefined>(cache: WeakMap<DocumentNode, Map<string, V>>, document: DocumentNode, key: string, compute: () => R): V | R {
   let byKey = cache.get(document);
   if (!byKey) cache.set(document, (byKey = new Map()));
   let value = byKey.get(key);
   if (value === undefined) {
-    value = compute();
+    const computed = compute();
+    if (computed === undefined) return computed;
+    value = computed as V;
     if (byKey.size >= MAX_CACHED_PER_DOCUMENT) byKey.clear();
     byKey.set(key, value);
   }
@@ -182,19 +185,16 @@ export function checkOperationLimits(
   if (verdict.nulLiteral) return [new GraphQLError("a string literal contains a NUL character", { extensions: { code: "BAD_USER_INPUT" } })];
   if (verdict.limitMessages.length) return verdict.limitMessages.map((m) => limitError(m));
   if (limits.maxComplexity) {
-    const key = complexityKey(operationName, operation, variables);
-    let complexity = complexities.get(document)?.get(key);
-    if (complexity === undefined) {
+    const complexity = cached(complexities, document, complexityKey(operationName, operation, variables), () => {
       try {
-        complexity = getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
+        return getComplexity({ schema, query: document, operationName: operationName ?? undefined, variables: variables ?? {}, estimators: [pageWeightedEstimator] });
       } catch {
         // Bad variables: leave the error to graphql's own coercion, which names the variable.
-        // Never cached: a later request of the same shape with good variables is measured anew.
-        return [];
+        // Not cached: a later request of the same shape with good variables is measured anew.
+        return undefined;
       }
-      cached(complexities, document, key, () => complexity as number);
-    }
-    if (complexity > limits.maxComplexity) return [limitError(`query complexity ${complexity} exceeds the limit of ${limits.maxComplexity}; request smaller pages`)];
+    });
+    if (complexity !== undefined && complexity > limits.maxComplexity) return [limitError(`query complexity ${complexity} exceeds the limit of ${limits.maxComplexity}; request smaller pages`)];
   }
   return [];
 }

@@ -18,7 +18,7 @@ export interface ComparedMetricView {
 /** One cell of a comparison before it becomes a row entry or a matrix cell. */
 interface ComparedFigures {
   key: string;
-  summary: MetricSummary | MetricFigures | null;
+  summary: MetricFigures | null;
   diffFromBaseline: number | null;
 }
 
@@ -71,10 +71,11 @@ export class RunComparisonService {
     const summariesPromise = (async () => {
       const keys = requestedKeys ?? unionKeys(await metrics.metricKeys(ctx, runIds));
       const refs = runIds.flatMap((runId) => keys.map((key) => ({ runId, key })));
-      const summaries: Map<string, Map<string, MetricSummary | MetricFigures>> = withRows ? await metrics.summaries(ctx, refs) : await metrics.figures(ctx, refs);
-      return { keys, summaries };
+      // Rows carry full summaries; without rows, min/max/last are all the matrices need.
+      return withRows ? { keys, full: true as const, summaries: await metrics.summaries(ctx, refs) } : { keys, full: false as const, figures: await metrics.figures(ctx, refs) };
     })();
-    const [runs, params, { keys, summaries }] = await Promise.all([runsService.byIds(runIds), runsService.paramsFor(runIds), summariesPromise]);
+    const [runs, params, read] = await Promise.all([runsService.byIds(runIds), runsService.paramsFor(runIds), summariesPromise]);
+    const { keys } = read;
 
     const byId = new Map(runs.map((r) => [r.id, r]));
     const missing = runIds.findIndex((id) => !byId.has(id));
@@ -83,18 +84,30 @@ export class RunComparisonService {
     // The Run.params field of the answer reuses what was fetched here.
     for (const id of runIds) ctx.loaders.runParams.prime(id, params.get(id) ?? []);
 
-    const baseline = baselineRunId ? summaries.get(baselineRunId) : undefined;
-    const cells = ordered.map((run) =>
-      keys.map((key) => {
-        const summary = summaries.get(run.id)?.get(key) ?? null;
-        const base = baseline?.get(key);
-        return { key, summary, diffFromBaseline: summary && base ? summary.last - base.last : null };
-      }),
-    );
-    // Rows carry full summaries; they are built only when read (figures alone are not summaries).
-    const rows = withRows ? ordered.map((run, i) => ({ run, metrics: cells[i] as ComparedMetricView[] })) : [];
-    return { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params), rows, columns: asColumns(runIds, keys, cells) };
+    const shared = { runs: ordered, metricKeys: keys, differingParams: differingParams(runIds, params) };
+    if (read.full) {
+      const cells = compareCells(runIds, keys, read.summaries, baselineRunId);
+      return { ...shared, rows: ordered.map((run, i) => ({ run, metrics: cells[i] })), columns: asColumns(runIds, keys, cells) };
+    }
+    return { ...shared, rows: [], columns: asColumns(runIds, keys, compareCells(runIds, keys, read.figures, baselineRunId)) };
   }
+}
+
+/** Per run (in order) and key: its figures (null when absent) and the difference of `last` to the baseline's. */
+function compareCells<S extends MetricFigures>(
+  runIds: string[],
+  keys: string[],
+  figures: Map<string, Map<string, S>>,
+  baselineRunId: string | undefined,
+): { key: string; summary: S | null; diffFromBaseline: number | null }[][] {
+  const baseline = baselineRunId ? figures.get(baselineRunId) : undefined;
+  return runIds.map((runId) =>
+    keys.map((key) => {
+      const summary = figures.get(runId)?.get(key) ?? null;
+      const base = baseline?.get(key);
+      return { key, summary, diffFromBaseline: summary && base ? summary.last - base.last : null };
+    }),
+  );
 }
 
 /** The rows as matrices: row i is runIds[i], column j is keys[j]; null where there is no value. */

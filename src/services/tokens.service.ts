@@ -12,9 +12,13 @@ export function hashSecret(secret: string): string {
   return crypto.createHash("sha256").update(secret).digest("hex");
 }
 
-/** A new token secret: the prefix marks it as ours, 32 random bytes make it unguessable. */
-export function newTokenSecret(): string {
-  return SECRET_PREFIX + crypto.randomBytes(32).toString("base64url");
+/**
+ * A new token: the secret shown once (the prefix marks it as ours, 32 random bytes make it
+ * unguessable), the hash stored instead of it, and the prefix listed to tell tokens apart.
+ */
+export function mintSecret(): { secret: string; tokenHash: string; prefix: string } {
+  const secret = SECRET_PREFIX + crypto.randomBytes(32).toString("base64url");
+  return { secret, tokenHash: hashSecret(secret), prefix: secret.slice(0, 10) };
 }
 
 export interface CreatedToken {
@@ -41,12 +45,12 @@ export class TokensService {
     if (input.expiresAt && input.expiresAt.getTime() <= Date.now()) {
       throw new DomainError("BAD_USER_INPUT", "input.expiresAt: must be in the future", "input.expiresAt");
     }
-    const secret = newTokenSecret();
+    const { secret, tokenHash, prefix } = mintSecret();
     const token = this.db.getRepository(ApiToken).create({
       name,
       role: input.role,
-      tokenHash: hashSecret(secret),
-      prefix: secret.slice(0, 10),
+      tokenHash,
+      prefix,
       scope: input.scope ?? {},
       createdBy: ctx ? ctx.principal.name : "system",
       expiresAt: input.expiresAt ?? null,

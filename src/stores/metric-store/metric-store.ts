@@ -120,19 +120,16 @@ export class MetricStore {
     this.options.onQuery?.({ kind, sql });
   }
 
-  private async select<T>(query: string, params: Record<string, unknown>): Promise<T[]> {
+  private async select<T>(query: string, params: Record<string, unknown>, format: "JSONEachRow" | "JSONCompactEachRow" = "JSONEachRow"): Promise<T[]> {
     this.count("query", query);
     const query_params = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
-    const rs = await this.client.query({ query, format: "JSONEachRow", query_params });
+    const rs = await this.client.query({ query, format, query_params });
     return rs.json<T>();
   }
 
   /** Like {@link select}, with each row as an array in the order of the SELECT list. */
-  private async selectCompact<T extends unknown[]>(query: string, params: Record<string, unknown>): Promise<T[]> {
-    this.count("query", query);
-    const query_params = Object.fromEntries(Object.entries(params).filter(([, v]) => v !== undefined));
-    const rs = await this.client.query({ query, format: "JSONCompactEachRow", query_params });
-    return rs.json<T>();
+  private selectCompact<T extends unknown[]>(query: string, params: Record<string, unknown>): Promise<T[]> {
+    return this.select<T>(query, params, "JSONCompactEachRow");
   }
 
   /**
