@@ -72,6 +72,10 @@ async function gql<T = any>(query: string, variables: Record<string, unknown> = 
 
 const CLAIM = `mutation($id: ID!, $wait: Int) { claimTask(executorId: $id, waitSeconds: $wait) { taskRun { id } leaseToken } }`;
 const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {taskRunId: $id, leaseToken: $lease, outcome: SUCCEEDED}) { id } }`;
+const CLAIM_MANY = `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { taskRun { id } leaseToken } }`;
+const COMPLETE_MANY = `mutation($inputs: [CompleteTaskInput!]!) { completeTasks(inputs: $inputs) { id } }`;
+/** Slots per executor in the batched protocol (the agent's --concurrency). */
+const SLOTS = Number(process.env.BENCH_SLOTS ?? 32);
 
 async function registerExecutors(pool: string): Promise<string[]> {
   const ids: string[] = [];
@@ -79,19 +83,30 @@ async function registerExecutors(pool: string): Promise<string[]> {
   return ids;
 }
 
-/** Executor loops: claim (long-poll, or poll once a second), complete, repeat until `done()`. */
-function runExecutors(ids: string[], mode: "long-poll" | "poll-1s", done: () => boolean): Promise<number> {
+type Mode = "long-poll" | "poll-1s";
+
+/**
+ * Executor loops until `done()`: claim (long-poll, or poll once a second when nothing came),
+ * complete, repeat. With `slots` 1 an executor claims and completes one task per request
+ * (claimTask/completeTask); with more it does what the agent does with --concurrency: claims its
+ * free slots in one claimTasks and reports the no-op tasks, which all end at once, in one
+ * completeTasks.
+ */
+function runExecutors(ids: string[], mode: Mode, slots: number, done: () => boolean): Promise<number> {
   let completed = 0;
+  const wait = mode === "long-poll" ? 2 : 0;
   return Promise.all(
     ids.map(async (id) => {
       while (!done()) {
-        const a = (await gql(CLAIM, { id, wait: mode === "long-poll" ? 2 : 0 })).claimTask;
-        if (!a) {
+        const claimed: { taskRun: { id: string }; leaseToken: string }[] =
+          slots === 1 ? [(await gql(CLAIM, { id, wait })).claimTask].filter(Boolean) : (await gql(CLAIM_MANY, { id, max: slots, wait })).claimTasks;
+        if (claimed.length === 0) {
           if (mode === "poll-1s") await new Promise((r) => setTimeout(r, 1000));
           continue;
         }
-        await gql(COMPLETE, { id: a.taskRun.id, lease: a.leaseToken });
-        completed++;
+        if (slots === 1) await gql(COMPLETE, { id: claimed[0]!.taskRun.id, lease: claimed[0]!.leaseToken });
+        else await gql(COMPLETE_MANY, { inputs: claimed.map((a) => ({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome: "SUCCEEDED" })) });
+        completed += claimed.length;
       }
     }),
   ).then(() => completed);
@@ -115,15 +130,15 @@ async function waitForRuns(ids: string[]): Promise<void> {
 }
 
 /** Throughput: `runs` pipeline runs of `width` independent no-op tasks, queued while executors work. */
-async function throughput(mode: "long-poll" | "poll-1s", runs: number, width: number): Promise<number> {
-  const pool = `tp-${mode}`;
-  const name = `tp-${mode}`;
+async function throughput(mode: Mode, slots: number, runs: number, width: number): Promise<number> {
+  const pool = `tp-${mode}-${slots}`;
+  const name = `tp-${mode}-${slots}`;
   await createPipeline(name, pool, Array.from({ length: width }, (_, i) => ({ id: `t${i}` })));
   const ids = await registerExecutors(pool);
   let finished = false;
   const total = runs * width;
   const t0 = performance.now();
-  const loops = runExecutors(ids, mode, () => finished);
+  const loops = runExecutors(ids, mode, slots, () => finished);
   const runIds: string[] = [];
   for (let r = 0; r < runs; r++) runIds.push((await gql(`mutation($n: String!) { submitPipelineRun(input: {pipelineName: $n}) { id } }`, { n: name })).submitPipelineRun.id);
   await waitForRuns(runIds);
@@ -134,13 +149,13 @@ async function throughput(mode: "long-poll" | "poll-1s", runs: number, width: nu
 }
 
 /** Dispatch latency: one single-task run at a time, `samples` times; queued_at → claimed_at from the database. */
-async function latency(mode: "long-poll" | "poll-1s", samples: number, databaseUrl: string | undefined): Promise<{ p50: number; p99: number; max: number }> {
+async function latency(mode: Mode, samples: number, databaseUrl: string | undefined): Promise<{ p50: number; p99: number; max: number }> {
   const pool = `lat-${mode}`;
   const name = `lat-${mode}`;
   await createPipeline(name, pool, [{ id: "only" }]);
   const ids = await registerExecutors(pool);
   let finished = false;
-  const loops = runExecutors(ids, mode, () => finished);
+  const loops = runExecutors(ids, mode, 1, () => finished);
   await new Promise((r) => setTimeout(r, 500)); // executors are idle and waiting
   const runIds: string[] = [];
   for (let i = 0; i < samples; i++) {
@@ -172,7 +187,7 @@ async function fanOutFanIn(width: number): Promise<{ submitMs: number; totalMs: 
   await createPipeline("dag", pool, tasks);
   const ids = await registerExecutors(pool);
   let finished = false;
-  const loops = runExecutors(ids, "long-poll", () => finished);
+  const loops = runExecutors(ids, "long-poll", SLOTS, () => finished);
   const t0 = performance.now();
   const runId = (await gql(`mutation { submitPipelineRun(input: {pipelineName: "dag"}) { id } }`)).submitPipelineRun.id;
   const submitMs = performance.now() - t0;
@@ -187,14 +202,19 @@ async function main() {
   const server = await startServer();
   URL_ = server.url;
   try {
-    const runs = Number(process.env.BENCH_RUNS ?? 40);
-    const width = Number(process.env.BENCH_WIDTH ?? 50);
+    const runs = Number(process.env.BENCH_RUNS ?? 20);
+    const width = Number(process.env.BENCH_WIDTH ?? 500);
     console.log(`machine: ${os.cpus().length} cores, ${EXECUTORS} executors (HTTP clients in one process), PostgreSQL ${server.databaseUrl ? "external" : "embedded"}`);
     const only = process.env.BENCH_ONLY; // "throughput", "latency" or "dag"
     if (!only || only === "throughput") {
-    const lp = await throughput("long-poll", runs, width);
-    const base = await throughput("poll-1s", runs, width);
-    console.log(`claim+complete throughput (${runs * width} no-op tasks): long-poll ${lp.toFixed(0)}/s, 1 s polling ${base.toFixed(0)}/s, ratio ${(lp / base).toFixed(2)}x`);
+    const tasks = runs * width;
+    const lp = await throughput("long-poll", SLOTS, runs, width);
+    const base = await throughput("poll-1s", SLOTS, runs, width);
+    console.log(`claim+complete throughput, ${SLOTS} slots per executor (claimTasks/completeTasks, ${tasks} no-op tasks): long-poll ${lp.toFixed(0)}/s, 1 s polling ${base.toFixed(0)}/s, ratio ${(lp / base).toFixed(2)}x`);
+    const fewer = Math.max(1, Math.round(runs / 5)); // one task per request is slower: fewer tasks keep the phase short
+    const one = await throughput("long-poll", 1, fewer, width);
+    const oneBase = await throughput("poll-1s", 1, fewer, width);
+    console.log(`claim+complete throughput, 1 task per request (claimTask/completeTask, ${fewer * width} no-op tasks): long-poll ${one.toFixed(0)}/s, 1 s polling ${oneBase.toFixed(0)}/s, ratio ${(one / oneBase).toFixed(2)}x`);
     }
     if (!only || only === "latency") {
     const samples = Number(process.env.BENCH_SAMPLES ?? 100);

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
+import { CompletionBatcher } from "./completion-batcher.js";
 import { detectGpus, type GpuInfo, type GpuSpec } from "./gpu-detection.js";
 import { LocalProcess, type ProcessResult } from "./runtimes/local-process.js";
 
@@ -42,6 +43,14 @@ interface Assignment {
   timeoutSeconds: number;
 }
 
+interface Completion {
+  taskRunId: string;
+  leaseToken: string;
+  outcome: "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED";
+  exitCode: number | null;
+  error: string | null;
+}
+
 class GraphqlError extends Error {
   constructor(
     message: string,
@@ -76,9 +85,11 @@ export function resolveScriptPaths(argv: string[], pipelineDir: string): string[
 }
 
 /**
- * The pull executor: registers its pool and resources, then runs `concurrency` slots that each
- * long-poll claimTask, run the task as a local process, stream its logs, heartbeat its lease,
- * forward cancellation, and report the outcome. `stop()` stops claiming and drains running tasks.
+ * The pull executor: registers its pool and resources, then keeps its `concurrency` slots busy:
+ * free slots are claimed together with one long-poll claimTasks, each task runs as a local
+ * process whose logs are streamed and lease heartbeated, cancellation is forwarded, and outcomes
+ * are reported (completions that end together share one completeTasks). `stop()` stops claiming
+ * and drains running tasks.
  */
 export class ExecutorAgent {
   private readonly endpoint: string;
@@ -86,11 +97,19 @@ export class ExecutorAgent {
   private stopping = false;
   private readonly claims = new Set<AbortController>();
   private readonly running = new Set<LocalProcess>();
-  private slots: Promise<void>[] = [];
+  /** Slots running a task, and slots asked for by claims still in flight. */
+  private busySlots = 0;
+  private reservedSlots = 0;
+  private idle: { promise: Promise<void>; resolve: () => void } | null = null;
+  private readonly completions: CompletionBatcher<Completion>;
   gpus: GpuInfo[] = [];
 
   constructor(private readonly options: AgentOptions) {
     this.endpoint = graphqlEndpoint(options.server);
+    this.completions = new CompletionBatcher<Completion>({
+      many: (inputs) => this.gql(`mutation($inputs: [CompleteTaskInput!]!) { completeTasks(inputs: $inputs) { id } }`, { inputs }).then(() => undefined),
+      one: (input) => this.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id } }`, { input }).then(() => undefined),
+    });
   }
 
   get id(): string | null {
@@ -110,42 +129,76 @@ export class ExecutorAgent {
     const data = await this.gql<{ registerExecutor: { id: string } }>(`mutation($input: RegisterExecutorInput!) { registerExecutor(input: $input) { id } }`, { input });
     this.executorId = data.registerExecutor.id;
     this.options.log.info({ executorId: this.executorId, pool: this.options.pool, gpus: this.gpus.map((g) => g.index), concurrency: this.options.concurrency }, "executor registered");
-    this.slots = Array.from({ length: this.options.concurrency }, (_, i) => this.slotLoop(i));
+    this.fillSlots();
   }
 
   /** Stops claiming (in-flight long-polls are abandoned) and waits for running tasks to finish. */
   async stop(): Promise<void> {
     this.stopping = true;
     for (const c of this.claims) c.abort();
-    await Promise.all(this.slots);
+    await this.finished();
   }
 
-  /** Resolves when every slot has ended (after stop()). */
+  /** Resolves once stopping and nothing runs or claims any more (after stop()). */
   async finished(): Promise<void> {
-    await Promise.all(this.slots);
+    for (;;) {
+      if (this.stopping && this.busySlots === 0 && this.reservedSlots === 0) return;
+      this.idle ??= (() => {
+        let resolve!: () => void;
+        const promise = new Promise<void>((r) => (resolve = r));
+        return { promise, resolve };
+      })();
+      await this.idle.promise;
+    }
   }
 
-  private async slotLoop(slot: number): Promise<void> {
-    while (!this.stopping) {
-      let assignment: Assignment | null = null;
-      const abort = new AbortController();
-      this.claims.add(abort);
-      try {
-        const data = await this.gql<{ claimTask: Assignment | null }>(
-          `mutation($id: ID!, $wait: Int) { claimTask(executorId: $id, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} } }`,
-          { id: this.executorId, wait: this.options.waitSeconds ?? 20 },
-          abort.signal,
-        );
-        assignment = data.claimTask;
-      } catch (err) {
-        if (this.stopping) break;
-        this.options.log.warn({ err: (err as Error).message, slot }, "claimTask failed; retrying in 1 s");
-        await new Promise((r) => setTimeout(r, 1000));
-      } finally {
-        this.claims.delete(abort);
-      }
-      if (assignment) await this.runTask(assignment).catch((err: Error) => this.options.log.error({ err: err.message }, "task handling failed"));
+  /** Something changed (a task ended, a claim came back): wake whoever waits in finished(). */
+  private changed(): void {
+    const idle = this.idle;
+    this.idle = null;
+    idle?.resolve();
+  }
+
+  /** Claims work for every slot that is neither running a task nor already asked for. */
+  private fillSlots(): void {
+    const free = this.options.concurrency - this.busySlots - this.reservedSlots;
+    if (this.stopping || free <= 0) return;
+    this.reservedSlots += free;
+    void this.claim(free);
+  }
+
+  private async claim(slots: number): Promise<void> {
+    const abort = new AbortController();
+    this.claims.add(abort);
+    let assignments: Assignment[] = [];
+    let failed = false;
+    try {
+      const data = await this.gql<{ claimTasks: Assignment[] }>(
+        `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} } }`,
+        { id: this.executorId, max: slots, wait: this.options.waitSeconds ?? 20 },
+        abort.signal,
+      );
+      assignments = data.claimTasks;
+    } catch (err) {
+      failed = !this.stopping;
+      if (failed) this.options.log.warn({ err: (err as Error).message }, "claimTasks failed; retrying in 1 s");
+    } finally {
+      this.claims.delete(abort);
     }
+    this.reservedSlots -= slots;
+    this.busySlots += assignments.length;
+    for (const a of assignments) {
+      void this.runTask(a)
+        .catch((err: Error) => this.options.log.error({ err: err.message }, "task handling failed"))
+        .finally(() => {
+          this.busySlots--;
+          this.fillSlots();
+          this.changed();
+        });
+    }
+    if (failed) await new Promise((r) => setTimeout(r, 1000));
+    this.fillSlots();
+    this.changed();
   }
 
   private async runTask(a: Assignment): Promise<void> {
@@ -237,9 +290,7 @@ export class ExecutorAgent {
         ? null
         : result.spawnError ?? (result.timedOut ? `timed out after ${a.timeoutSeconds} s` : result.cancelled ? "cancelled" : `exited with ${result.exitCode ?? result.signal}`);
     try {
-      await this.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id status } }`, {
-        input: { taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error },
-      });
+      await this.completions.submit({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error });
       log.info({ outcome, exitCode: result.exitCode }, "task finished");
     } catch (err) {
       log.warn({ err: (err as Error).message, outcome }, "completeTask refused or failed");

@@ -38,6 +38,20 @@ export class ExecutorResolver {
   }
 
   @Authorized(["executor", "admin"])
+  @Mutation(() => [TaskAssignment], {
+    description:
+      "Long-poll for an executor with several free slots: up to maxTasks tasks that fit its free resources together, as soon as at least one is queued; an empty list after waitSeconds.",
+  })
+  claimTasks(
+    @Ctx() ctx: RequestContext,
+    @Arg("executorId", () => ID, { description: "The registered executor." }) executorId: string,
+    @Arg("maxTasks", () => Int, { description: "At most this many tasks (1–100): the executor's free slots." }) maxTasks: number,
+    @Arg("waitSeconds", () => Int, { nullable: true, description: "How long to wait for work (0–60, default 0)." }) waitSeconds?: number,
+  ) {
+    return ctx.services.taskQueue.claimMany(ctx, executorId, maxTasks, waitSeconds);
+  }
+
+  @Authorized(["executor", "admin"])
   @Mutation(() => TaskHeartbeat, { description: "Extends the lease, stores a checkpoint, and says whether cancellation was requested." })
   heartbeatTask(@Ctx() ctx: RequestContext, @Arg("input", () => HeartbeatInput, { description: "The attempt." }) input: HeartbeatInput) {
     return ctx.services.taskQueue.heartbeat(ctx, input);
@@ -47,6 +61,15 @@ export class ExecutorResolver {
   @Mutation(() => TaskRun, { description: "Ends an attempt. A stale lease token is refused with CONFLICT and changes nothing." })
   completeTask(@Ctx() ctx: RequestContext, @Arg("input", () => CompleteTaskInput, { description: "The outcome." }) input: CompleteTaskInput) {
     return ctx.services.taskQueue.complete(ctx, input);
+  }
+
+  @Authorized(["executor", "admin"])
+  @Mutation(() => [TaskRun], {
+    description:
+      "Ends several attempts (at most 100) in one transaction, all or nothing: a stale lease refuses the whole call with CONFLICT, naming its index, and changes nothing.",
+  })
+  completeTasks(@Ctx() ctx: RequestContext, @Arg("inputs", () => [CompleteTaskInput], { description: "The outcomes." }) inputs: CompleteTaskInput[]) {
+    return ctx.services.taskQueue.completeMany(ctx, inputs);
   }
 
   @Authorized(["executor", "admin"])

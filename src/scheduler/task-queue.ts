@@ -12,8 +12,9 @@ import type { RequestContext } from "../services/context.js";
 import { DomainError } from "../services/errors.js";
 import { LIMITS, validateId, validateText } from "../services/validation.js";
 import { mintSecret } from "../services/tokens.service.js";
-import { allocateGpus } from "../executors/gpu-detection.js";
-import { resolveTaskInvocation, type JsonValue, type ParamValue } from "./spec/index.js";
+import { resolveTaskInvocation } from "./spec/index.js";
+import { claimTasksInOneStatement, type ClaimCandidate, type PreparedClaim } from "./claim-statement.js";
+import { packTasks, type FreeResources } from "./resource-packing.js";
 import { decideRetry, type FailureKind } from "./retry-policy.js";
 import { PendingEvents, pipelineTopics, type TaskLogEvent } from "./pipeline-events.js";
 import { QueueNotifier } from "./queue-notifier.js";
@@ -59,6 +60,8 @@ export type PipelineFinishedTxHook = (em: EntityManager, pipelineRunId: string, 
 const LIVE = `('CLAIMED','RUNNING')`;
 const POOL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
 const MAX_WAIT_SECONDS = 60;
+/** Most tasks one claimTasks or completeTasks call handles: one executor's free slots. */
+export const MAX_TASKS_PER_CALL = 100;
 const MAX_LOG_LINE = 16_000;
 const MAX_LOG_LINES_PER_CALL = 5_000;
 const MAX_CHECKPOINT_BYTES = 256 * 1024;
@@ -101,11 +104,6 @@ export async function inTransaction<T>(db: DataSource, fn: (em: EntityManager) =
       await new Promise((r) => setTimeout(r, Math.random() * 10 * 2 ** attempt));
     }
   }
-}
-
-function paramText(value: JsonValue): string {
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  return text.length > LIMITS.paramValueLength ? text.slice(0, LIMITS.paramValueLength) : text;
 }
 
 /** Environment-variable-safe form of a param name: `lr` → `MLGRAPH_PARAM_LR`. */
@@ -204,25 +202,33 @@ export class TaskQueue {
 
   // ---------------------------------------------------------------- claims
 
-  /**
-   * Long-poll claim: returns a task that fits the executor's free resources as soon as one is
-   * queued in its pool (woken by an event-bus notification, not a timer), or null after
-   * `waitSeconds`.
-   */
+  /** Long-poll claim of one task (see claimMany), or null after `waitSeconds`. */
   async claim(ctx: RequestContext, executorId: string, waitSeconds?: number | null): Promise<TaskAssignmentView | null> {
+    return (await this.claimMany(ctx, executorId, 1, waitSeconds))[0] ?? null;
+  }
+
+  /**
+   * Long-poll claim: up to `maxTasks` tasks that fit the executor's free resources together, as
+   * soon as at least one is queued in its pool (woken by an event-bus notification, not a timer),
+   * or none after `waitSeconds`. An executor with several free slots claims them in one call.
+   */
+  async claimMany(ctx: RequestContext, executorId: string, maxTasks: number, waitSeconds?: number | null): Promise<TaskAssignmentView[]> {
     const wait = waitSeconds ?? 0;
     if (!Number.isInteger(wait) || wait < 0 || wait > MAX_WAIT_SECONDS) {
       throw new DomainError("BAD_USER_INPUT", `waitSeconds: must be an integer from 0 to ${MAX_WAIT_SECONDS}`, "waitSeconds");
+    }
+    if (!Number.isInteger(maxTasks) || maxTasks < 1 || maxTasks > MAX_TASKS_PER_CALL) {
+      throw new DomainError("BAD_USER_INPUT", `maxTasks: must be an integer from 1 to ${MAX_TASKS_PER_CALL}`, "maxTasks");
     }
     const pool = await this.executorPool(ctx, executorId, "executorId");
     const deadline = Date.now() + wait * 1000;
     for (;;) {
       const waiter = await this.notifier.register(pool);
       try {
-        const assignment = await this.tryClaim(executorId);
-        if (assignment) return assignment;
+        const assignments = await this.tryClaim(executorId, maxTasks);
+        if (assignments.length > 0) return assignments;
         const remaining = deadline - Date.now();
-        if (remaining <= 0 || this.notifier.isClosed) return null;
+        if (remaining <= 0 || this.notifier.isClosed) return [];
         await waiter.wait(remaining);
       } finally {
         waiter.dispose();
@@ -231,13 +237,11 @@ export class TaskQueue {
   }
 
   /**
-   * One claim attempt: the best queued task that fits, claimed in one transaction, or null.
-   * The transaction also opens the attempt's tracking run (params, tags) and mints its task-scoped
-   * token, so a claim is five statements whatever the task.
+   * One claim attempt: the best queued tasks that fit together, at most `maxTasks`, claimed in one
+   * transaction. The transaction also opens each attempt's tracking run (params, tags) and mints
+   * its task-scoped token; it is four statements however many tasks it claims.
    */
-  async tryClaim(executorId: string): Promise<TaskAssignmentView | null> {
-    const leaseToken = crypto.randomBytes(24).toString("base64url");
-    const taskToken = mintSecret();
+  async tryClaim(executorId: string, maxTasks = 1): Promise<TaskAssignmentView[]> {
     const events = new PendingEvents();
     const claimed = await inTransaction(this.db, async (em) => {
       // Locking the executor row serialises this executor's concurrent claims, so two of them
@@ -256,111 +260,64 @@ export class TaskQueue {
         [executorId],
       );
       const used = new Set(usage[0]?.gpus ?? []);
-      const freeGpus = executor.gpus.filter((g) => !used.has(g.index));
-      const freeTypes = [...new Set(freeGpus.map((g) => normalizeGpuType(g.model)))];
-      const freeCpu = executor.cpu - Number(usage[0]?.cpu ?? 0);
-      const freeMemory = executor.memory_mb - Number(usage[0]?.memory_mb ?? 0);
-      const candidates: {
-        id: string;
-        pipeline_run_id: string;
-        task_id: string;
-        attempt: number;
-        gpus: number;
-        gpu_type: string | null;
-        timeout_seconds: number;
-        checkpoint: unknown;
-        checkpoint_at: Date | null;
-        checkpoint_attempt: number | null;
-        experiment_id: string;
-        pipeline_version_id: string;
-        run_params: Record<string, ParamValue>;
-      }[] = await sqlRows(em,
-        `SELECT t.id, t.pipeline_run_id, t.task_id, t.attempt, t.gpus, t.gpu_type, t.timeout_seconds, t.checkpoint, t.checkpoint_at, t.checkpoint_attempt,
+      const free: FreeResources = {
+        cpu: executor.cpu - Number(usage[0]?.cpu ?? 0),
+        memoryMb: executor.memory_mb - Number(usage[0]?.memory_mb ?? 0),
+        gpus: executor.gpus.filter((g) => !used.has(g.index)).map((g) => ({ index: g.index, type: normalizeGpuType(g.model) })),
+      };
+      // Each candidate fits on its own; packTasks then keeps those that fit together. Rows locked
+      // here and not taken stay queued and are unlocked at commit.
+      const candidates: ClaimCandidate[] = await sqlRows(em,
+        `SELECT t.id, t.pipeline_run_id, t.task_id, t.attempt, t.cpu::float8 AS cpu, t.memory_mb AS "memoryMb", t.gpus, t.gpu_type AS "gpuType",
+                t.timeout_seconds, t.checkpoint, t.checkpoint_at, t.checkpoint_attempt,
                 pr.experiment_id, pr.pipeline_version_id, pr.params AS run_params
            FROM task_runs t JOIN pipeline_runs pr ON pr.id = t.pipeline_run_id
           WHERE t.status = 'QUEUED' AND t.pool = $1 AND t.cpu <= $2 AND t.memory_mb <= $3 AND t.gpus <= $4
             AND (t.gpus = 0 OR t.gpu_type IS NULL OR t.gpu_type = ANY($5::text[]))
           ORDER BY t.priority DESC, t.queued_at, t.id
-          LIMIT 1
+          LIMIT $6
           FOR UPDATE OF t SKIP LOCKED`,
-        [executor.pool, freeCpu + 1e-9, freeMemory, freeGpus.length, freeTypes],
+        [executor.pool, free.cpu + 1e-9, free.memoryMb, free.gpus.length, [...new Set(free.gpus.map((g) => g.type))], maxTasks],
       );
-      const task = candidates[0];
-      if (!task) return null;
-      const eligible = task.gpu_type ? freeGpus.filter((g) => normalizeGpuType(g.model) === task.gpu_type) : freeGpus;
-      const gpus = allocateGpus(
-        eligible.map((g) => g.index),
-        task.gpus,
-      );
-      if (gpus === null) return null; // only possible with mixed GPU types; the next claim looks again
-      const { spec, tasks } = await this.specs.get(task.pipeline_version_id, em);
-      const invocation = resolveTaskInvocation(tasks.get(task.task_id)!, task.run_params);
-      const paramEntries = Object.entries(invocation.params).map(([k, v]) => [k, paramText(v)] as const);
-      const tags: [string, string][] = [
-        ["mlgraph.pipeline", spec.pipeline.name],
-        ["mlgraph.pipelineRunId", task.pipeline_run_id],
-        ["mlgraph.taskId", task.task_id],
-        ["mlgraph.taskRunId", task.id],
-        ["mlgraph.attempt", String(task.attempt)],
-      ];
-      // The task-scoped credential the task's code logs with (tok) is revoked when the attempt ends.
-      const rows: Record<string, unknown>[] = await sqlRows(em,
-        `WITH r AS (
-           INSERT INTO runs (experiment_id, name, status, start_time) VALUES ($1, $2, 'RUNNING', now()) RETURNING id
-         ), p AS (
-           INSERT INTO run_params (run_id, key, value) SELECT r.id, u.k, u.v FROM r, unnest($3::text[], $4::text[]) AS u(k, v)
-         ), tg AS (
-           INSERT INTO run_tags (run_id, key, value) SELECT r.id, u.k, u.v FROM r, unnest($5::text[], $6::text[]) AS u(k, v)
-         ), tok AS (
-           INSERT INTO api_tokens (name, role, token_hash, prefix, scope, created_by)
-           SELECT $13, 'task', $14, $15, jsonb_build_object('taskRunId', $11::uuid::text, 'runId', r.id::text), 'system' FROM r
-           RETURNING id
-         ), t AS (
-           UPDATE task_runs SET status = 'CLAIMED', executor_id = $7, assigned_gpus = $8::int[], lease_token = $9,
-                  lease_expires_at = now() + $10 * interval '1 second', run_id = (SELECT id FROM r), token_id = (SELECT id FROM tok),
-                  claimed_at = now(), started_at = NULL, exit_code = NULL
-            WHERE id = $11 RETURNING *
-         ), a AS (
-           INSERT INTO task_attempts (task_run_id, attempt, run_id, executor_id, assigned_gpus)
-           SELECT $11, t.attempt, r.id, $7, $8::int[] FROM t, r
-         ), pr AS (
-           UPDATE pipeline_runs SET status = 'RUNNING', started_at = now() WHERE id = $12 AND status = 'QUEUED' RETURNING id
-         )
-         SELECT t.*, (SELECT count(*) FROM pr) AS pipeline_run_started FROM t`,
-        [
-          task.experiment_id,
-          `${task.task_id} #${task.attempt}`,
-          paramEntries.map((e) => e[0]),
-          paramEntries.map((e) => e[1]),
-          tags.map((t) => t[0]),
-          tags.map((t) => t[1]),
-          executorId,
+      const picked = packTasks(free, candidates, maxTasks);
+      if (picked.length === 0) return [];
+      const claims: PreparedClaim[] = [];
+      for (const { task, gpus } of picked) {
+        const { spec, tasks } = await this.specs.get(task.pipeline_version_id, em);
+        const taskSpec = tasks.get(task.task_id)!;
+        claims.push({
+          task,
           gpus,
-          leaseToken,
-          this.config.leaseSeconds,
-          task.id,
-          task.pipeline_run_id,
-          `task ${task.task_id} #${task.attempt}`.slice(0, LIMITS.nameLength),
-          taskToken.tokenHash,
-          taskToken.prefix,
-        ],
-      );
-      const row = rows[0]!;
-      events.task(task.pipeline_run_id, task.id);
-      if (Number(row.pipeline_run_started) > 0) events.pipelineRuns.add(task.pipeline_run_id);
-      return { task, gpus, invocation, row, operator: tasks.get(task.task_id)!.operator };
+          spec: taskSpec,
+          pipelineName: spec.pipeline.name,
+          invocation: resolveTaskInvocation(taskSpec, task.run_params),
+          runId: crypto.randomUUID(),
+          leaseToken: crypto.randomBytes(24).toString("base64url"),
+          taskToken: mintSecret(),
+          tokenId: crypto.randomUUID(),
+        });
+      }
+      const rows = await claimTasksInOneStatement(em, claims, executorId, this.config.leaseSeconds);
+      const byId = new Map(rows.map((r) => [r.id as string, r]));
+      for (const c of claims) events.task(c.task.pipeline_run_id, c.task.id);
+      for (const id of (rows[0]?.started_pipeline_runs as string[] | undefined) ?? []) events.pipelineRuns.add(id);
+      return claims.map((c) => ({ claim: c, row: byId.get(c.task.id)! }));
     });
-    if (!claimed) return null;
+    if (claimed.length === 0) return [];
     await events.publish(this.bus);
-    const { task, gpus, invocation, row } = claimed;
+    return claimed.map(({ claim, row }) => this.assignmentView(claim, row));
+  }
+
+  /** What the executor receives for one claimed task: command, credentials, GPUs, checkpoint. */
+  private assignmentView(claim: PreparedClaim, row: Record<string, unknown>): TaskAssignmentView {
+    const { task, gpus, invocation } = claim;
     const taskRun = entityFromRow(this.db, TaskRun, row);
-    const runId = taskRun.runId!;
     const checkpoint: CheckpointView | null =
       task.checkpoint_at && task.checkpoint !== null ? { data: task.checkpoint, attempt: task.checkpoint_attempt ?? 0, updatedAt: new Date(task.checkpoint_at) } : null;
     const env: Record<string, string> = {
       ...invocation.env,
-      MLGRAPH_TOKEN: taskToken.secret,
-      MLGRAPH_RUN_ID: runId,
+      MLGRAPH_TOKEN: claim.taskToken.secret,
+      MLGRAPH_RUN_ID: claim.runId,
       MLGRAPH_TASK_RUN_ID: task.id,
       MLGRAPH_PIPELINE_RUN_ID: task.pipeline_run_id,
       MLGRAPH_TASK_ID: task.task_id,
@@ -373,13 +330,13 @@ export class TaskQueue {
     for (const [k, v] of Object.entries(invocation.params)) env[paramEnvName(k)] = typeof v === "string" ? v : JSON.stringify(v);
     return {
       taskRun,
-      leaseToken,
+      leaseToken: claim.leaseToken,
       leaseExpiresAt: new Date(taskRun.leaseExpiresAt!),
       command: invocation.argv,
-      operator: claimed.operator,
+      operator: claim.spec.operator,
       env,
       gpus,
-      runId,
+      runId: claim.runId,
       checkpoint,
       timeoutSeconds: task.timeout_seconds,
     };
@@ -456,33 +413,128 @@ export class TaskQueue {
   // ---------------------------------------------------------------- completion
 
   /** Ends the live attempt; refused (CONFLICT) when the lease token is stale. */
-  async complete(
-    ctx: RequestContext,
-    input: { taskRunId: string; leaseToken: string; outcome: AttemptOutcome; exitCode?: number | null; error?: string | null; checkpoint?: unknown },
-  ): Promise<TaskRun> {
-    validateId(input.taskRunId, "input.taskRunId");
-    validateText(input.leaseToken, "input.leaseToken", 200);
-    if (!["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"].includes(input.outcome)) {
-      throw new DomainError("BAD_USER_INPUT", "input.outcome: expected SUCCEEDED, FAILED, TIMED_OUT or CANCELLED", "input.outcome");
-    }
-    const error = input.error == null ? null : input.error.slice(0, 10_000);
+  async complete(ctx: RequestContext, input: CompletionInput): Promise<TaskRun> {
+    return (await this.completeMany(ctx, [input], "input"))[0]!;
+  }
+
+  /**
+   * Ends several live attempts in one transaction, all or nothing: one stale lease refuses the
+   * whole call (CONFLICT, naming its index) and changes nothing. Successes, the common case, are
+   * finished by set-based statements whose count does not grow with the batch.
+   */
+  async completeMany(ctx: RequestContext, inputs: CompletionInput[], field = "inputs"): Promise<TaskRun[]> {
+    if (inputs.length > MAX_TASKS_PER_CALL) throw new DomainError("BAD_USER_INPUT", `${field}: at most ${MAX_TASKS_PER_CALL} per call`, field);
+    const at = (i: number) => (field === "input" ? "input" : `${field}[${i}]`);
+    const seen = new Set<string>();
+    inputs.forEach((input, i) => {
+      validateId(input.taskRunId, `${at(i)}.taskRunId`);
+      validateText(input.leaseToken, `${at(i)}.leaseToken`, 200);
+      if (!["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"].includes(input.outcome)) {
+        throw new DomainError("BAD_USER_INPUT", `${at(i)}.outcome: expected SUCCEEDED, FAILED, TIMED_OUT or CANCELLED`, `${at(i)}.outcome`);
+      }
+      if (seen.has(input.taskRunId)) throw new DomainError("BAD_USER_INPUT", `${at(i)}.taskRunId: task run ${input.taskRunId} appears twice`, `${at(i)}.taskRunId`);
+      seen.add(input.taskRunId);
+    });
+    if (inputs.length === 0) return [];
     const events = new PendingEvents();
     const effects = await inTransaction(this.db, async (em) => {
-      const rows: TaskRow[] = await sqlRows(em, `SELECT * FROM task_runs WHERE id = $1 FOR UPDATE`, [input.taskRunId]);
-      const row = rows[0];
-      if (!row) throw new DomainError("NOT_FOUND", `input.taskRunId: task run ${JSON.stringify(input.taskRunId)} not found`, "input.taskRunId");
-      if (row.lease_token !== input.leaseToken || (row.status !== TaskRunStatus.CLAIMED && row.status !== TaskRunStatus.RUNNING)) {
-        throw new DomainError("CONFLICT", "input.leaseToken: the lease is no longer valid (expired, or the attempt already ended); the result is discarded", "input.leaseToken");
+      // Locked in id order, so two batches sharing tasks wait for each other instead of deadlocking.
+      const locked: TaskRow[] = await sqlRows(em, `SELECT * FROM task_runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [inputs.map((i) => i.taskRunId)]);
+      const rowsById = new Map(locked.map((r) => [r.id, r]));
+      const successes: { row: TaskRow; exitCode: number }[] = [];
+      const others: { row: TaskRow; input: CompletionInput }[] = [];
+      inputs.forEach((input, i) => {
+        const row = rowsById.get(input.taskRunId);
+        if (!row) throw new DomainError("NOT_FOUND", `${at(i)}.taskRunId: task run ${JSON.stringify(input.taskRunId)} not found`, `${at(i)}.taskRunId`);
+        if (row.lease_token !== input.leaseToken || (row.status !== TaskRunStatus.CLAIMED && row.status !== TaskRunStatus.RUNNING)) {
+          throw new DomainError("CONFLICT", `${at(i)}.leaseToken: the lease is no longer valid (expired, or the attempt already ended); the result is discarded`, `${at(i)}.leaseToken`);
+        }
+        if (input.outcome === "SUCCEEDED" && (input.checkpoint === undefined || input.checkpoint === null)) successes.push({ row, exitCode: input.exitCode ?? 0 });
+        else others.push({ row, input });
+      });
+      const all: FinishEffects = { succeededPipelineRunIds: [], taskRows: new Map() };
+      const merge = (e: FinishEffects) => {
+        all.succeededPipelineRunIds.push(...e.succeededPipelineRunIds);
+        e.taskRows.forEach((row, id) => all.taskRows.set(id, row));
+      };
+      if (successes.length > 0) merge(await this.finishSuccesses(em, successes, events));
+      // Failures (retry decisions, downstream marking) and final checkpoints are rare: one by one.
+      for (const { row, input } of others) {
+        if (input.checkpoint !== undefined && input.checkpoint !== null) {
+          await sqlRows(em, "UPDATE task_runs SET checkpoint = $2::jsonb, checkpoint_at = now(), checkpoint_attempt = attempt WHERE id = $1", [row.id, JSON.stringify(input.checkpoint)]);
+        }
+        const error = input.error == null ? null : input.error.slice(0, 10_000);
+        merge(await this.finishAttempt(em, row, input.outcome, { exitCode: input.exitCode ?? null, error }, events));
       }
-      if (input.checkpoint !== undefined && input.checkpoint !== null) {
-        await sqlRows(em, "UPDATE task_runs SET checkpoint = $2::jsonb, checkpoint_at = now(), checkpoint_attempt = attempt WHERE id = $1", [row.id, JSON.stringify(input.checkpoint)]);
-      }
-      return this.finishAttempt(em, row, input.outcome, { exitCode: input.exitCode ?? null, error }, events);
+      return all;
     });
     await this.afterFinish(ctx, effects, events);
-    if (effects.taskRow) return entityFromRow(this.db, TaskRun, effects.taskRow);
-    const after = await sqlRows(this.db, "SELECT * FROM task_runs WHERE id = $1", [input.taskRunId]);
-    return entityFromRow(this.db, TaskRun, after[0]!);
+    const missing = inputs.filter((i) => !effects.taskRows.has(i.taskRunId)).map((i) => i.taskRunId);
+    if (missing.length > 0) {
+      const reread: Record<string, unknown>[] = await sqlRows(this.db, "SELECT * FROM task_runs WHERE id = ANY($1::uuid[])", [missing]);
+      reread.forEach((row) => effects.taskRows.set(row.id as string, row));
+    }
+    return inputs.map((i) => entityFromRow(this.db, TaskRun, effects.taskRows.get(i.taskRunId)!));
+  }
+
+  /**
+   * Succeeds locked live attempts: ends their tracking runs, closes their attempt records and
+   * revokes their task tokens (one statement), marks them SUCCEEDED and releases their dependents
+   * (another; a dependent of several of them counts them all), and advances their pipeline runs.
+   */
+  private async finishSuccesses(em: EntityManager, successes: { row: TaskRow; exitCode: number }[], events: PendingEvents): Promise<FinishEffects> {
+    const rows = successes.map((s) => s.row);
+    const ids = rows.map((r) => r.id);
+    await sqlRows(em,
+      `WITH u AS (
+         SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::uuid[]) AS u(task_run_id, attempt, run_id, token_id)
+       ), r AS (
+         UPDATE runs SET status = 'FINISHED', end_time = now() FROM u WHERE runs.id = u.run_id AND runs.status = 'RUNNING'
+       ), k AS (
+         UPDATE api_tokens SET revoked_at = now() FROM u WHERE api_tokens.id = u.token_id AND api_tokens.revoked_at IS NULL
+       )
+       UPDATE task_attempts SET outcome = 'SUCCEEDED', error = NULL, finished_at = now()
+         FROM u WHERE task_attempts.task_run_id = u.task_run_id AND task_attempts.attempt = u.attempt`,
+      [ids, rows.map((r) => r.attempt), rows.map((r) => r.run_id), rows.map((r) => r.token_id)],
+    );
+    const succeeded: (Record<string, unknown> & { released: { id: string; pool: string; status: string; pipeline_run_id: string }[] })[] = await sqlRows(em,
+      `WITH done AS (
+         UPDATE task_runs SET status = 'SUCCEEDED', finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = u.exit_code, error = NULL
+           FROM unnest($1::uuid[], $2::int[]) AS u(id, exit_code) WHERE task_runs.id = u.id
+         RETURNING task_runs.*
+       ), upstream AS (
+         SELECT e.downstream_id, count(*)::int AS n FROM task_run_edges e WHERE e.upstream_id = ANY($1::uuid[]) GROUP BY e.downstream_id
+       ), rel AS (
+         UPDATE task_runs t SET pending_deps = t.pending_deps - upstream.n,
+                status = CASE WHEN t.pending_deps = upstream.n THEN 'QUEUED' ELSE t.status END,
+                queued_at = CASE WHEN t.pending_deps = upstream.n THEN now() ELSE t.queued_at END
+           FROM upstream
+          WHERE t.id = upstream.downstream_id AND t.status = 'PENDING'
+          RETURNING t.id, t.pool, t.status, t.pipeline_run_id
+       )
+       SELECT done.*, (SELECT coalesce(json_agg(json_build_object('id', id, 'pool', pool, 'status', status, 'pipeline_run_id', pipeline_run_id)), '[]'::json) FROM rel) AS released
+         FROM done`,
+      [ids, successes.map((s) => s.exitCode)],
+    );
+    const effects: FinishEffects = { succeededPipelineRunIds: [], taskRows: new Map() };
+    for (const { released, ...taskRow } of succeeded) effects.taskRows.set(taskRow.id as string, taskRow);
+    for (const r of succeeded[0]?.released ?? []) {
+      if (r.status !== TaskRunStatus.QUEUED) continue;
+      events.task(r.pipeline_run_id, r.id);
+      events.pools.add(r.pool);
+    }
+    const done = new Map<string, { done: number; failed: number }>();
+    for (const row of rows) {
+      events.task(row.pipeline_run_id, row.id);
+      // The attempt's resources are free again: an executor of this pool waiting for room may claim.
+      events.pools.add(row.pool);
+      const counts = done.get(row.pipeline_run_id) ?? { done: 0, failed: 0 };
+      counts.done++;
+      done.set(row.pipeline_run_id, counts);
+    }
+    const finished = await this.advancePipelineRuns(em, done, events);
+    finished.forEach((status, id) => status === PipelineRunStatus.SUCCEEDED && effects.succeededPipelineRunIds.push(id));
+    return effects;
   }
 
   /**
@@ -498,8 +550,9 @@ export class TaskQueue {
     details: { exitCode: number | null; error: string | null },
     events: PendingEvents,
   ): Promise<FinishEffects> {
-    const effects: FinishEffects = { succeededPipelineRunId: null, taskRow: null };
-    const runStatus = outcome === "SUCCEEDED" ? "FINISHED" : outcome === "CANCELLED" ? "KILLED" : "FAILED";
+    if (outcome === "SUCCEEDED") return this.finishSuccesses(em, [{ row, exitCode: details.exitCode ?? 0 }], events);
+    const effects: FinishEffects = { succeededPipelineRunIds: [], taskRows: new Map() };
+    const runStatus = outcome === "CANCELLED" ? "KILLED" : "FAILED";
     // The attempt's tracking run ends, its record is closed and its task token is revoked, all
     // with the outcome (a NULL run or token id matches nothing).
     await sqlRows(em,
@@ -514,99 +567,86 @@ export class TaskQueue {
     events.task(row.pipeline_run_id, row.id);
     let done = 0;
     let failed = 0;
-    if (outcome === "SUCCEEDED") {
-      // Succeeds and releases its dependents in one statement (they are other rows of task_runs).
-      const succeeded: (Record<string, unknown> & { released: { id: string; pool: string; status: string }[] })[] = await sqlRows(em,
-        `WITH done AS (
-           UPDATE task_runs SET status = 'SUCCEEDED', finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $2, error = NULL
-            WHERE id = $1 RETURNING *
-         ), rel AS (
-           UPDATE task_runs t SET pending_deps = t.pending_deps - 1,
-                  status = CASE WHEN t.pending_deps = 1 THEN 'QUEUED' ELSE t.status END,
-                  queued_at = CASE WHEN t.pending_deps = 1 THEN now() ELSE t.queued_at END
-             FROM task_run_edges e
-            WHERE e.upstream_id = $1 AND t.id = e.downstream_id AND t.status = 'PENDING'
-            RETURNING t.id, t.pool, t.status
-         )
-         SELECT done.*, (SELECT coalesce(json_agg(json_build_object('id', id, 'pool', pool, 'status', status)), '[]'::json) FROM rel) AS released FROM done`,
-        [row.id, details.exitCode ?? 0],
+    const cancelled = outcome === "CANCELLED" || row.cancel_requested;
+    const decision = cancelled
+      ? ({ retry: false } as const)
+      : decideRetry({ attempt: row.attempt, maxRetries: row.max_attempts - 1, failureKind: outcome, backoffSeconds: row.retry_backoff_seconds, rng: Math.random });
+    const message = details.error ?? (outcome === "EXECUTOR_LOST" ? "executor lost: lease expired without heartbeats" : outcome === "TIMED_OUT" ? "timed out" : null);
+    if (decision.retry) {
+      const immediate = decision.delayMs === 0;
+      await sqlRows(em, 
+        `UPDATE task_runs SET status = $2, attempt = $3, not_before = now() + $4 * interval '1 millisecond',
+                queued_at = CASE WHEN $5 THEN now() ELSE queued_at END,
+                lease_token = NULL, lease_expires_at = NULL, exit_code = $6, error = $7, failure_kind = $8
+          WHERE id = $1`,
+        [row.id, immediate ? TaskRunStatus.QUEUED : TaskRunStatus.RETRY_WAIT, decision.nextAttempt, decision.delayMs, immediate, details.exitCode, message, outcome],
       );
-      done = 1;
-      const { released, ...taskRow } = succeeded[0]!;
-      effects.taskRow = taskRow;
-      for (const r of released) {
-        if (r.status !== TaskRunStatus.QUEUED) continue;
-        events.task(row.pipeline_run_id, r.id);
-        events.pools.add(r.pool);
-      }
+      if (immediate) events.pools.add(row.pool);
     } else {
-      const cancelled = outcome === "CANCELLED" || row.cancel_requested;
-      const decision = cancelled
-        ? ({ retry: false } as const)
-        : decideRetry({ attempt: row.attempt, maxRetries: row.max_attempts - 1, failureKind: outcome, backoffSeconds: row.retry_backoff_seconds, rng: Math.random });
-      const message = details.error ?? (outcome === "EXECUTOR_LOST" ? "executor lost: lease expired without heartbeats" : outcome === "TIMED_OUT" ? "timed out" : null);
-      if (decision.retry) {
-        const immediate = decision.delayMs === 0;
-        await sqlRows(em, 
-          `UPDATE task_runs SET status = $2, attempt = $3, not_before = now() + $4 * interval '1 millisecond',
-                  queued_at = CASE WHEN $5 THEN now() ELSE queued_at END,
-                  lease_token = NULL, lease_expires_at = NULL, exit_code = $6, error = $7, failure_kind = $8
-            WHERE id = $1`,
-          [row.id, immediate ? TaskRunStatus.QUEUED : TaskRunStatus.RETRY_WAIT, decision.nextAttempt, decision.delayMs, immediate, details.exitCode, message, outcome],
-        );
-        if (immediate) events.pools.add(row.pool);
-      } else {
-        const final = cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.FAILED;
-        await sqlRows(em, 
-          `UPDATE task_runs SET status = $2, finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $3, error = $4, failure_kind = $5 WHERE id = $1`,
-          [row.id, final, details.exitCode, message, cancelled ? "CANCELLED" : outcome],
-        );
-        const downstream: { id: string }[] = await sqlRows(em, 
-          `WITH RECURSIVE d(id) AS (
-             SELECT downstream_id FROM task_run_edges WHERE upstream_id = $1
-             UNION SELECT e.downstream_id FROM task_run_edges e JOIN d ON e.upstream_id = d.id
-           )
-           UPDATE task_runs SET status = $2, finished_at = now() WHERE id IN (SELECT id FROM d) AND status = 'PENDING' RETURNING id`,
-          [row.id, cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.UPSTREAM_FAILED],
-        );
-        downstream.forEach((d) => events.task(row.pipeline_run_id, d.id));
-        done = 1 + downstream.length;
-        failed = done;
-      }
+      const final = cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.FAILED;
+      await sqlRows(em, 
+        `UPDATE task_runs SET status = $2, finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $3, error = $4, failure_kind = $5 WHERE id = $1`,
+        [row.id, final, details.exitCode, message, cancelled ? "CANCELLED" : outcome],
+      );
+      const downstream: { id: string }[] = await sqlRows(em, 
+        `WITH RECURSIVE d(id) AS (
+           SELECT downstream_id FROM task_run_edges WHERE upstream_id = $1
+           UNION SELECT e.downstream_id FROM task_run_edges e JOIN d ON e.upstream_id = d.id
+         )
+         UPDATE task_runs SET status = $2, finished_at = now() WHERE id IN (SELECT id FROM d) AND status = 'PENDING' RETURNING id`,
+        [row.id, cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.UPSTREAM_FAILED],
+      );
+      downstream.forEach((d) => events.task(row.pipeline_run_id, d.id));
+      done = 1 + downstream.length;
+      failed = done;
     }
     // The attempt's resources are free again: an executor of this pool waiting for room may claim.
     events.pools.add(row.pool);
     if (done > 0) {
       const finished = await this.advancePipelineRun(em, row.pipeline_run_id, done, failed, events);
-      if (finished === PipelineRunStatus.SUCCEEDED) effects.succeededPipelineRunId = row.pipeline_run_id;
+      if (finished === PipelineRunStatus.SUCCEEDED) effects.succeededPipelineRunIds.push(row.pipeline_run_id);
     }
     return effects;
   }
 
   /** Adds final tasks to the pipeline run's counters; finishes it with its last task. */
   async advancePipelineRun(em: EntityManager, pipelineRunId: string, done: number, failed: number, events: PendingEvents): Promise<PipelineRunStatus | null> {
-    const rows: { tasks_done: number; tasks_total: number; tasks_failed: number; cancel_requested: boolean; status: PipelineRunStatus }[] = await sqlRows(em, 
-      `UPDATE pipeline_runs SET tasks_done = tasks_done + $2, tasks_failed = tasks_failed + $3 WHERE id = $1
-       RETURNING tasks_done, tasks_total, tasks_failed, cancel_requested, status`,
-      [pipelineRunId, done, failed],
+    const finished = await this.advancePipelineRuns(em, new Map([[pipelineRunId, { done, failed }]]), events);
+    return finished.get(pipelineRunId) ?? null;
+  }
+
+  /**
+   * Adds final tasks to pipeline runs' counters (one statement for all of them) and finishes each
+   * run whose last task is final. Returns the final status of the runs this finished.
+   */
+  async advancePipelineRuns(em: EntityManager, counts: Map<string, { done: number; failed: number }>, events: PendingEvents): Promise<Map<string, PipelineRunStatus>> {
+    // Sorted so concurrent completions lock shared pipeline runs in the same order.
+    const ids = [...counts.keys()].sort();
+    const rows: { id: string; tasks_done: number; tasks_total: number; tasks_failed: number; cancel_requested: boolean; status: PipelineRunStatus }[] = await sqlRows(em,
+      `UPDATE pipeline_runs p SET tasks_done = p.tasks_done + u.done, tasks_failed = p.tasks_failed + u.failed
+         FROM unnest($1::uuid[], $2::int[], $3::int[]) AS u(id, done, failed) WHERE p.id = u.id
+       RETURNING p.id, p.tasks_done, p.tasks_total, p.tasks_failed, p.cancel_requested, p.status`,
+      [ids, ids.map((id) => counts.get(id)!.done), ids.map((id) => counts.get(id)!.failed)],
     );
-    const run = rows[0]!;
-    if (run.tasks_done < run.tasks_total || ["SUCCEEDED", "FAILED", "CANCELLED"].includes(run.status)) return null;
-    const status = run.cancel_requested ? PipelineRunStatus.CANCELLED : run.tasks_failed > 0 ? PipelineRunStatus.FAILED : PipelineRunStatus.SUCCEEDED;
-    await sqlRows(em, `UPDATE pipeline_runs SET status = $2, finished_at = now(), started_at = coalesce(started_at, now()) WHERE id = $1`, [pipelineRunId, status]);
-    events.pipelineRuns.add(pipelineRunId);
-    events.finished.add(pipelineRunId);
-    if (this.onPipelineFinishedTx) await this.onPipelineFinishedTx(em, pipelineRunId, status);
-    return status;
+    const finished = new Map<string, PipelineRunStatus>();
+    for (const run of rows) {
+      if (run.tasks_done < run.tasks_total || ["SUCCEEDED", "FAILED", "CANCELLED"].includes(run.status)) continue;
+      const status = run.cancel_requested ? PipelineRunStatus.CANCELLED : run.tasks_failed > 0 ? PipelineRunStatus.FAILED : PipelineRunStatus.SUCCEEDED;
+      await sqlRows(em, `UPDATE pipeline_runs SET status = $2, finished_at = now(), started_at = coalesce(started_at, now()) WHERE id = $1`, [run.id, status]);
+      events.pipelineRuns.add(run.id);
+      events.finished.add(run.id);
+      if (this.onPipelineFinishedTx) await this.onPipelineFinishedTx(em, run.id, status);
+      finished.set(run.id, status);
+    }
+    return finished;
   }
 
   /** After the finishing transaction committed: announce, run on_success. */
   async afterFinish(_ctx: RequestContext, effects: FinishEffects, events: PendingEvents): Promise<void> {
     await this.announce(events);
-    if (effects.succeededPipelineRunId && this.onPipelineSucceeded) {
-      await this.onPipelineSucceeded(effects.succeededPipelineRunId).catch((err: Error) =>
-        this.log.error({ err: err.message, pipelineRunId: effects.succeededPipelineRunId }, "on_success action failed"),
-      );
+    for (const pipelineRunId of effects.succeededPipelineRunIds) {
+      if (!this.onPipelineSucceeded) break;
+      await this.onPipelineSucceeded(pipelineRunId).catch((err: Error) => this.log.error({ err: err.message, pipelineRunId }, "on_success action failed"));
     }
   }
 
@@ -624,9 +664,20 @@ export class TaskQueue {
 }
 
 export interface FinishEffects {
-  succeededPipelineRunId: string | null;
-  /** The task run's row as the finishing statement left it, when that statement returned it. */
-  taskRow: Record<string, unknown> | null;
+  /** Pipeline runs that reached SUCCEEDED: their on_success actions run after commit. */
+  succeededPipelineRunIds: string[];
+  /** Task runs' rows as the finishing statements left them, by id, where a statement returned them. */
+  taskRows: Map<string, Record<string, unknown>>;
+}
+
+/** What an executor reports at the end of an attempt. */
+export interface CompletionInput {
+  taskRunId: string;
+  leaseToken: string;
+  outcome: AttemptOutcome;
+  exitCode?: number | null;
+  error?: string | null;
+  checkpoint?: unknown;
 }
 
 export type { TaskRow };

@@ -252,6 +252,132 @@ describe("leases", () => {
   });
 });
 
+describe("batched claims and completions (executors with several slots)", () => {
+  const CLAIM_MANY = `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { taskRun { id taskId } leaseToken gpus runId env } }`;
+  const COMPLETE_MANY = `mutation($inputs: [CompleteTaskInput!]!) { completeTasks(inputs: $inputs) { id taskId status } }`;
+  const register = async (pool: string, cpu: number, gpus: { index: number; model: string }[] = []) =>
+    ok(await server.gql(`mutation($input: RegisterExecutorInput!) { registerExecutor(input: $input) { id } }`, { input: { pool, cpu, memoryMb: 8192, gpus } })).registerExecutor.id as string;
+
+  it("claims only as many tasks as fit together, each with its own tracking run, token and GPUs", async () => {
+    const exec = await register("batch-fit", 3, [
+      { index: 0, model: "NVIDIA A100" },
+      { index: 1, model: "NVIDIA A100" },
+    ]);
+    await createSpec({
+      pipeline: {
+        name: "batch-fit",
+        tasks: [
+          ...Array.from({ length: 4 }, (_, i) => ({ id: `gpu${i}`, command: ["true"], pool: "batch-fit", resources: { cpu: 0.5, gpus: 1 } })),
+          ...Array.from({ length: 4 }, (_, i) => ({ id: `cpu${i}`, command: ["true"], pool: "batch-fit", resources: { cpu: 1 } })),
+        ],
+      },
+    });
+    await submit("batch-fit");
+    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 10, wait: 5 })).claimTasks;
+    // 3 cores and 2 GPUs: two GPU tasks (0.5 core each) on different GPUs, and two 1-core tasks.
+    const gpuTasks = claimed.filter((a: any) => a.taskRun.taskId.startsWith("gpu"));
+    expect(gpuTasks).toHaveLength(2);
+    expect(gpuTasks.map((a: any) => a.gpus[0]).sort()).toEqual([0, 1]);
+    expect(claimed.filter((a: any) => a.taskRun.taskId.startsWith("cpu"))).toHaveLength(2);
+    expect(new Set(claimed.map((a: any) => a.runId)).size).toBe(4);
+    expect(new Set(claimed.map((a: any) => a.env.MLGRAPH_TOKEN)).size).toBe(4);
+    for (const a of claimed) expect(a.env.MLGRAPH_RUN_ID).toBe(a.runId);
+    // Full: nothing more fits until something ends.
+    expect(ok(await server.gql(CLAIM_MANY, { id: exec, max: 10, wait: 0 })).claimTasks).toEqual([]);
+    const run = ok(await server.gql(`query($id: ID!) { run(id: $id) { status tags { key value } } }`, { id: claimed[0].runId })).run;
+    expect(run.status).toBe("RUNNING");
+    expect(run.tags).toEqual(expect.arrayContaining([{ key: "mlgraph.taskRunId", value: claimed[0].taskRun.id }]));
+
+    const bad = await server.gql(CLAIM_MANY, { id: exec, max: 101, wait: 0 });
+    expect(bad.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "maxTasks" });
+  });
+
+  it("completes a batch in one transaction, releasing a task that depends on several of it once, and refuses the whole batch for one stale lease", async () => {
+    const exec = await register("batch-done", 8);
+    await createSpec({
+      pipeline: {
+        name: "batch-done",
+        tasks: [
+          { id: "a", command: ["true"], pool: "batch-done" },
+          { id: "b", command: ["true"], pool: "batch-done" },
+          { id: "c", command: ["true"], pool: "batch-done" },
+          { id: "join", command: ["true"], pool: "batch-done", depends_on: ["a", "b"] },
+        ],
+      },
+    });
+    const submitted = await submit("batch-done");
+    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 8, wait: 5 })).claimTasks;
+    expect(claimed.map((a: any) => a.taskRun.taskId).sort()).toEqual(["a", "b", "c"]);
+    const byTask = Object.fromEntries(claimed.map((a: any) => [a.taskRun.taskId, a]));
+    const input = (t: string, lease = byTask[t].leaseToken) => ({ taskRunId: byTask[t].taskRun.id, leaseToken: lease, outcome: "SUCCEEDED" });
+
+    const refused = await server.gql(COMPLETE_MANY, { inputs: [input("a"), input("b", "stale"), input("c")] });
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "inputs[1].leaseToken" });
+    const untouched = await readRun(submitted.id);
+    expect(untouched.tasks.filter((t: any) => t.status === "SUCCEEDED")).toEqual([]);
+    expect(untouched.tasksDone).toBe(0);
+    const twice = await server.gql(COMPLETE_MANY, { inputs: [input("a"), input("a")] });
+    expect(twice.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "inputs[1].taskRunId" });
+
+    const done = ok(await server.gql(COMPLETE_MANY, { inputs: [input("a"), input("b"), input("c")] })).completeTasks;
+    expect(done.map((t: any) => [t.taskId, t.status])).toEqual([
+      ["a", "SUCCEEDED"],
+      ["b", "SUCCEEDED"],
+      ["c", "SUCCEEDED"],
+    ]);
+    const again = await server.gql(COMPLETE_MANY, { inputs: [input("a")] });
+    expect(again.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "inputs[0].leaseToken" });
+
+    const afterBatch = await readRun(submitted.id);
+    expect(afterBatch.tasksDone).toBe(3);
+    expect(afterBatch.tasks.find((t: any) => t.taskId === "join").status).toBe("QUEUED");
+    for (const t of afterBatch.tasks.filter((t: any) => t.taskId !== "join")) {
+      expect(t.run.status).toBe("FINISHED");
+      expect(t.attempts).toEqual([expect.objectContaining({ attempt: 1, outcome: "SUCCEEDED" })]);
+    }
+    // The attempts' task tokens were revoked with the batch.
+    const revoked = await server.gql(`query { experiments(first: 1) { totalCount } }`, {}, byTask.a.env.MLGRAPH_TOKEN);
+    expect(revoked.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+
+    const join = ok(await server.gql(CLAIM_MANY, { id: exec, max: 8, wait: 5 })).claimTasks;
+    expect(join.map((a: any) => a.taskRun.taskId)).toEqual(["join"]);
+    ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: join[0].taskRun.id, leaseToken: join[0].leaseToken, outcome: "SUCCEEDED" }] }));
+    const finished = await waitForRun(submitted.id, ["SUCCEEDED"]);
+    expect(finished.tasksDone).toBe(4);
+  });
+
+  it("fails, retries and succeeds in one batch: each outcome follows its own path", async () => {
+    const exec = await register("batch-mixed", 8);
+    await createSpec({
+      pipeline: {
+        name: "batch-mixed",
+        tasks: [
+          { id: "ok", command: ["true"], pool: "batch-mixed" },
+          { id: "flaky", command: ["true"], pool: "batch-mixed", retries: 1 },
+          { id: "broken", command: ["true"], pool: "batch-mixed" },
+          { id: "after-broken", command: ["true"], pool: "batch-mixed", depends_on: ["broken"] },
+        ],
+      },
+    });
+    const submitted = await submit("batch-mixed");
+    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 8, wait: 5 })).claimTasks;
+    const byTask = Object.fromEntries(claimed.map((a: any) => [a.taskRun.taskId, a]));
+    const outcome = (t: string, o: string) => ({ taskRunId: byTask[t].taskRun.id, leaseToken: byTask[t].leaseToken, outcome: o, exitCode: o === "SUCCEEDED" ? 0 : 1 });
+    const done = ok(await server.gql(COMPLETE_MANY, { inputs: [outcome("ok", "SUCCEEDED"), outcome("flaky", "FAILED"), outcome("broken", "FAILED")] })).completeTasks;
+    expect(Object.fromEntries(done.map((t: any) => [t.taskId, t.status]))).toEqual({ ok: "SUCCEEDED", flaky: expect.stringMatching(/^(QUEUED|RETRY_WAIT)$/), broken: "FAILED" });
+    const run = await readRun(submitted.id);
+    expect(run.tasks.find((t: any) => t.taskId === "after-broken").status).toBe("UPSTREAM_FAILED");
+    const retry = await waitFor("the retry", async () => {
+      const next = ok(await server.gql(CLAIM_MANY, { id: exec, max: 8, wait: 2 })).claimTasks;
+      return next.length > 0 ? next : null;
+    });
+    expect(retry.map((a: any) => a.taskRun.taskId)).toEqual(["flaky"]);
+    ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: retry[0].taskRun.id, leaseToken: retry[0].leaseToken, outcome: "SUCCEEDED" }] }));
+    const finished = await waitForRun(submitted.id, ["FAILED"]);
+    expect(finished.tasksDone).toBe(4);
+  });
+});
+
 describe("GPUs and cancellation", () => {
   it("never runs two tasks on one GPU of a 2-GPU executor", async () => {
     const file = path.join(scratch, "gpu-usage.log");
