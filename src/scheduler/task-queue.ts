@@ -222,15 +222,22 @@ export class TaskQueue {
     }
     const pool = await this.executorPool(ctx, executorId, "executorId");
     const deadline = Date.now() + wait * 1000;
+    const abandoned = ctx.abandoned;
     for (;;) {
+      // A caller that hung up would never learn of the tasks claimed for it: they would sit
+      // CLAIMED until their lease expired and then count as a lost executor.
+      if (abandoned?.aborted) return [];
       const waiter = await this.notifier.register(pool);
+      const stopWaiting = () => waiter.dispose();
+      abandoned?.addEventListener("abort", stopWaiting);
       try {
         const assignments = await this.tryClaim(executorId, maxTasks);
         if (assignments.length > 0) return assignments;
         const remaining = deadline - Date.now();
-        if (remaining <= 0 || this.notifier.isClosed) return [];
+        if (remaining <= 0 || this.notifier.isClosed || abandoned?.aborted) return [];
         await waiter.wait(remaining);
       } finally {
+        abandoned?.removeEventListener("abort", stopWaiting);
         waiter.dispose();
       }
     }

@@ -59,8 +59,17 @@ class Shutdown {
   }
 }
 
-function makeContext(services: AppServices, principal: Principal, log: Logger): RequestContext {
-  return { principal, services, loaders: createLoaders(services), log };
+function makeContext(services: AppServices, principal: Principal, log: Logger, abandoned?: AbortSignal): RequestContext {
+  return { principal, services, loaders: createLoaders(services), log, abandoned };
+}
+
+/** A signal aborted when the response's connection closes before the response was finished. */
+function abandonedSignal(res: import("express").Response): AbortSignal {
+  const controller = new AbortController();
+  res.once("close", () => {
+    if (!res.writableFinished) controller.abort();
+  });
+  return controller.signal;
 }
 
 function authError(err: unknown): GraphQLError {
@@ -282,7 +291,7 @@ async function mountGraphql(
     "/graphql",
     express.json({ limit: config.limits.maxBodyBytes }),
     expressMiddleware(apollo, {
-      context: async ({ req }) => {
+      context: async ({ req, res }) => {
         let principal: Principal;
         try {
           principal = await authenticate(services, req.headers.authorization);
@@ -290,7 +299,7 @@ async function mountGraphql(
           throw authError(err);
         }
         await enforceRateLimit(principal);
-        return makeContext(services, principal, log);
+        return makeContext(services, principal, log, abandonedSignal(res));
       },
     }),
   );

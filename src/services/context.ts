@@ -12,4 +12,9 @@ export interface RequestContext {
   services: AppServices;
   loaders: Loaders;
   log: Logger;
+  /**
+   * Aborted when the HTTP client went away before its answer was sent. Long polls (claimTasks)
+   * stop waiting on it, so an executor that hung up is never handed a task it cannot receive.
+   */
+  abandoned?: AbortSignal;
 }

@@ -346,6 +346,27 @@ describe("batched claims and completions (executors with several slots)", () => 
     expect(finished.tasksDone).toBe(4);
   });
 
+  it("hands nothing to a long poll whose executor hung up", async () => {
+    const exec = await register("hung-up", 4);
+    await createSpec({ pipeline: { name: "hung-up", tasks: [{ id: "only", command: ["true"], pool: "hung-up" }] } });
+    const hangUp = new AbortController();
+    const abandoned = fetch(server.url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ query: CLAIM_MANY, variables: { id: exec, max: 4, wait: 20 } }),
+      signal: hangUp.signal,
+    }).catch((err: { name?: string }) => err);
+    await sleep(500); // the server is waiting for work on that request
+    hangUp.abort();
+    expect(await abandoned).toMatchObject({ name: "AbortError" });
+    await sleep(200);
+    const submitted = await submit("hung-up");
+    await sleep(500); // had the abandoned poll still been waiting, it would have claimed the task by now
+    expect((await readRun(submitted.id)).tasks[0].status).toBe("QUEUED");
+    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 4, wait: 5 })).claimTasks;
+    expect(claimed.map((a: any) => a.taskRun.taskId)).toEqual(["only"]);
+  });
+
   it("fails, retries and succeeds in one batch: each outcome follows its own path", async () => {
     const exec = await register("batch-mixed", 8);
     await createSpec({
