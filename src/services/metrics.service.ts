@@ -95,14 +95,14 @@ export class MetricsService {
    * Errors name the point, e.g. `points[3].value`; nothing is stored on error.
    */
   async logMetrics(ctx: RequestContext, runId: string, points: readonly MetricPointArgs[], idempotencyKey?: string | null): Promise<LogMetricsOutcome> {
-    const run = await this.runs.requireWritable(ctx, runId, "runId");
+    const storedRunId = await this.runs.assertWritable(ctx, runId, "runId");
     // Timestamps are filled in here, not in the store, so what is announced is exactly what was stored.
     const now = Date.now();
     const input = points.map((p) => ({ key: p.key, value: p.value, step: p.step ?? 0, timestamp: p.timestamp ?? now }));
-    const result = await this.store.logPoints(run.id, input, idempotencyKey ?? undefined);
+    const result = await this.store.logPoints(storedRunId, input, idempotencyKey ?? undefined);
     if (result.stored > 0) {
       await this.announce(
-        run.id,
+        storedRunId,
         input.map((p) => ({ key: p.key, step: p.step, value: p.value, timestamp: typeof p.timestamp === "number" ? p.timestamp : p.timestamp.getTime() })),
       );
     }
@@ -112,12 +112,12 @@ export class MetricsService {
 
   /** Columnar {@link logMetrics}: same rules; errors name the array and index, e.g. `values[3]`. */
   async logMetricColumns(ctx: RequestContext, runId: string, columns: MetricColumnArgs, idempotencyKey?: string | null): Promise<LogMetricsOutcome> {
-    const run = await this.runs.requireWritable(ctx, runId, "runId");
+    const storedRunId = await this.runs.assertWritable(ctx, runId, "runId");
     const timestamps = columns.timestamps ?? new Array<number>(columns.keys.length).fill(Date.now());
-    const result = await this.store.logColumns(run.id, { ...columns, timestamps }, idempotencyKey ?? undefined);
+    const result = await this.store.logColumns(storedRunId, { ...columns, timestamps }, idempotencyKey ?? undefined);
     if (result.stored > 0) {
       const points: KeyedMetricPoint[] = columns.keys.map((key, i) => ({ key, step: columns.steps[i], value: columns.values[i], timestamp: timestamps[i] }));
-      await this.announce(run.id, points);
+      await this.announce(storedRunId, points);
     }
     ingestedPoints.inc(result.stored);
     return { accepted: result.stored, deduplicated: result.deduplicated };
