@@ -132,6 +132,12 @@ describe("logMetrics and reads", () => {
     expect(range.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "maxStep" });
   });
 
+  it("stores points logged under an upper-case run id as the run's own", async () => {
+    const run = await createRun("upper-case-id");
+    expect(await log(run.toUpperCase(), [{ key: "x", step: 0, value: 1 }])).toEqual({ accepted: 1, deduplicated: false });
+    expect((await summary(run, "x")).count).toBe(1);
+  });
+
   it("refuses points for a deleted run", async () => {
     const run = await createRun("deleted");
     ok(await server.gql(`mutation($id: ID!) { deleteRun(id: $id) { id } }`, { id: run }));
