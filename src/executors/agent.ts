@@ -62,6 +62,8 @@ class GraphqlError extends Error {
 
 const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt command operator env gpus runId timeoutSeconds`;
 const LOG_FLUSH_MS = 250;
+/** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
+const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
 
 /** Endpoint URL for a server given as base URL or as its /graphql endpoint. */
@@ -161,10 +163,13 @@ export class ExecutorAgent {
 
   /** Claims work for every slot that is neither running a task nor already asked for. */
   private fillSlots(): void {
-    const free = this.options.concurrency - this.busySlots - this.reservedSlots;
-    if (this.stopping || free <= 0) return;
-    this.reservedSlots += free;
-    void this.claim(free);
+    let free = this.options.concurrency - this.busySlots - this.reservedSlots;
+    while (!this.stopping && free > 0) {
+      const slots = Math.min(free, MAX_TASKS_PER_CLAIM);
+      this.reservedSlots += slots;
+      free -= slots;
+      void this.claim(slots);
+    }
   }
 
   private async claim(slots: number): Promise<void> {

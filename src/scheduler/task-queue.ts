@@ -249,8 +249,9 @@ export class TaskQueue {
    * its task-scoped token; it is four statements however many tasks it claims.
    */
   async tryClaim(executorId: string, maxTasks = 1): Promise<TaskAssignmentView[]> {
-    const events = new PendingEvents();
-    const claimed = await inTransaction(this.db, async (em) => {
+    const { claimed, events } = await inTransaction(this.db, async (em) => {
+      // Created per try: a try rolled back after a deadlock must not announce anything.
+      const events = new PendingEvents();
       // Locking the executor row serialises this executor's concurrent claims, so two of them
       // never see the same GPUs (or CPU) as free. The usage is read by the next statement, whose
       // snapshot is taken after the lock was granted (it must not share the UPDATE's snapshot).
@@ -287,7 +288,10 @@ export class TaskQueue {
         [executor.pool, free.cpu + 1e-9, free.memoryMb, free.gpus.length, [...new Set(free.gpus.map((g) => g.type))], maxTasks],
       );
       const picked = packTasks(free, candidates, maxTasks);
-      if (picked.length === 0) return [];
+      if (picked.length === 0) return { claimed: [], events };
+      // Candidates locked but not taken stayed QUEUED; a claimer of another executor that skipped
+      // them meanwhile is waiting, and is told to look again once this commits.
+      if (picked.length < candidates.length) events.pools.add(executor.pool);
       const claims: PreparedClaim[] = [];
       for (const { task, gpus } of picked) {
         const { spec, tasks } = await this.specs.get(task.pipeline_version_id, em);
@@ -308,7 +312,7 @@ export class TaskQueue {
       const byId = new Map(rows.map((r) => [r.id as string, r]));
       for (const c of claims) events.task(c.task.pipeline_run_id, c.task.id);
       for (const id of (rows[0]?.started_pipeline_runs as string[] | undefined) ?? []) events.pipelineRuns.add(id);
-      return claims.map((c) => ({ claim: c, row: byId.get(c.task.id)! }));
+      return { claimed: claims.map((c) => ({ claim: c, row: byId.get(c.task.id)! })), events };
     });
     if (claimed.length === 0) return [];
     await events.publish(this.bus);
@@ -443,12 +447,13 @@ export class TaskQueue {
       seen.add(input.taskRunId);
     });
     if (inputs.length === 0) return [];
-    const events = new PendingEvents();
-    const effects = await inTransaction(this.db, async (em) => {
+    const { effects, events } = await inTransaction(this.db, async (em) => {
+      // Created per try: a try rolled back after a deadlock must not announce anything.
+      const events = new PendingEvents();
       // Locked in id order, so two batches sharing tasks wait for each other instead of deadlocking.
       const locked: TaskRow[] = await sqlRows(em, `SELECT * FROM task_runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [inputs.map((i) => i.taskRunId)]);
       const rowsById = new Map(locked.map((r) => [r.id, r]));
-      const successes: { row: TaskRow; exitCode: number }[] = [];
+      const successes: Success[] = [];
       const others: { row: TaskRow; input: CompletionInput }[] = [];
       inputs.forEach((input, i) => {
         const row = rowsById.get(input.taskRunId);
@@ -456,24 +461,28 @@ export class TaskQueue {
         if (row.lease_token !== input.leaseToken || (row.status !== TaskRunStatus.CLAIMED && row.status !== TaskRunStatus.RUNNING)) {
           throw new DomainError("CONFLICT", `${at(i)}.leaseToken: the lease is no longer valid (expired, or the attempt already ended); the result is discarded`, `${at(i)}.leaseToken`);
         }
-        if (input.outcome === "SUCCEEDED" && (input.checkpoint === undefined || input.checkpoint === null)) successes.push({ row, exitCode: input.exitCode ?? 0 });
+        if (input.outcome === "SUCCEEDED" && (input.checkpoint === undefined || input.checkpoint === null)) successes.push({ row, exitCode: input.exitCode ?? 0, error: errorText(input.error) });
         else others.push({ row, input });
       });
-      const all: FinishEffects = { succeededPipelineRunIds: [], taskRows: new Map() };
-      const merge = (e: FinishEffects) => {
-        all.succeededPipelineRunIds.push(...e.succeededPipelineRunIds);
-        e.taskRows.forEach((row, id) => all.taskRows.set(id, row));
-      };
-      if (successes.length > 0) merge(await this.finishSuccesses(em, successes, events));
+      const progress: PipelineRunProgress = new Map();
+      const taskRows = successes.length > 0 ? await this.succeedAttempts(em, successes, progress, events) : new Map<string, Record<string, unknown>>();
       // Failures (retry decisions, downstream marking) and final checkpoints are rare: one by one.
       for (const { row, input } of others) {
         if (input.checkpoint !== undefined && input.checkpoint !== null) {
           await sqlRows(em, "UPDATE task_runs SET checkpoint = $2::jsonb, checkpoint_at = now(), checkpoint_attempt = attempt WHERE id = $1", [row.id, JSON.stringify(input.checkpoint)]);
         }
-        const error = input.error == null ? null : input.error.slice(0, 10_000);
-        merge(await this.finishAttempt(em, row, input.outcome, { exitCode: input.exitCode ?? null, error }, events));
+        const details = { exitCode: input.exitCode ?? null, error: errorText(input.error) };
+        if (input.outcome === "SUCCEEDED") {
+          (await this.succeedAttempts(em, [{ row, exitCode: details.exitCode ?? 0, error: details.error }], progress, events)).forEach((r, id) => taskRows.set(id, r));
+        } else {
+          await this.failAttempt(em, row, input.outcome, details, progress, events);
+        }
       }
-      return all;
+      // Every pipeline run touched is advanced once, last, in id order: batches that share
+      // pipeline runs lock them in the same order.
+      const finished = await this.advancePipelineRuns(em, progress, events);
+      const effects: FinishEffects = { succeededPipelineRunIds: succeededIn(finished), taskRows };
+      return { effects, events };
     });
     await this.afterFinish(ctx, effects, events);
     const missing = inputs.filter((i) => !effects.taskRows.has(i.taskRunId)).map((i) => i.taskRunId);
@@ -485,24 +494,44 @@ export class TaskQueue {
   }
 
   /**
-   * Succeeds locked live attempts: ends their tracking runs, closes their attempt records and
-   * revokes their task tokens (one statement), marks them SUCCEEDED and releases their dependents
-   * (another; a dependent of several of them counts them all), and advances their pipeline runs.
+   * Ends the live attempt of a locked task row and advances its pipeline run (finishing it when
+   * its last task is final): the reaper's and cancellation's single-task path.
    */
-  private async finishSuccesses(em: EntityManager, successes: { row: TaskRow; exitCode: number }[], events: PendingEvents): Promise<FinishEffects> {
+  async finishAttempt(
+    em: EntityManager,
+    row: TaskRow,
+    outcome: AttemptOutcome,
+    details: { exitCode: number | null; error: string | null },
+    events: PendingEvents,
+  ): Promise<FinishEffects> {
+    const progress: PipelineRunProgress = new Map();
+    let taskRows = new Map<string, Record<string, unknown>>();
+    if (outcome === "SUCCEEDED") taskRows = await this.succeedAttempts(em, [{ row, exitCode: details.exitCode ?? 0, error: details.error }], progress, events);
+    else await this.failAttempt(em, row, outcome, details, progress, events);
+    const finished = await this.advancePipelineRuns(em, progress, events);
+    return { succeededPipelineRunIds: succeededIn(finished), taskRows };
+  }
+
+  /**
+   * Succeeds locked live attempts: ends their tracking runs, closes their attempt records and
+   * revokes their task tokens (one statement), then marks them SUCCEEDED and releases their
+   * dependents (another; a dependent of several of them counts them all). Their pipeline runs'
+   * progress is added to `progress` for the caller to apply. Returns the task rows as left.
+   */
+  private async succeedAttempts(em: EntityManager, successes: Success[], progress: PipelineRunProgress, events: PendingEvents): Promise<Map<string, Record<string, unknown>>> {
     const rows = successes.map((s) => s.row);
     const ids = rows.map((r) => r.id);
     await sqlRows(em,
       `WITH u AS (
-         SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::uuid[]) AS u(task_run_id, attempt, run_id, token_id)
+         SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::uuid[], $5::text[]) AS u(task_run_id, attempt, run_id, token_id, error)
        ), r AS (
          UPDATE runs SET status = 'FINISHED', end_time = now() FROM u WHERE runs.id = u.run_id AND runs.status = 'RUNNING'
        ), k AS (
          UPDATE api_tokens SET revoked_at = now() FROM u WHERE api_tokens.id = u.token_id AND api_tokens.revoked_at IS NULL
        )
-       UPDATE task_attempts SET outcome = 'SUCCEEDED', error = NULL, finished_at = now()
+       UPDATE task_attempts SET outcome = 'SUCCEEDED', error = u.error, finished_at = now()
          FROM u WHERE task_attempts.task_run_id = u.task_run_id AND task_attempts.attempt = u.attempt`,
-      [ids, rows.map((r) => r.attempt), rows.map((r) => r.run_id), rows.map((r) => r.token_id)],
+      [ids, rows.map((r) => r.attempt), rows.map((r) => r.run_id), rows.map((r) => r.token_id), successes.map((s) => s.error)],
     );
     const succeeded: (Record<string, unknown> & { released: { id: string; pool: string; status: string; pipeline_run_id: string }[] })[] = await sqlRows(em,
       `WITH done AS (
@@ -523,42 +552,35 @@ export class TaskQueue {
          FROM done`,
       [ids, successes.map((s) => s.exitCode)],
     );
-    const effects: FinishEffects = { succeededPipelineRunIds: [], taskRows: new Map() };
-    for (const { released, ...taskRow } of succeeded) effects.taskRows.set(taskRow.id as string, taskRow);
+    const taskRows = new Map<string, Record<string, unknown>>();
+    for (const { released, ...taskRow } of succeeded) taskRows.set(taskRow.id as string, taskRow);
     for (const r of succeeded[0]?.released ?? []) {
       if (r.status !== TaskRunStatus.QUEUED) continue;
       events.task(r.pipeline_run_id, r.id);
       events.pools.add(r.pool);
     }
-    const done = new Map<string, { done: number; failed: number }>();
     for (const row of rows) {
       events.task(row.pipeline_run_id, row.id);
       // The attempt's resources are free again: an executor of this pool waiting for room may claim.
       events.pools.add(row.pool);
-      const counts = done.get(row.pipeline_run_id) ?? { done: 0, failed: 0 };
-      counts.done++;
-      done.set(row.pipeline_run_id, counts);
+      addProgress(progress, row.pipeline_run_id, 1, 0);
     }
-    const finished = await this.advancePipelineRuns(em, done, events);
-    finished.forEach((status, id) => status === PipelineRunStatus.SUCCEEDED && effects.succeededPipelineRunIds.push(id));
-    return effects;
+    return taskRows;
   }
 
   /**
-   * Ends the live attempt of a locked task row: ends its tracking run, then either succeeds
-   * (releasing dependents in this same transaction), schedules a retry, or fails for good
-   * (marking everything downstream UPSTREAM_FAILED), and advances the pipeline run's counters —
-   * finishing the pipeline run when its last task is final. Used by completeTask and the reaper.
+   * Ends a locked live attempt that did not succeed: ends its tracking run, then either schedules
+   * a retry or fails the task for good, marking everything downstream UPSTREAM_FAILED (CANCELLED
+   * when cancelled). The final tasks are added to `progress` for the caller to apply.
    */
-  async finishAttempt(
+  private async failAttempt(
     em: EntityManager,
     row: TaskRow,
-    outcome: AttemptOutcome,
+    outcome: Exclude<AttemptOutcome, "SUCCEEDED">,
     details: { exitCode: number | null; error: string | null },
+    progress: PipelineRunProgress,
     events: PendingEvents,
-  ): Promise<FinishEffects> {
-    if (outcome === "SUCCEEDED") return this.finishSuccesses(em, [{ row, exitCode: details.exitCode ?? 0 }], events);
-    const effects: FinishEffects = { succeededPipelineRunIds: [], taskRows: new Map() };
+  ): Promise<void> {
     const runStatus = outcome === "CANCELLED" ? "KILLED" : "FAILED";
     // The attempt's tracking run ends, its record is closed and its task token is revoked, all
     // with the outcome (a NULL run or token id matches nothing).
@@ -572,8 +594,8 @@ export class TaskQueue {
       [row.id, row.attempt, outcome, details.error, runStatus, row.run_id, row.token_id],
     );
     events.task(row.pipeline_run_id, row.id);
-    let done = 0;
-    let failed = 0;
+    // The attempt's resources are free again: an executor of this pool waiting for room may claim.
+    events.pools.add(row.pool);
     const cancelled = outcome === "CANCELLED" || row.cancel_requested;
     const decision = cancelled
       ? ({ retry: false } as const)
@@ -581,39 +603,30 @@ export class TaskQueue {
     const message = details.error ?? (outcome === "EXECUTOR_LOST" ? "executor lost: lease expired without heartbeats" : outcome === "TIMED_OUT" ? "timed out" : null);
     if (decision.retry) {
       const immediate = decision.delayMs === 0;
-      await sqlRows(em, 
+      await sqlRows(em,
         `UPDATE task_runs SET status = $2, attempt = $3, not_before = now() + $4 * interval '1 millisecond',
                 queued_at = CASE WHEN $5 THEN now() ELSE queued_at END,
                 lease_token = NULL, lease_expires_at = NULL, exit_code = $6, error = $7, failure_kind = $8
           WHERE id = $1`,
         [row.id, immediate ? TaskRunStatus.QUEUED : TaskRunStatus.RETRY_WAIT, decision.nextAttempt, decision.delayMs, immediate, details.exitCode, message, outcome],
       );
-      if (immediate) events.pools.add(row.pool);
-    } else {
-      const final = cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.FAILED;
-      await sqlRows(em, 
-        `UPDATE task_runs SET status = $2, finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $3, error = $4, failure_kind = $5 WHERE id = $1`,
-        [row.id, final, details.exitCode, message, cancelled ? "CANCELLED" : outcome],
-      );
-      const downstream: { id: string }[] = await sqlRows(em, 
-        `WITH RECURSIVE d(id) AS (
-           SELECT downstream_id FROM task_run_edges WHERE upstream_id = $1
-           UNION SELECT e.downstream_id FROM task_run_edges e JOIN d ON e.upstream_id = d.id
-         )
-         UPDATE task_runs SET status = $2, finished_at = now() WHERE id IN (SELECT id FROM d) AND status = 'PENDING' RETURNING id`,
-        [row.id, cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.UPSTREAM_FAILED],
-      );
-      downstream.forEach((d) => events.task(row.pipeline_run_id, d.id));
-      done = 1 + downstream.length;
-      failed = done;
+      return;
     }
-    // The attempt's resources are free again: an executor of this pool waiting for room may claim.
-    events.pools.add(row.pool);
-    if (done > 0) {
-      const finished = await this.advancePipelineRun(em, row.pipeline_run_id, done, failed, events);
-      if (finished === PipelineRunStatus.SUCCEEDED) effects.succeededPipelineRunIds.push(row.pipeline_run_id);
-    }
-    return effects;
+    const final = cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.FAILED;
+    await sqlRows(em,
+      `UPDATE task_runs SET status = $2, finished_at = now(), lease_token = NULL, lease_expires_at = NULL, exit_code = $3, error = $4, failure_kind = $5 WHERE id = $1`,
+      [row.id, final, details.exitCode, message, cancelled ? "CANCELLED" : outcome],
+    );
+    const downstream: { id: string }[] = await sqlRows(em,
+      `WITH RECURSIVE d(id) AS (
+         SELECT downstream_id FROM task_run_edges WHERE upstream_id = $1
+         UNION SELECT e.downstream_id FROM task_run_edges e JOIN d ON e.upstream_id = d.id
+       )
+       UPDATE task_runs SET status = $2, finished_at = now() WHERE id IN (SELECT id FROM d) AND status = 'PENDING' RETURNING id`,
+      [row.id, cancelled ? TaskRunStatus.CANCELLED : TaskRunStatus.UPSTREAM_FAILED],
+    );
+    downstream.forEach((d) => events.task(row.pipeline_run_id, d.id));
+    addProgress(progress, row.pipeline_run_id, 1 + downstream.length, 1 + downstream.length);
   }
 
   /** Adds final tasks to the pipeline run's counters; finishes it with its last task. */
@@ -626,8 +639,9 @@ export class TaskQueue {
    * Adds final tasks to pipeline runs' counters (one statement for all of them) and finishes each
    * run whose last task is final. Returns the final status of the runs this finished.
    */
-  async advancePipelineRuns(em: EntityManager, counts: Map<string, { done: number; failed: number }>, events: PendingEvents): Promise<Map<string, PipelineRunStatus>> {
+  async advancePipelineRuns(em: EntityManager, counts: PipelineRunProgress, events: PendingEvents): Promise<Map<string, PipelineRunStatus>> {
     // Sorted so concurrent completions lock shared pipeline runs in the same order.
+    if (counts.size === 0) return new Map();
     const ids = [...counts.keys()].sort();
     const rows: { id: string; tasks_done: number; tasks_total: number; tasks_failed: number; cancel_requested: boolean; status: PipelineRunStatus }[] = await sqlRows(em,
       `UPDATE pipeline_runs p SET tasks_done = p.tasks_done + u.done, tasks_failed = p.tasks_failed + u.failed
@@ -675,6 +689,32 @@ export interface FinishEffects {
   succeededPipelineRunIds: string[];
   /** Task runs' rows as the finishing statements left them, by id, where a statement returned them. */
   taskRows: Map<string, Record<string, unknown>>;
+}
+
+/** Tasks that became final per pipeline run, applied to its counters once per transaction. */
+type PipelineRunProgress = Map<string, { done: number; failed: number }>;
+
+function addProgress(progress: PipelineRunProgress, pipelineRunId: string, done: number, failed: number): void {
+  const counts = progress.get(pipelineRunId) ?? { done: 0, failed: 0 };
+  counts.done += done;
+  counts.failed += failed;
+  progress.set(pipelineRunId, counts);
+}
+
+function succeededIn(finished: Map<string, PipelineRunStatus>): string[] {
+  return [...finished].filter(([, status]) => status === PipelineRunStatus.SUCCEEDED).map(([id]) => id);
+}
+
+/** A live attempt that succeeded, as completeTasks and the reaper's path hand it over. */
+interface Success {
+  row: TaskRow;
+  exitCode: number;
+  error: string | null;
+}
+
+/** Error text as stored: at most 10,000 characters. */
+function errorText(error: string | null | undefined): string | null {
+  return error == null ? null : error.slice(0, 10_000);
 }
 
 /** What an executor reports at the end of an attempt. */

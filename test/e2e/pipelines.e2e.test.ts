@@ -264,17 +264,17 @@ describe("batched claims and completions (executors with several slots)", () => 
       { index: 1, model: "NVIDIA A100" },
     ]);
     await createSpec({
-      pipeline: {
-        name: "batch-fit",
-        tasks: [
-          ...Array.from({ length: 4 }, (_, i) => ({ id: `gpu${i}`, command: ["true"], pool: "batch-fit", resources: { cpu: 0.5, gpus: 1 } })),
-          ...Array.from({ length: 4 }, (_, i) => ({ id: `cpu${i}`, command: ["true"], pool: "batch-fit", resources: { cpu: 1 } })),
-        ],
-      },
+      pipeline: { name: "batch-fit-gpu", tasks: Array.from({ length: 4 }, (_, i) => ({ id: `gpu${i}`, command: ["true"], pool: "batch-fit", resources: { cpu: 0.5, gpus: 1 } })) },
     });
-    await submit("batch-fit");
+    await createSpec({
+      pipeline: { name: "batch-fit-cpu", tasks: Array.from({ length: 4 }, (_, i) => ({ id: `cpu${i}`, command: ["true"], pool: "batch-fit", resources: { cpu: 1 } })) },
+    });
+    // Priorities fix the order the claim considers them in: GPU tasks first.
+    await submit("batch-fit-gpu", {}, 10);
+    await submit("batch-fit-cpu", {}, 0);
     const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 10, wait: 5 })).claimTasks;
-    // 3 cores and 2 GPUs: two GPU tasks (0.5 core each) on different GPUs, and two 1-core tasks.
+    // 3 cores and 2 GPUs: two GPU tasks (0.5 core each) on different GPUs, the other two GPU tasks
+    // skipped (no GPU left), then two 1-core tasks in the 2 cores left.
     const gpuTasks = claimed.filter((a: any) => a.taskRun.taskId.startsWith("gpu"));
     expect(gpuTasks).toHaveLength(2);
     expect(gpuTasks.map((a: any) => a.gpus[0]).sort()).toEqual([0, 1]);

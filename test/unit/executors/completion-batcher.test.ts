@@ -36,9 +36,11 @@ describe("CompletionBatcher", () => {
 
   it("when a group is refused, sends each completion alone so only the refused one fails", async () => {
     const sentAlone: string[] = [];
+    const groups: string[][] = [];
     const gate = deferred();
     const batcher = new CompletionBatcher<string>({
-      many: async () => {
+      many: async (items) => {
+        groups.push(items);
         throw new Error("CONFLICT: inputs[1].leaseToken");
       },
       one: async (item) => {
@@ -52,6 +54,7 @@ describe("CompletionBatcher", () => {
     gate.resolve();
     await first;
     expect((await results).map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(groups).toEqual([["x", "stale", "y"]]);
     expect(sentAlone.sort()).toEqual(["stale", "x", "y"]);
   });
 });
