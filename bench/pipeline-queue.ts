@@ -155,7 +155,7 @@ async function latency(mode: Mode, samples: number, databaseUrl: string | undefi
   await createPipeline(name, pool, [{ id: "only" }]);
   const ids = await registerExecutors(pool);
   let finished = false;
-  const loops = runExecutors(ids, mode, 1, () => finished);
+  const loops = runExecutors(ids, mode, SLOTS, () => finished); // idle executors long-poll as the agent does: claimTasks for all their slots
   await new Promise((r) => setTimeout(r, 500)); // executors are idle and waiting
   const runIds: string[] = [];
   for (let i = 0; i < samples; i++) {
