@@ -436,27 +436,29 @@ export class TaskQueue {
   async completeMany(ctx: RequestContext, inputs: CompletionInput[], field = "inputs"): Promise<TaskRun[]> {
     if (inputs.length > MAX_TASKS_PER_CALL) throw new DomainError("BAD_USER_INPUT", `${field}: at most ${MAX_TASKS_PER_CALL} per call`, field);
     const at = (i: number) => (field === "input" ? "input" : `${field}[${i}]`);
-    const seen = new Set<string>();
-    inputs.forEach((input, i) => {
-      validateId(input.taskRunId, `${at(i)}.taskRunId`);
+    // Ids as PostgreSQL spells them (lower case), so rows and inputs match however a client wrote them.
+    const ids = inputs.map((input, i) => {
+      const id = validateId(input.taskRunId, `${at(i)}.taskRunId`);
       validateText(input.leaseToken, `${at(i)}.leaseToken`, 200);
       if (!["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"].includes(input.outcome)) {
         throw new DomainError("BAD_USER_INPUT", `${at(i)}.outcome: expected SUCCEEDED, FAILED, TIMED_OUT or CANCELLED`, `${at(i)}.outcome`);
       }
-      if (seen.has(input.taskRunId)) throw new DomainError("BAD_USER_INPUT", `${at(i)}.taskRunId: task run ${input.taskRunId} appears twice`, `${at(i)}.taskRunId`);
-      seen.add(input.taskRunId);
+      return id;
+    });
+    ids.forEach((id, i) => {
+      if (ids.indexOf(id) !== i) throw new DomainError("BAD_USER_INPUT", `${at(i)}.taskRunId: task run ${id} appears twice`, `${at(i)}.taskRunId`);
     });
     if (inputs.length === 0) return [];
     const { effects, events } = await inTransaction(this.db, async (em) => {
       // Created per try: a try rolled back after a deadlock must not announce anything.
       const events = new PendingEvents();
       // Locked in id order, so two batches sharing tasks wait for each other instead of deadlocking.
-      const locked: TaskRow[] = await sqlRows(em, `SELECT * FROM task_runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [inputs.map((i) => i.taskRunId)]);
+      const locked: TaskRow[] = await sqlRows(em, `SELECT * FROM task_runs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [ids]);
       const rowsById = new Map(locked.map((r) => [r.id, r]));
       const successes: Success[] = [];
       const others: { row: TaskRow; input: CompletionInput }[] = [];
       inputs.forEach((input, i) => {
-        const row = rowsById.get(input.taskRunId);
+        const row = rowsById.get(ids[i]!);
         if (!row) throw new DomainError("NOT_FOUND", `${at(i)}.taskRunId: task run ${JSON.stringify(input.taskRunId)} not found`, `${at(i)}.taskRunId`);
         if (row.lease_token !== input.leaseToken || (row.status !== TaskRunStatus.CLAIMED && row.status !== TaskRunStatus.RUNNING)) {
           throw new DomainError("CONFLICT", `${at(i)}.leaseToken: the lease is no longer valid (expired, or the attempt already ended); the result is discarded`, `${at(i)}.leaseToken`);
@@ -485,12 +487,12 @@ export class TaskQueue {
       return { effects, events };
     });
     await this.afterFinish(ctx, effects, events);
-    const missing = inputs.filter((i) => !effects.taskRows.has(i.taskRunId)).map((i) => i.taskRunId);
+    const missing = ids.filter((id) => !effects.taskRows.has(id));
     if (missing.length > 0) {
       const reread: Record<string, unknown>[] = await sqlRows(this.db, "SELECT * FROM task_runs WHERE id = ANY($1::uuid[])", [missing]);
       reread.forEach((row) => effects.taskRows.set(row.id as string, row));
     }
-    return inputs.map((i) => entityFromRow(this.db, TaskRun, effects.taskRows.get(i.taskRunId)!));
+    return ids.map((id) => entityFromRow(this.db, TaskRun, effects.taskRows.get(id)!));
   }
 
   /**
