@@ -347,6 +347,25 @@ describe("batched claims and completions (executors with several slots)", () => 
     expect(finished.tasksDone).toBe(4);
   });
 
+  it("never hands one task to two batch claimers", async () => {
+    const ids = await Promise.all(Array.from({ length: 20 }, () => register("batch-race", 64)));
+    await createSpec({ pipeline: { name: "batch-race", tasks: Array.from({ length: 150 }, (_, i) => ({ id: `t${i}`, command: ["true"], pool: "batch-race" })) } });
+    // All 20 are long-polling for up to 10 tasks each when 150 arrive; they claim until none are left.
+    const claimed: string[] = [];
+    const claimers = ids.map(async (id) => {
+      for (;;) {
+        const got = ok(await server.gql(CLAIM_MANY, { id, max: 10, wait: 2 })).claimTasks;
+        if (got.length === 0) return;
+        claimed.push(...got.map((a: any) => a.taskRun.id));
+      }
+    });
+    await sleep(300);
+    await submit("batch-race");
+    await Promise.all(claimers);
+    expect(claimed).toHaveLength(150);
+    expect(new Set(claimed).size).toBe(150);
+  });
+
   it("hands nothing to a long poll whose executor hung up", async () => {
     const exec = await register("hung-up", 4);
     await createSpec({ pipeline: { name: "hung-up", tasks: [{ id: "only", command: ["true"], pool: "hung-up" }] } });
