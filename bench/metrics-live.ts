@@ -4,6 +4,8 @@
  * runs). Latency = subscriber's receipt minus the moment the logMetrics answer reached the writer
  * (negative when the event beat the answer; the batch is announced just before the answer is
  * sent). Baseline of the same run: the logMetrics round trip itself.
+ * BENCH_AUTH=1 runs the server with MLGRAPH_AUTH=required: every subscriber connects with its own
+ * viewer token (re-checked on every event) and the writer logs with an editor token.
  */
 import WebSocket from "ws";
 import { createClient } from "graphql-ws";
@@ -16,17 +18,31 @@ const CALL_EVERY_MS = 10;
 const SECONDS = benchSeconds(20);
 
 async function main() {
-  console.log(`machine: ${machine()}; ${RUNS * PER_RUN} subscribers, ${rate((POINTS_PER_CALL * 1000) / CALL_EVERY_MS)} points logged, ${SECONDS} s`);
-  const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
+  console.log(`machine: ${machine()}; ${process.env.BENCH_AUTH === "1" ? "auth required, a token per subscriber; " : ""}${RUNS * PER_RUN} subscribers, ${rate((POINTS_PER_CALL * 1000) / CALL_EVERY_MS)} points logged, ${SECONDS} s`);
+  const auth = process.env.BENCH_AUTH === "1";
+  const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error", ...(auth ? { MLGRAPH_AUTH: "required" } : {}) } });
   const clients: ReturnType<typeof createClient>[] = [];
   try {
-    const runs = await createRuns(server, RUNS, "bench-live");
+    // With auth, every request carries a token: the admin's from the server's first start, then minted ones.
+    const admin = auth ? /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1] : undefined;
+    const mint = async (role: string) =>
+      auth ? (ok(await server.gql(`mutation($r: String!) { createApiToken(input: {name: $r, role: $r}) { secret } }`, { r: role }, admin)).createApiToken.secret as string) : undefined;
+    const writer = await mint("editor");
+    const gql = (query: string, variables: Record<string, unknown>) => server.gql(query, variables, writer);
+    const runs = await createRuns({ ...server, gql }, RUNS, "bench-live");
     const answeredAt = new Map<string, number>();
     const receipts: { id: string; at: number }[] = [];
     let opened = 0;
     for (const run of runs) {
       for (let s = 0; s < PER_RUN; s++) {
-        const client = createClient({ url: server.wsUrl, webSocketImpl: WebSocket, retryAttempts: 0, on: { connected: () => opened++ } });
+        const token = await mint("viewer");
+        const client = createClient({
+          url: server.wsUrl,
+          webSocketImpl: WebSocket,
+          retryAttempts: 0,
+          connectionParams: token ? { authorization: `Bearer ${token}` } : undefined,
+          on: { connected: () => opened++ },
+        });
         clients.push(client);
         client.subscribe<{ metricsLogged: { runId: string; points: { step: number }[] } }>(
           { query: `subscription($run: ID!) { metricsLogged(runId: $run) { runId points { key step value timestamp } } }`, variables: { run } },
@@ -55,7 +71,7 @@ async function main() {
       inflight.push(
         (async () => {
           const sent = performance.now();
-          ok(await server.gql(LOG_POINTS, { run, points }));
+          ok(await gql(LOG_POINTS, { run, points }));
           const now = performance.now();
           roundTrips.push(now - sent);
           answeredAt.set(`${run}:${firstStep}`, now);
