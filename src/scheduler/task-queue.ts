@@ -232,7 +232,14 @@ export class TaskQueue {
       abandoned?.addEventListener("abort", stopWaiting);
       try {
         const assignments = await this.tryClaim(executorId, maxTasks);
-        if (assignments.length > 0) return assignments;
+        if (assignments.length > 0) {
+          // The caller hung up while this claim's transaction ran: nobody will ever see these.
+          if (abandoned?.aborted) {
+            await this.releaseUnreceived(assignments);
+            return [];
+          }
+          return assignments;
+        }
         const remaining = deadline - Date.now();
         if (remaining <= 0 || this.notifier.isClosed || abandoned?.aborted) return [];
         await waiter.wait(remaining);
@@ -317,6 +324,46 @@ export class TaskQueue {
     if (claimed.length === 0) return [];
     await events.publish(this.bus);
     return claimed.map(({ claim, row }) => this.assignmentView(claim, row));
+  }
+
+  /**
+   * Undoes claims whose caller hung up before it could receive them, as if they had never been
+   * made: the tasks are QUEUED again in their old place, and the attempt, tracking run and task
+   * token each claim created are removed (nobody ever saw them). Touches only tasks still CLAIMED
+   * under the lease this claim handed out.
+   */
+  private async releaseUnreceived(assignments: TaskAssignmentView[]): Promise<void> {
+    const events = await inTransaction(this.db, async (em) => {
+      const events = new PendingEvents();
+      const released: { id: string; pipeline_run_id: string; pool: string; run_id: string; token_id: string; attempt: number }[] = await sqlRows(em,
+        `WITH old AS (
+           SELECT t.id, t.run_id, t.token_id, t.attempt
+             FROM task_runs t JOIN unnest($1::uuid[], $2::text[]) AS u(id, lease_token) ON u.id = t.id AND u.lease_token = t.lease_token
+            WHERE t.status = 'CLAIMED'
+              FOR UPDATE OF t
+         )
+         UPDATE task_runs t SET status = 'QUEUED', executor_id = NULL, assigned_gpus = '{}', lease_token = NULL, lease_expires_at = NULL,
+                run_id = NULL, token_id = NULL, claimed_at = NULL
+           FROM old WHERE t.id = old.id
+         RETURNING t.id, t.pipeline_run_id, t.pool, old.run_id, old.token_id, old.attempt`,
+        [assignments.map((a) => a.taskRun.id), assignments.map((a) => a.leaseToken)],
+      );
+      if (released.length === 0) return events;
+      await sqlRows(em, `DELETE FROM task_attempts WHERE (task_run_id, attempt) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))`, [
+        released.map((r) => r.id),
+        released.map((r) => r.attempt),
+      ]);
+      await sqlRows(em, `DELETE FROM api_tokens WHERE id = ANY($1::uuid[])`, [released.map((r) => r.token_id)]);
+      // Params and tags go with their run (ON DELETE CASCADE).
+      await sqlRows(em, `DELETE FROM runs WHERE id = ANY($1::uuid[])`, [released.map((r) => r.run_id)]);
+      for (const r of released) {
+        events.task(r.pipeline_run_id, r.id);
+        events.pools.add(r.pool);
+      }
+      return events;
+    });
+    this.log.warn({ tasks: assignments.length }, "a claimer hung up during its claim; its tasks were queued again");
+    await events.publish(this.bus);
   }
 
   /** What the executor receives for one claimed task: command, credentials, GPUs, checkpoint. */
