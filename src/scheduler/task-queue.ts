@@ -280,19 +280,23 @@ export class TaskQueue {
         memoryMb: executor.memory_mb - Number(usage[0]?.memory_mb ?? 0),
         gpus: executor.gpus.filter((g) => !used.has(g.index)).map((g) => ({ index: g.index, type: normalizeGpuType(g.model) })),
       };
-      // Each candidate fits on its own; packTasks then keeps those that fit together. Rows locked
-      // here and not taken stay queued and are unlocked at commit.
+      // Each candidate fits on its own (GPUs counted per type), so packTasks always takes the
+      // first; it then keeps those that fit together. Rows locked here and not taken stay queued
+      // and are unlocked at commit.
+      const freeByType = new Map<string, number>();
+      for (const g of free.gpus) freeByType.set(g.type, (freeByType.get(g.type) ?? 0) + 1);
       const candidates: ClaimCandidate[] = await sqlRows(em,
         `SELECT t.id, t.pipeline_run_id, t.task_id, t.attempt, t.cpu::float8 AS cpu, t.memory_mb AS "memoryMb", t.gpus, t.gpu_type AS "gpuType",
                 t.timeout_seconds, t.checkpoint, t.checkpoint_at, t.checkpoint_attempt,
                 pr.experiment_id, pr.pipeline_version_id, pr.params AS run_params
            FROM task_runs t JOIN pipeline_runs pr ON pr.id = t.pipeline_run_id
           WHERE t.status = 'QUEUED' AND t.pool = $1 AND t.cpu <= $2 AND t.memory_mb <= $3 AND t.gpus <= $4
-            AND (t.gpus = 0 OR t.gpu_type IS NULL OR t.gpu_type = ANY($5::text[]))
+            AND (t.gpus = 0 OR t.gpu_type IS NULL
+                 OR t.gpus <= coalesce((SELECT f.n FROM unnest($5::text[], $6::int[]) AS f(type, n) WHERE f.type = t.gpu_type), 0))
           ORDER BY t.priority DESC, t.queued_at, t.id
-          LIMIT $6
+          LIMIT $7
           FOR UPDATE OF t SKIP LOCKED`,
-        [executor.pool, free.cpu + 1e-9, free.memoryMb, free.gpus.length, [...new Set(free.gpus.map((g) => g.type))], maxTasks],
+        [executor.pool, free.cpu + 1e-9, free.memoryMb, free.gpus.length, [...freeByType.keys()], [...freeByType.values()], maxTasks],
       );
       const picked = packTasks(free, candidates, maxTasks);
       if (picked.length === 0) return { claimed: [], events };
@@ -327,43 +331,57 @@ export class TaskQueue {
   }
 
   /**
-   * Undoes claims whose caller hung up before it could receive them, as if they had never been
-   * made: the tasks are QUEUED again in their old place, and the attempt, tracking run and task
-   * token each claim created are removed (nobody ever saw them). Touches only tasks still CLAIMED
-   * under the lease this claim handed out.
+   * Undoes claims whose caller hung up before it could receive them. Each task still CLAIMED
+   * under the lease handed out goes back to QUEUED in its old place, pointing at its previous
+   * attempt's run again (if any), and the attempt, tracking run and task token the claim created
+   * are removed (nobody ever saw them); a pipeline run with no attempt left is QUEUED again. A
+   * task whose cancellation was asked for meanwhile is cancelled instead (the request would be
+   * lost otherwise: cancellation only flags tasks that are already claimed).
    */
   private async releaseUnreceived(assignments: TaskAssignmentView[]): Promise<void> {
-    const events = await inTransaction(this.db, async (em) => {
+    const leases = new Map(assignments.map((a) => [a.taskRun.id, a.leaseToken]));
+    const { events, undone } = await inTransaction(this.db, async (em) => {
       const events = new PendingEvents();
-      const released: { id: string; pipeline_run_id: string; pool: string; run_id: string; token_id: string; attempt: number }[] = await sqlRows(em,
-        `WITH old AS (
-           SELECT t.id, t.run_id, t.token_id, t.attempt
-             FROM task_runs t JOIN unnest($1::uuid[], $2::text[]) AS u(id, lease_token) ON u.id = t.id AND u.lease_token = t.lease_token
-            WHERE t.status = 'CLAIMED'
-              FOR UPDATE OF t
-         )
-         UPDATE task_runs t SET status = 'QUEUED', executor_id = NULL, assigned_gpus = '{}', lease_token = NULL, lease_expires_at = NULL,
-                run_id = NULL, token_id = NULL, claimed_at = NULL
-           FROM old WHERE t.id = old.id
-         RETURNING t.id, t.pipeline_run_id, t.pool, old.run_id, old.token_id, old.attempt`,
-        [assignments.map((a) => a.taskRun.id), assignments.map((a) => a.leaseToken)],
+      const locked: TaskRow[] = await sqlRows(em, `SELECT * FROM task_runs WHERE id = ANY($1::uuid[]) AND status = 'CLAIMED' ORDER BY id FOR UPDATE`, [[...leases.keys()]]);
+      const ours = locked.filter((r) => r.lease_token === leases.get(r.id));
+      const progress: PipelineRunProgress = new Map();
+      for (const row of ours.filter((r) => r.cancel_requested)) {
+        await this.failAttempt(em, row, "CANCELLED", { exitCode: null, error: "cancelled before its executor received it" }, progress, events);
+      }
+      await this.advancePipelineRuns(em, progress, events);
+      const undo = ours.filter((r) => !r.cancel_requested);
+      if (undo.length === 0) return { events, undone: 0 };
+      const ids = undo.map((r) => r.id);
+      await sqlRows(em,
+        `UPDATE task_runs t SET status = 'QUEUED', executor_id = NULL, assigned_gpus = '{}', lease_token = NULL, lease_expires_at = NULL,
+                token_id = NULL, run_id = prev.run_id, claimed_at = prev.claimed_at
+           FROM unnest($1::uuid[], $2::int[]) AS u(id, attempt)
+           LEFT JOIN LATERAL (
+             SELECT a.run_id, a.claimed_at FROM task_attempts a WHERE a.task_run_id = u.id AND a.attempt < u.attempt ORDER BY a.attempt DESC LIMIT 1
+           ) prev ON true
+          WHERE t.id = u.id`,
+        [ids, undo.map((r) => r.attempt)],
       );
-      if (released.length === 0) return events;
-      await sqlRows(em, `DELETE FROM task_attempts WHERE (task_run_id, attempt) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))`, [
-        released.map((r) => r.id),
-        released.map((r) => r.attempt),
-      ]);
-      await sqlRows(em, `DELETE FROM api_tokens WHERE id = ANY($1::uuid[])`, [released.map((r) => r.token_id)]);
+      await sqlRows(em, `DELETE FROM task_attempts WHERE (task_run_id, attempt) IN (SELECT * FROM unnest($1::uuid[], $2::int[]))`, [ids, undo.map((r) => r.attempt)]);
+      await sqlRows(em, `DELETE FROM api_tokens WHERE id = ANY($1::uuid[])`, [undo.map((r) => r.token_id)]);
       // Params and tags go with their run (ON DELETE CASCADE).
-      await sqlRows(em, `DELETE FROM runs WHERE id = ANY($1::uuid[])`, [released.map((r) => r.run_id)]);
-      for (const r of released) {
+      await sqlRows(em, `DELETE FROM runs WHERE id = ANY($1::uuid[])`, [undo.map((r) => r.run_id)]);
+      const requeued: { id: string }[] = await sqlRows(em,
+        `UPDATE pipeline_runs p SET status = 'QUEUED', started_at = NULL
+          WHERE p.id = ANY($1::uuid[]) AND p.status = 'RUNNING'
+            AND NOT EXISTS (SELECT 1 FROM task_runs t JOIN task_attempts a ON a.task_run_id = t.id WHERE t.pipeline_run_id = p.id)
+          RETURNING p.id`,
+        [[...new Set(undo.map((r) => r.pipeline_run_id))]],
+      );
+      for (const r of undo) {
         events.task(r.pipeline_run_id, r.id);
         events.pools.add(r.pool);
       }
-      return events;
+      requeued.forEach((r) => events.pipelineRuns.add(r.id));
+      return { events, undone: undo.length };
     });
-    this.log.warn({ tasks: assignments.length }, "a claimer hung up during its claim; its tasks were queued again");
-    await events.publish(this.bus);
+    if (undone > 0) this.log.warn({ tasks: undone }, "a claimer hung up during its claim; its tasks were queued again");
+    await this.announce(events);
   }
 
   /** What the executor receives for one claimed task: command, credentials, GPUs, checkpoint. */
@@ -407,7 +425,7 @@ export class TaskQueue {
     _ctx: RequestContext,
     input: { taskRunId: string; leaseToken: string; checkpoint?: unknown },
   ): Promise<{ cancelRequested: boolean; leaseExpiresAt: Date; taskRun: TaskRun }> {
-    validateId(input.taskRunId, "input.taskRunId");
+    const taskRunId = validateId(input.taskRunId, "input.taskRunId");
     validateText(input.leaseToken, "input.leaseToken", 200);
     const hasCheckpoint = input.checkpoint !== undefined && input.checkpoint !== null;
     if (hasCheckpoint && Buffer.byteLength(JSON.stringify(input.checkpoint)) > MAX_CHECKPOINT_BYTES) {
@@ -422,18 +440,18 @@ export class TaskQueue {
               checkpoint_attempt = CASE WHEN $4 THEN attempt ELSE checkpoint_attempt END
         WHERE id = $1 AND EXISTS (SELECT 1 FROM old)
         RETURNING cancel_requested, lease_expires_at, pipeline_run_id, (SELECT status FROM old) AS was, executor_id`,
-      [input.taskRunId, input.leaseToken, this.config.leaseSeconds, hasCheckpoint, hasCheckpoint ? JSON.stringify(input.checkpoint) : null],
+      [taskRunId, input.leaseToken, this.config.leaseSeconds, hasCheckpoint, hasCheckpoint ? JSON.stringify(input.checkpoint) : null],
     );
     const row = rows[0];
-    if (!row) throw await this.staleLease(input.taskRunId, "input.leaseToken");
+    if (!row) throw await this.staleLease(taskRunId, "input.leaseToken");
     // Heartbeats also say the executor is alive; throttled so they do not all rewrite its row.
     await sqlRows(this.db, `UPDATE executors SET last_seen_at = now(), status = 'ONLINE' WHERE id = $1 AND (last_seen_at < now() - interval '2 seconds' OR status <> 'ONLINE')`, [row.executor_id]);
     if (row.was === TaskRunStatus.CLAIMED || hasCheckpoint) {
       const events = new PendingEvents();
-      events.task(row.pipeline_run_id, input.taskRunId);
+      events.task(row.pipeline_run_id, taskRunId);
       await events.publish(this.bus);
     }
-    const taskRun = (await this.db.getRepository(TaskRun).findOneBy({ id: input.taskRunId }))!;
+    const taskRun = (await this.db.getRepository(TaskRun).findOneBy({ id: taskRunId }))!;
     return { cancelRequested: row.cancel_requested, leaseExpiresAt: new Date(row.lease_expires_at), taskRun };
   }
 
@@ -444,8 +462,9 @@ export class TaskQueue {
   }
 
   /** Appends lines to a live attempt's log; numbered per task run, announced to `taskLogs` subscribers. */
-  async appendLogs(_ctx: RequestContext, taskRunId: string, leaseToken: string, lines: string[]): Promise<boolean> {
-    validateId(taskRunId, "taskRunId");
+  async appendLogs(_ctx: RequestContext, rawTaskRunId: string, leaseToken: string, lines: string[]): Promise<boolean> {
+    // The id as PostgreSQL spells it (lower case): it names the taskLogs topic subscribers listen on.
+    const taskRunId = validateId(rawTaskRunId, "taskRunId");
     validateText(leaseToken, "leaseToken", 200);
     if (lines.length > MAX_LOG_LINES_PER_CALL) throw new DomainError("BAD_USER_INPUT", `lines: at most ${MAX_LOG_LINES_PER_CALL} per call`, "lines");
     // NUL cannot be stored in text; very long lines are cut rather than refused (logs are best kept).

@@ -279,23 +279,24 @@ export class PipelineRunsService {
 
   // ---------------------------------------------------------------- live
 
-  pipelineRunUpdated(ctx: RequestContext, id: string): AsyncGenerator<PipelineRun> {
-    validateId(id, "id");
+  pipelineRunUpdated(ctx: RequestContext, rawId: string): AsyncGenerator<PipelineRun> {
+    // Topics are named by ids as PostgreSQL spells them (lower case).
+    const id = validateId(rawId, "id");
     return liveStream<PipelineRunEvent, PipelineRun>(ctx, pipelineTopics.pipelineRun(id), {
       map: () => this.db.getRepository(PipelineRun).findOneBy({ id }),
     });
   }
 
-  taskRunUpdated(ctx: RequestContext, pipelineRunId: string): AsyncGenerator<TaskRun> {
-    validateId(pipelineRunId, "pipelineRunId");
+  taskRunUpdated(ctx: RequestContext, rawPipelineRunId: string): AsyncGenerator<TaskRun> {
+    const pipelineRunId = validateId(rawPipelineRunId, "pipelineRunId");
     return liveStream<TaskRunEvent, TaskRun>(ctx, pipelineTopics.taskRuns(pipelineRunId), {
       map: (e) => this.db.getRepository(TaskRun).findOneBy({ id: e.taskRunId }),
     });
   }
 
   /** Replays stored lines from `fromLine`, then streams new ones; no line is sent twice. */
-  taskLogs(ctx: RequestContext, taskRunId: string, fromLine = 0): AsyncGenerator<TaskLogBatchView> {
-    validateId(taskRunId, "taskRunId");
+  taskLogs(ctx: RequestContext, rawTaskRunId: string, fromLine = 0): AsyncGenerator<TaskLogBatchView> {
+    const taskRunId = validateId(rawTaskRunId, "taskRunId");
     if (!Number.isInteger(fromLine) || fromLine < 0) throw new DomainError("BAD_USER_INPUT", "fromLine: must be a non-negative integer", "fromLine");
     let next = fromLine;
     const self = this;

@@ -403,13 +403,14 @@ describe("batched claims and completions (executors with several slots)", () => 
   const withDatabase = serverHasDatabase() ? it : it.skip;
   withDatabase("undoes a claim whose executor hung up while the claim's transaction ran", async () => {
     const exec = await register("hung-up-mid-claim", 4);
-    await createSpec({ pipeline: { name: "hung-up-mid-claim", tasks: [{ id: "only", command: ["true"], pool: "hung-up-mid-claim" }] } });
+    await createSpec({
+      pipeline: { name: "hung-up-mid-claim", tasks: [{ id: "only", command: ["true"], pool: "hung-up-mid-claim", retries: 1, retry_backoff_seconds: 0 }] },
+    });
     const submitted = await submit("hung-up-mid-claim");
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();
-    try {
-      // Holding the executor's row makes the claim wait inside its transaction, after the
-      // "has the caller gone?" check that runs before it.
+    /** A claim that waits inside its transaction (the test holds the executor's row) while its caller hangs up. */
+    const claimThenHangUp = async (marker: number) => {
       await db.query("BEGIN");
       await db.query("SELECT 1 FROM executors WHERE id = $1 FOR UPDATE", [exec]);
       const hangUp = new AbortController();
@@ -419,28 +420,62 @@ describe("batched claims and completions (executors with several slots)", () => 
         body: JSON.stringify({ query: CLAIM_MANY, variables: { id: exec, max: 4, wait: 0 } }),
         signal: hangUp.signal,
       }).catch((err: { name?: string }) => err);
-      await sleep(400);
+      await sleep(400); // past the "has the caller gone?" check, waiting for the row
       hangUp.abort();
       expect(await abandoned).toMatchObject({ name: "AbortError" });
       await sleep(200);
       await db.query("COMMIT"); // the claim now takes the task, for a caller that is gone
       // The task was QUEUED before the claim too: wait for the server to say it undid the claim.
-      await waitFor("the claim to be undone", () => server.output().includes("its tasks were queued again"), 10_000);
-      const task = (await readRun(submitted.id)).tasks[0];
-      expect(task.status).toBe("QUEUED");
-      expect(task.attempts).toEqual([]);
-      expect(task.run).toBeNull();
+      await waitFor("the claim to be undone", () => server.output().split("its tasks were queued again").length - 1 >= marker, 10_000);
+    };
+    try {
+      // First attempt, never received: gone without a trace, and the pipeline run is QUEUED again.
+      await claimThenHangUp(1);
+      let run = await readRun(submitted.id);
+      expect(run.status).toBe("QUEUED");
+      const task = run.tasks[0];
+      expect([task.status, task.attempts, task.run]).toEqual(["QUEUED", [], null]);
       // Its tracking run (found by the tag every attempt's run carries) and its token are gone.
       const leftovers = await db.query("SELECT count(*)::int AS n FROM run_tags WHERE key = 'mlgraph.taskRunId' AND value = $1", [task.id]);
       expect(leftovers.rows[0].n).toBe(0);
       const tokens = await db.query("SELECT count(*)::int AS n FROM api_tokens WHERE scope->>'taskRunId' = $1", [task.id]);
       expect(tokens.rows[0].n).toBe(0);
+
+      // A real first attempt that fails, then a retry that is never received: the task points at
+      // the first attempt's run again and keeps that attempt's record.
+      const first = ok(await server.gql(CLAIM_MANY, { id: exec, max: 4, wait: 5 })).claimTasks;
+      expect(first.map((a: any) => a.taskRun.taskId)).toEqual(["only"]);
+      ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: first[0].taskRun.id, leaseToken: first[0].leaseToken, outcome: "FAILED", exitCode: 3 }] }));
+      await waitFor("the retry to be queued", async () => (await readRun(submitted.id)).tasks[0].status === "QUEUED");
+      await claimThenHangUp(2);
+      run = await readRun(submitted.id);
+      expect(run.status).toBe("RUNNING");
+      expect(run.tasks[0].status).toBe("QUEUED");
+      expect(run.tasks[0].run.id).toBe(first[0].runId);
+      expect(run.tasks[0].attempts).toEqual([expect.objectContaining({ attempt: 1, outcome: "FAILED", runId: first[0].runId })]);
     } finally {
       await db.end();
     }
-    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 4, wait: 5 })).claimTasks;
-    expect(claimed.map((a: any) => a.taskRun.taskId)).toEqual(["only"]);
-    expect((await readRun(submitted.id)).tasks[0].attempts).toEqual([expect.objectContaining({ attempt: 1, runId: claimed[0].runId })]);
+    const retry = ok(await server.gql(CLAIM_MANY, { id: exec, max: 4, wait: 5 })).claimTasks;
+    ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: retry[0].taskRun.id, leaseToken: retry[0].leaseToken, outcome: "SUCCEEDED" }] }));
+    const finished = await waitForRun(submitted.id, ["SUCCEEDED"]);
+    expect(finished.tasks[0].attempts.map((a: any) => [a.attempt, a.outcome])).toEqual([
+      [1, "FAILED"],
+      [2, "SUCCEEDED"],
+    ]);
+  });
+
+  it("streams task logs to their subscribers however the task run id was spelled", async () => {
+    const exec = await register("id-spelling", 2);
+    await createSpec({ pipeline: { name: "id-spelling", tasks: [{ id: "only", command: ["true"], pool: "id-spelling" }] } });
+    await submit("id-spelling");
+    const [a] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    const logs = collect<any>(server.ws(), `subscription($id: ID!) { taskLogs(taskRunId: $id) { fromLine lines } }`, { id: a.taskRun.id }, 1, 5000);
+    await sleep(300); // subscribed
+    const APPEND = `mutation($id: ID!, $lease: String!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: ["hello"]) }`;
+    ok(await server.gql(APPEND, { id: a.taskRun.id.toUpperCase(), lease: a.leaseToken }));
+    const [batch] = await logs.done;
+    expect(batch!.data.taskLogs).toEqual({ fromLine: 0, lines: ["hello"] });
   });
 
   it("fails, retries and succeeds in one batch: each outcome follows its own path", async () => {
