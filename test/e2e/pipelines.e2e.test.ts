@@ -304,6 +304,19 @@ describe("batched claims and completions (executors with several slots)", () => 
     expect(bad.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "maxTasks" });
   });
 
+  it("passes over a task that needs more GPUs of its type than are free, and claims one that fits", async () => {
+    const exec = await register("gpu-types", 8, [
+      { index: 0, model: "NVIDIA A100" },
+      { index: 1, model: "NVIDIA H100" },
+    ]);
+    await createSpec({ pipeline: { name: "gpu-types-two-h100", tasks: [{ id: "two-h100", command: ["true"], pool: "gpu-types", resources: { gpus: 2, gpu_type: "NVIDIA-H100" } }] } });
+    await createSpec({ pipeline: { name: "gpu-types-any", tasks: [{ id: "any-gpu", command: ["true"], pool: "gpu-types", resources: { gpus: 1 } }] } });
+    await submit("gpu-types-two-h100", {}, 10); // first in line, but only one H100 exists
+    await submit("gpu-types-any", {}, 0);
+    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 0 })).claimTasks;
+    expect(claimed.map((a: any) => a.taskRun.taskId)).toEqual(["any-gpu"]);
+  });
+
   it("completes a batch in one transaction, releasing a task that depends on several of it once, and refuses the whole batch for one stale lease", async () => {
     const exec = await register("batch-done", 8);
     await createSpec({
