@@ -43,6 +43,21 @@ export async function createRuns(server: TestServer, count: number, name: string
 
 export const LOG_COLUMNS = `mutation($run: ID!, $keys: StringColumn!, $steps: SafeIntColumn!, $values: FloatColumn!, $ts: SafeIntColumn) {
   logMetricColumns(runId: $run, keys: $keys, steps: $steps, values: $values, timestamps: $ts) { accepted } }`;
+/** Logs a `loss` series of `points` steps (0, 1, 2, …) to `run` in 10,000-point batches, four in flight. */
+export async function logLossSeries(server: TestServer, run: string, points: number, value: (step: number) => number): Promise<void> {
+  const keys = new Array<string>(10_000).fill("loss");
+  for (let b = 0; b < points / 10_000; b += 4) {
+    await Promise.all(
+      [0, 1, 2, 3]
+        .filter((k) => b + k < points / 10_000)
+        .map(async (k) => {
+          const steps = Array.from({ length: 10_000 }, (_, i) => (b + k) * 10_000 + i);
+          ok(await server.gql(LOG_COLUMNS, { run, keys, steps, values: steps.map(value) }));
+        }),
+    );
+  }
+}
+
 export const LOG_POINTS = `mutation($run: ID!, $points: [MetricPointInput!]!) { logMetrics(runId: $run, points: $points) { accepted } }`;
 
 export function machine(): string {

@@ -4,7 +4,7 @@
  * (c) the history (1,000 points), and (d) a trivial `{ __typename }` request, p50 each.
  * Diagnostic companion of metrics-history.ts (no target of its own).
  */
-import { createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
+import { createRuns, logLossSeries, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
 
 const POINTS = Number(process.env.BENCH_POINTS ?? 1_000_000);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
@@ -23,11 +23,7 @@ async function main() {
   const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
   try {
     const [run] = await createRuns(server, 1, "bench-history-breakdown");
-    const keys = new Array<string>(10_000).fill("loss");
-    for (let b = 0; b < POINTS / 10_000; b++) {
-      const steps = Array.from({ length: 10_000 }, (_, i) => b * 10_000 + i);
-      ok(await server.gql(LOG_COLUMNS, { run, keys, steps, values: steps.map((s) => Math.sin(s / 1000)) }));
-    }
+    await logLossSeries(server, run, POINTS, (s) => Math.sin(s / 1000));
     const queries: [string, string][] = [
       ["trivial request", `{ __typename }`],
       ["run only (PostgreSQL)", `query($id: ID!) { run(id: $id) { id } }`],

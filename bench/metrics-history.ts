@@ -4,27 +4,18 @@
  * series into the client through GraphQL in 100,000-point pages (what a client without server-side
  * downsampling must do), p50 over 3 reads.
  */
-import { benchSeconds, createRuns, LOG_COLUMNS, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
+import { createRuns, logLossSeries, machine, ms, ok, percentile, startTestServer, timed } from "./bench-util.js";
 
 const POINTS = 1_000_000;
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 30);
-void benchSeconds;
 
 async function main() {
   console.log(`machine: ${machine()}`);
   const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
   try {
     const [run] = await createRuns(server, 1, "bench-history");
-    const keys = new Array<string>(10_000).fill("loss");
     const t0 = Date.now();
-    for (let b = 0; b < POINTS / 10_000; b += 4) {
-      await Promise.all(
-        [0, 1, 2, 3].map(async (k) => {
-          const steps = Array.from({ length: 10_000 }, (_, i) => (b + k) * 10_000 + i);
-          ok(await server.gql(LOG_COLUMNS, { run, keys, steps, values: steps.map((s) => Math.sin(s / 1000) + Math.random() * 0.1) }));
-        }),
-      );
-    }
+    await logLossSeries(server, run, POINTS, (s) => Math.sin(s / 1000) + Math.random() * 0.1);
     console.log(`logged ${POINTS.toLocaleString("en-US")} points in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     const QUERY = `query($id: ID!, $n: Int, $lo: SafeInt, $hi: SafeInt) { run(id: $id) { metric(key: "loss") { history(maxPoints: $n, minStep: $lo, maxStep: $hi) { step value timestamp } } } }`;
