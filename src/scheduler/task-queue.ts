@@ -255,7 +255,7 @@ export class TaskQueue {
    * transaction. The transaction also opens each attempt's tracking run (params, tags) and mints
    * its task-scoped token; it is four statements however many tasks it claims.
    */
-  async tryClaim(executorId: string, maxTasks = 1): Promise<TaskAssignmentView[]> {
+  private async tryClaim(executorId: string, maxTasks: number): Promise<TaskAssignmentView[]> {
     const { claimed, events } = await inTransaction(this.db, async (em) => {
       // Created per try: a try rolled back after a deadlock must not announce anything.
       const events = new PendingEvents();
