@@ -35,17 +35,42 @@ export function isBlockedAddress(address: string): boolean {
     return BLOCKED_V4.some(([base, bits]) => (n >>> (32 - bits)) === (v4ToInt(base) >>> (32 - bits)));
   }
   if (net.isIPv6(address)) {
-    const a = address.toLowerCase();
-    if (a === "::" || a === "::1") return true;
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a);
-    if (mapped) return isBlockedAddress(mapped[1]);
-    const first = parseInt(a.split(":")[0] || "0", 16);
-    if ((first & 0xfe00) === 0xfc00) return true; // fc00::/7 unique local
-    if ((first & 0xffc0) === 0xfe80) return true; // fe80::/10 link-local
-    if ((first & 0xff00) === 0xff00) return true; // multicast
+    const g = ipv6Groups(address);
+    const zeros = (from: number, to: number) => g.slice(from, to).every((x) => x === 0);
+    const v4At = (i: number) => `${g[i] >> 8}.${g[i] & 0xff}.${g[i + 1] >> 8}.${g[i + 1] & 0xff}`;
+    if (zeros(0, 7) && (g[7] === 0 || g[7] === 1)) return true; // :: and ::1
+    // Forms that carry an IPv4 address the kernel or a translator connects to: judge that address.
+    // (Node's URL parser writes [::ffff:127.0.0.1] as ::ffff:7f00:1, so the text form is no guide.)
+    if (zeros(0, 5) && g[5] === 0xffff) return isBlockedAddress(v4At(6)); // ::ffff:0:0/96 mapped
+    if (zeros(0, 4) && g[4] === 0xffff && g[5] === 0) return isBlockedAddress(v4At(6)); // ::ffff:0:0:0/96 translated
+    if (zeros(0, 6)) return isBlockedAddress(v4At(6)); // ::/96 IPv4-compatible
+    if (g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6)) return isBlockedAddress(v4At(6)); // 64:ff9b::/96 NAT64
+    if (g[0] === 0x64 && g[1] === 0xff9b && g[2] === 1) return true; // 64:ff9b:1::/48 local-use NAT64
+    if (g[0] === 0x2002) return isBlockedAddress(v4At(1)); // 2002::/16 6to4
+    if ((g[0] & 0xfe00) === 0xfc00) return true; // fc00::/7 unique local
+    if ((g[0] & 0xffc0) === 0xfe80) return true; // fe80::/10 link-local
+    if ((g[0] & 0xffc0) === 0xfec0) return true; // fec0::/10 site-local (deprecated, still routed by some)
+    if ((g[0] & 0xff00) === 0xff00) return true; // multicast
+    if (g[0] === 0x100 && zeros(1, 4)) return true; // 100::/64 discard-only
     return false;
   }
   return true;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a dotted IPv4 tail converted). */
+function ipv6Groups(address: string): number[] {
+  let text = address.toLowerCase().replace(/%.*$/, ""); // a zone id names an interface, not an address
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number);
+    text = text.slice(0, dotted.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.includes("::") ? text.split("::") : [text, undefined];
+  const parse = (part: string) => (part === "" ? [] : part.split(":").map((h) => parseInt(h, 16)));
+  const front = parse(head);
+  if (tail === undefined) return front;
+  const back = parse(tail);
+  return [...front, ...new Array<number>(8 - front.length - back.length).fill(0), ...back];
 }
 
 export interface CheckedDestination {

@@ -1,5 +1,5 @@
 import { filledModelCardSections, validateApprovalPolicy } from "../../../src/services/approval-policy";
-import { isBlockedAddress } from "../../../src/services/webhook-destination";
+import { checkWebhookDestination, isBlockedAddress } from "../../../src/services/webhook-destination";
 import { signWebhookBody, verifyWebhookSignature } from "../../../src/services/webhook-signature";
 import { parseModelFilter } from "../../../src/services/registered-model-filter";
 import { DomainError } from "../../../src/services/errors";
@@ -9,9 +9,20 @@ describe("webhook SSRF ranges", () => {
     ["127.0.0.1", true], ["10.0.0.1", true], ["172.16.5.4", true], ["172.32.0.1", false], ["192.168.0.10", true], ["169.254.169.254", true],
     ["100.64.0.1", true], ["0.0.0.0", true], ["8.8.8.8", false], ["93.184.216.34", false], ["::1", true], ["::", true], ["fd12::1", true],
     ["fe80::1", true], ["::ffff:127.0.0.1", true], ["::ffff:8.8.8.8", false], ["2606:4700::1111", false], ["ff02::1", true],
+    // IPv4 carried inside IPv6, in the hex form Node's URL parser writes ([::ffff:127.0.0.1] -> ::ffff:7f00:1)
+    ["::ffff:7f00:1", true], ["::ffff:a9fe:a9fe", true], ["::ffff:a00:1", true], ["0:0:0:0:0:ffff:7f00:1", true], ["::ffff:808:808", false],
+    ["::7f00:1", true], ["::127.0.0.1", true], ["64:ff9b::7f00:1", true], ["64:ff9b::808:808", false], ["64:ff9b:1::1", true],
+    ["2002:7f00:1::1", true], ["2002:808:808::1", false], ["::ffff:0:7f00:1", true], ["fec0::1", true], ["fe80::1%eth0", true],
   ])("%s blocked=%s", (address, blocked) => {
     expect(isBlockedAddress(address as string)).toBe(blocked);
   });
+
+  it.each(["http://[::ffff:127.0.0.1]/hook", "http://[::ffff:169.254.169.254]/latest", "http://[0:0:0:0:0:ffff:7f00:1]:8080/", "http://[64:ff9b::a00:1]/"])(
+    "refuses %s as a webhook destination (the URL parser's hex form of an embedded IPv4 address)",
+    async (url) => {
+      await expect(checkWebhookDestination(url, [])).rejects.toThrow(/loopback, private or link-local/);
+    },
+  );
 });
 
 describe("webhook signatures", () => {
