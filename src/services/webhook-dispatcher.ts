@@ -31,6 +31,8 @@ interface ClaimedDelivery {
 }
 
 const BATCH = 20;
+/** Deliveries of a paused webhook wait, neither sent nor counted as attempts, until it is resumed. */
+const ACTIVE_WEBHOOK = "EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.active)";
 const MAX_BACKOFF_MS = 3_600_000;
 const MAX_ERROR_LENGTH = 500;
 
@@ -116,7 +118,9 @@ export class WebhookDispatcher implements BackgroundWorker {
 
   private async untilNextDue(): Promise<number> {
     const poll = this.options.pollMs ?? 5000;
-    const rows: { due: Date | null }[] = await this.db.query(`SELECT min(next_attempt_at) AS due FROM webhook_deliveries WHERE status = 'PENDING'`);
+    const rows: { due: Date | null }[] = await this.db.query(
+      `SELECT min(d.next_attempt_at) AS due FROM webhook_deliveries d WHERE d.status = 'PENDING' AND ${ACTIVE_WEBHOOK}`,
+    );
     const due = rows[0]?.due;
     if (!due) return poll;
     return Math.max(0, Math.min(poll, new Date(due).getTime() - Date.now() + 5));
@@ -127,7 +131,7 @@ export class WebhookDispatcher implements BackgroundWorker {
     const result: unknown = await this.db.query(
       `WITH due AS (
          SELECT d.id FROM webhook_deliveries d
-          WHERE d.status = 'PENDING' AND ${deliveryId ? "d.id = $2" : "d.next_attempt_at <= now()"}
+          WHERE d.status = 'PENDING' AND ${deliveryId ? "d.id = $2" : `d.next_attempt_at <= now() AND ${ACTIVE_WEBHOOK}`}
           ORDER BY d.next_attempt_at
           LIMIT ${BATCH}
           FOR UPDATE SKIP LOCKED
@@ -168,8 +172,10 @@ export class WebhookDispatcher implements BackgroundWorker {
               SET status = $2, last_error = $3,
                   delivered_at = CASE WHEN $2 = 'DELIVERED' THEN now() ELSE NULL END,
                   next_attempt_at = now() + ($4::int * interval '1 millisecond')
-            WHERE id = $1`,
-          [d.id, delivered ? "DELIVERED" : exhausted ? "FAILED" : "PENDING", error, backoff],
+            WHERE id = $1 AND attempts = $5 AND status = 'PENDING'`,
+          // An attempt that outlived its lease was re-sent by another claim (attempts moved on):
+          // its late result must not overwrite the newer attempt's outcome.
+          [d.id, delivered ? "DELIVERED" : exhausted ? "FAILED" : "PENDING", error, backoff, d.attempts],
         );
       });
     } catch (err) {
@@ -181,10 +187,24 @@ export class WebhookDispatcher implements BackgroundWorker {
     }
   }
 
-  /** POSTs the signed body to the vetted address; resolves with the HTTP status. */
+  /**
+   * POSTs the signed body to the vetted address; resolves with the HTTP status. One deadline
+   * covers the whole attempt (the socket's idle timeout alone never fires for a receiver that
+   * trickles a byte at a time), so an attempt always ends well inside its claim's lease.
+   */
   private async post(d: ClaimedDelivery): Promise<number> {
+    const deadline = AbortSignal.timeout(this.options.timeoutMs);
+    const expired = new Promise<never>((_, reject) =>
+      deadline.addEventListener("abort", () => reject(new Error(`no answer within ${this.options.timeoutMs} ms`)), { once: true }),
+    );
+    expired.catch(() => {}); // settled by whichever finishes first; never an unhandled rejection
+    return Promise.race([this.postBefore(d, deadline), expired]);
+  }
+
+  private async postBefore(d: ClaimedDelivery, deadline: AbortSignal): Promise<number> {
     // Vetted again at send time: DNS may have changed since the webhook was created.
     const dest = await checkWebhookDestination(d.url, this.options.allowlist, "url");
+    deadline.throwIfAborted();
     const body = WebhooksService.bodyOf({ id: d.id, event: d.event as never, payload: d.payload, createdAt: new Date(d.created_at) });
     const timestamp = Math.floor(Date.now() / 1000);
     const client = dest.url.protocol === "https:" ? https : http;
@@ -205,6 +225,7 @@ export class WebhookDispatcher implements BackgroundWorker {
           lookup: ((_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void) =>
             opts.all ? cb(null, [{ address: dest.address, family: dest.family }]) : cb(null, dest.address, dest.family)) as never,
           timeout: this.options.timeoutMs,
+          signal: deadline, // destroys the socket when the attempt's time is up
         },
         (res) => {
           res.resume();

@@ -91,7 +91,10 @@ export class WebhooksService {
   async setActive(ctx: RequestContext, id: string, active: boolean): Promise<Webhook> {
     const hook = await this.get(ctx, id);
     hook.active = active;
-    return this.db.getRepository(Webhook).save(hook);
+    const saved = await this.db.getRepository(Webhook).save(hook);
+    // Deliveries held while it was paused are due now.
+    if (active) await announceWebhookEvents(this.bus);
+    return saved;
   }
 
   async delete(ctx: RequestContext, id: string): Promise<boolean> {

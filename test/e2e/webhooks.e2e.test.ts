@@ -1,3 +1,4 @@
+import http from "node:http";
 import { ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
 
@@ -91,6 +92,75 @@ describe("webhook deliveries", () => {
   });
 });
 
+describe("webhook dispatcher: paused webhooks and the attempt deadline", () => {
+  let server: TestServer;
+  const SET_ACTIVE = `mutation($id: ID!, $active: Boolean!) { setWebhookActive(id: $id, active: $active) { active } }`;
+  const deliveriesOf = async (hookId: string) =>
+    ok(await server.gql(DELIVERIES)).webhooks.find((w: any) => w.id === hookId).deliveries.edges.map((e: any) => e.node);
+  const finishARun = async (name: string) => {
+    const exp = ok(await server.gql(`mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`, { n: name })).createExperiment;
+    const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun;
+    ok(await server.gql(`mutation($r: ID!) { updateRun(input: {runId: $r, status: FINISHED}) { status } }`, { r: run.id }));
+  };
+  beforeAll(async () => {
+    server = await startTestServer({ env: { MLGRAPH_WEBHOOK_BACKOFF_MS: "1500", MLGRAPH_WEBHOOK_MAX_ATTEMPTS: "5", MLGRAPH_WEBHOOK_TIMEOUT_MS: "1000" } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("holds a paused webhook's pending retries (no attempt spent) and sends them as soon as it is resumed", async () => {
+    const receiver = await startWebhookReceiver(SECRET, (n) => (n === 1 ? 500 : 200));
+    try {
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
+      await finishARun("wh-paused");
+      await receiver.waitFor((r) => r.length === 1);
+      ok(await server.gql(SET_ACTIVE, { id: hook.id, active: false }));
+      await sleep(2500); // past the 1.5 s backoff: a paused webhook must not get its retry
+      expect(receiver.received).toHaveLength(1);
+      expect(await deliveriesOf(hook.id)).toMatchObject([{ status: "PENDING", attemptCount: 1 }]);
+
+      const resumedAt = Date.now();
+      ok(await server.gql(SET_ACTIVE, { id: hook.id, active: true }));
+      await receiver.waitFor((r) => r.length === 2, 5000);
+      expect(Date.now() - resumedAt).toBeLessThan(2000); // woken by the resume, not by the 5 s poll
+      expect(receiver.received.map((r) => r.status)).toEqual([500, 200]);
+      expect(await deliveriesOf(hook.id)).toMatchObject([{ status: "DELIVERED", attemptCount: 2 }]);
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("ends an attempt at its deadline even when the receiver keeps trickling bytes (the socket never idles)", async () => {
+    const sockets = new Set<import("node:net").Socket>();
+    const trickler = http.createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "text/plain" });
+      const timer = setInterval(() => res.write("."), 200); // never idle for the 1 s socket timeout
+      res.on("close", () => clearInterval(timer));
+    });
+    trickler.on("connection", (s) => (sockets.add(s), s.on("close", () => sockets.delete(s))));
+    await new Promise<void>((resolve) => trickler.listen(0, "127.0.0.1", () => resolve()));
+    try {
+      const url = `http://127.0.0.1:${(trickler.address() as import("node:net").AddressInfo).port}/hook`;
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
+      await finishARun("wh-trickle");
+      let delivery: any;
+      for (let i = 0; i < 60 && !delivery?.attempts?.length; i++) {
+        await sleep(100);
+        delivery = (await deliveriesOf(hook.id))[0];
+      }
+      expect(delivery).toMatchObject({ status: "PENDING", attemptCount: 1 });
+      expect(delivery.attempts[0].error).toBe("no answer within 1000 ms");
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => trickler.close(() => resolve()));
+    }
+  });
+});
+
 describe("webhook SSRF guard (no allowlist)", () => {
   let server: TestServer;
   beforeAll(async () => {
@@ -101,7 +171,7 @@ describe("webhook SSRF guard (no allowlist)", () => {
   });
 
   it("refuses loopback, private, link-local and localhost-resolving destinations", async () => {
-    for (const url of ["http://127.0.0.1:8080/x", "http://localhost/x", "http://10.1.2.3/x", "http://192.168.1.1/x", "http://169.254.169.254/latest/meta-data", "http://[::1]/x", "http://[fd00::1]/x", "http://0.0.0.0/x"]) {
+    for (const url of ["http://127.0.0.1:8080/x", "http://localhost/x", "http://10.1.2.3/x", "http://192.168.1.1/x", "http://169.254.169.254/latest/meta-data", "http://[::1]/x", "http://[fd00::1]/x", "http://0.0.0.0/x", "http://[::ffff:127.0.0.1]/x", "http://[::ffff:169.254.169.254]/x"]) {
       const res = await server.gql(CREATE_WEBHOOK, { input: { url, events: ["RUN_FINISHED"], secret: SECRET } });
       expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.url" });
     }
