@@ -144,7 +144,7 @@ export class ModelVersionResolver {
   }
 
   @Authorized("editor")
-  @Mutation(() => ModelVersion, { description: "Points an alias at a version (moving it atomically if it named another)." })
+  @Mutation(() => ModelVersion, { description: "Points an alias at a version (moving it atomically if it named another). @champion moves with approved Production transitions; setting it here needs the approver role." })
   setModelAlias(
     @Ctx() ctx: RequestContext,
     @Arg("modelName", () => String, { description: "Model name." }) modelName: string,
@@ -155,7 +155,7 @@ export class ModelVersionResolver {
   }
 
   @Authorized("editor")
-  @Mutation(() => Boolean, { description: "Removes an alias." })
+  @Mutation(() => Boolean, { description: "Removes an alias (@champion only with the approver role)." })
   deleteModelAlias(
     @Ctx() ctx: RequestContext,
     @Arg("modelName", () => String, { description: "Model name." }) modelName: string,

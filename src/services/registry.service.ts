@@ -213,6 +213,7 @@ export class RegistryService {
 
   async setAlias(ctx: RequestContext, modelName: string, aliasInput: string, versionNumber: number): Promise<ModelVersion> {
     const alias = validateAlias(aliasInput, "alias");
+    this.assertMayMoveChampion(ctx, alias);
     const version = await this.db.transaction(async (em) => {
       const model = await this.lockModel(em, modelName, "modelName");
       const target = await em.getRepository(ModelVersion).findOneBy({ modelId: model.id, version: versionNumber });
@@ -227,6 +228,7 @@ export class RegistryService {
 
   async deleteAlias(ctx: RequestContext, modelName: string, aliasInput: string): Promise<boolean> {
     const alias = validateAlias(aliasInput, "alias");
+    this.assertMayMoveChampion(ctx, alias);
     const version = await this.db.transaction(async (em) => {
       const model = await this.lockModel(em, modelName, "modelName");
       const removed = returnedRows<{ version: number }>(await em.query(
@@ -459,6 +461,20 @@ export class RegistryService {
       `INSERT INTO model_aliases (model_id, alias, model_version_id) VALUES ($1, $2, $3)
        ON CONFLICT (model_id, alias) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()`,
       [modelId, alias, versionId],
+    );
+  }
+
+  /**
+   * `@champion` is what serving loads. An approved Production transition moves it; moving or
+   * removing it by hand skips the approval policy, so it takes the same role as approving.
+   * Other aliases (`@candidate`, `@shadow`, ...) stay free for editors, as in MLflow.
+   */
+  private assertMayMoveChampion(ctx: RequestContext, alias: string): void {
+    if (alias !== CHAMPION_ALIAS || satisfiesRole(ctx.principal, [this.config.registry.approverRole])) return;
+    throw new DomainError(
+      "FORBIDDEN",
+      `alias: @${CHAMPION_ALIAS} moves with an approved Production transition (requestTransition); setting or removing it directly needs role ${this.config.registry.approverRole}; you are ${ctx.principal.role}`,
+      "alias",
     );
   }
 

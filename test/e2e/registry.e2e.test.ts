@@ -83,6 +83,14 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
       expect(model.versions.edges.map((e: any) => e.node)).toEqual([{ version: 2, stage: "PRODUCTION" }, { version: 1, stage: "ARCHIVED" }]);
       expect(model.latestVersion.version).toBe(2);
 
+      // An editor may move other aliases but not @champion: that would skip the approval policy.
+      for (const [mutation, alias] of [[`setModelAlias(modelName: "churn", alias: $a, version: 1) { version }`, "@champion"], [`deleteModelAlias(modelName: "churn", alias: $a)`, "champion"]]) {
+        const refused = await server.gql(`mutation($a: String!) { ${mutation} }`, { a: alias }, editor);
+        expect(refused.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "alias" });
+        expect(refused.errors?.[0].message).toMatch(/approved Production transition/);
+      }
+      expect(ok(await server.gql(`{ registeredModel(name: "churn") { aliases { alias version } } }`, {}, viewer)).registeredModel.aliases).toEqual(model.aliases);
+
       // Serving: notified, then fetches @champion and downloads its artifact.
       await receiver.waitFor((r) => r.filter((x) => x.event === "STAGE_TRANSITION_APPROVED").length === 2);
       expect(receiver.received.every((r) => r.verified)).toBe(true);
