@@ -286,7 +286,7 @@ export class RegistryService {
   }
 
   /**
-   * Approves a PENDING request whose checks all passed and performs the transition in the same
+   * Approves a PENDING request whose checks all pass at approval time and performs the transition in the same
    * transaction. Into PRODUCTION: the previous PRODUCTION version is ARCHIVED and `@champion`
    * moves to this version. Leaving PRODUCTION removes `@champion` from it.
    */
@@ -295,7 +295,10 @@ export class RegistryService {
     const decisionComment = comment == null ? null : validateText(comment, "comment", LIMITS.descriptionLength, { allowEmpty: true });
     const outcome = await this.db.transaction(async (em) => {
       const { request, version, model } = await this.lockPendingRequest(em, ctx, requestId);
-      const failed = request.checks.filter((c) => !c.passed);
+      // Checked again now, under the model lock: the policy or the source run's metrics may have
+      // changed since the request stored its checks. The request keeps the checks it was approved on.
+      const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, request.toStage);
+      const failed = checks.filter((c) => !c.passed);
       if (failed.length) {
         throw new DomainError(
           "CONFLICT",
@@ -303,6 +306,7 @@ export class RegistryService {
           "requestId",
         );
       }
+      request.checks = checks;
       const archived: number[] = [];
       let championMoved = false;
       if (request.toStage === ModelStage.PRODUCTION) {

@@ -130,6 +130,30 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     expect(again.errors?.[0].extensions?.code).toBe("CONFLICT");
   });
 
+  it("checks the policy again at approval: a threshold added after the request refuses it, and the approved request keeps the checks it passed", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "recheck"}) { name } }`, {}, editor));
+    const runId = await newRun(server, editor, "recheck-training");
+    ok(await server.gql(`mutation($r: ID!) { logMetrics(runId: $r, points: [{key: "auc", value: 0.71}]) { accepted } }`, { r: runId }, editor));
+    await uploadFile(server, editor, runId, "model.pkl", Buffer.from("pickle"));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "recheck", runId: $r, artifactPath: "model.pkl", modelCard: "# Recheck"}) { version } }`, { r: runId }, editor));
+    const req = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "recheck", version: 1, toStage: PRODUCTION}) { id checks { name passed } } }`, {}, editor)).requestStageTransition;
+    expect(req.checks).toEqual([{ name: "model card present", passed: true }]);
+
+    ok(await server.gql(`mutation { setApprovalPolicy(modelName: "recheck", policy: {metricThresholds: ["metrics.auc >= 0.8"]}) { name } }`, {}, admin));
+    const refused = await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: req.id }, admin);
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "requestId" });
+    expect(refused.errors?.[0].message).toMatch(/threshold metrics\.auc >= 0\.8/);
+    expect(ok(await server.gql(`{ modelVersion(name: "recheck", version: 1) { stage aliases } }`, {}, viewer)).modelVersion).toEqual({ stage: "NONE", aliases: [] });
+
+    ok(await server.gql(`mutation($r: ID!) { logMetrics(runId: $r, points: [{key: "auc", value: 0.83, step: 1}]) { accepted } }`, { r: runId }, editor));
+    const approved = ok(await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status checks { name passed } modelVersion { stage aliases } } }`, { id: req.id }, admin)).approveStageTransition;
+    expect(approved).toEqual({
+      status: "APPROVED",
+      checks: [{ name: "model card present", passed: true }, { name: "threshold metrics.auc >= 0.8", passed: true }],
+      modelVersion: { stage: "PRODUCTION", aliases: ["champion"] },
+    });
+  });
+
   it("createModelVersion on a missing artifact fails clearly and creates nothing", async () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "empty"}) { name } }`, {}, editor));
     const runId = await newRun(server, editor, "empty-training");
