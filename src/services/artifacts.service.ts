@@ -1,8 +1,8 @@
+import { randomUUID } from "node:crypto";
 import type { DataSource, EntityManager } from "typeorm";
 import { ArtifactRecord, ArtifactUploadRecord } from "../entities/artifact.entity.js";
 import {
   artifactDirPrefix,
-  artifactKey,
   completeAndVerifyUpload,
   runArtifactsPrefix,
   validateArtifactDirPath,
@@ -11,6 +11,7 @@ import {
   type ArtifactStore,
   type UploadDescriptor,
   type UploadedPart,
+  uploadObjectKey,
 } from "../stores/artifact-store/index.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
@@ -41,6 +42,9 @@ const MAX_DOWNLOAD_SECONDS = 7 * 24 * 3600;
  * Run artifacts: uploads go straight to the store with presigned URLs; an artifact becomes
  * visible only after completeArtifactUpload verified its size and SHA-256 and recorded it.
  * Listings come from the recorded artifacts, so half-uploaded or rejected bytes never show.
+ * Each upload writes its own object ({@link uploadObjectKey}); a verified upload re-points the
+ * path's record at it, so a re-upload in progress or a failed one never changes or removes the
+ * bytes a path (and the model versions registered from it) currently serves.
  */
 export class ArtifactsService {
   constructor(
@@ -58,7 +62,8 @@ export class ArtifactsService {
     input: { runId: string; path: string; size: number; sha256: string; contentType?: string | null },
   ): Promise<CreatedArtifactUpload> {
     const run = await ctx.services.runs.requireWritable(ctx, input.runId, "input.runId");
-    const key = artifactKey(run.id, input.path, "input.path");
+    const id = randomUUID();
+    const key = uploadObjectKey(run.id, id, input.path, "input.path");
     const request = validateUploadRequest(
       { key, size: input.size, sha256: input.sha256, ...(input.contentType != null ? { contentType: input.contentType } : {}) },
       { fieldPrefix: "input." },
@@ -66,6 +71,7 @@ export class ArtifactsService {
     const descriptor = await this.store.createUpload(request);
     const record = await this.db.getRepository(ArtifactUploadRecord).save(
       this.db.getRepository(ArtifactUploadRecord).create({
+        id,
         runId: run.id,
         path: input.path,
         key,
@@ -82,8 +88,9 @@ export class ArtifactsService {
 
   /**
    * Assembles (multipart) and verifies an upload, then records the artifact. A size or checksum
-   * mismatch deletes the stored bytes, the pending upload and any earlier record of that path
-   * (its bytes were overwritten), so nothing wrong stays visible.
+   * mismatch deletes the upload's own object and the pending upload; an artifact already recorded
+   * at that path is untouched. A verified upload replaces the path's record; the object it
+   * replaced is deleted unless a model version was registered from it.
    */
   async completeUpload(ctx: RequestContext, uploadId: string, parts?: UploadedPart[] | null): Promise<ArtifactView> {
     validateId(uploadId, "uploadId");
@@ -95,15 +102,12 @@ export class ArtifactsService {
     try {
       verified = await completeAndVerifyUpload(this.store, pending, parts ?? undefined);
     } catch (err) {
-      if (err instanceof DomainError && (err.field === "size" || err.field === "sha256")) {
-        await this.db.transaction(async (em) => {
-          await em.delete(ArtifactUploadRecord, { id: upload.id });
-          await em.delete(ArtifactRecord, { runId: upload.runId, path: upload.path });
-        });
-      }
+      // The object was deleted by the verification; the upload cannot be completed any more.
+      if (err instanceof DomainError && (err.field === "size" || err.field === "sha256")) await this.db.getRepository(ArtifactUploadRecord).delete({ id: upload.id });
       throw err;
     }
-    const record = await this.db.transaction(async (em) => {
+    const { record, replacedKey } = await this.db.transaction(async (em) => {
+      const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
       await em.query(
         `INSERT INTO artifacts (run_id, path, key, size, sha256, content_type) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (run_id, path) DO UPDATE SET key = EXCLUDED.key, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
@@ -111,8 +115,16 @@ export class ArtifactsService {
         [upload.runId, upload.path, upload.key, verified.size, verified.sha256, upload.contentType],
       );
       await em.delete(ArtifactUploadRecord, { id: upload.id });
-      return em.getRepository(ArtifactRecord).findOneByOrFail({ runId: upload.runId, path: upload.path });
+      const replaced = previous[0]?.key;
+      const keep = replaced !== undefined && (await em.query(`SELECT 1 FROM model_versions WHERE artifact_key = $1 LIMIT 1`, [replaced])).length > 0;
+      return {
+        record: await em.getRepository(ArtifactRecord).findOneByOrFail({ runId: upload.runId, path: upload.path }),
+        replacedKey: replaced !== undefined && replaced !== upload.key && !keep ? replaced : undefined,
+      };
     });
+    // After the commit: until then the old record still pointed at these bytes. A failure here
+    // leaves an unreferenced object behind, never a record without its bytes.
+    if (replacedKey) await this.store.delete(replacedKey).catch(() => undefined);
     return fileView(record);
   }
 

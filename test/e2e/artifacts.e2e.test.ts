@@ -111,6 +111,34 @@ function artifactRoundTrips(label: string, boot: () => Promise<TestServer>) {
       expect(ok(await server.gql(LIST, { id: runId })).run.artifacts.map((e: any) => e.path)).not.toContain("bad");
     });
 
+    it("keeps a verified artifact while a re-upload of its path is in flight, and when that re-upload fails verification", async () => {
+      const good = randomBytes(2000);
+      ok((await upload(server, runId, "keep/model.pkl", good)).completed);
+      const served = async () => {
+        const [entry] = ok(await server.gql(LIST, { id: runId, path: "keep" })).run.artifacts;
+        return { sha256: entry.sha256, bytes: Buffer.from(await (await fetch(entry.downloadUrl)).arrayBuffer()) };
+      };
+
+      // Bytes PUT but not completed are not what the path serves.
+      const other = randomBytes(2000);
+      const pendingUpload = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: "keep/model.pkl", size: other.length, sha256: sha256(other) } })).createArtifactUpload;
+      expect((await put(pendingUpload.url, other, Object.fromEntries(pendingUpload.headers.map((h: any) => [h.name, h.value])))).status).toBeLessThan(300);
+      expect(await served()).toEqual({ sha256: sha256(good), bytes: good });
+
+      // A re-upload that fails verification (wrong size, then wrong checksum) leaves the artifact as it was.
+      const wrongSize = await upload(server, runId, "keep/model.pkl", randomBytes(10), { declaredSha256: sha256(good) });
+      expect(wrongSize.completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT" });
+      const wrongSum = await upload(server, runId, "keep/model.pkl", randomBytes(2000), { declaredSha256: sha256(good) });
+      expect(wrongSum.completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "sha256" });
+      expect(await served()).toEqual({ sha256: sha256(good), bytes: good });
+
+      // Completing the pending upload replaces it, and the replaced bytes' URL stops working.
+      const oldUrl = ok(await server.gql(LIST, { id: runId, path: "keep" })).run.artifacts[0].downloadUrl;
+      expect(ok(await server.gql(COMPLETE, { id: pendingUpload.id })).completeArtifactUpload).toMatchObject({ path: "keep/model.pkl", sha256: sha256(other) });
+      expect(await served()).toEqual({ sha256: sha256(other), bytes: other });
+      expect((await fetch(oldUrl)).status).toBe(404);
+    });
+
     it("discards a multipart upload whose checksum does not match", async () => {
       const big = randomBytes(20 * MiB);
       const { created, completed } = await upload(server, runId, "bad-big/data.bin", big, { declaredSha256: "0".repeat(64) });

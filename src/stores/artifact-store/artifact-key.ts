@@ -77,6 +77,19 @@ export function artifactKey(runId: string, path: string, field = "path"): string
 }
 
 /**
+ * The store key one upload writes to: `runs/<runId>/objects/<uploadId>/<file name>`. Every upload
+ * has its own object, so bytes being uploaded (or failing verification) never touch the object a
+ * recorded artifact points at; completing an upload re-points the artifact's record instead.
+ * The path is validated (errors name `field`); only its last segment is kept, so the key stays
+ * far inside S3's 1,024-byte limit whatever the path's length.
+ */
+export function uploadObjectKey(runId: string, uploadId: string, path: string, field = "path"): string {
+  const clean = validateArtifactPath(path, field);
+  if (!/^[0-9a-f-]{36}$/.test(uploadId)) throw new Error(`upload id ${JSON.stringify(uploadId)} is not a UUID`);
+  return `runs/${validateRunId(runId)}/objects/${uploadId}/${clean.slice(clean.lastIndexOf("/") + 1)}`;
+}
+
+/**
  * Builds the key prefix (ending in `/`) of a folder inside a run's artifacts, for
  * `ArtifactStore.list`. `dirPath` `""` or omitted means the run's artifact root.
  */

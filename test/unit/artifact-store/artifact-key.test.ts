@@ -2,6 +2,7 @@ import { DomainError } from "../../../src/services/errors.js";
 import {
   artifactDirPrefix,
   artifactKey,
+  uploadObjectKey,
   artifactPathFromKey,
   validateArtifactDirPath,
   validateArtifactKey,
@@ -17,6 +18,19 @@ function badInputOf(fn: () => unknown): DomainError {
   }
   throw new Error("expected a DomainError");
 }
+
+describe("upload object keys", () => {
+  const upload = "0b9f7c1e-2d4a-4c6b-9e8f-1a2b3c4d5e6f";
+  it("gives every upload its own object, named after the file, whatever the path's length", () => {
+    expect(uploadObjectKey("run-1", upload, "model/weights.bin")).toBe(`runs/run-1/objects/${upload}/weights.bin`);
+    const deep = Array.from({ length: 8 }, () => "d".repeat(100)).join("/") + "/f.bin"; // a path near the 900-byte limit
+    expect(Buffer.byteLength(uploadObjectKey("run-1", upload, deep))).toBeLessThan(1024);
+  });
+  it("validates the path like artifactKey, naming the field", () => {
+    expect(badInputOf(() => uploadObjectKey("r1", upload, "../x", "input.path")).field).toBe("input.path");
+    expect(() => uploadObjectKey("r1", "../../etc", "x")).toThrow(/not a UUID/);
+  });
+});
 
 describe("artifact keys", () => {
   it("builds run-scoped keys and maps them back", () => {
