@@ -8,8 +8,13 @@ import { DomainError } from "./errors.js";
  * from the mapper skips the event. `replay` events, when given, are yielded before live ones;
  * the subscription to the topic is opened *before* the replay is read, so nothing falls in between,
  * and `dedupe` lets the caller drop live events the replay already contained.
+ *
+ * Ending the stream (the client's `complete`, or its socket closing) releases the topic at once.
+ * A generator's own `return()` only runs once the generator next yields, which on a quiet topic
+ * is never, so the bus subscription (and on Redis the channel) would stay held; the returned
+ * generator's `return()` therefore ends the topic iterator first, which lets the loop finish.
  */
-export async function* liveStream<E, T>(
+export function liveStream<E, T>(
   ctx: RequestContext,
   topic: string,
   options: {
@@ -19,6 +24,20 @@ export async function* liveStream<E, T>(
   },
 ): AsyncGenerator<T> {
   const events = iterateTopic<E>(ctx.services.bus, topic);
+  const stream = streamEvents(ctx, events, options);
+  const returnFromStream = stream.return.bind(stream);
+  stream.return = async (value) => {
+    await events.return?.();
+    return returnFromStream(value);
+  };
+  return stream;
+}
+
+async function* streamEvents<E, T>(
+  ctx: RequestContext,
+  events: ReturnType<typeof iterateTopic<E>>,
+  options: Parameters<typeof liveStream<E, T>>[2],
+): AsyncGenerator<T> {
   try {
     await events.ready;
     if (options.replay) {

@@ -47,7 +47,14 @@ export function iterateTopic<T>(
       if (done) void u();
       options.onSubscribed?.();
     });
-  async function finish(): Promise<IteratorResult<T>> {
+  let finished: Promise<IteratorResult<T>> | null = null;
+  // Idempotent: a stream may be ended from both its consumer and its own cleanup, and an
+  // unsubscribe must run once (the Redis bus counts subscribers per channel).
+  function finish(): Promise<IteratorResult<T>> {
+    finished ??= finishOnce();
+    return finished;
+  }
+  async function finishOnce(): Promise<IteratorResult<T>> {
     done = true;
     if (waiting) {
       const w = waiting;
