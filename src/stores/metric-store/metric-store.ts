@@ -242,7 +242,8 @@ export class MetricStore {
    * Queries: one for whole-series point counts (from the summaries) when a request could be long
    * and the caller does not know its count, one for the points of all requests, and one more
    * when the rollup gave too few candidates (a sparse series, or a range holding fewer points than
-   * its width suggested), which reads those raw.
+   * its width suggested) or too many (over {@link MAX_SERIES_ROWS}), which downsamples those from
+   * raw points in ClickHouse.
    */
   async history(requests: readonly HistoryRequest[]): Promise<MetricPoint[][]> {
     const result: MetricPoint[][] = requests.map(() => []);
@@ -279,7 +280,13 @@ export class MetricStore {
     for (const i of raw) result[i] = points.get(i) ?? [];
     const fallback: number[] = [];
     for (const i of rolled) {
-      const pts = dedupeSortedBySteps(candidates.get(i) ?? []);
+      const found = candidates.get(i) ?? [];
+      // Over the cap: the read stopped early (a long series with points 1024+ steps apart).
+      if (found.length > MAX_SERIES_ROWS) {
+        fallback.push(i);
+        continue;
+      }
+      const pts = dedupeSortedBySteps(found);
       // Too few candidates (a sparse series: few points per bucket) would downsample poorly.
       if (pts.length < MIN_CANDIDATE_FACTOR * specs[i].maxPoints) fallback.push(i);
       else result[i] = lttb(pts, specs[i].maxPoints);
@@ -353,7 +360,7 @@ export class MetricStore {
     // engine's output and the JSON parse cost per row, so 4,000 candidate rows of a 1M-point series
     // came back ~2x slower than the same points as one array.
     const sql =
-      `SELECT g, run_id, key, arraySort(groupArray((step, timestamp, value))) AS points FROM (\n${branches.join("\nUNION ALL\n")}\n)\n` +
+      `SELECT g, run_id, key, arraySort(groupArray(${MAX_SERIES_ROWS + 1})((step, timestamp, value))) AS points FROM (\n${branches.join("\nUNION ALL\n")}\n)\n` +
       "GROUP BY g, run_id, key";
     const rows = await this.select<{ g: number; run_id: string; key: string; points: [number, number, number][] }>(sql, params);
     for (const r of rows) {
@@ -481,6 +488,15 @@ const SUMMARY_AGGREGATES = [
 
 /** Fewer rollup candidates than this many times maxPoints: read the raw points instead. */
 const MIN_CANDIDATE_FACTOR = 1.5;
+
+/**
+ * The most points one series may bring into the server from a read (4x MAX_HISTORY_POINTS, so a
+ * raw branch never reaches it). Rollup candidates are up to 4 per 1024-step bucket holding data:
+ * ~4,000 for a dense 1M-step series, but 4 per point when points lie 1024+ steps apart (step =
+ * tokens or samples seen). A series over the cap is downsampled in ClickHouse from its raw
+ * points instead, so no series is ever loaded whole into the server.
+ */
+const MAX_SERIES_ROWS = 4 * MAX_HISTORY_POINTS;
 
 /**
  * Branch `gi` over raw points. LTTB only yields (step, value); joining its picks back to the raw

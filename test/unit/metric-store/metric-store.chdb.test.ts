@@ -279,6 +279,27 @@ describe("reads", () => {
     expect(ranged[999].step).toBe(999_990);
   });
 
+  it("downsamples a long series with points 1024+ steps apart in ClickHouse, not from 4 rollup candidates per point", async () => {
+    // 100,001 points 2,048 steps apart (step = tokens seen): each point alone in its rollup bucket,
+    // so the rollup would bring 400,004 candidates (all points, four times) into the server.
+    const steps = Array.from({ length: 100_001 }, (_, i) => i * 2_048);
+    for (let offset = 0; offset < steps.length; offset += 10_000) {
+      const part = steps.slice(offset, offset + 10_000);
+      await store.logColumns("tokens-run", { keys: Array(part.length).fill("loss"), steps: part, values: part.map((s) => 1 / (1 + s / 1e7)), timestamps: part.map((s) => 1_700_000_000_000 + s) });
+    }
+    const start = events.length;
+    const [series] = await store.history([{ runId: "tokens-run", key: "loss", maxPoints: 100 }]);
+    const sent = events.slice(start).map((e) => e.sql);
+    // The count, the rollup read (stopped at its cap), then LTTB over the raw points in ClickHouse.
+    expect(sent).toHaveLength(3);
+    expect(sent[1]).toContain("metric_rollup");
+    expect(sent[2]).toContain("largestTriangleThreeBuckets");
+    expect(sent[2]).not.toContain("metric_rollup");
+    expect(series).toHaveLength(100);
+    expect(series[0]).toMatchObject({ step: 0, value: 1 });
+    expect(series[99].step).toBe(100_000 * 2_048);
+  });
+
   it("round-trips float values exactly", async () => {
     const values = [Math.PI, 1e-300, -1.7976931348623157e308, 0.1 + 0.2, 5e-324, 123456789.123456789];
     await store.logPoints("float-run", values.map((value, step) => ({ key: "v", step, value })));
