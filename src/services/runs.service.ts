@@ -112,9 +112,10 @@ export class RunsService {
   }
 
   private assertWriteScope(ctx: RequestContext, id: string, field: string): void {
-    validateId(id, field);
-    // Task tokens are minted for one task attempt and may write only to that attempt's run.
-    if (ctx.principal.role === "task" && ctx.principal.scope.runId !== id) {
+    const canonical = validateId(id, field);
+    // Task tokens are minted for one task attempt and may write only to that attempt's run
+    // (however the client spells its UUID).
+    if (ctx.principal.role === "task" && ctx.principal.scope.runId?.toLowerCase() !== canonical) {
       throw new DomainError("FORBIDDEN", `${field}: this task token may only write to its own run`, field);
     }
   }

@@ -251,6 +251,8 @@ describe("leases", () => {
     expect(taskToken).toMatch(/^mlg_/);
     const LOG = `mutation($r: ID!) { logParams(runId: $r, params: [{key: "scoped", value: "yes"}]) { id } }`;
     ok(await server.gql(LOG, { r: a.runId }, taskToken));
+    // Its own run however the UUID is spelled.
+    ok(await server.gql(`mutation($r: ID!) { logParams(runId: $r, params: [{key: "spelled", value: "upper"}]) { id } }`, { r: a.runId.toUpperCase() }, taskToken));
     const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "not-the-task's"}) { id } }`)).createExperiment.id;
     const otherRun = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp })).createRun.id;
     const refused = await server.gql(LOG, { r: otherRun }, taskToken);
