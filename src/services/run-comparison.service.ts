@@ -132,10 +132,18 @@ export function differingParams(runIds: readonly string[], params: ReadonlyMap<s
   return [...values].filter(([, set]) => set.size > 1).map(([key]) => key).sort();
 }
 
+/** Every key any run logged; more than a comparison shows is refused rather than cut silently. */
 function unionKeys(keysByRun: Map<string, string[]>): string[] {
   const all = new Set<string>();
   for (const keys of keysByRun.values()) for (const k of keys) all.add(k);
-  return [...all].sort().slice(0, MAX_COMPARED_KEYS);
+  if (all.size > MAX_COMPARED_KEYS) {
+    throw new DomainError(
+      "BAD_USER_INPUT",
+      `metricKeys: these runs logged ${all.size} metric keys, more than the ${MAX_COMPARED_KEYS} one comparison shows; name the ones to compare`,
+      "metricKeys",
+    );
+  }
+  return [...all].sort();
 }
 
 function validateRunIds(runIds: string[]): string[] {

@@ -381,6 +381,14 @@ describe("compareRuns", () => {
     expect((await server.gql(QUERY, { ids: [a, b], base: c })).errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "baselineRunId" });
     expect((await server.gql(QUERY, { ids: [a, "00000000-0000-4000-8000-000000000000"] })).errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "runIds[1]" });
     expect((await server.gql(QUERY, { ids: [a, a] })).errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "runIds[1]" });
+
+    // More keys than one comparison shows: refused when they were not named, not cut at 100.
+    const wide = await createRun("cmp-wide", {}, exp);
+    await log(wide, Array.from({ length: 101 }, (_, i) => ({ key: `m${String(i).padStart(3, "0")}`, step: 0, value: i })));
+    const tooMany = await server.gql(QUERY, { ids: [a, wide] });
+    expect(tooMany.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "metricKeys" });
+    expect(tooMany.errors?.[0].message).toMatch(/103 metric keys/) // cmp-a logged loss and acc;
+    expect(ok(await server.gql(QUERY, { ids: [a, wide], keys: ["m100", "loss"] })).compareRuns.metricKeys).toEqual(["m100", "loss"]);
   });
 });
 
