@@ -123,8 +123,10 @@ export class ArtifactsService {
       };
     });
     // After the commit: until then the old record still pointed at these bytes. A failure here
-    // leaves an unreferenced object behind, never a record without its bytes.
-    if (replacedKey) await this.store.delete(replacedKey).catch(() => undefined);
+    // leaves an unreferenced object behind, never a record without its bytes; the upload stands.
+    if (replacedKey) {
+      await this.store.delete(replacedKey).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message, key: replacedKey }, "artifacts: deleting a replaced object failed; it stays unreferenced"));
+    }
     return fileView(record);
   }
 

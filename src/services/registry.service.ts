@@ -474,7 +474,7 @@ export class RegistryService {
    * Other aliases (`@candidate`, `@shadow`, ...) stay free for editors, as in MLflow.
    */
   private assertMayMoveChampion(ctx: RequestContext, alias: string): void {
-    if (alias !== CHAMPION_ALIAS || satisfiesRole(ctx.principal, [this.config.registry.approverRole])) return;
+    if (alias !== CHAMPION_ALIAS || this.isApprover(ctx)) return;
     throw new DomainError(
       "FORBIDDEN",
       `alias: @${CHAMPION_ALIAS} moves with an approved Production transition (requestTransition); setting or removing it directly needs role ${this.config.registry.approverRole}; you are ${ctx.principal.role}`,
@@ -482,8 +482,12 @@ export class RegistryService {
     );
   }
 
+  private isApprover(ctx: RequestContext): boolean {
+    return satisfiesRole(ctx.principal, [this.config.registry.approverRole]);
+  }
+
   private assertApprover(ctx: RequestContext): void {
-    if (!satisfiesRole(ctx.principal, [this.config.registry.approverRole])) {
+    if (!this.isApprover(ctx)) {
       throw new DomainError("FORBIDDEN", `deciding stage transitions needs role ${this.config.registry.approverRole}; you are ${ctx.principal.role}`);
     }
   }

@@ -23,6 +23,14 @@ async function counting<T>(fn: () => Promise<T>): Promise<{ result: T; queries: 
   return { result, queries: sent.length, inserts: sent.filter((e) => e.kind === "insert").length };
 }
 
+/** Logs `loss` at `steps` (value from the step) in calls of 10,000 points. */
+async function logLossAt(runId: string, steps: number[], valueAt: (step: number) => number): Promise<void> {
+  for (let offset = 0; offset < steps.length; offset += 10_000) {
+    const part = steps.slice(offset, offset + 10_000);
+    await store.logColumns(runId, { keys: Array(part.length).fill("loss"), steps: part, values: part.map(valueAt), timestamps: part.map((s) => 1_700_000_000_000 + s) });
+  }
+}
+
 beforeAll(async () => {
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-metric-store-"));
   const first = await openMetricStore({ dataDir, onQuery: (e) => firstOpen.push(e) });
@@ -261,11 +269,7 @@ describe("reads", () => {
 
   it("downsamples a step range of a short sparse series exactly from raw points, like the whole series", async () => {
     // 100,000 points every 10 steps across 1M steps: wide in steps, short in points (< 256 x 1,000).
-    const steps = Array.from({ length: 100_000 }, (_, i) => i * 10);
-    for (let offset = 0; offset < steps.length; offset += 10_000) {
-      const part = steps.slice(offset, offset + 10_000);
-      await store.logColumns("sparse-run", { keys: Array(part.length).fill("loss"), steps: part, values: part.map((s) => Math.cos(s / 7_000)), timestamps: part.map((s) => 1_700_000_000_000 + s) });
-    }
+    await logLossAt("sparse-run", Array.from({ length: 100_000 }, (_, i) => i * 10), (s) => Math.cos(s / 7_000));
     const start = events.length;
     const [ranged] = await store.history([{ runId: "sparse-run", key: "loss", minStep: 10, maxStep: 999_990, maxPoints: 1_000 }]);
     const sent = events.slice(start).map((e) => e.sql);
@@ -282,11 +286,7 @@ describe("reads", () => {
   it("downsamples a long series with points 1024+ steps apart in ClickHouse, not from 4 rollup candidates per point", async () => {
     // 100,001 points 2,048 steps apart (step = tokens seen): each point alone in its rollup bucket,
     // so the rollup would bring 400,004 candidates (all points, four times) into the server.
-    const steps = Array.from({ length: 100_001 }, (_, i) => i * 2_048);
-    for (let offset = 0; offset < steps.length; offset += 10_000) {
-      const part = steps.slice(offset, offset + 10_000);
-      await store.logColumns("tokens-run", { keys: Array(part.length).fill("loss"), steps: part, values: part.map((s) => 1 / (1 + s / 1e7)), timestamps: part.map((s) => 1_700_000_000_000 + s) });
-    }
+    await logLossAt("tokens-run", Array.from({ length: 100_001 }, (_, i) => i * 2_048), (s) => 1 / (1 + s / 1e7));
     const start = events.length;
     const [series] = await store.history([{ runId: "tokens-run", key: "loss", maxPoints: 100 }]);
     const sent = events.slice(start).map((e) => e.sql);
