@@ -125,7 +125,13 @@ describe("webhook dispatcher: paused webhooks and the attempt deadline", () => {
       await receiver.waitFor((r) => r.length === 2, 5000);
       expect(Date.now() - resumedAt).toBeLessThan(2000); // woken by the resume, not by the 5 s poll
       expect(receiver.received.map((r) => r.status)).toEqual([500, 200]);
-      expect(await deliveriesOf(hook.id)).toMatchObject([{ status: "DELIVERED", attemptCount: 2 }]);
+      // The receiver has answered; the dispatcher records the outcome just after.
+      let listed = await deliveriesOf(hook.id);
+      for (let i = 0; i < 30 && listed[0]?.status === "PENDING"; i++) {
+        await sleep(100);
+        listed = await deliveriesOf(hook.id);
+      }
+      expect(listed).toMatchObject([{ status: "DELIVERED", attemptCount: 2 }]);
       ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
       await receiver.close();
