@@ -12,7 +12,7 @@ export interface MetricSchemaOptions {
   /**
    * ClickHouse cluster name. When set, DDL runs `ON CLUSTER`, data lives in
    * `Replicated*MergeTree` tables named `<table>_local`, and the names the queries use
-   * (`metrics`, `metric_summaries`, `metric_batches`) are `Distributed` tables over them.
+   * (`metrics`, `metric_summaries`, `metric_rollup`) are `Distributed` tables over them.
    */
   cluster?: string;
 }
@@ -93,6 +93,22 @@ class DdlBuilder {
     return `INSERT INTO ${table} (${columns})\n${select.replace("{from}", "metrics")}${settings}`;
   }
 
+  /** An ALTER of a table's storage (the `_local` table on a cluster, where the parts are). */
+  alter(table: string, clause: string): string {
+    return `ALTER TABLE ${this.storage(table)}${this.onCluster} ${clause}`;
+  }
+
+  dropView(name: string): string {
+    return `DROP VIEW IF EXISTS ${this.storage(name)}${this.onCluster}`;
+  }
+
+  /** Drops a table made by {@link table}: on a cluster the Distributed table first, then the local one. */
+  dropTable(name: string): string[] {
+    const drops = [`DROP TABLE IF EXISTS ${name}${this.onCluster}`];
+    if (this.cluster) drops.push(`DROP TABLE IF EXISTS ${this.storage(name)}${this.onCluster}`);
+    return drops;
+  }
+
   /**
    * The migrations log itself. On a cluster it is replicated to every node of every shard
    * (no {shard} in its path), so any node sees which migrations ran.
@@ -146,7 +162,7 @@ export function metricStoreMigrations(options: MetricSchemaOptions = {}): Metric
           engine: "AggregatingMergeTree",
           orderBy: "(run_id, key)",
         }),
-        // Idempotency lookups read this small table instead of scanning a run's raw points.
+        // Idempotency lookups read this small table instead of scanning a run's raw points (until migration 3).
         ...ddl.table({
           name: "metric_batches",
           columns: ["    run_id String", "    batch_id String", "    stored_at DateTime64(3, 'UTC')"].join(",\n"),
@@ -197,8 +213,26 @@ export function metricStoreMigrations(options: MetricSchemaOptions = {}): Metric
         ddl.backfill("metric_rollup", "run_id, key, bucket, first_point, last_point, low_point, high_point", ROLLUP_SELECT),
       ],
     },
+    {
+      version: 3,
+      name: "idempotency keys looked up in the raw points (bloom filter on batch_id); metric_batches dropped",
+      // metric_batches was filled by a view, i.e. by a second part committed after the raw part:
+      // a crash between the two left a stored batch unrecorded, and its retry was stored again.
+      // The raw part carries batch_id on every row, so it alone says whether a batch is stored.
+      // The index is built for existing parts by a background mutation; until it finishes, the
+      // lookup reads those parts' batch_id column instead (same answer, slower).
+      statements: [
+        ddl.alter("metrics", `ADD INDEX IF NOT EXISTS ${BATCH_ID_INDEX} batch_id TYPE bloom_filter(0.001) GRANULARITY 1`),
+        ddl.alter("metrics", `MATERIALIZE INDEX ${BATCH_ID_INDEX}`),
+        ddl.dropView("metric_batches_mv"),
+        ...ddl.dropTable("metric_batches"),
+      ],
+    },
   ];
 }
+
+/** Skip index that lets an idempotency lookup skip the granules of a run without the batch. */
+const BATCH_ID_INDEX = "batch_id_bloom";
 
 /** The point each rollup state keeps: (step, value, ts). */
 const ROLLUP_POINT = "Tuple(Int64, Float64, DateTime64(3, 'UTC'))";

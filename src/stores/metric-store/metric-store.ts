@@ -86,7 +86,8 @@ const MAX_STEP = Number.MAX_SAFE_INTEGER;
 
 /**
  * Metrics in ClickHouse: raw points in `metrics`, per-(run, key) aggregates in `metric_summaries`
- * (an AggregatingMergeTree fed by a materialized view), batch ids in `metric_batches`.
+ * (an AggregatingMergeTree fed by a materialized view), M4 candidates per 1024-step bucket in
+ * `metric_rollup` (the same), idempotency keys as `batch_id` on the raw points.
  * Every read takes many runs at once so per-request DataLoaders make one query per batch.
  */
 export class MetricStore {

@@ -37,8 +37,12 @@ interface PendingBatch {
  */
 const INSERT_SQL = "INSERT INTO metrics (run_id, key, step, ts, value, batch_id) FORMAT JSONCompactColumns\n";
 
+/**
+ * Which of a group's (run, idempotency key) pairs are already stored. The primary key narrows the
+ * read to the runs' granules and the bloom filter on batch_id skips those without the key.
+ */
 const EXISTING_BATCHES_SQL =
-  "SELECT DISTINCT run_id, batch_id FROM metric_batches\n" +
+  "SELECT DISTINCT run_id, batch_id FROM metrics\n" +
   "WHERE run_id IN {runs:Array(String)} AND batch_id IN {batches:Array(String)}";
 
 /**
@@ -47,10 +51,11 @@ const EXISTING_BATCHES_SQL =
  * readable (rejecting with the INSERT's error otherwise). One group is in flight at a time; calls
  * that arrive meanwhile form the next group, which is flushed as soon as the current one returns.
  *
- * Idempotency: a batch logged with an idempotency key carries it as `batch_id`; a materialized
- * view records every (run_id, batch_id) in `metric_batches`. Before each INSERT the group's keys
- * are looked up in one query and batches already stored are answered `deduplicated` without
- * writing, so a client retry after a lost answer stores the points once. Concurrent calls with the
+ * Idempotency: a batch logged with an idempotency key carries it as `batch_id` on every row, in
+ * the same part as its points (one INSERT is one part), so a batch is either stored with its key
+ * or not at all, even across a crash. Before each INSERT the group's keys are looked up in one
+ * query and batches already stored are answered `deduplicated` without writing, so a client retry
+ * after a lost answer stores the points once. Concurrent calls with the
  * same (run, key) in this process share one promise.
  *
  * Residual race (across processes only): two API replicas that receive the same retry at the same

@@ -35,10 +35,27 @@ describe("metric store DDL", () => {
     expect(backfill).toBe(`INSERT INTO metric_rollup (run_id, key, bucket, first_point, last_point, low_point, high_point)\n${select}`);
   });
 
+  it("version 3: a bloom-filter index on the raw points' batch_id, then metric_batches and its view dropped", () => {
+    expect(metricStoreMigrations().find((m) => m.version === 3)!.statements).toEqual([
+      "ALTER TABLE metrics ADD INDEX IF NOT EXISTS batch_id_bloom batch_id TYPE bloom_filter(0.001) GRANULARITY 1",
+      "ALTER TABLE metrics MATERIALIZE INDEX batch_id_bloom",
+      "DROP VIEW IF EXISTS metric_batches_mv",
+      "DROP TABLE IF EXISTS metric_batches",
+    ]);
+    // On a cluster the index goes on the local tables (where the parts are) and both tables go.
+    expect(metricStoreMigrations({ cluster: "prod" }).find((m) => m.version === 3)!.statements).toEqual([
+      "ALTER TABLE metrics_local ON CLUSTER prod ADD INDEX IF NOT EXISTS batch_id_bloom batch_id TYPE bloom_filter(0.001) GRANULARITY 1",
+      "ALTER TABLE metrics_local ON CLUSTER prod MATERIALIZE INDEX batch_id_bloom",
+      "DROP VIEW IF EXISTS metric_batches_mv_local ON CLUSTER prod",
+      "DROP TABLE IF EXISTS metric_batches ON CLUSTER prod",
+      "DROP TABLE IF EXISTS metric_batches_local ON CLUSTER prod",
+    ]);
+  });
+
   it("cluster: replicated local tables, Distributed tables over them, views on the local tables", () => {
     const statements = metricStoreMigrations({ cluster: "prod" }).flatMap((m) => m.statements);
     for (const s of statements.filter((s) => !s.startsWith("INSERT"))) {
-      expect(s).toMatch(/^CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS \w+ ON CLUSTER prod\b/);
+      expect(s).toMatch(/^(CREATE (TABLE|MATERIALIZED VIEW) IF NOT EXISTS|ALTER TABLE|DROP (TABLE|VIEW) IF EXISTS) \w+ ON CLUSTER prod\b/);
     }
     expect(statements).toContainEqual(
       expect.stringContaining(

@@ -6,8 +6,16 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import type { ClickHouseClient } from "@clickhouse/client";
 import { DomainError } from "../../../src/services/errors.js";
-import { openMetricStore, type MetricQueryEvent, type MetricStore } from "../../../src/stores/metric-store/index.js";
+import {
+  createClickHouseConnection,
+  metricStoreMigrations,
+  migrationsTableStatement,
+  openMetricStore,
+  type MetricQueryEvent,
+  type MetricStore,
+} from "../../../src/stores/metric-store/index.js";
 
 let dataDir: string;
 let store: MetricStore;
@@ -31,8 +39,37 @@ async function logLossAt(runId: string, steps: number[], valueAt: (step: number)
   }
 }
 
+/** A run whose keyed batch a store of schema version 2 stored, crashing before it recorded the key. */
+const UPGRADED_RUN = "stored-before-upgrade";
+const UPGRADED_POINTS = [
+  { key: "loss", step: 0, value: 1 },
+  { key: "loss", step: 1, value: 0.5 },
+];
+
+/**
+ * Leaves `dir` as a store of schema version 2 left it: migrations 1 and 2 applied, and one keyed
+ * batch whose points were committed while its record in metric_batches (written by a view, in a
+ * second part) was lost to a crash, the window version 2 had.
+ */
+async function seedVersion2Store(dir: string): Promise<void> {
+  const { client, close } = createClickHouseConnection({ dataDir: dir });
+  await client.command({ query: migrationsTableStatement() });
+  for (const migration of metricStoreMigrations().filter((m) => m.version <= 2)) {
+    for (const query of migration.statements) await client.command({ query });
+    await client.insert({ table: "schema_migrations", values: [{ version: migration.version, name: migration.name }], format: "JSONEachRow" });
+  }
+  await client.insert({
+    table: "metrics",
+    values: UPGRADED_POINTS.map((p) => ({ run_id: UPGRADED_RUN, key: p.key, step: p.step, ts: 0, value: p.value, batch_id: "batch-1" })),
+    format: "JSONEachRow",
+  });
+  await client.command({ query: "TRUNCATE TABLE metric_batches" });
+  await close();
+}
+
 beforeAll(async () => {
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-metric-store-"));
+  await seedVersion2Store(dataDir);
   const first = await openMetricStore({ dataDir, onQuery: (e) => firstOpen.push(e) });
   await first.close();
   store = await openMetricStore({
@@ -48,12 +85,24 @@ afterAll(async () => {
 });
 
 describe("migrations", () => {
-  it("apply once and are skipped on reopen", async () => {
-    expect(firstOpen.filter((e) => e.sql.startsWith("CREATE MATERIALIZED VIEW")).length).toBe(3);
-    expect(firstOpen.filter((e) => e.sql.startsWith("INSERT INTO metric_rollup")).length).toBe(1);
+  it("apply once, only those not yet recorded, and are skipped on reopen", async () => {
+    // The directory held a version-2 store: opening it ran migration 3 and nothing before it.
+    const ddl = firstOpen.filter((e) => !/^(CREATE TABLE IF NOT EXISTS schema_migrations|SELECT DISTINCT version|INSERT INTO schema_migrations)/.test(e.sql));
+    expect(ddl.map((e) => e.sql)).toEqual(metricStoreMigrations().find((m) => m.version === 3)!.statements);
     expect(fs.existsSync(path.join(dataDir, "clickhouse"))).toBe(true);
     // The reopen ran only the migrations-table DDL (IF NOT EXISTS) and the version lookup.
     expect(reopen.length).toBe(1);
+  });
+
+  it("version 3: a batch stored before the upgrade is found by its key in the raw points, even with its old record lost", async () => {
+    expect(await store.logPoints(UPGRADED_RUN, UPGRADED_POINTS, "batch-1")).toEqual({ stored: 0, deduplicated: true });
+    expect((await store.summaries([{ runId: UPGRADED_RUN, key: "loss" }])).get(UPGRADED_RUN)?.get("loss")?.count).toBe(2);
+    // Only the summary and rollup views write on an insert now: one part for the raw points
+    // (holding the batch keys), one each for the aggregates.
+    // (The store's own client: chdb serves one data directory per process.)
+    const { client } = store as unknown as { client: ClickHouseClient };
+    const rs = await client.query({ query: "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name", format: "JSONEachRow" });
+    expect((await rs.json<{ name: string }>()).map((t) => t.name)).toEqual(["metric_rollup", "metric_rollup_mv", "metric_summaries", "metric_summaries_mv", "metrics", "schema_migrations"]);
   });
 });
 
