@@ -31,6 +31,11 @@ export interface Config {
   webhookAllowlist: string[];
   /** Webhook delivery: first retry after backoffMs, doubling per attempt, at most maxAttempts attempts. */
   webhookDelivery: { backoffMs: number; maxAttempts: number; timeoutMs: number };
+  /**
+   * Artifact uploads: how long upload URLs stay valid, and how long after that an upload never
+   * completed is discarded (its record, parts and bytes) by a sweep run every sweepIntervalMs.
+   */
+  artifactUploads: { expiresInSeconds: number; abandonAfterSeconds: number; sweepIntervalMs: number };
   /** Model registry approvals: who may approve stage transitions, and whether requesters may approve their own. */
   registry: { approverRole: "admin" | "editor"; allowSelfApproval: boolean };
   /** Per-request guards against expensive or abusive operations (0 disables one). */
@@ -183,6 +188,11 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       backoffMs: parseInteger("MLGRAPH_WEBHOOK_BACKOFF_MS", env.MLGRAPH_WEBHOOK_BACKOFF_MS, 5000, 1, 3_600_000),
       maxAttempts: parseInteger("MLGRAPH_WEBHOOK_MAX_ATTEMPTS", env.MLGRAPH_WEBHOOK_MAX_ATTEMPTS, 8, 1, 100),
       timeoutMs: parseInteger("MLGRAPH_WEBHOOK_TIMEOUT_MS", env.MLGRAPH_WEBHOOK_TIMEOUT_MS, 10_000, 100, 600_000),
+    },
+    artifactUploads: {
+      expiresInSeconds: parseInteger("MLGRAPH_UPLOAD_EXPIRES_SECONDS", env.MLGRAPH_UPLOAD_EXPIRES_SECONDS, 3600, 1, 7 * 86400),
+      abandonAfterSeconds: parseInteger("MLGRAPH_UPLOAD_ABANDON_AFTER_SECONDS", env.MLGRAPH_UPLOAD_ABANDON_AFTER_SECONDS, 86400, 0, 365 * 86400),
+      sweepIntervalMs: parseInteger("MLGRAPH_UPLOAD_SWEEP_INTERVAL_MS", env.MLGRAPH_UPLOAD_SWEEP_INTERVAL_MS, 600_000, 100, 86_400_000),
     },
     registry: {
       approverRole: parseChoice("MLGRAPH_APPROVER_ROLE", env.MLGRAPH_APPROVER_ROLE, ["admin", "editor"] as const, "admin"),

@@ -18,6 +18,7 @@ import { RegistryService } from "./registry.service.js";
 import { LineageService } from "./lineage.service.js";
 import { WebhooksService } from "./webhooks.service.js";
 import { WebhookDispatcher } from "./webhook-dispatcher.js";
+import { AbandonedUploadsSweeper } from "./abandoned-uploads-sweeper.js";
 import { createPipelineServices, type PipelineServices } from "./pipeline-services.js";
 
 /** The service container, built once per process from the opened stores. */
@@ -79,8 +80,10 @@ export function createServices(config: Config, log: Logger, stores: Stores): App
   const webhookDispatcher = new WebhookDispatcher(stores.db, stores.bus, log, { ...config.webhookDelivery, allowlist: config.webhookAllowlist });
   webhooks.useDispatcher(webhookDispatcher);
   workers.push(webhookDispatcher);
+  const artifacts = new ArtifactsService(stores.db, stores.artifacts);
+  workers.push(new AbandonedUploadsSweeper(artifacts, config.artifactUploads, log));
   const registryServices = {
-    artifacts: new ArtifactsService(stores.db, stores.artifacts),
+    artifacts,
     registry: new RegistryService(stores.db, stores.bus, config),
     lineage: new LineageService(stores.db),
     webhooks,

@@ -32,6 +32,7 @@ export async function openArtifactStorage(config: Config, log: Logger): Promise<
       region: s3.region,
       endpoint: s3.endpoint,
       forcePathStyle: s3.forcePathStyle,
+      uploadExpiresInSeconds: config.artifactUploads.expiresInSeconds,
       ...(s3.accessKeyId && s3.secretAccessKey ? { credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } } : {}),
     });
     log.info({ bucket: s3.bucket, endpoint: s3.endpoint ?? "aws" }, "artifacts stored in S3");
@@ -43,6 +44,7 @@ export async function openArtifactStorage(config: Config, log: Logger): Promise<
     directory: LocalArtifactStore.defaultDirectory(config.dataDir),
     secret,
     publicBaseUrl: () => `${publicUrl}/artifacts`,
+    uploadExpiresInSeconds: config.artifactUploads.expiresInSeconds,
   });
   return {
     store,

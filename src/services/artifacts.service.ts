@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
 import type { DataSource, EntityManager } from "typeorm";
 import { ArtifactRecord, ArtifactUploadRecord } from "../entities/artifact.entity.js";
 import {
@@ -38,6 +39,15 @@ export interface CreatedArtifactUpload {
 
 const MAX_DOWNLOAD_SECONDS = 7 * 24 * 3600;
 
+/** Whether an upload's key is its own object (see {@link uploadObjectKey}), not a path's shared key. */
+function ownsObject(upload: { id: string; runId: string; path: string; key: string }): boolean {
+  try {
+    return uploadObjectKey(upload.runId, upload.id, upload.path) === upload.key;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Run artifacts: uploads go straight to the store with presigned URLs; an artifact becomes
  * visible only after completeArtifactUpload verified its size and SHA-256 and recorded it.
@@ -51,6 +61,11 @@ export class ArtifactsService {
     private readonly db: DataSource,
     private readonly storeOrNull: ArtifactStore | undefined,
   ) {}
+
+  /** The store, or undefined when none is configured (background work skips it then). */
+  get storeIfConfigured(): ArtifactStore | undefined {
+    return this.storeOrNull;
+  }
 
   get store(): ArtifactStore {
     if (!this.storeOrNull) throw new DomainError("UNAVAILABLE", "no artifact store is configured on this server");
@@ -107,6 +122,10 @@ export class ArtifactsService {
       throw err;
     }
     const { record, replacedKey } = await this.db.transaction(async (em) => {
+      // Claimed first: when the abandoned-upload sweep discarded this upload meanwhile (its URLs
+      // expired long ago), its bytes are being deleted and nothing may point at them.
+      const claimed: unknown[] = await em.query(`SELECT 1 FROM artifact_uploads WHERE id = $1 FOR UPDATE`, [upload.id]);
+      if (claimed.length === 0) throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} was discarded (never completed after its URLs expired)`, "uploadId");
       const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
       await em.query(
         `INSERT INTO artifacts (run_id, path, key, size, sha256, content_type) VALUES ($1, $2, $3, $4, $5, $6)
@@ -128,6 +147,44 @@ export class ArtifactsService {
       await this.store.delete(replacedKey).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message, key: replacedKey }, "artifacts: deleting a replaced object failed; it stays unreferenced"));
     }
     return fileView(record);
+  }
+
+  /**
+   * Discards uploads never completed whose URLs expired more than `abandonAfterSeconds` ago: the
+   * records first (one committed DELETE per batch, skipping any a completion holds), then each
+   * upload's multipart state and its own object. A completion racing this either committed first
+   * (the record is gone from this DELETE's view) or finds its record gone and fails, so no
+   * artifact ever points at deleted bytes. An upload recorded before uploads had their own
+   * objects wrote to its path's final key, which a verified artifact may use: only its multipart
+   * state is discarded. Returns how many uploads were discarded.
+   */
+  async discardAbandonedUploads(log: Logger, abandonAfterSeconds: number, batchSize = 500): Promise<number> {
+    const store = this.storeOrNull;
+    if (!store) return 0;
+    let discarded = 0;
+    for (;;) {
+      const rows: { id: string; runId: string; path: string; key: string; size: string; sha256: string; storeUploadId: string | null }[] = await this.db.query(
+        `WITH gone AS (
+           DELETE FROM artifact_uploads WHERE id IN (
+             SELECT id FROM artifact_uploads WHERE expires_at < now() - make_interval(secs => $1)
+             ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           RETURNING id, run_id, path, key, size, sha256, store_upload_id)
+         SELECT id, run_id AS "runId", path, key, size, sha256, store_upload_id AS "storeUploadId" FROM gone`,
+        [abandonAfterSeconds, batchSize],
+      );
+      for (const row of rows) {
+        const pending = { key: row.key, size: Number(row.size), sha256: row.sha256, ...(row.storeUploadId ? { uploadId: row.storeUploadId } : {}) };
+        const ownObject = ownsObject(row);
+        try {
+          if (pending.uploadId !== undefined) await store.abortUpload(pending);
+          if (ownObject) await store.delete(row.key);
+        } catch (err) {
+          log.warn({ err: (err as Error).message, key: row.key }, "artifacts: discarding an abandoned upload's bytes failed; they stay unreferenced");
+        }
+      }
+      discarded += rows.length;
+      if (rows.length < batchSize) return discarded;
+    }
   }
 
   /** Files and folders directly inside `path` (the run's artifact root when omitted). */

@@ -1,5 +1,6 @@
-import { CreateBucketCommand, S3Client } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -162,17 +163,25 @@ artifactRoundTrips("local", () => startTestServer());
 
 let s3rver: S3rver | undefined;
 let s3dir: string | undefined;
-artifactRoundTrips("S3 (s3rver)", async () => {
-  s3dir = await mkdtemp(path.join(tmpdir(), "mlgraph-e2e-s3rver-"));
-  s3rver = new S3rver({ address: "127.0.0.1", port: 0, silent: true, directory: s3dir });
-  const { port } = await s3rver.run();
-  const endpoint = `http://127.0.0.1:${port}`;
-  const credentials = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
-  const admin = new S3Client({ region: "us-east-1", endpoint, credentials, forcePathStyle: true });
-  await admin.send(new CreateBucketCommand({ Bucket: "mlgraph-e2e" }));
-  admin.destroy();
-  return startTestServer({ env: { S3_ENDPOINT: endpoint, S3_BUCKET: "mlgraph-e2e", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" } });
-});
+let s3endpoint: string | undefined;
+const S3_CREDENTIALS = { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" };
+const S3_BUCKET = "mlgraph-e2e";
+
+/** A server on the S3 store (one s3rver for the file, started on first use). */
+async function bootOnS3(env: Record<string, string> = {}): Promise<TestServer> {
+  if (!s3endpoint) {
+    s3dir = await mkdtemp(path.join(tmpdir(), "mlgraph-e2e-s3rver-"));
+    s3rver = new S3rver({ address: "127.0.0.1", port: 0, silent: true, directory: s3dir });
+    const { port } = await s3rver.run();
+    s3endpoint = `http://127.0.0.1:${port}`;
+    const admin = new S3Client({ region: "us-east-1", endpoint: s3endpoint, credentials: S3_CREDENTIALS, forcePathStyle: true });
+    await admin.send(new CreateBucketCommand({ Bucket: S3_BUCKET }));
+    admin.destroy();
+  }
+  return startTestServer({ env: { S3_ENDPOINT: s3endpoint, S3_BUCKET, S3_ACCESS_KEY_ID: S3_CREDENTIALS.accessKeyId, S3_SECRET_ACCESS_KEY: S3_CREDENTIALS.secretAccessKey, ...env } });
+}
+
+artifactRoundTrips("S3 (s3rver)", () => bootOnS3());
 afterAll(async () => {
   await s3rver?.close();
   if (s3dir) await rm(s3dir, { recursive: true, force: true });
@@ -197,4 +206,76 @@ describe("artifact permissions", () => {
     const unknown = await server.gql(COMPLETE, { id: "00000000-0000-4000-8000-000000000000" }, admin);
     expect(unknown.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "uploadId" });
   });
+});
+
+/**
+ * Uploads never completed are discarded once their URLs expired: record and bytes; completed
+ * artifacts stay. `objectExists` looks into the store behind the server's back, since completing
+ * an upload to see whether it is gone would record it.
+ */
+function abandonedUploadsAreDiscarded(
+  label: string,
+  boot: (env: Record<string, string>) => Promise<TestServer>,
+  objectExists: (server: TestServer, uploadUrl: string) => Promise<boolean>,
+) {
+  describe(`abandoned uploads on the ${label} store`, () => {
+    let server: TestServer;
+    beforeAll(async () => {
+      // Upload URLs valid for 3 s, discarded as soon as they expired, swept every 200 ms.
+      server = await boot({ MLGRAPH_UPLOAD_EXPIRES_SECONDS: "3", MLGRAPH_UPLOAD_ABANDON_AFTER_SECONDS: "0", MLGRAPH_UPLOAD_SWEEP_INTERVAL_MS: "200" });
+    });
+    afterAll(async () => {
+      await server?.stop();
+    });
+
+    it("discards an upload never completed once its URLs expired (record and bytes), and leaves completed artifacts alone", async () => {
+      const runId = await newRun(server, `abandoned-uploads-${label}`);
+      const kept = randomBytes(1000);
+      ok((await upload(server, runId, "model/kept.bin", kept)).completed);
+      // Bytes sent, never completed.
+      const abandonedBytes = randomBytes(2000);
+      const abandoned = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: "model/abandoned.bin", size: abandonedBytes.length, sha256: sha256(abandonedBytes) } })).createArtifactUpload;
+      expect((await put(abandoned.url, abandonedBytes, {})).status).toBeLessThan(300);
+      expect(await objectExists(server, abandoned.url)).toBe(true);
+      // Created only.
+      const neverSent = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: "never.bin", size: 10, sha256: "0".repeat(64) } })).createArtifactUpload;
+
+      const deadline = Date.now() + 20_000;
+      while (await objectExists(server, abandoned.url)) {
+        if (Date.now() > deadline) throw new Error("the abandoned upload's bytes were never discarded");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      for (const id of [abandoned.id, neverSent.id]) {
+        const res = await server.gql(COMPLETE, { id });
+        expect(res.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "uploadId" });
+        expect(res.errors?.[0].message).toMatch(/not found \(completed or discarded\)/);
+      }
+      const listed = ok(await server.gql(LIST, { id: runId, path: "model" })).run.artifacts;
+      expect(listed.map((a: { path: string; sha256: string }) => [a.path, a.sha256])).toEqual([["model/kept.bin", sha256(kept)]]);
+      expect(Buffer.from(await (await fetch(listed[0].downloadUrl)).arrayBuffer()).equals(kept)).toBe(true);
+    });
+  });
+}
+
+abandonedUploadsAreDiscarded(
+  "local",
+  (env) => startTestServer({ env }),
+  // The local store keeps an object at objects/<key>; the key is the signed URL's path.
+  async (server, url) =>
+    existsSync(path.join(server.dataDir, "artifacts", "objects", ...new URL(url).pathname.replace(/^\/artifacts\//, "").split("/").map(decodeURIComponent))),
+);
+
+abandonedUploadsAreDiscarded("S3 (s3rver)", bootOnS3, async (_server, url) => {
+  // Path-style presigned URL: /<bucket>/<key>.
+  const key = new URL(url).pathname.split("/").slice(2).map(decodeURIComponent).join("/");
+  const client = new S3Client({ region: "us-east-1", endpoint: s3endpoint, credentials: S3_CREDENTIALS, forcePathStyle: true });
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: S3_BUCKET, Key: key }));
+    return true;
+  } catch (err) {
+    if ((err as { name?: string }).name === "NotFound") return false;
+    throw err;
+  } finally {
+    client.destroy();
+  }
 });

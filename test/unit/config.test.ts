@@ -7,6 +7,13 @@ describe("config", () => {
     expect(c.dataDir).toMatch(/\.mlgraph$/);
     expect(c.clickhouse.url).toBeUndefined();
     expect(authRequired(c)).toBe(false);
+    expect(c.artifactUploads).toEqual({ expiresInSeconds: 3600, abandonAfterSeconds: 86400, sweepIntervalMs: 600_000 });
+  });
+
+  it("reads the artifact upload lifetimes and refuses nonsense", () => {
+    const c = loadConfig({}, { MLGRAPH_UPLOAD_EXPIRES_SECONDS: "60", MLGRAPH_UPLOAD_ABANDON_AFTER_SECONDS: "0", MLGRAPH_UPLOAD_SWEEP_INTERVAL_MS: "1000" });
+    expect(c.artifactUploads).toEqual({ expiresInSeconds: 60, abandonAfterSeconds: 0, sweepIntervalMs: 1000 });
+    expect(() => loadConfig({}, { MLGRAPH_UPLOAD_EXPIRES_SECONDS: "0" })).toThrow(/MLGRAPH_UPLOAD_EXPIRES_SECONDS/);
   });
 
   it("lets flags win over the environment", () => {

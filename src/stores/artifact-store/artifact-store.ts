@@ -147,6 +147,11 @@ export interface ArtifactStore {
   completeUpload(pending: PendingUpload, parts?: UploadedPart[]): Promise<ArtifactObjectInfo>;
   /** Discards an unfinished multipart upload and its parts; a no-op for single uploads. */
   abortUpload(pending: PendingUpload): Promise<void>;
+  /**
+   * Removes what unfinished uploads left inside the store itself (temporary files, parts) older
+   * than `maxAgeMs`. Stores that keep nothing of the kind outside an upload's own state omit it.
+   */
+  removeStaleUploads?(maxAgeMs: number): Promise<number>;
   /** Size and ETag of an object, or `null` when it does not exist. */
   head(key: string): Promise<ArtifactObjectInfo | null>;
   /** Folders and files directly below `prefix` (treated as a folder; a trailing `/` is optional), sorted by key. */
