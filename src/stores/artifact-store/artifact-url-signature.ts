@@ -3,8 +3,9 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 /**
  * Signed, expiring URLs for the local artifact store (the local counterpart of S3 presigned
  * URLs). The signature is HMAC-SHA256 over the method, the decoded key, the expiry and, when
- * present, the upload id, part number and exact byte count, so a URL cannot be reused for
- * another object, another method, another part or a larger body.
+ * present, the upload id, part number, exact byte count and SHA-256 of the body, so a URL cannot be
+ * reused for another object, another method, another part, a larger body or (single uploads)
+ * other bytes.
  */
 
 /** What a signed artifact URL authorizes. */
@@ -20,6 +21,8 @@ export interface ArtifactUrlGrant {
   partNumber?: number;
   /** Exact number of body bytes a PUT must carry. */
   size?: number;
+  /** SHA-256 (lowercase hex) the body of a PUT must have. */
+  sha256?: string;
 }
 
 /** Outcome of {@link verifyArtifactSignature}. */
@@ -31,7 +34,7 @@ const SIGNATURE_VERSION = "mlgraph-artifact-v1";
 
 /**
  * Returns the query string (without `?`) that authorizes `grant`:
- * `expires=<unix seconds>[&uploadId=…&partNumber=…][&size=…]&signature=<base64url>`.
+ * `expires=<unix seconds>[&uploadId=…&partNumber=…][&size=…][&sha256=…]&signature=<base64url>`.
  */
 export function signArtifactUrl(grant: ArtifactUrlGrant, secret: string | Buffer): string {
   const expires = Math.floor(grant.expiresAt.getTime() / 1000);
@@ -39,7 +42,8 @@ export function signArtifactUrl(grant: ArtifactUrlGrant, secret: string | Buffer
   if (grant.uploadId !== undefined) query.set("uploadId", grant.uploadId);
   if (grant.partNumber !== undefined) query.set("partNumber", String(grant.partNumber));
   if (grant.size !== undefined) query.set("size", String(grant.size));
-  query.set("signature", computeSignature(grant.method, grant.key, expires, grant.uploadId, grant.partNumber, grant.size, secret));
+  if (grant.sha256 !== undefined) query.set("sha256", grant.sha256);
+  query.set("signature", computeSignature(grant.method, grant.key, expires, grant.uploadId, grant.partNumber, grant.size, grant.sha256, secret));
   return query.toString();
 }
 
@@ -64,14 +68,16 @@ export function verifyArtifactSignature(
   const uploadId = get("uploadId");
   const partNumberText = get("partNumber");
   const sizeText = get("size");
+  const sha256 = get("sha256");
   if (!/^\d{1,12}$/.test(expiresText)) return { ok: false, reason: "malformed" };
   if (partNumberText !== undefined && !/^\d{1,5}$/.test(partNumberText)) return { ok: false, reason: "malformed" };
   if (sizeText !== undefined && !/^\d{1,16}$/.test(sizeText)) return { ok: false, reason: "malformed" };
+  if (sha256 !== undefined && !/^[0-9a-f]{64}$/.test(sha256)) return { ok: false, reason: "malformed" };
   const expires = Number(expiresText);
   const partNumber = partNumberText === undefined ? undefined : Number(partNumberText);
   const size = sizeText === undefined ? undefined : Number(sizeText);
 
-  const expected = Buffer.from(computeSignature(method, key, expires, uploadId, partNumber, size, secret), "base64url");
+  const expected = Buffer.from(computeSignature(method, key, expires, uploadId, partNumber, size, sha256, secret), "base64url");
   const provided = Buffer.from(signature, "base64url");
   // timingSafeEqual needs equal lengths; the length of a valid HMAC is public anyway.
   if (provided.length !== expected.length || !timingSafeEqual(provided, expected)) return { ok: false, reason: "invalid" };
@@ -85,6 +91,7 @@ export function verifyArtifactSignature(
       ...(uploadId !== undefined ? { uploadId } : {}),
       ...(partNumber !== undefined ? { partNumber } : {}),
       ...(size !== undefined ? { size } : {}),
+      ...(sha256 !== undefined ? { sha256 } : {}),
     },
   };
 }
@@ -96,9 +103,13 @@ function computeSignature(
   uploadId: string | undefined,
   partNumber: number | undefined,
   size: number | undefined,
+  sha256: string | undefined,
   secret: string | Buffer,
 ): string {
   // Newline-separated fields are unambiguous: keys and upload ids cannot contain control characters.
-  const canonical = [SIGNATURE_VERSION, method, key, expires, uploadId ?? "", partNumber ?? "", size ?? ""].join("\n");
+  // The checksum is appended only when present, so URLs signed without one keep their signature.
+  const fields = [SIGNATURE_VERSION, method, key, expires, uploadId ?? "", partNumber ?? "", size ?? ""];
+  if (sha256 !== undefined) fields.push(sha256);
+  const canonical = fields.join("\n");
   return createHmac("sha256", secret).update(canonical, "utf8").digest("base64url");
 }

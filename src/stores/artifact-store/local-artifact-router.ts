@@ -71,7 +71,7 @@ async function handlePut(
   req: Request,
   res: Response,
   key: string,
-  grant: { size?: number; uploadId?: string; partNumber?: number },
+  grant: { size?: number; uploadId?: string; partNumber?: number; sha256?: string },
 ): Promise<void> {
   if (grant.size === undefined) return sendError(req, res, 403, "FORBIDDEN", "upload URLs must be signed with a size");
   if ((req as { body?: unknown }).body !== undefined) {
@@ -90,7 +90,7 @@ async function handlePut(
     res.status(200).setHeader("ETag", `"${etag}"`).end();
     return;
   }
-  const info = await store.writeObject(key, req, grant.size);
+  const info = await store.writeObject(key, req, grant.size, grant.sha256);
   res.status(200).setHeader("ETag", `"${info.etag}"`).end();
 }
 

@@ -123,7 +123,10 @@ export class LocalArtifactStore implements ArtifactStore {
       expiresAt,
     };
     if (req.size <= this.multipartThreshold) {
-      return { kind: "single", url: this.signedUrl({ method: "PUT", key: req.key, expiresAt, size: req.size }), ...common };
+      // The checksum is signed in: the URL stores those bytes or nothing, so even a leaked URL
+      // cannot replace an artifact's verified bytes with others.
+      const grant = { method: "PUT" as const, key: req.key, expiresAt, size: req.size, ...(req.sha256 !== undefined ? { sha256: req.sha256 } : {}) };
+      return { kind: "single", url: this.signedUrl(grant), ...common };
     }
     const { partSize, partSizes } = planParts(req.size, this.partSize);
     const uploadId = randomBytes(16).toString("hex");
@@ -285,14 +288,18 @@ export class LocalArtifactStore implements ArtifactStore {
 
   /**
    * Streams `body` into a temporary file and renames it to `key` only when exactly
-   * `expectedSize` bytes arrived (used by the router for signed single PUTs).
+   * `expectedSize` bytes arrived, with SHA-256 `expectedSha256` when given (used by the router
+   * for signed single PUTs); otherwise nothing is stored.
    */
-  async writeObject(key: string, body: Readable, expectedSize: number): Promise<ArtifactObjectInfo> {
+  async writeObject(key: string, body: Readable, expectedSize: number, expectedSha256?: string): Promise<ArtifactObjectInfo> {
     this.objectPath(key);
     await this.ensureDirs();
     const tmp = this.tmpPath();
     try {
-      await this.receive(body, tmp, expectedSize);
+      const received = await this.receive(body, tmp, expectedSize);
+      if (expectedSha256 !== undefined && received.sha256 !== expectedSha256) {
+        throw badInput("body", `SHA-256 ${received.sha256} differs from the ${expectedSha256} this URL was signed for; nothing was stored`);
+      }
       await this.commit(tmp, key);
     } catch (err) {
       await rm(tmp, { force: true });
@@ -316,7 +323,7 @@ export class LocalArtifactStore implements ArtifactStore {
     }
     const tmp = path.join(this.uploadDir(uploadId), `.${randomBytes(8).toString("hex")}.tmp`);
     try {
-      const md5 = await this.receive(body, tmp, expectedSize);
+      const { md5 } = await this.receive(body, tmp, expectedSize);
       await rename(tmp, path.join(this.uploadDir(uploadId), String(partNumber)));
       return { etag: md5 };
     } catch (err) {
@@ -392,16 +399,17 @@ export class LocalArtifactStore implements ArtifactStore {
     throw badInput("upload", `multipart upload ${JSON.stringify(pending.uploadId)} no longer exists (aborted or expired); start a new upload`);
   }
 
-  /** Writes exactly `expectedSize` bytes of `body` to `file` and flushes them to disk; returns the MD5 hex. */
-  private async receive(body: Readable, file: string, expectedSize: number): Promise<string> {
+  /** Writes exactly `expectedSize` bytes of `body` to `file` and flushes them to disk; returns its MD5 and SHA-256 (hex). */
+  private async receive(body: Readable, file: string, expectedSize: number): Promise<{ md5: string; sha256: string }> {
     const md5 = createHash("md5");
+    const sha256 = createHash("sha256");
     const limit = new ExactSizeLimit(expectedSize);
-    await pipeline(body, limit, hashing(md5), createWriteStream(file, { flags: "wx" }));
+    await pipeline(body, limit, hashing(md5, sha256), createWriteStream(file, { flags: "wx" }));
     if (limit.received !== expectedSize) {
       throw badInput("body", `received ${limit.received} bytes but ${expectedSize} were expected`);
     }
     await syncFile(file);
-    return md5.digest("hex");
+    return { md5: md5.digest("hex"), sha256: sha256.digest("hex") };
   }
 
   /** Atomically moves a finished temporary file to `key`. */
@@ -462,10 +470,10 @@ class ExactSizeLimit extends Transform {
   }
 }
 
-function hashing(hash: ReturnType<typeof createHash>): Transform {
+function hashing(...hashes: ReturnType<typeof createHash>[]): Transform {
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk);
+      for (const hash of hashes) hash.update(chunk);
       callback(null, chunk);
     },
   });

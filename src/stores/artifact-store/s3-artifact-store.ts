@@ -34,6 +34,8 @@ import {
 
 /** SigV4 presigned URLs live at most 7 days. */
 const MAX_PRESIGN_SECONDS = 7 * 24 * 3600;
+/** The header carrying a single upload's declared SHA-256 (base64), which S3 checks against the body. */
+const CHECKSUM_HEADER = "x-amz-checksum-sha256";
 
 /** Options of {@link S3ArtifactStore}; all values come from the validated config, never from the environment here. */
 export interface S3ArtifactStoreOptions {
@@ -121,14 +123,26 @@ export class S3ArtifactStore implements ArtifactStore {
       expiresAt,
     };
     if (req.size <= this.multipartThreshold) {
+      // Signing content-length makes S3 refuse a body of another size at PUT time; content-type
+      // is unsigned by default, and signing it makes the stored type the declared one. The
+      // declared SHA-256 is signed as x-amz-checksum-sha256, which S3 checks against the body
+      // (BadDigest otherwise), so the URL stores those bytes or nothing: even a leaked URL cannot
+      // replace an artifact's verified bytes with others. Kept a header (not hoisted into the
+      // query), so the client sends it and S3 verifies it.
+      const checksum = req.sha256 !== undefined ? Buffer.from(req.sha256, "hex").toString("base64") : undefined;
+      const signed = [...(req.contentType ? ["content-type"] : []), ...(checksum ? [CHECKSUM_HEADER] : [])];
       const url = await getSignedUrl(
         this.client,
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(req.key), ContentType: req.contentType, ContentLength: req.size }),
-        // Signing content-length makes S3 refuse a body of another size at PUT time; content-type
-        // is unsigned by default, and signing it makes the stored type the declared one.
-        { expiresIn, ...(req.contentType ? { signableHeaders: new Set(["content-type"]) } : {}) },
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.objectKey(req.key),
+          ContentType: req.contentType,
+          ContentLength: req.size,
+          ...(checksum ? { ChecksumSHA256: checksum } : {}),
+        }),
+        { expiresIn, ...(signed.length ? { signableHeaders: new Set(signed), unhoistableHeaders: new Set([CHECKSUM_HEADER]) } : {}) },
       );
-      return { kind: "single", url, ...common };
+      return { kind: "single", url, ...common, headers: { ...headers, ...(checksum ? { [CHECKSUM_HEADER]: checksum } : {}) } };
     }
 
     const { partSize, partSizes } = planParts(req.size, this.partSize);

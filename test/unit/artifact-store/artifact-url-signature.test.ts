@@ -34,6 +34,23 @@ describe("artifact URL signatures", () => {
     expect(verifyArtifactSignature("PUT", grant.key, short, secret, now)).toEqual({ ok: false, reason: "invalid" });
   });
 
+  it("signs a body checksum: dropped, changed or malformed, the URL is refused; URLs without one verify as before", () => {
+    const withSum = { ...grant, sha256: "ab".repeat(32) };
+    const query = new URLSearchParams(signArtifactUrl(withSum, secret));
+    expect(verifyArtifactSignature("PUT", grant.key, query, secret, now)).toEqual({ ok: true, grant: withSum });
+    const other = new URLSearchParams(query);
+    other.set("sha256", "cd".repeat(32));
+    expect(verifyArtifactSignature("PUT", grant.key, other, secret, now)).toEqual({ ok: false, reason: "invalid" });
+    const dropped = new URLSearchParams(query);
+    dropped.delete("sha256");
+    expect(verifyArtifactSignature("PUT", grant.key, dropped, secret, now)).toEqual({ ok: false, reason: "invalid" });
+    const malformed = new URLSearchParams(query);
+    malformed.set("sha256", "AB".repeat(32));
+    expect(verifyArtifactSignature("PUT", grant.key, malformed, secret, now)).toEqual({ ok: false, reason: "malformed" });
+    // A URL signed before checksums were signed (same secret, no sha256) still verifies.
+    expect(verifyArtifactSignature("PUT", grant.key, new URLSearchParams(signArtifactUrl(grant, secret)), secret, now).ok).toBe(true);
+  });
+
   it("refuses expired and unsigned URLs", () => {
     const query = new URLSearchParams(signArtifactUrl(grant, secret));
     expect(verifyArtifactSignature("PUT", grant.key, query, secret, now + 60_000)).toEqual({ ok: false, reason: "expired" });

@@ -187,13 +187,30 @@ describe("LocalArtifactStore through its express router", () => {
     expect(await store.head(key)).toBeNull();
   });
 
-  it("deletes a verified upload whose SHA-256 does not match", async () => {
+  it("refuses at PUT time a body whose SHA-256 differs from the one the URL was signed for, storing nothing", async () => {
+    const body = Buffer.from("payload");
+    const key = artifactKey("run1", "signed-sum.bin");
+    const d = await store.createUpload({ key, size: body.length, sha256: sha256(body) });
+    if (d.kind !== "single") throw new Error("expected single");
+    const refused = await put(d, Buffer.from("PAYLOAD"));
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({ error: { code: "BAD_USER_INPUT", message: expect.stringMatching(/SHA-256 .* differs from the .* this URL was signed for; nothing was stored/) } });
+    expect(await store.head(key)).toBeNull();
+    expect(await readdir(path.join(dir, "artifacts", "tmp"))).toEqual([]);
+    // The declared bytes go through, and again (a retried PUT stores the same bytes).
+    expect((await put(d, body)).status).toBe(200);
+    expect((await put(d, body)).status).toBe(200);
+    expect((await put(d, Buffer.from("PAYLOAD"))).status).toBe(400);
+    expect((await completeAndVerifyUpload(store, pendingUploadOf(d))).sha256).toBe(sha256(body));
+  });
+
+  it("deletes an upload whose SHA-256 does not match at completion (a URL signed without a checksum)", async () => {
     const body = Buffer.from("payload");
     const key = artifactKey("run1", "checked.bin");
-    const d = await store.createUpload({ key, size: body.length, sha256: "0".repeat(64) });
+    const d = await store.createUpload({ key, size: body.length });
     if (d.kind !== "single") throw new Error("expected single");
     expect((await put(d, body)).status).toBe(200);
-    const err = await completeAndVerifyUpload(store, pendingUploadOf(d), undefined, { fieldPrefix: "input." }).catch((e: unknown) => e);
+    const err = await completeAndVerifyUpload(store, { ...pendingUploadOf(d), sha256: "0".repeat(64) }, undefined, { fieldPrefix: "input." }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DomainError);
     expect(err).toMatchObject({ code: "BAD_USER_INPUT", field: "input.sha256" });
     expect(await store.head(key)).toBeNull();

@@ -75,8 +75,10 @@ describe("S3ArtifactStore against s3rver", () => {
     const key = artifactKey("r1", "eval/results.csv");
     const { d, res } = await uploadSingle(key, body, { sha256: sha256(body), contentType: "text/csv" });
     expect(res.status).toBe(200);
-    expect(d.headers).toEqual({ "content-type": "text/csv" });
-    expect(new URL(d.url).searchParams.get("X-Amz-SignedHeaders")).toContain("content-type");
+    // The declared SHA-256 travels as a signed header, which S3 checks against the body
+    // (s3rver does not check it; the signature does cover it).
+    expect(d.headers).toEqual({ "content-type": "text/csv", "x-amz-checksum-sha256": Buffer.from(sha256(body), "hex").toString("base64") });
+    expect(new URL(d.url).searchParams.get("X-Amz-SignedHeaders")).toBe("content-length;content-type;host;x-amz-checksum-sha256");
 
     const verified = await completeAndVerifyUpload(store, pendingUploadOf(d));
     expect(verified).toMatchObject({ key, size: body.length, sha256: sha256(body) });
