@@ -168,20 +168,32 @@ export class PipelineRunsService {
    */
   async cancel(ctx: RequestContext, id: string): Promise<PipelineRun> {
     validateId(id, "id");
+    const current = await this.db.getRepository(PipelineRun).findOneBy({ id });
+    if (!current) throw new DomainError("NOT_FOUND", `id: pipeline run ${JSON.stringify(id)} not found`, "id");
+    if (current.status === PipelineRunStatus.CANCELLED) return current; // cancelling twice is a no-op
+    if (current.status === PipelineRunStatus.SUCCEEDED || current.status === PipelineRunStatus.FAILED) {
+      throw new DomainError("CONFLICT", `id: pipeline run ${JSON.stringify(id)} already ${current.status}; there is nothing to cancel`, "id");
+    }
     const events = new PendingEvents();
     const finished = await inTransaction(this.db, async (em) => {
-      // Task rows first, then the run row: the same lock order as completions.
-      const cancelled: { id: string }[] = await sqlRows(em, 
-        `UPDATE task_runs SET status = 'CANCELLED', finished_at = now(), cancel_requested = true
-          WHERE pipeline_run_id = $1 AND status IN ('PENDING','QUEUED','RETRY_WAIT') RETURNING id`,
+      // Task rows first, then the run row: the same lock order as completions. One statement for
+      // waiting and running tasks: with two, a running task that failed and went back to
+      // RETRY_WAIT (or QUEUED) between them matched neither and was run again. Here a row changed
+      // by a concurrent commit is re-checked in its new state and cancelled if it is waiting now.
+      const touched: { id: string; status: string }[] = await sqlRows(em,
+        `UPDATE task_runs
+            SET cancel_requested = true,
+                finished_at = CASE WHEN status IN ('PENDING','QUEUED','RETRY_WAIT') THEN now() ELSE finished_at END,
+                status = CASE WHEN status IN ('PENDING','QUEUED','RETRY_WAIT') THEN 'CANCELLED' ELSE status END
+          WHERE pipeline_run_id = $1
+            AND (status IN ('PENDING','QUEUED','RETRY_WAIT') OR (status IN ('CLAIMED','RUNNING') AND NOT cancel_requested))
+          RETURNING id, status`,
         [id],
       );
-      const asked: { id: string }[] = await sqlRows(em, 
-        `UPDATE task_runs SET cancel_requested = true WHERE pipeline_run_id = $1 AND status IN ('CLAIMED','RUNNING') AND NOT cancel_requested RETURNING id`,
-        [id],
-      );
-      const runs: { status: string }[] = await sqlRows(em, `UPDATE pipeline_runs SET cancel_requested = true WHERE id = $1 RETURNING status`, [id]);
-      if (!runs[0]) throw new DomainError("NOT_FOUND", `id: pipeline run ${JSON.stringify(id)} not found`, "id");
+      const cancelled = touched.filter((t) => t.status === "CANCELLED");
+      const asked = touched.filter((t) => t.status !== "CANCELLED");
+      // A run that finished since the check above keeps its record as it was.
+      await sqlRows(em, `UPDATE pipeline_runs SET cancel_requested = true WHERE id = $1 AND status NOT IN ('SUCCEEDED','FAILED') RETURNING status`, [id]);
       [...cancelled, ...asked].forEach((t) => events.task(id, t.id));
       events.pipelineRuns.add(id);
       if (cancelled.length === 0) return null;

@@ -480,6 +480,50 @@ describe("batched claims and completions (executors with several slots)", () => 
     ]);
   });
 
+  withDatabase("cancels a task whose failure sent it back to RETRY_WAIT while the cancel ran, instead of running it again", async () => {
+    const exec = await register("cancel-race", 4);
+    await createSpec({ pipeline: { name: "cancel-race", tasks: [{ id: "only", command: ["true"], pool: "cancel-race", retries: 3, retry_backoff_seconds: 60 }] } });
+    const submitted = await submit("cancel-race");
+    const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    try {
+      // The attempt's failure is being recorded (what failAttempt writes for a retry), row locked,
+      // when the cancel arrives; it commits while the cancel waits for the row.
+      await db.query("BEGIN");
+      await db.query(
+        `UPDATE task_runs SET status = 'RETRY_WAIT', attempt = attempt + 1, not_before = now() + interval '60 seconds',
+                lease_token = NULL, lease_expires_at = NULL, exit_code = 1, failure_kind = 'FAILED' WHERE id = $1`,
+        [claim.taskRun.id],
+      );
+      const cancelling = server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id });
+      await sleep(400); // the cancel is waiting for the task's row
+      await db.query("COMMIT");
+      ok(await cancelling);
+    } finally {
+      await db.end();
+    }
+    // Previously: the task stayed RETRY_WAIT without cancel_requested and was queued again.
+    const run = await waitForRun(submitted.id, ["CANCELLED"], 10_000);
+    expect(run.tasks[0].status).toBe("CANCELLED");
+  });
+
+  it("cancelling is a no-op on a cancelled run and refused on a finished one", async () => {
+    const exec = await register("cancel-finished", 4);
+    await createSpec({ pipeline: { name: "cancel-finished", tasks: [{ id: "only", command: ["true"], pool: "cancel-finished" }] } });
+    const CANCEL = `mutation($id: ID!) { cancelPipelineRun(id: $id) { id status cancelRequested } }`;
+    const done = await submit("cancel-finished");
+    const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: claim.taskRun.id, leaseToken: claim.leaseToken, outcome: "SUCCEEDED" }] }));
+    await waitForRun(done.id, ["SUCCEEDED"]);
+    const refused = await server.gql(CANCEL, { id: done.id });
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "id" });
+    expect((await readRun(done.id)).status).toBe("SUCCEEDED");
+    const waiting = await submit("cancel-finished");
+    expect(ok(await server.gql(CANCEL, { id: waiting.id })).cancelPipelineRun).toMatchObject({ status: "CANCELLED", cancelRequested: true });
+    expect(ok(await server.gql(CANCEL, { id: waiting.id })).cancelPipelineRun).toMatchObject({ status: "CANCELLED", cancelRequested: true });
+  });
+
   it("streams task logs to their subscribers however the task run id was spelled", async () => {
     const exec = await register("id-spelling", 2);
     await createSpec({ pipeline: { name: "id-spelling", tasks: [{ id: "only", command: ["true"], pool: "id-spelling" }] } });
