@@ -34,6 +34,8 @@ import { InProcessRateLimiter, RedisRateLimiter, type RateLimiter } from "./rate
 import { instrumentRootResolvers, rateLimitRefusals, renderMetrics, requestDuration } from "./observability.js";
 import { registerScrapeCollectors } from "./observability-collectors.js";
 import { parse, type DocumentNode } from "graphql";
+import { OpenServerGuard } from "./open-server-guard.js";
+import { principalStillValid } from "../services/live-stream.js";
 
 export interface RunningServer {
   url: string;
@@ -118,6 +120,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const schema = instrumentRootResolvers(await buildAppSchema());
     const app = express();
     app.disable("x-powered-by");
+    const guard = new OpenServerGuard(config);
+    if (guard.enabled) app.use(guard.middleware());
     // Signed artifact URLs of the local store; PUT bodies stream to disk, so before any body parser.
     artifactStorage.mount(app);
     const httpServer = http.createServer(app);
@@ -125,7 +129,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ? new RedisRateLimiter(config.redisUrl, config.redisPrefix, config.limits.ratePerSecond, config.limits.rateBurst, log)
       : new InProcessRateLimiter(config.limits.ratePerSecond, config.limits.rateBurst);
     shutdown.add("rate limiter", () => rateLimiter.close());
-    const { url, wsCleanup } = await mountGraphql(app, httpServer, schema, services, log, shutdown, rateLimiter);
+    const { url, wsCleanup } = await mountGraphql(app, httpServer, schema, services, log, shutdown, rateLimiter, guard);
     await new Promise<void>((resolve, reject) => {
       httpServer.once("error", reject);
       httpServer.listen(config.port, config.host, () => resolve());
@@ -157,6 +161,7 @@ async function mountGraphql(
   log: Logger,
   shutdown: Shutdown,
   rateLimiter: RateLimiter,
+  guard: OpenServerGuard,
 ) {
   const config = services.config;
   /** Per-principal token bucket; the open loopback server (anonymous admin) is not limited. */
@@ -206,7 +211,14 @@ async function mountGraphql(
     res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "unavailable", checks });
   });
 
-  const wsServer = new WebSocketServer({ server: httpServer, path: "/graphql", maxPayload: 16 * 1024 * 1024 });
+  const wsServer = new WebSocketServer({
+    server: httpServer,
+    path: "/graphql",
+    maxPayload: config.limits.maxBodyBytes,
+    // Websockets are not subject to CORS: on an open server only local pages may connect.
+    verifyClient: ({ origin, req }: { origin?: string; req: http.IncomingMessage }, done: (ok: boolean, status?: number, message?: string) => void) =>
+      guard.hostAllowed(req.headers.host) && guard.originAllowed(origin || undefined) ? done(true) : done(false, 403, "Forbidden: not a local page"),
+  });
   const wsLog = log.child({ transport: "ws" });
   const serverCleanup = useServer<Record<string, unknown>, { principal?: Principal }>(
     {
@@ -230,6 +242,12 @@ async function mountGraphql(
         }
         const errors = checkOperationLimits(schema, document, payload.operationName, payload.variables ?? undefined, config.limits);
         if (errors.length) return errors;
+        // The socket authenticated once, when it opened; every operation on it (queries and
+        // mutations too, not only subscriptions) must stop working once that token is revoked
+        // or the JWT has expired, as it would over HTTP.
+        if (!(await principalStillValid(services, ctx.extra.principal as Principal))) {
+          return [new GraphQLError("credentials have been revoked or have expired; reconnect with valid ones", { extensions: { code: "UNAUTHENTICATED" } })];
+        }
         try {
           await enforceRateLimit(ctx.extra.principal as Principal);
         } catch (err) {

@@ -1,5 +1,7 @@
 import { iterateTopic } from "../stores/event-bus/event-bus.js";
+import type { AppServices } from "./app-services.js";
 import type { RequestContext } from "./context.js";
+import type { Principal } from "./principal.js";
 import { DomainError } from "./errors.js";
 
 /**
@@ -42,7 +44,10 @@ async function* streamEvents<E, T>(
     await events.ready;
     if (options.replay) {
       const replayed = await options.replay();
-      for await (const item of replayed as AsyncIterable<T>) yield item;
+      for await (const item of replayed as AsyncIterable<T>) {
+        if (!(await stillAuthorised(ctx))) return; // a long replay stops when the token is revoked
+        yield item;
+      }
     }
     for await (const event of events) {
       if (options.filter && !options.filter(event)) continue;
@@ -56,10 +61,14 @@ async function* streamEvents<E, T>(
   }
 }
 
-export async function stillAuthorised(ctx: RequestContext): Promise<boolean> {
-  const tokenId = ctx.principal.tokenId;
-  if (tokenId) return ctx.services.tokens.isActive(tokenId);
-  if (ctx.principal.expiresAt) return ctx.principal.expiresAt.getTime() > Date.now();
+export function stillAuthorised(ctx: RequestContext): Promise<boolean> {
+  return principalStillValid(ctx.services, ctx.principal);
+}
+
+/** Whether a credential checked earlier (a websocket's, a stream's) is still good: not revoked, not expired. */
+export async function principalStillValid(services: Pick<AppServices, "tokens">, principal: Principal): Promise<boolean> {
+  if (principal.tokenId) return services.tokens.isActive(principal.tokenId);
+  if (principal.expiresAt) return principal.expiresAt.getTime() > Date.now();
   return true;
 }
 

@@ -1,4 +1,21 @@
+import http from "node:http";
+import WebSocket from "ws";
 import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+
+/** One operation over a graphql-ws client: its result, or the errors the server refused it with. */
+function overSocket(client: ReturnType<TestServer["ws"]>, query: string, variables: Record<string, unknown> = {}): Promise<{ data?: any; errors?: any[] }> {
+  return new Promise((resolve, reject) => {
+    let result: { data?: any; errors?: any[] } = {};
+    client.subscribe(
+      { query, variables },
+      {
+        next: (value) => (result = value as typeof result),
+        error: (err) => (Array.isArray(err) ? resolve({ errors: err }) : reject(err)),
+        complete: () => resolve(result),
+      },
+    );
+  });
+}
 
 describe("auth on a server that requires tokens", () => {
   let server: TestServer;
@@ -68,6 +85,26 @@ describe("auth on a server that requires tokens", () => {
     expect(sub.isCompleted()).toBe(true);
     expect(events.map((e) => e.data?.runUpdated.name)).toEqual(["one"]);
   });
+
+  it("stops executing queries and mutations on an open websocket once its token is revoked", async () => {
+    const editor = ok(await server.gql(`mutation { createApiToken(input: {name: "ws-editor", role: "editor"}) { secret token { id } } }`, {}, admin)).createApiToken;
+    const socket = server.ws(editor.secret);
+    // A subscription keeps the (lazy) socket open, so every operation below runs on one connection.
+    let heldEnded = false;
+    const release = socket.subscribe({ query: `subscription { runUpdated { id } }` }, { next: () => undefined, error: () => (heldEnded = true), complete: () => (heldEnded = true) });
+    await sleep(300);
+    const CREATE = `mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`;
+    expect((await overSocket(socket, CREATE, { n: "ws-before-revoke" })).data?.createExperiment.id).toBeDefined();
+    ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: editor.token.id }, admin));
+    // The same socket, authenticated when it opened: previously both still ran.
+    const mutation = await overSocket(socket, CREATE, { n: "ws-after-revoke" });
+    expect(mutation.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+    const query = await overSocket(socket, `{ viewer { name } }`);
+    expect(query.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+    expect(ok(await server.gql(`{ experiment(name: "ws-after-revoke") { id } }`, {}, admin)).experiment).toBeNull();
+    expect(heldEnded).toBe(false); // all of it on the first connection
+    release();
+  });
 });
 
 describe("auth defaults by address", () => {
@@ -92,6 +129,41 @@ describe("auth defaults by address", () => {
     try {
       expect(server.output()).toMatch(/auth is OFF/);
       expect(ok(await server.gql(`{ viewer { role kind } }`)).viewer).toEqual({ role: "admin", kind: "anonymous" });
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it("on an open server, answers only requests addressed to this machine, and websockets only from local pages", async () => {
+    const server = await startTestServer();
+    try {
+      const port = new URL(server.url).port;
+      /** A POST whose Host header says `host` (what a DNS-rebinding page's requests say). */
+      const postWithHost = (host: string) =>
+        new Promise<number>((resolve, reject) => {
+          const req = http.request({ host: "127.0.0.1", port, path: "/graphql", method: "POST", headers: { host, "content-type": "application/json" } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          });
+          req.on("error", reject);
+          req.end(JSON.stringify({ query: "{ viewer { role } }" }));
+        });
+      expect(await postWithHost(`evil.example:${port}`)).toBe(403);
+      expect(await postWithHost(`localhost:${port}`)).toBe(200);
+      expect(await postWithHost(`127.0.0.1:${port}`)).toBe(200);
+
+      /** Opens the websocket as a browser page served from `origin` would; resolves with the upgrade's outcome. */
+      const openFrom = (origin: string) =>
+        new Promise<string>((resolve) => {
+          const ws = new WebSocket(server.wsUrl, "graphql-transport-ws", { origin });
+          ws.on("open", () => (ws.close(), resolve("open")));
+          ws.on("unexpected-response", (_req, res) => resolve(`refused ${res.statusCode}`));
+          ws.on("error", () => resolve("error"));
+        });
+      expect(await openFrom("https://evil.example")).toBe("refused 403");
+      expect(await openFrom("null")).toBe("refused 403");
+      expect(await openFrom(`http://localhost:${port}`)).toBe("open");
+      expect(await openFrom("http://127.0.0.1:8888")).toBe("open"); // e.g. a local notebook
     } finally {
       await server.stop();
     }
