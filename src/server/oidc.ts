@@ -57,12 +57,21 @@ export class OidcVerifier {
     };
   }
 
-  /** The highest role any of the token's claim values maps to; viewer when none maps. */
+  /**
+   * The highest role any of the token's claim values maps to; viewer when none maps. With a role
+   * map, only mapped values count: a group that merely happens to be named "admin" in the
+   * identity provider (where users may be able to create groups) must not make its members admins.
+   * Without one, claim values are role names.
+   */
   private roleOf(payload: JWTPayload): Role {
     const claim = payload[this.config.roleClaim];
     const values = Array.isArray(claim) ? claim.map(String) : claim === undefined ? [] : [String(claim)];
     const ranked: Role[] = ["admin", "editor", "viewer"];
-    const mapped = values.map((v) => this.config.roleMap[v] ?? v).filter((r): r is Role => isRole(r) && ranked.includes(r));
+    const map = this.config.roleMap;
+    const hasMap = Object.keys(map).length > 0;
+    const mapped = values
+      .map((v) => (hasMap ? (Object.hasOwn(map, v) ? map[v] : undefined) : v))
+      .filter((r): r is Role => r !== undefined && isRole(r) && ranked.includes(r));
     return ranked.find((r) => mapped.includes(r)) ?? "viewer";
   }
 }

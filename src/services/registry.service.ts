@@ -254,6 +254,10 @@ export class RegistryService {
     const model = await this.requireModel(input.modelName, "input.modelName");
     const version = await this.db.getRepository(ModelVersion).findOneBy({ modelId: model.id, version: input.version });
     if (!version) throw new DomainError("NOT_FOUND", `input.version: ${model.name} has no version ${input.version}`, "input.version");
+    // A task token acts only for its own run: it may ask to promote a version registered from it.
+    if (ctx.principal.role === "task" && version.runId.toLowerCase() !== ctx.principal.scope.runId?.toLowerCase()) {
+      throw new DomainError("FORBIDDEN", `input.version: a task token may only request transitions of versions registered from its own run`, "input.version");
+    }
     if (version.stage === input.toStage) throw new DomainError("BAD_USER_INPUT", `input.toStage: version ${version.version} is already ${version.stage}`, "input.toStage");
     const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, input.toStage);
     const request = await this.db.transaction(async (em) => {

@@ -59,6 +59,11 @@ export class RunsService {
     const params = validateKeyValues(input.params, "input.params", LIMITS.paramValueLength);
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
     if (input.parentRunId != null) validateId(input.parentRunId, "input.parentRunId");
+    // A task token writes only inside its own run: the runs it may start are child runs of it.
+    const task = ctx.principal.role === "task";
+    if (task && input.parentRunId?.toLowerCase() !== ctx.principal.scope.runId?.toLowerCase()) {
+      throw new DomainError("FORBIDDEN", "input.parentRunId: a task token may only start child runs of its own run", "input.parentRunId");
+    }
     const run = await this.db.transaction(async (em) => {
       const experiment = await em.getRepository(Experiment).findOneBy({ id: input.experimentId });
       if (!experiment) throw new DomainError("NOT_FOUND", `input.experimentId: experiment ${JSON.stringify(input.experimentId)} not found`, "input.experimentId");
@@ -66,6 +71,9 @@ export class RunsService {
       if (input.parentRunId != null) {
         const parent = await em.getRepository(Run).findOneBy({ id: input.parentRunId });
         if (!parent) throw new DomainError("NOT_FOUND", `input.parentRunId: run ${JSON.stringify(input.parentRunId)} not found`, "input.parentRunId");
+        if (task && parent.experimentId !== experiment.id) {
+          throw new DomainError("FORBIDDEN", "input.experimentId: a task token may only start runs in its own run's experiment", "input.experimentId");
+        }
       }
       const created = await em.getRepository(Run).save(
         em.getRepository(Run).create({

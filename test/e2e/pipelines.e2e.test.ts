@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -259,6 +260,31 @@ describe("leases", () => {
     expect(refused.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "runId" });
     const adminOnly = await server.gql(`mutation { createExperiment(input: {name: "by-task"}) { id } }`, {}, taskToken);
     expect(adminOnly.errors?.[0].extensions?.code).toBe("FORBIDDEN");
+
+    // Runs it starts are child runs of its own, in its experiment (previously: any run anywhere).
+    const CREATE_RUN = `mutation($i: CreateRunInput!) { createRun(input: $i) { id parentRun { id } } }`;
+    const ownExperiment = ok(await server.gql(`query($r: ID!) { run(id: $r) { experiment { id } } }`, { r: a.runId })).run.experiment.id;
+    const forged = await server.gql(CREATE_RUN, { i: { experimentId: exp, params: [{ key: "forged", value: "yes" }] } }, taskToken);
+    expect(forged.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "input.parentRunId" });
+    const underOther = await server.gql(CREATE_RUN, { i: { experimentId: exp, parentRunId: otherRun } }, taskToken);
+    expect(underOther.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "input.parentRunId" });
+    const elsewhere = await server.gql(CREATE_RUN, { i: { experimentId: exp, parentRunId: a.runId } }, taskToken);
+    expect(elsewhere.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "input.experimentId" });
+    expect(ok(await server.gql(CREATE_RUN, { i: { experimentId: ownExperiment, parentRunId: a.runId } }, taskToken)).createRun.parentRun.id).toBe(a.runId);
+
+    // It may ask to promote only versions registered from its own run.
+    const bytes = Buffer.from("weights");
+    const up = ok(
+      await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, {
+        i: { runId: otherRun, path: "model.bin", size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") },
+      }),
+    ).createArtifactUpload;
+    expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
+    ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }));
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "scope-check-model"}) { name } }`));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "scope-check-model", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: otherRun }));
+    const promote = await server.gql(`mutation { requestStageTransition(input: {modelName: "scope-check-model", version: 1, toStage: STAGING}) { id } }`, {}, taskToken);
+    expect(promote.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "input.version" });
     const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {taskRunId: $id, leaseToken: $lease, outcome: SUCCEEDED}) { status } }`;
     ok(await server.gql(COMPLETE, { id: a.taskRun.id, lease: a.leaseToken }));
     const afterEnd = await server.gql(LOG, { r: a.runId }, taskToken);

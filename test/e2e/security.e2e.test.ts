@@ -69,6 +69,10 @@ describe("OIDC bearer JWTs", () => {
     expect(admin.role).toBe("admin");
     const unmapped = ok(await server.gql(`{ viewer { role } }`, {}, signJwt(HEADER, claims({ groups: [] }), privateKey))).viewer;
     expect(unmapped.role).toBe("viewer");
+    // With a role map, a group merely named like a role is not one (previously: admin, editor).
+    for (const groups of [["admin"], ["editor", "random"], ["constructor"]]) {
+      expect(ok(await server.gql(`{ viewer { role } }`, {}, signJwt(HEADER, claims({ groups }), privateKey))).viewer.role).toBe("viewer");
+    }
     // API tokens keep working beside OIDC.
     expect(ok(await server.gql(`{ viewer { kind } }`, {}, adminToken)).viewer.kind).toBe("token");
   });
