@@ -65,6 +65,10 @@ const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
 const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
+/** Longest wait between two tries of reporting an outcome. */
+const COMPLETION_RETRY_MAX_MS = 5_000;
+/** How long an outcome the server cannot take is retried before the executor gives up on it. */
+const COMPLETION_RETRY_FOR_MS = 10 * 60_000;
 
 /** Endpoint URL for a server given as base URL or as its /graphql endpoint. */
 export function graphqlEndpoint(server: string): string {
@@ -253,12 +257,16 @@ export class ExecutorAgent {
     this.running.add(proc);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
     const leaseMs = Math.max(1000, new Date(a.leaseExpiresAt).getTime() - Date.now());
+    // When the server last confirmed the lease (the claim, then each heartbeat it answered).
+    let leaseConfirmedAt = Date.now();
     const beat = async () => {
+      if (leaseLost) return;
       try {
         const data = await this.gql<{ heartbeatTask: { cancelRequested: boolean } }>(
           `mutation($input: HeartbeatInput!) { heartbeatTask(input: $input) { cancelRequested } }`,
           { input: { taskRunId: a.taskRun.id, leaseToken: a.leaseToken } },
         );
+        leaseConfirmedAt = Date.now();
         if (data.heartbeatTask.cancelRequested) {
           log.info("cancellation requested: stopping the process");
           proc.cancel();
@@ -269,36 +277,71 @@ export class ExecutorAgent {
           leaseLost = true;
           log.warn("lease lost: stopping the process");
           proc.stop();
+        } else if (Date.now() - leaseConfirmedAt > leaseMs) {
+          // No heartbeat got through for a whole lease: the server has given the task up (or will
+          // as soon as it is back) and may run it elsewhere. Stop, so that two attempts of one
+          // task never run at once (a network partition, a server down longer than the lease).
+          leaseLost = true;
+          log.warn({ err: (err as Error).message, unconfirmedMs: Date.now() - leaseConfirmedAt }, "lease expired without a heartbeat getting through: stopping the process");
+          proc.stop();
         } else {
           log.warn({ err: (err as Error).message }, "heartbeat failed");
         }
       }
     };
     void beat();
+    // Heartbeats go on until the outcome is reported: log draining and completion retries keep
+    // the lease, so a slow report never turns a finished attempt into a lost one.
     const heartbeatTimer = setInterval(() => void beat(), Math.max(200, Math.floor(leaseMs / 3)));
-    let result: ProcessResult;
     try {
-      result = await proc.done;
+      let result: ProcessResult;
+      try {
+        result = await proc.done;
+      } finally {
+        clearInterval(flushTimer);
+        this.running.delete(proc);
+      }
+      if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
+      await flush();
+      await flushing;
+      fs.rmSync(workdir, { recursive: true, force: true });
+      if (leaseLost) return;
+      const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 ? "SUCCEEDED" : "FAILED";
+      const error =
+        outcome === "SUCCEEDED"
+          ? null
+          : result.spawnError ?? (result.timedOut ? `timed out after ${a.timeoutSeconds} s` : result.cancelled ? "cancelled" : `exited with ${result.exitCode ?? result.signal}`);
+      await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error }, log, () => leaseLost);
     } finally {
       clearInterval(heartbeatTimer);
-      clearInterval(flushTimer);
-      this.running.delete(proc);
     }
-    if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
-    await flush();
-    await flushing;
-    fs.rmSync(workdir, { recursive: true, force: true });
-    if (leaseLost) return;
-    const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 ? "SUCCEEDED" : "FAILED";
-    const error =
-      outcome === "SUCCEEDED"
-        ? null
-        : result.spawnError ?? (result.timedOut ? `timed out after ${a.timeoutSeconds} s` : result.cancelled ? "cancelled" : `exited with ${result.exitCode ?? result.signal}`);
-    try {
-      await this.completions.submit({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error });
-      log.info({ outcome, exitCode: result.exitCode }, "task finished");
-    } catch (err) {
-      log.warn({ err: (err as Error).message, outcome }, "completeTask refused or failed");
+  }
+
+  /**
+   * Reports an attempt's outcome until the server has it. A failure that says nothing about the
+   * attempt (network error, server restarting, UNAVAILABLE, an HTML error page) is retried with
+   * backoff while the heartbeats keep the lease; a refusal (CONFLICT, NOT_FOUND: the attempt is
+   * not this executor's any more, or an earlier try whose answer was lost already landed) ends it,
+   * and so does losing the lease. After COMPLETION_RETRY_FOR_MS the executor gives up, and the
+   * lease reaper decides (the attempt counts as lost).
+   */
+  private async report(completion: Completion, log: Logger, leaseLost: () => boolean): Promise<void> {
+    const giveUpAt = Date.now() + COMPLETION_RETRY_FOR_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.completions.submit(completion);
+        log.info({ outcome: completion.outcome, exitCode: completion.exitCode }, "task finished");
+        return;
+      } catch (err) {
+        const refused = err instanceof GraphqlError && err.code !== "UNAVAILABLE" && err.code !== "INTERNAL_SERVER_ERROR" && err.code !== "RATE_LIMITED";
+        if (refused || leaseLost() || Date.now() > giveUpAt) {
+          log.warn({ err: (err as Error).message, outcome: completion.outcome }, "completeTask refused; the outcome is not reported");
+          return;
+        }
+        const delayMs = Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt);
+        log.warn({ err: (err as Error).message, outcome: completion.outcome, retryInMs: delayMs }, "completeTask failed; retrying");
+        await new Promise((r) => setTimeout(r, delayMs));
+      }
     }
   }
 

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { startFlakyProxy } from "../helpers/flaky-proxy";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -202,6 +203,49 @@ describe("leases", () => {
     expect(task.attempts[0].runId).not.toBe(task.attempts[1].runId);
     expect(fs.readFileSync(`${dir}/done`, "utf8").trim().split("\n")).toEqual(["2"]);
   });
+
+  it("reports a finished attempt's outcome although the server failed to take it the first time", async () => {
+    let failedOnce = false;
+    // The first completion the executor sends meets a 503 (a server restarting behind its proxy).
+    const proxy = await startFlakyProxy(server.url, (body) => !failedOnce && /completeTasks?\(/.test(body) && (failedOnce = true));
+    try {
+      await createSpec({ pipeline: { name: "report-retry", tasks: [{ id: "only", command: ["true"], pool: "report-retry" }] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "report-retry", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("report-retry");
+      // Previously the outcome was dropped, and the lease reaper failed the attempt as EXECUTOR_LOST.
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 30_000);
+      expect(proxy.failures()).toBe(1);
+      expect(run.tasks[0].attempts.map((a: any) => [a.attempt, a.outcome])).toEqual([[1, "SUCCEEDED"]]);
+      expect(run.status).toBe("SUCCEEDED");
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("stops a task itself once no heartbeat has got through for a whole lease (the server runs it elsewhere)", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "partitioned-"));
+    // Every heartbeat is lost (a network partition between executor and server).
+    const proxy = await startFlakyProxy(server.url, (body) => /heartbeatTask\(/.test(body));
+    try {
+      await createSpec({
+        pipeline: { name: "partitioned", tasks: [shellTask("ticks", `while true; do date +%s%N > ${dir}/tick; sleep 0.1; done`, { pool: "partitioned" })] },
+      });
+      const exec = await startExecutor(proxy.url, ["--pool", "partitioned", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("partitioned");
+      await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
+      // Leases are 3 s and the grace 1 s: by 8 s the process has been stopped (previously it ran on).
+      await sleep(8_000);
+      const lastTick = Number(BigInt(fs.readFileSync(`${dir}/tick`, "utf8").trim()) / 1_000_000n);
+      expect(Date.now() - lastTick).toBeGreaterThan(1_500);
+      expect(exec.output()).toMatch(/lease expired without a heartbeat getting through/);
+      const run = await waitForRun(submitted.id, ["FAILED"], 15_000);
+      expect(run.tasks[0].attempts.map((a: any) => a.outcome)).toEqual(["EXECUTOR_LOST"]);
+    } finally {
+      await proxy.close();
+    }
+  }, 40_000);
 
   it("lets 100 concurrent claimers share tasks without ever handing one out twice, and refuses stale leases", async () => {
     const ids: string[] = [];

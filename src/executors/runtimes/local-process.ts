@@ -94,7 +94,8 @@ export class LocalProcess {
   /** SIGTERM to the process group, SIGKILL after the grace period. */
   stop(): void {
     const pid = this.child?.pid;
-    if (!pid || this.child?.exitCode !== null || this.killTimer) return;
+    // Exited (with a code or by a signal): its pid may belong to another process by now.
+    if (!pid || this.child?.exitCode !== null || this.child?.signalCode !== null || this.killTimer) return;
     signalGroup(pid, "SIGTERM");
     this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), this.options.graceMs);
   }

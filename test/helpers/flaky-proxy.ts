@@ -1,0 +1,42 @@
+import http from "node:http";
+
+/**
+ * An HTTP proxy in front of a test server that fails chosen requests with a 503 page (what a load
+ * balancer answers while the server restarts), to see how a client copes. `fail` sees each request
+ * body; `failures` counts the requests it failed.
+ */
+export async function startFlakyProxy(target: string, fail: (body: string) => boolean): Promise<{ url: string; failures: () => number; close: () => Promise<void> }> {
+  const origin = new URL(target).origin;
+  let failures = 0;
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", async () => {
+      const body = Buffer.concat(chunks);
+      if (fail(body.toString("utf8"))) {
+        failures++;
+        res.writeHead(503, { "content-type": "text/html" }).end("<html><body>503 Service Unavailable</body></html>");
+        return;
+      }
+      try {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string" && k !== "host" && k !== "content-length" && k !== "connection") headers[k] = v;
+        const answer = await fetch(new URL(req.url ?? "/", origin), { method: req.method, headers, body: req.method === "GET" || req.method === "HEAD" ? undefined : body });
+        res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/octet-stream" });
+        res.end(Buffer.from(await answer.arrayBuffer()));
+      } catch {
+        res.writeHead(502).end();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as import("node:net").AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}${new URL(target).pathname}`,
+    failures: () => failures,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
