@@ -64,7 +64,20 @@ const MAX_WAIT_SECONDS = 60;
 export const MAX_TASKS_PER_CALL = 100;
 const MAX_LOG_LINE = 16_000;
 const MAX_LOG_LINES_PER_CALL = 5_000;
-const MAX_CHECKPOINT_BYTES = 256 * 1024;
+/**
+ * A checkpoint reaches the next attempt as one environment variable (MLGRAPH_CHECKPOINT), and
+ * Linux refuses to start a process with a single variable over 128 KiB (E2BIG): every retry of
+ * the task would then fail before running. 64 KiB leaves room for the name and the encoding.
+ */
+const MAX_CHECKPOINT_BYTES = 64 * 1024;
+
+/** Refuses a checkpoint the next attempt could not be started with. */
+function checkCheckpointSize(checkpoint: unknown, field: string): void {
+  if (checkpoint === undefined || checkpoint === null) return;
+  if (Buffer.byteLength(JSON.stringify(checkpoint)) > MAX_CHECKPOINT_BYTES) {
+    throw new DomainError("BAD_USER_INPUT", `${field}: larger than ${MAX_CHECKPOINT_BYTES} bytes; store large state as an artifact and checkpoint its path`, field);
+  }
+}
 
 /** Internal row shape of a task run read with FOR UPDATE. */
 interface TaskRow {
@@ -428,9 +441,7 @@ export class TaskQueue {
     const taskRunId = validateId(input.taskRunId, "input.taskRunId");
     validateText(input.leaseToken, "input.leaseToken", 200);
     const hasCheckpoint = input.checkpoint !== undefined && input.checkpoint !== null;
-    if (hasCheckpoint && Buffer.byteLength(JSON.stringify(input.checkpoint)) > MAX_CHECKPOINT_BYTES) {
-      throw new DomainError("BAD_USER_INPUT", `input.checkpoint: larger than ${MAX_CHECKPOINT_BYTES} bytes; store large state as an artifact and checkpoint its path`, "input.checkpoint");
-    }
+    checkCheckpointSize(input.checkpoint, "input.checkpoint");
     const rows: { cancel_requested: boolean; lease_expires_at: Date; pipeline_run_id: string; was: string; executor_id: string }[] = await sqlRows(this.db, 
       `WITH old AS (SELECT status FROM task_runs WHERE id = $1 AND lease_token = $2 AND status IN ${LIVE} FOR UPDATE)
        UPDATE task_runs SET lease_expires_at = now() + $3 * interval '1 second', status = 'RUNNING',
@@ -509,6 +520,7 @@ export class TaskQueue {
       if (!["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"].includes(input.outcome)) {
         throw new DomainError("BAD_USER_INPUT", `${at(i)}.outcome: expected SUCCEEDED, FAILED, TIMED_OUT or CANCELLED`, `${at(i)}.outcome`);
       }
+      checkCheckpointSize(input.checkpoint, `${at(i)}.checkpoint`);
       return id;
     });
     ids.forEach((id, i) => {

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { startFlakyProxy } from "../helpers/flaky-proxy";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -605,6 +606,33 @@ describe("batched claims and completions (executors with several slots)", () => 
     ok(await server.gql(APPEND, { id: a.taskRun.id.toUpperCase(), lease: a.leaseToken }));
     const [batch] = await logs.done;
     expect(batch!.data.taskLogs).toEqual({ fromLine: 0, lines: ["hello"] });
+  });
+
+  it("hands the last checkpoint to the next attempt, and refuses checkpoints too large to start a process with", async () => {
+    const exec = await register("checkpoints", 2);
+    await createSpec({ pipeline: { name: "checkpoints", tasks: [{ id: "only", command: ["true"], pool: "checkpoints", retries: 1, retry_backoff_seconds: 0 }] } });
+    const submitted = await submit("checkpoints");
+    const HEARTBEAT = `mutation($input: HeartbeatInput!) { heartbeatTask(input: $input) { cancelRequested } }`;
+    const [first] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    const lease = { taskRunId: first.taskRun.id, leaseToken: first.leaseToken };
+    ok(await server.gql(HEARTBEAT, { input: { ...lease, checkpoint: { epoch: 3, path: "ckpt/epoch-3" } } }));
+    // The next attempt gets it as one environment variable, which Linux caps at 128 KiB.
+    const huge = { blob: "x".repeat(70 * 1024) };
+    expect((await server.gql(HEARTBEAT, { input: { ...lease, checkpoint: huge } })).errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.checkpoint" });
+    const tooBig = await server.gql(COMPLETE_MANY, { inputs: [{ ...lease, outcome: "FAILED", exitCode: 1, checkpoint: huge }] });
+    expect(tooBig.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "inputs[0].checkpoint" });
+    expect((await readRun(submitted.id)).tasks[0].status).toBe("RUNNING"); // nothing changed
+    ok(await server.gql(COMPLETE_MANY, { inputs: [{ ...lease, outcome: "FAILED", exitCode: 1 }] }));
+    const [retry] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    expect(retry.taskRun.id).toBe(first.taskRun.id);
+    expect(JSON.parse(retry.env.MLGRAPH_CHECKPOINT)).toEqual({ epoch: 3, path: "ckpt/epoch-3" });
+    // The largest checkpoint accepted still starts a process (a larger variable fails with E2BIG).
+    const largest = { blob: "y".repeat(64 * 1024 - 20) };
+    ok(await server.gql(HEARTBEAT, { input: { taskRunId: retry.taskRun.id, leaseToken: retry.leaseToken, checkpoint: largest } }));
+    expect(execFileSync("sh", ["-c", "printf %s \"$MLGRAPH_CHECKPOINT\" | wc -c"], { env: { PATH: process.env.PATH, MLGRAPH_CHECKPOINT: JSON.stringify(largest) } }).toString().trim()).toBe(
+      String(JSON.stringify(largest).length),
+    );
+    ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: retry.taskRun.id, leaseToken: retry.leaseToken, outcome: "SUCCEEDED" }] }));
   });
 
   it("fails, retries and succeeds in one batch: each outcome follows its own path", async () => {
