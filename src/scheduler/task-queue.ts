@@ -165,7 +165,8 @@ export class TaskQueue {
     if (input.labels != null) {
       if (typeof input.labels !== "object" || Array.isArray(input.labels)) throw new DomainError("BAD_USER_INPUT", "input.labels: must be an object", "input.labels");
       for (const [k, v] of Object.entries(input.labels)) {
-        if (typeof v !== "string" || k.length > 250 || v.length > 1000) {
+        if (k.length > 250) throw new DomainError("BAD_USER_INPUT", `input.labels: label names are at most 250 characters (${JSON.stringify(k.slice(0, 40))}…)`, "input.labels");
+        if (typeof v !== "string" || v.length > 1000) {
           throw new DomainError("BAD_USER_INPUT", `input.labels.${k}: label values are strings of at most 1,000 characters`, `input.labels.${k}`);
         }
         labels[k] = v;
@@ -454,7 +455,7 @@ export class TaskQueue {
       [taskRunId, input.leaseToken, this.config.leaseSeconds, hasCheckpoint, hasCheckpoint ? JSON.stringify(input.checkpoint) : null],
     );
     const row = rows[0];
-    if (!row) throw await this.staleLease(taskRunId, "input.leaseToken");
+    if (!row) throw await this.staleLease(taskRunId, "input.leaseToken", "input.taskRunId");
     // Heartbeats also say the executor is alive; throttled so they do not all rewrite its row.
     await sqlRows(this.db, `UPDATE executors SET last_seen_at = now(), status = 'ONLINE' WHERE id = $1 AND (last_seen_at < now() - interval '2 seconds' OR status <> 'ONLINE')`, [row.executor_id]);
     if (row.was === TaskRunStatus.CLAIMED || hasCheckpoint) {
@@ -466,9 +467,10 @@ export class TaskQueue {
     return { cancelRequested: row.cancel_requested, leaseExpiresAt: new Date(row.lease_expires_at), taskRun };
   }
 
-  private async staleLease(taskRunId: string, field: string): Promise<DomainError> {
+  /** The error for a lease that did not match: NOT_FOUND naming `idField` when there is no such task run. */
+  private async staleLease(taskRunId: string, field: string, idField: string): Promise<DomainError> {
     const exists = await this.db.getRepository(TaskRun).existsBy({ id: taskRunId });
-    if (!exists) return new DomainError("NOT_FOUND", `taskRunId: task run ${JSON.stringify(taskRunId)} not found`, "taskRunId");
+    if (!exists) return new DomainError("NOT_FOUND", `${idField}: task run ${JSON.stringify(taskRunId)} not found`, idField);
     return new DomainError("CONFLICT", `${field}: the lease is no longer valid (expired, or the attempt already ended); stop this attempt`, field);
   }
 
@@ -491,7 +493,7 @@ export class TaskQueue {
        SELECT start FROM t`,
       [taskRunId, leaseToken, clean.length, clean],
     );
-    if (!rows[0]) throw await this.staleLease(taskRunId, "leaseToken");
+    if (!rows[0]) throw await this.staleLease(taskRunId, "leaseToken", "taskRunId");
     if (clean.length > 0) {
       await this.bus.publish(pipelineTopics.taskLogs(taskRunId), { taskRunId, fromLine: rows[0].start, lines: clean } satisfies TaskLogEvent);
     }

@@ -616,6 +616,8 @@ describe("batched claims and completions (executors with several slots)", () => 
     const [first] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
     const lease = { taskRunId: first.taskRun.id, leaseToken: first.leaseToken };
     ok(await server.gql(HEARTBEAT, { input: { ...lease, checkpoint: { epoch: 3, path: "ckpt/epoch-3" } } }));
+    const unknown = await server.gql(HEARTBEAT, { input: { taskRunId: "00000000-0000-4000-8000-000000000000", leaseToken: "x" } });
+    expect(unknown.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "input.taskRunId" });
     // The next attempt gets it as one environment variable, which Linux caps at 128 KiB.
     const huge = { blob: "x".repeat(70 * 1024) };
     expect((await server.gql(HEARTBEAT, { input: { ...lease, checkpoint: huge } })).errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.checkpoint" });
