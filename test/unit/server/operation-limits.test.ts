@@ -56,6 +56,23 @@ describe("operation limits (verdicts cached per parsed document)", () => {
     // The verdict depends on the limits too: with a larger limit the same document passes.
     expect(checkOperationLimits(schema, fourRoots, undefined, {}, { ...limits, maxAliases: 10, maxRootFields: 5 })).toEqual([]);
   });
+
+  it("counts root fields and aliases through fragments: what runs, not how it is written", () => {
+    const loose = { ...limits, maxAliases: 100, maxRootFields: 100 };
+    // Root fields behind an inline fragment or a spread are root fields (previously: 1).
+    const inline = parse(`{ ... on Query { a: items { id } b: items { id } c: items { id } d: items { id } } }`);
+    expect(checkOperationLimits(schema, inline, undefined, {}, { ...loose, maxRootFields: 3 })[0]?.message).toContain("4 root fields");
+    const spread = parse(`{ ...Roots } fragment Roots on Query { a: items { id } b: items { id } c: items { id } d: items { id } }`);
+    expect(checkOperationLimits(schema, spread, undefined, {}, { ...loose, maxRootFields: 3 })[0]?.message).toContain("4 root fields");
+    // A fragment's aliases count once per spread (previously: once per document).
+    const reused = parse(`{ items { ...Pair } item(id: 1) { ...Pair } x: items { ...Pair } } fragment Pair on Item { p: id q: id }`);
+    expect(checkOperationLimits(schema, reused, undefined, {}, { ...loose, maxAliases: 6 })[0]?.message).toContain("7 aliases");
+    expect(checkOperationLimits(schema, reused, undefined, {}, { ...loose, maxAliases: 7 })).toEqual([]);
+    // Nested spreads multiply without blowing up the count's own cost.
+    const levels = Array.from({ length: 30 }, (_, i) => `fragment F${i} on Item { a: children { ...F${i + 1} } b: children { ...F${i + 1} } }`).join("\n");
+    const deep = parse(`{ items { ...F0 } } ${levels} fragment F30 on Item { id }`);
+    expect(checkOperationLimits(schema, deep, undefined, {}, { ...loose, maxDepth: 100 })[0]?.message).toMatch(/\d+ aliases exceed/);
+  });
 });
 
 describe("NUL characters in variables", () => {
