@@ -38,8 +38,7 @@ export class PipelineResolver {
 
   @FieldResolver(() => PipelineVersion, { description: "The newest version." })
   async latestVersion(@Root() pipeline: Pipeline, @Ctx() ctx: RequestContext) {
-    const versions = await ctx.loaders.pipelineVersionsOf.load(pipeline.id);
-    return versions[versions.length - 1];
+    return ctx.loaders.latestPipelineVersion.load(pipeline.id);
   }
 
   @FieldResolver(() => PipelineRunConnection, { description: "Runs of this pipeline, newest first." })

@@ -18,6 +18,10 @@ export function createPipelineLoaders(services: AppServices) {
       const map = await services.pipelines.versionsFor(ids);
       return ids.map((id) => map.get(id) ?? []);
     }),
+    latestPipelineVersion: new DataLoader<string, PipelineVersion | null>(async (ids) => {
+      const latest = new Map((await services.pipelines.latestVersionsOf(ids)).map((v) => [v.pipelineId, v]));
+      return ids.map((id) => latest.get(id) ?? null);
+    }),
     tasksOfPipelineRun: new DataLoader<string, TaskRun[]>(async (ids) => {
       const map = await services.pipelineRuns.tasksFor(ids);
       return ids.map((id) => map.get(id) ?? []);

@@ -96,6 +96,19 @@ export class PipelinesService {
     return map;
   }
 
+  /** The newest version of each pipeline, one row each (not every version with its spec). */
+  async latestVersionsOf(pipelineIds: readonly string[]): Promise<PipelineVersion[]> {
+    if (!pipelineIds.length) return [];
+    return this.db
+      .getRepository(PipelineVersion)
+      .createQueryBuilder("v")
+      .distinctOn(["v.pipeline_id"])
+      .where("v.pipeline_id = ANY(:ids)", { ids: [...pipelineIds] })
+      .orderBy("v.pipeline_id")
+      .addOrderBy("v.version", "DESC")
+      .getMany();
+  }
+
   async versionsByIds(ids: readonly string[]): Promise<PipelineVersion[]> {
     return this.db.getRepository(PipelineVersion).createQueryBuilder("v").where("v.id = ANY(:ids)", { ids: [...ids] }).getMany();
   }
