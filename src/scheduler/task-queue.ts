@@ -10,6 +10,7 @@ import { TaskRun, TaskRunStatus } from "../entities/task-run.entity.js";
 import { PipelineRunStatus } from "../entities/pipeline-run.entity.js";
 import type { RequestContext } from "../services/context.js";
 import { DomainError } from "../services/errors.js";
+import { stillAuthorised } from "../services/credential-check.js";
 import { LIMITS, validateId, validateText } from "../services/validation.js";
 import { mintSecret } from "../services/tokens.service.js";
 import { resolveTaskInvocation } from "./spec/index.js";
@@ -237,10 +238,13 @@ export class TaskQueue {
     const pool = await this.executorPool(ctx, executorId, "executorId");
     const deadline = Date.now() + wait * 1000;
     const abandoned = ctx.abandoned;
-    for (;;) {
+    for (let wakeUps = 0; ; wakeUps++) {
       // A caller that hung up would never learn of the tasks claimed for it: they would sit
       // CLAIMED until their lease expired and then count as a lost executor.
       if (abandoned?.aborted) return [];
+      // A long poll outlives its authentication (checked when the request came in): an executor
+      // token revoked meanwhile gets no tasks, and no freshly minted task tokens, when it wakes up.
+      if (wakeUps > 0 && !(await stillAuthorised(ctx))) throw new DomainError("UNAUTHENTICATED", "credentials have been revoked or have expired");
       const waiter = await this.notifier.register(pool);
       const stopWaiting = () => waiter.dispose();
       abandoned?.addEventListener("abort", stopWaiting);

@@ -35,7 +35,7 @@ import { instrumentRootResolvers, rateLimitRefusals, renderMetrics, requestDurat
 import { registerScrapeCollectors } from "./observability-collectors.js";
 import { parse, type DocumentNode } from "graphql";
 import { OpenServerGuard } from "./open-server-guard.js";
-import { principalStillValid } from "../services/live-stream.js";
+import { principalStillValid } from "../services/credential-check.js";
 
 export interface RunningServer {
   url: string;

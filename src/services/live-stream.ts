@@ -1,8 +1,6 @@
 import { iterateTopic } from "../stores/event-bus/event-bus.js";
-import type { AppServices } from "./app-services.js";
 import type { RequestContext } from "./context.js";
-import type { Principal } from "./principal.js";
-import { DomainError } from "./errors.js";
+import { stillAuthorised } from "./credential-check.js";
 
 /**
  * A GraphQL subscription over one event-bus topic. Each event is filtered, re-authorised (a
@@ -59,19 +57,4 @@ async function* streamEvents<E, T>(
   } finally {
     await events.return?.();
   }
-}
-
-export function stillAuthorised(ctx: RequestContext): Promise<boolean> {
-  return principalStillValid(ctx.services, ctx.principal);
-}
-
-/** Whether a credential checked earlier (a websocket's, a stream's) is still good: not revoked, not expired. */
-export async function principalStillValid(services: Pick<AppServices, "tokens">, principal: Principal): Promise<boolean> {
-  if (principal.tokenId) return services.tokens.isActive(principal.tokenId);
-  if (principal.expiresAt) return principal.expiresAt.getTime() > Date.now();
-  return true;
-}
-
-export async function assertStillAuthorised(ctx: RequestContext): Promise<void> {
-  if (!(await stillAuthorised(ctx))) throw new DomainError("UNAUTHENTICATED", "credentials have been revoked or have expired");
 }

@@ -278,6 +278,20 @@ describe("leases", () => {
     expect(again.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.leaseToken" });
   });
 
+  it("gives no task to a long poll whose executor token was revoked while it waited", async () => {
+    const created = ok(await server.gql(`mutation { createApiToken(input: {name: "ex-revoked", role: "executor", pool: "revoked-poll"}) { secret token { id } } }`)).createApiToken;
+    const exec = ok(await server.gql(`mutation { registerExecutor(input: {pool: "revoked-poll", cpu: 1, memoryMb: 512}) { id } }`, {}, created.secret)).registerExecutor.id;
+    await createSpec({ pipeline: { name: "revoked-poll", tasks: [{ id: "only", command: ["true"], pool: "revoked-poll" }] } });
+    const polling = server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 10) { taskRun { id } } }`, { id: exec }, created.secret);
+    await sleep(300); // waiting for work
+    ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: created.token.id }));
+    const submitted = await submit("revoked-poll");
+    // Previously the wake-up claimed the task (and minted its task token) for the revoked executor.
+    expect((await polling).errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
+    expect((await readRun(submitted.id)).tasks[0].status).toBe("QUEUED");
+    ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id }));
+  });
+
   it("refuses an executor token outside its pool", async () => {
     const token = ok(await server.gql(`mutation { createApiToken(input: {name: "ex", role: "executor", pool: "scoped"}) { secret } }`)).createApiToken.secret;
     const other = await server.gql(`mutation { registerExecutor(input: {pool: "elsewhere", cpu: 1, memoryMb: 512}) { id } }`, {}, token);
