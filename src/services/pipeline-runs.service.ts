@@ -37,6 +37,9 @@ export interface TaskLogBatchView {
 }
 
 /** Pipeline runs: submission (materialising task runs), cancellation, reads and live updates. */
+/** Most task runs one request may load through PipelineRun.tasks. */
+export const MAX_TASKS_PER_REQUEST = 50_000;
+
 export class PipelineRunsService {
   constructor(
     private readonly db: DataSource,
@@ -209,7 +212,20 @@ export class PipelineRunsService {
     return this.db.getRepository(TaskRun).findOneBy({ id });
   }
 
+  /**
+   * Task runs of several pipeline runs (one request's `PipelineRun.tasks`). A run may hold 10,000
+   * tasks, so a page of 1,000 runs could ask for ten million rows: past MAX_TASKS_PER_REQUEST the
+   * request is refused, before anything is loaded.
+   */
   async tasksFor(pipelineRunIds: readonly string[]): Promise<Map<string, TaskRun[]>> {
+    const [{ total }] = await sqlRows<{ total: number }>(this.db, "SELECT coalesce(sum(tasks_total), 0)::int AS total FROM pipeline_runs WHERE id = ANY($1::uuid[])", [[...pipelineRunIds]]);
+    if (total > MAX_TASKS_PER_REQUEST) {
+      throw new DomainError(
+        "BAD_USER_INPUT",
+        `tasks: these ${pipelineRunIds.length} pipeline runs hold ${total} task runs, more than ${MAX_TASKS_PER_REQUEST} per request; ask for fewer runs (first) or one run at a time`,
+        "tasks",
+      );
+    }
     const rows = await this.db
       .getRepository(TaskRun)
       .createQueryBuilder("t")
@@ -218,7 +234,11 @@ export class PipelineRunsService {
       .addOrderBy("t.id")
       .getMany();
     const map = new Map<string, TaskRun[]>();
-    for (const t of rows) map.set(t.pipelineRunId, [...(map.get(t.pipelineRunId) ?? []), t]);
+    for (const t of rows) {
+      const list = map.get(t.pipelineRunId);
+      if (list) list.push(t);
+      else map.set(t.pipelineRunId, [t]);
+    }
     return map;
   }
 

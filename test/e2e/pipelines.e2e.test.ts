@@ -609,6 +609,26 @@ describe("batched claims and completions (executors with several slots)", () => 
     expect(ok(await server.gql(CANCEL, { id: waiting.id })).cancelPipelineRun).toMatchObject({ status: "CANCELLED", cancelRequested: true });
   });
 
+  withDatabase("refuses to load more task runs in one request than the per-request cap", async () => {
+    await createSpec({ pipeline: { name: "many-tasks", tasks: [{ id: "only", command: ["true"], pool: "many-tasks" }] } });
+    const submitted = await submit("many-tasks");
+    const TASKS = `query($id: ID!) { pipelineRun(id: $id) { tasks { id } } }`;
+    expect(ok(await server.gql(TASKS, { id: submitted.id })).pipelineRun.tasks).toHaveLength(1);
+    // Standing in for a 10,000-task spec run six times: the cap reads the runs' task counts.
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    try {
+      await db.query("UPDATE pipeline_runs SET tasks_total = 60000 WHERE id = $1", [submitted.id]);
+      const refused = await server.gql(TASKS, { id: submitted.id });
+      expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "tasks" });
+      expect(refused.errors?.[0].message).toMatch(/more than 50000 per request/);
+    } finally {
+      await db.query("UPDATE pipeline_runs SET tasks_total = 1 WHERE id = $1", [submitted.id]);
+      await db.end();
+    }
+    ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id }));
+  });
+
   it("streams task logs to their subscribers however the task run id was spelled", async () => {
     const exec = await register("id-spelling", 2);
     await createSpec({ pipeline: { name: "id-spelling", tasks: [{ id: "only", command: ["true"], pool: "id-spelling" }] } });
