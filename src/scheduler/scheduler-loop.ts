@@ -24,6 +24,8 @@ export class SchedulerLoop implements BackgroundWorker {
   private leaderConnection: QueryRunner | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
+  /** Runs on_success actions left due (set by the pipeline services); on the leader, each tick. */
+  onSuccessSweep: (() => Promise<unknown>) | null = null;
 
   constructor(
     private readonly db: DataSource,
@@ -65,6 +67,7 @@ export class SchedulerLoop implements BackgroundWorker {
     await this.reapExpiredLeases();
     await this.reapTimeouts();
     await this.markOfflineExecutors();
+    if (this.onSuccessSweep) await this.onSuccessSweep().catch((err: Error) => this.log.error({ err: err.message }, "on_success sweep failed"));
   }
 
   private async ensureLeader(): Promise<boolean> {

@@ -356,40 +356,69 @@ export class PipelineRunsService {
   // ---------------------------------------------------------------- on_success
 
   /**
-   * on_success.register_model: registers the named task's run artifacts as a model version and
-   * sets the alias, through the registry's `registerFromPipeline` hook.
+   * Runs a SUCCEEDED run's `on_success.register_model` once. The run is marked due in the
+   * transaction that finished it; this holds the run's row (FOR NO KEY UPDATE: the registry's own
+   * writes may still reference it) while the action runs and clears the mark in the same
+   * transaction that records the result. So a crash before that commit leaves the run due, and the
+   * scheduler runs it again (`runDueOnSuccessActions`); two callers never run it at once (SKIP
+   * LOCKED); and a version the interrupted try already registered is reused, not registered again.
+   * A store that is unavailable leaves the run due, to be retried; any other failure lands in `error`.
    */
   async runOnSuccess(ctx: RequestContext, registrar: PipelineModelRegistrar | undefined, pipelineRunId: string): Promise<void> {
+    const ran = await this.db.transaction(async (em) => {
+      const due: unknown[] = await em.query("SELECT 1 FROM pipeline_runs WHERE id = $1 AND on_success_due FOR NO KEY UPDATE SKIP LOCKED", [pipelineRunId]);
+      if (due.length === 0) return false;
+      const result = await this.performOnSuccess(ctx, registrar, pipelineRunId);
+      if ("registered" in result) {
+        await em.query("UPDATE pipeline_runs SET on_success_due = false, registered_model_name = $2, registered_model_version = $3 WHERE id = $1", [
+          pipelineRunId,
+          result.registered.modelName,
+          result.registered.version,
+        ]);
+      } else {
+        await em.query("UPDATE pipeline_runs SET on_success_due = $3, error = $2 WHERE id = $1", [pipelineRunId, result.error.slice(0, 10_000), result.retry]);
+      }
+      return true;
+    });
+    if (ran) await this.bus.publish(pipelineTopics.pipelineRun(pipelineRunId), { pipelineRunId } satisfies PipelineRunEvent);
+  }
+
+  /** Runs still due for their on_success action a while after they finished (a crash, an outage). */
+  async runDueOnSuccessActions(ctx: RequestContext, registrar: PipelineModelRegistrar | undefined, olderThanSeconds: number): Promise<number> {
+    const due: { id: string }[] = await this.db.query(
+      "SELECT id FROM pipeline_runs WHERE on_success_due AND finished_at < now() - make_interval(secs => $1) ORDER BY finished_at LIMIT 20",
+      [olderThanSeconds],
+    );
+    for (const { id } of due) await this.runOnSuccess(ctx, registrar, id);
+    return due.length;
+  }
+
+  private async performOnSuccess(
+    ctx: RequestContext,
+    registrar: PipelineModelRegistrar | undefined,
+    pipelineRunId: string,
+  ): Promise<{ registered: { modelName: string; version: number } } | { error: string; retry: boolean }> {
     const run = await this.db.getRepository(PipelineRun).findOneByOrFail({ id: pipelineRunId });
     const [version] = await this.pipelines.versionsByIds([run.pipelineVersionId]);
     const action = version?.spec.pipeline.on_success?.register_model;
-    if (!action) return;
+    if (!action) return { error: "on_success: the pipeline version has no action", retry: false };
     const task = await this.db.getRepository(TaskRun).findOneBy({ pipelineRunId, taskId: action.task });
-    let error: string | null = null;
-    if (!registrar) error = "on_success.register_model: the model registry is not available on this server";
-    else if (!task?.runId || task.status !== TaskRunStatus.SUCCEEDED) error = `on_success.register_model: task ${JSON.stringify(action.task)} has no successful run`;
-    if (error) {
-      await sqlRows(this.db, "UPDATE pipeline_runs SET error = $2 WHERE id = $1", [pipelineRunId, error]);
-    } else {
-      try {
-        const registered = await registrar!.registerFromPipeline(ctx, {
-          modelName: action.model_name,
-          runId: task!.runId!,
-          artifactPath: action.artifact_path,
-          alias: action.alias ?? null,
-          pipelineRunId,
-          description: `registered by pipeline ${version!.spec.pipeline.name} run ${pipelineRunId}`,
-        });
-        await sqlRows(this.db, "UPDATE pipeline_runs SET registered_model_name = $2, registered_model_version = $3 WHERE id = $1", [
-          pipelineRunId,
-          action.model_name,
-          registered.version,
-        ]);
-      } catch (err) {
-        await sqlRows(this.db, "UPDATE pipeline_runs SET error = $2 WHERE id = $1", [pipelineRunId, `on_success.register_model: ${(err as Error).message}`.slice(0, 10_000)]);
-      }
+    if (!registrar) return { error: "on_success.register_model: the model registry is not available on this server", retry: false };
+    if (!task?.runId || task.status !== TaskRunStatus.SUCCEEDED) return { error: `on_success.register_model: task ${JSON.stringify(action.task)} has no successful run`, retry: false };
+    try {
+      const registered = await registrar.registerFromPipeline(ctx, {
+        modelName: action.model_name,
+        runId: task.runId,
+        artifactPath: action.artifact_path,
+        alias: action.alias ?? null,
+        pipelineRunId,
+        description: `registered by pipeline ${version.spec.pipeline.name} run ${pipelineRunId}`,
+      });
+      return { registered: { modelName: action.model_name, version: registered.version } };
+    } catch (err) {
+      const retry = err instanceof DomainError && err.code === "UNAVAILABLE";
+      return { error: `on_success.register_model: ${(err as Error).message}${retry ? " (will retry)" : ""}`, retry };
     }
-    await this.bus.publish(pipelineTopics.pipelineRun(pipelineRunId), { pipelineRunId } satisfies PipelineRunEvent);
   }
 
   isTerminalTask(status: string): boolean {

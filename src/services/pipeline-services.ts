@@ -48,15 +48,28 @@ export function createPipelineServices(
   const system = () => systemContext(getServices(), schedulerLog);
   taskQueue.onPipelineSucceeded = (pipelineRunId) => pipelineRuns.runOnSuccess(system(), modelRegistrar(getServices()), pipelineRunId);
   // PIPELINE_RUN_FINISHED goes to the webhook outbox in the transaction that finishes the run.
+  // The run's on_success action is marked due in the same transaction (see runOnSuccess).
   taskQueue.onPipelineFinishedTx = async (em, pipelineRunId, status) => {
     const rows: { name: string }[] = await em.query("SELECT p.name FROM pipeline_runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE r.id = $1", [pipelineRunId]);
     await enqueueWebhookEvent(em, "PIPELINE_RUN_FINISHED", { pipelineRunId, pipelineName: rows[0]?.name ?? null, status });
+    if (status === "SUCCEEDED") {
+      await em.query(
+        `UPDATE pipeline_runs r SET on_success_due = true FROM pipeline_versions v
+          WHERE r.id = $1 AND v.id = r.pipeline_version_id AND v.spec -> 'pipeline' -> 'on_success' -> 'register_model' IS NOT NULL`,
+        [pipelineRunId],
+      );
+    }
   };
   taskQueue.onPipelinesFinished = () => announceWebhookEvents(stores.bus);
   const scheduler = new SchedulerLoop(stores.db, stores.bus, taskQueue, config, schedulerLog, system);
+  // Actions a crash or an outage left due; the finishing request normally ran them at once.
+  scheduler.onSuccessSweep = () => pipelineRuns.runDueOnSuccessActions(system(), modelRegistrar(getServices()), ON_SUCCESS_RETRY_AFTER_SECONDS);
   workers.push(scheduler, { name: "task queue waiters", start: () => undefined, stop: () => taskQueue.close() });
   return { pipelines, pipelineRuns, taskQueue, scheduler };
 }
+
+/** How long after a run finished the scheduler takes over an on_success action still due. */
+const ON_SUCCESS_RETRY_AFTER_SECONDS = 10;
 
 /**
  * The registry's `registerFromPipeline` when it offers one; otherwise the same built from its
@@ -69,11 +82,12 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
         createModel?: (ctx: RequestContext, input: { name: string; description?: string | null }) => Promise<unknown>;
         createVersion?: (ctx: RequestContext, input: { modelName: string; runId: string; artifactPath: string; description?: string | null }) => Promise<{ version: number }>;
         setAlias?: (ctx: RequestContext, modelName: string, alias: string, version: number) => Promise<unknown>;
+        versionsByRuns?: (runIds: readonly string[]) => Promise<Map<string, { modelId: string; artifactPath: string; version: number }[]>>;
       })
     | undefined;
   if (!registry) return undefined;
   if (typeof registry.registerFromPipeline === "function") return registry as PipelineModelRegistrar;
-  const { getModel, createModel, createVersion, setAlias } = registry;
+  const { getModel, createModel, createVersion, setAlias, versionsByRuns } = registry;
   if (!getModel || !createModel || !createVersion || !setAlias) return undefined;
   return {
     async registerFromPipeline(ctx, input) {
@@ -85,7 +99,14 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
           if ((err as { code?: string }).code !== "CONFLICT") throw err;
         }
       }
-      const version = await createVersion.call(registry, ctx, { modelName: input.modelName, runId: input.runId, artifactPath: input.artifactPath, description: input.description ?? null });
+      // A try interrupted after registering (a crash before the pipeline run recorded it) left
+      // the version behind: reuse it rather than register the same artifact twice.
+      const model = (await getModel.call(registry, ctx, input.modelName)) as { id: string } | null;
+      const earlier =
+        model && versionsByRuns
+          ? (await versionsByRuns.call(registry, [input.runId])).get(input.runId)?.find((v) => v.modelId === model.id && v.artifactPath === input.artifactPath)
+          : undefined;
+      const version = earlier ?? (await createVersion.call(registry, ctx, { modelName: input.modelName, runId: input.runId, artifactPath: input.artifactPath, description: input.description ?? null }));
       if (input.alias) await setAlias.call(registry, ctx, input.modelName, input.alias, version.version);
       return { version: version.version };
     },

@@ -163,6 +163,32 @@ describe("the seed's training pipeline on real executors", () => {
     const champion = ok(await server.gql(`{ modelVersion(name: "churn", alias: "candidate") { version run { id } } }`)).modelVersion;
     expect(champion.run.id).toBe(byId.train_model.run.id);
 
+    if (serverHasDatabase()) {
+      // The server dies between registering the version and recording it on the run: the run is
+      // left due (as the finishing transaction marked it) with nothing recorded. The scheduler
+      // takes it over and records the version that was registered, without registering it again.
+      const db = new pg.Client({ connectionString: server.databaseUrl });
+      await db.connect();
+      try {
+        await db.query(
+          "UPDATE pipeline_runs SET on_success_due = true, registered_model_name = NULL, registered_model_version = NULL, finished_at = now() - interval '1 minute' WHERE id = $1",
+          [submitted.id],
+        );
+        const recovered = await waitFor("the scheduler to run the due on_success action", async () => {
+          const r = await readRun(submitted.id);
+          return r.registeredModelVersion && r;
+        });
+        expect(recovered.registeredModelVersion.version).toBe(registered.registeredModelVersion.version);
+        const { rows } = await db.query("SELECT count(*)::int AS n, bool_or(r.on_success_due) AS due FROM model_versions v, pipeline_runs r WHERE v.run_id = $1 AND r.id = $2", [
+          byId.train_model.run.id,
+          submitted.id,
+        ]);
+        expect(rows[0]).toEqual({ n: 1, due: false });
+      } finally {
+        await db.end();
+      }
+    }
+
     await updates.done;
     expect(updates.events.map((e) => e.data.taskRunUpdated.taskId)).toContain("train_model");
 
