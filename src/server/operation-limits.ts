@@ -77,17 +77,25 @@ function countAliases(operation: OperationDefinitionNode, fragments: Map<string,
   return count(operation.selectionSet, new Set());
 }
 
-/** Root fields the operation executes (by response name), through inline fragments and spreads. */
+/**
+ * Root fields the operation executes (by response name), through inline fragments and spreads.
+ * A set of names: each fragment is collected once however often it is spread (walking every
+ * spread would take 2^levels steps for fragments spread twice at each level).
+ */
 function rootFieldCount(operation: OperationDefinitionNode, fragments: Map<string, FragmentDefinitionNode>): number {
   const names = new Set<string>();
-  const collect = (set: SelectionSetNode | undefined, seen: ReadonlySet<string>) => {
+  const visited = new Set<string>();
+  const collect = (set: SelectionSetNode | undefined) => {
     for (const sel of set?.selections ?? []) {
       if (sel.kind === Kind.FIELD) names.add(sel.alias?.value ?? sel.name.value);
-      else if (sel.kind === Kind.INLINE_FRAGMENT) collect(sel.selectionSet, seen);
-      else if (!seen.has(sel.name.value)) collect(fragments.get(sel.name.value)?.selectionSet, new Set([...seen, sel.name.value]));
+      else if (sel.kind === Kind.INLINE_FRAGMENT) collect(sel.selectionSet);
+      else if (!visited.has(sel.name.value)) {
+        visited.add(sel.name.value);
+        collect(fragments.get(sel.name.value)?.selectionSet);
+      }
     }
   };
-  collect(operation.selectionSet, new Set());
+  collect(operation.selectionSet);
   return names.size;
 }
 

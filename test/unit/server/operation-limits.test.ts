@@ -72,6 +72,10 @@ describe("operation limits (verdicts cached per parsed document)", () => {
     const levels = Array.from({ length: 30 }, (_, i) => `fragment F${i} on Item { a: children { ...F${i + 1} } b: children { ...F${i + 1} } }`).join("\n");
     const deep = parse(`{ items { ...F0 } } ${levels} fragment F30 on Item { id }`);
     expect(checkOperationLimits(schema, deep, undefined, {}, { ...loose, maxDepth: 100 })[0]?.message).toMatch(/\d+ aliases exceed/);
+    // The same at the root, where root fields are counted: 2^40 paths (walking them all would
+    // outlast jest's timeout by years), counted by visiting each fragment once.
+    const rootLevels = Array.from({ length: 40 }, (_, i) => `fragment R${i} on Query { ...R${i + 1} ...R${i + 1} }`).join("\n");
+    expect(checkOperationLimits(schema, parse(`{ ...R0 } ${rootLevels} fragment R40 on Query { items { id } }`), undefined, {}, loose)).toEqual([]);
   });
 });
 
