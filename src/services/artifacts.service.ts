@@ -121,11 +121,15 @@ export class ArtifactsService {
       if (err instanceof DomainError && (err.field === "size" || err.field === "sha256")) await this.db.getRepository(ArtifactUploadRecord).delete({ id: upload.id });
       throw err;
     }
-    const { record, replacedKey } = await this.db.transaction(async (em) => {
+    let discarded = false;
+    const committed = this.db.transaction(async (em) => {
       // Claimed first: when the abandoned-upload sweep discarded this upload meanwhile (its URLs
       // expired long ago), its bytes are being deleted and nothing may point at them.
       const claimed: unknown[] = await em.query(`SELECT 1 FROM artifact_uploads WHERE id = $1 FOR UPDATE`, [upload.id]);
-      if (claimed.length === 0) throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} was discarded (never completed after its URLs expired)`, "uploadId");
+      if (claimed.length === 0) {
+        discarded = true;
+        throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} was discarded (never completed after its URLs expired)`, "uploadId");
+      }
       const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
       await em.query(
         `INSERT INTO artifacts (run_id, path, key, size, sha256, content_type) VALUES ($1, $2, $3, $4, $5, $6)
@@ -140,6 +144,12 @@ export class ArtifactsService {
         record: await em.getRepository(ArtifactRecord).findOneByOrFail({ runId: upload.runId, path: upload.path }),
         replacedKey: replaced !== undefined && replaced !== upload.key && !keep ? replaced : undefined,
       };
+    });
+    const { record, replacedKey } = await committed.catch(async (err: unknown) => {
+      // The sweep deleted the upload while this verified it; the bytes this call just assembled
+      // (multipart) would be referenced by nothing.
+      if (discarded && ownsObject(upload)) await this.store.delete(upload.key).catch(() => undefined);
+      throw err;
     });
     // After the commit: until then the old record still pointed at these bytes. A failure here
     // leaves an unreferenced object behind, never a record without its bytes; the upload stands.
