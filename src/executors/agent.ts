@@ -67,6 +67,8 @@ const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
 /** Longest wait between two tries of reporting an outcome. */
 const COMPLETION_RETRY_MAX_MS = 5_000;
+/** One completion request's time limit. */
+const COMPLETION_TIMEOUT_MS = 30_000;
 /** How long an outcome the server cannot take is retried before the executor gives up on it. */
 const COMPLETION_RETRY_FOR_MS = 10 * 60_000;
 
@@ -113,8 +115,10 @@ export class ExecutorAgent {
   constructor(private readonly options: AgentOptions) {
     this.endpoint = graphqlEndpoint(options.server);
     this.completions = new CompletionBatcher<Completion>({
-      many: (inputs) => this.gql(`mutation($inputs: [CompleteTaskInput!]!) { completeTasks(inputs: $inputs) { id } }`, { inputs }).then(() => undefined),
-      one: (input) => this.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id } }`, { input }).then(() => undefined),
+      // Bounded: a hung request would hold every later completion behind it (report() retries).
+      many: (inputs) =>
+        this.gql(`mutation($inputs: [CompleteTaskInput!]!) { completeTasks(inputs: $inputs) { id } }`, { inputs }, AbortSignal.timeout(COMPLETION_TIMEOUT_MS)).then(() => undefined),
+      one: (input) => this.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id } }`, { input }, AbortSignal.timeout(COMPLETION_TIMEOUT_MS)).then(() => undefined),
     });
   }
 
@@ -257,16 +261,33 @@ export class ExecutorAgent {
     this.running.add(proc);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
     const leaseMs = Math.max(1000, new Date(a.leaseExpiresAt).getTime() - Date.now());
-    // When the server last confirmed the lease (the claim, then each heartbeat it answered).
+    const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
+    // The process must be gone before the server's lease runs out, SIGKILL grace included: stop
+    // it once no heartbeat has been confirmed for this long.
+    const graceMs = (this.options.graceSeconds ?? 10) * 1000;
+    const stopAfterMs = Math.max(leaseMs / 2, leaseMs - graceMs - Math.max(500, leaseMs / 10));
+    // When the last heartbeat the server answered was *sent*: its lease runs from a moment after.
     let leaseConfirmedAt = Date.now();
     const beat = async () => {
       if (leaseLost) return;
+      // Checked on every beat, answered or not: a heartbeat may hang rather than fail.
+      if (Date.now() - leaseConfirmedAt > stopAfterMs) {
+        // No heartbeat got through for most of a lease: the server gives the task up (or will as
+        // soon as it is back) and may run it elsewhere. Stop, so that two attempts of one task
+        // never run at once (a network partition, a server down longer than the lease).
+        leaseLost = true;
+        log.warn({ unconfirmedMs: Date.now() - leaseConfirmedAt }, "lease expired without a heartbeat getting through: stopping the process");
+        proc.stop();
+        return;
+      }
+      const sentAt = Date.now();
       try {
         const data = await this.gql<{ heartbeatTask: { cancelRequested: boolean } }>(
           `mutation($input: HeartbeatInput!) { heartbeatTask(input: $input) { cancelRequested } }`,
           { input: { taskRunId: a.taskRun.id, leaseToken: a.leaseToken } },
+          AbortSignal.timeout(beatEveryMs),
         );
-        leaseConfirmedAt = Date.now();
+        leaseConfirmedAt = Math.max(leaseConfirmedAt, sentAt);
         if (data.heartbeatTask.cancelRequested) {
           log.info("cancellation requested: stopping the process");
           proc.cancel();
@@ -277,13 +298,6 @@ export class ExecutorAgent {
           leaseLost = true;
           log.warn("lease lost: stopping the process");
           proc.stop();
-        } else if (Date.now() - leaseConfirmedAt > leaseMs) {
-          // No heartbeat got through for a whole lease: the server has given the task up (or will
-          // as soon as it is back) and may run it elsewhere. Stop, so that two attempts of one
-          // task never run at once (a network partition, a server down longer than the lease).
-          leaseLost = true;
-          log.warn({ err: (err as Error).message, unconfirmedMs: Date.now() - leaseConfirmedAt }, "lease expired without a heartbeat getting through: stopping the process");
-          proc.stop();
         } else {
           log.warn({ err: (err as Error).message }, "heartbeat failed");
         }
@@ -292,7 +306,7 @@ export class ExecutorAgent {
     void beat();
     // Heartbeats go on until the outcome is reported: log draining and completion retries keep
     // the lease, so a slow report never turns a finished attempt into a lost one.
-    const heartbeatTimer = setInterval(() => void beat(), Math.max(200, Math.floor(leaseMs / 3)));
+    const heartbeatTimer = setInterval(() => void beat(), beatEveryMs);
     try {
       let result: ProcessResult;
       try {
@@ -333,9 +347,10 @@ export class ExecutorAgent {
         log.info({ outcome: completion.outcome, exitCode: completion.exitCode }, "task finished");
         return;
       } catch (err) {
-        const refused = err instanceof GraphqlError && err.code !== "UNAVAILABLE" && err.code !== "INTERNAL_SERVER_ERROR" && err.code !== "RATE_LIMITED";
-        if (refused || leaseLost() || Date.now() > giveUpAt) {
-          log.warn({ err: (err as Error).message, outcome: completion.outcome }, "completeTask refused; the outcome is not reported");
+        // An internal error may be this completion's own fault: a few tries, not ten minutes.
+        const transient = !(err instanceof GraphqlError) || err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED" || (err.code === "INTERNAL_SERVER_ERROR" && attempt < 3);
+        if (!transient || leaseLost() || Date.now() > giveUpAt) {
+          log.warn({ err: (err as Error).message, outcome: completion.outcome, tries: attempt + 1 }, "completeTask refused or given up (a refusal after a lost answer means an earlier try landed)");
           return;
         }
         const delayMs = Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt);

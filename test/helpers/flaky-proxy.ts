@@ -1,11 +1,15 @@
 import http from "node:http";
 
 /**
- * An HTTP proxy in front of a test server that fails chosen requests with a 503 page (what a load
- * balancer answers while the server restarts), to see how a client copes. `fail` sees each request
- * body; `failures` counts the requests it failed.
+ * An HTTP proxy in front of a test server that fails chosen requests, to see how a client copes:
+ * `fail` sees each request body and answers false (forward it), true (a 503 page, what a load
+ * balancer answers while the server restarts) or "hang" (never answer: a silently dropped
+ * connection). `failures` counts the requests it failed or held.
  */
-export async function startFlakyProxy(target: string, fail: (body: string) => boolean): Promise<{ url: string; failures: () => number; close: () => Promise<void> }> {
+export async function startFlakyProxy(
+  target: string,
+  fail: (body: string) => boolean | "hang",
+): Promise<{ url: string; failures: () => number; close: () => Promise<void> }> {
   const origin = new URL(target).origin;
   let failures = 0;
   const server = http.createServer((req, res) => {
@@ -13,7 +17,12 @@ export async function startFlakyProxy(target: string, fail: (body: string) => bo
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", async () => {
       const body = Buffer.concat(chunks);
-      if (fail(body.toString("utf8"))) {
+      const verdict = fail(body.toString("utf8"));
+      if (verdict === "hang") {
+        failures++;
+        return;
+      }
+      if (verdict) {
         failures++;
         res.writeHead(503, { "content-type": "text/html" }).end("<html><body>503 Service Unavailable</body></html>");
         return;
