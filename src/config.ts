@@ -16,7 +16,8 @@ export interface Config {
   redisUrl?: string;
   /** Prefix of every Redis channel/key, so several deployments (or test servers) can share one Redis. */
   redisPrefix: string;
-  s3?: { endpoint?: string; bucket: string; region: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean };
+  /** `checksumAtPut`: sign the declared SHA-256 into single-PUT URLs (S3_CHECKSUM_AT_PUT; off for stores that reject the header). */
+  s3?: { endpoint?: string; bucket: string; region: string; accessKeyId?: string; secretAccessKey?: string; forcePathStyle: boolean; checksumAtPut: boolean };
   /** Base URL clients use to reach this server (signed artifact URLs point here). */
   publicUrl: string;
   auth: {
@@ -142,6 +143,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       accessKeyId: env.S3_ACCESS_KEY_ID ?? env.AWS_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY ?? env.AWS_SECRET_ACCESS_KEY,
       forcePathStyle: (env.S3_FORCE_PATH_STYLE ?? "true") !== "false",
+      checksumAtPut: parseBoolean("S3_CHECKSUM_AT_PUT", env.S3_CHECKSUM_AT_PUT, true),
     };
   }
   let oidc: Config["auth"]["oidc"];

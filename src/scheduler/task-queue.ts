@@ -72,6 +72,17 @@ const MAX_LOG_LINES_PER_CALL = 5_000;
  */
 const MAX_CHECKPOINT_BYTES = 64 * 1024;
 
+/**
+ * The checkpoint as the next attempt receives it. One stored before the cap (up to 256 KiB) could
+ * not be passed at all (E2BIG on every retry): such a checkpoint is left out, and the attempt
+ * starts from scratch instead of never starting.
+ */
+function checkpointEnv(data: unknown): string {
+  if (data === undefined || data === null) return "";
+  const text = JSON.stringify(data);
+  return Buffer.byteLength(text) > MAX_CHECKPOINT_BYTES ? "" : text;
+}
+
 /** Refuses a checkpoint the next attempt could not be started with. */
 function checkCheckpointSize(checkpoint: unknown, field: string): void {
   if (checkpoint === undefined || checkpoint === null) return;
@@ -238,13 +249,13 @@ export class TaskQueue {
     const pool = await this.executorPool(ctx, executorId, "executorId");
     const deadline = Date.now() + wait * 1000;
     const abandoned = ctx.abandoned;
-    for (let wakeUps = 0; ; wakeUps++) {
+    for (;;) {
       // A caller that hung up would never learn of the tasks claimed for it: they would sit
       // CLAIMED until their lease expired and then count as a lost executor.
       if (abandoned?.aborted) return [];
-      // A long poll outlives its authentication (checked when the request came in): an executor
-      // token revoked meanwhile gets no tasks, and no freshly minted task tokens, when it wakes up.
-      if (wakeUps > 0 && !(await stillAuthorised(ctx))) throw new DomainError("UNAUTHENTICATED", "credentials have been revoked or have expired");
+      // A long poll outlives its authentication: an executor token revoked meanwhile gets no
+      // tasks, and no freshly minted task tokens, whenever it looks again (one batched lookup).
+      if (!(await stillAuthorised(ctx))) throw new DomainError("UNAUTHENTICATED", "credentials have been revoked or have expired");
       const waiter = await this.notifier.register(pool);
       const stopWaiting = () => waiter.dispose();
       abandoned?.addEventListener("abort", stopWaiting);
@@ -416,7 +427,7 @@ export class TaskQueue {
       MLGRAPH_PIPELINE_RUN_ID: task.pipeline_run_id,
       MLGRAPH_TASK_ID: task.task_id,
       MLGRAPH_ATTEMPT: String(task.attempt),
-      MLGRAPH_CHECKPOINT: checkpoint ? JSON.stringify(checkpoint.data) : "",
+      MLGRAPH_CHECKPOINT: checkpointEnv(checkpoint?.data),
       // Empty for CPU tasks: hides every GPU rather than exposing all of them.
       CUDA_VISIBLE_DEVICES: gpus.join(","),
       MLGRAPH_PARAMS: JSON.stringify(invocation.params),

@@ -1,5 +1,9 @@
+import os from "node:os";
 import type express from "express";
 import { authRequired, isLoopback, type Config } from "../config.js";
+
+/** Other names that reach only this machine: Linux routes 0.0.0.0 to loopback. */
+const LOCAL_NAMES = new Set(["0.0.0.0", "localhost.localdomain", "ip6-localhost", "ip6-loopback"]);
 
 /**
  * On an open server (no credentials needed, every caller is an admin: loopback only) the API must
@@ -44,7 +48,16 @@ export class OpenServerGuard {
 
   private localName(hostname: string | undefined): boolean {
     if (!hostname) return false;
-    return isLoopback(hostname) || hostname.endsWith(".localhost") || hostname === this.publicHost;
+    return (
+      isLoopback(hostname) ||
+      hostname.endsWith(".localhost") ||
+      hostname === this.publicHost ||
+      LOCAL_NAMES.has(hostname) ||
+      // IPv4-mapped loopback, as the URL parser writes it: ::ffff:7f00:1 for ::ffff:127.0.0.1.
+      /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(hostname) ||
+      // This machine's own name (a server bound to 127.0.1.1 is reached by it on Debian).
+      hostname === os.hostname().toLowerCase()
+    );
   }
 }
 

@@ -245,8 +245,8 @@ function abandonedUploadsAreDiscarded(
   describe(`abandoned uploads on the ${label} store`, () => {
     let server: TestServer;
     beforeAll(async () => {
-      // Upload URLs valid for 3 s, discarded as soon as they expired, swept every 200 ms.
-      server = await boot({ MLGRAPH_UPLOAD_EXPIRES_SECONDS: "3", MLGRAPH_UPLOAD_ABANDON_AFTER_SECONDS: "0", MLGRAPH_UPLOAD_SWEEP_INTERVAL_MS: "200" });
+      // Upload URLs valid for 5 s, discarded as soon as they expired, swept every 200 ms.
+      server = await boot({ MLGRAPH_UPLOAD_EXPIRES_SECONDS: "5", MLGRAPH_UPLOAD_ABANDON_AFTER_SECONDS: "0", MLGRAPH_UPLOAD_SWEEP_INTERVAL_MS: "200" });
     });
     afterAll(async () => {
       await server?.stop();

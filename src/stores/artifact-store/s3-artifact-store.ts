@@ -56,6 +56,12 @@ export interface S3ArtifactStoreOptions {
   partSize?: number;
   /** Lifetime of presigned upload URLs (default 3600 s). */
   uploadExpiresInSeconds?: number;
+  /**
+   * Default `true`: single-PUT URLs carry the declared SHA-256 as a signed `x-amz-checksum-sha256`
+   * header, which AWS S3 (and MinIO) check against the body. Turn off for S3-compatible stores
+   * that reject the header; completion verifies the checksum either way.
+   */
+  checksumAtPut?: boolean;
   /** SDK attempts per request, retries included (default 3). */
   maxAttempts?: number;
   /** TCP connect timeout (default 5,000 ms). */
@@ -77,9 +83,11 @@ export class S3ArtifactStore implements ArtifactStore {
   private readonly multipartThreshold: number;
   private readonly partSize: number;
   private readonly uploadExpiresInSeconds: number;
+  private readonly checksumAtPut: boolean;
   private readonly endpointLabel: string;
 
   constructor(options: S3ArtifactStoreOptions) {
+    this.checksumAtPut = options.checksumAtPut ?? true;
     this.bucket = options.bucket;
     this.keyPrefix = options.keyPrefix ?? "";
     this.multipartThreshold = options.multipartThreshold ?? DEFAULT_MULTIPART_THRESHOLD;
@@ -129,7 +137,7 @@ export class S3ArtifactStore implements ArtifactStore {
       // (BadDigest otherwise), so the URL stores those bytes or nothing: even a leaked URL cannot
       // replace an artifact's verified bytes with others. Kept a header (not hoisted into the
       // query), so the client sends it and S3 verifies it.
-      const checksum = req.sha256 !== undefined ? Buffer.from(req.sha256, "hex").toString("base64") : undefined;
+      const checksum = req.sha256 !== undefined && this.checksumAtPut ? Buffer.from(req.sha256, "hex").toString("base64") : undefined;
       const signed = [...(req.contentType ? ["content-type"] : []), ...(checksum ? [CHECKSUM_HEADER] : [])];
       const url = await getSignedUrl(
         this.client,

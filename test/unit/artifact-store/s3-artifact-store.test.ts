@@ -82,6 +82,11 @@ describe("S3ArtifactStore against s3rver", () => {
 
     const verified = await completeAndVerifyUpload(store, pendingUploadOf(d));
     expect(verified).toMatchObject({ key, size: body.length, sha256: sha256(body) });
+    // For stores that reject the header, S3_CHECKSUM_AT_PUT=false leaves it out.
+    const plain = await makeStore({ checksumAtPut: false }).createUpload({ key: artifactKey("r1", "plain.csv"), size: body.length, sha256: sha256(body), contentType: "text/csv" });
+    if (plain.kind !== "single") throw new Error("expected a single upload");
+    expect(plain.headers).toEqual({ "content-type": "text/csv" });
+    expect(new URL(plain.url).searchParams.get("X-Amz-SignedHeaders")).toBe("content-length;content-type;host");
 
     const got = await fetch(await store.presignDownload(key, 60));
     expect(got.status).toBe(200);
