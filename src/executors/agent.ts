@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { CompletionBatcher } from "./completion-batcher.js";
 import { detectGpus, type GpuInfo, type GpuSpec } from "./gpu-detection.js";
 import { LocalProcess, type ProcessResult } from "./runtimes/local-process.js";
+import { TaskProcessRegistry } from "./task-process-registry.js";
 
 export interface AgentOptions {
   /** Server base URL or its /graphql endpoint. */
@@ -110,10 +111,13 @@ export class ExecutorAgent {
   private reservedSlots = 0;
   private idle: { promise: Promise<void>; resolve: () => void } | null = null;
   private readonly completions: CompletionBatcher<Completion>;
+  /** Process groups of running tasks, so a successor can stop them if this executor dies. */
+  private readonly taskGroups: TaskProcessRegistry;
   gpus: GpuInfo[] = [];
 
   constructor(private readonly options: AgentOptions) {
     this.endpoint = graphqlEndpoint(options.server);
+    this.taskGroups = new TaskProcessRegistry(options.workdirBase ?? os.tmpdir());
     this.completions = new CompletionBatcher<Completion>({
       // Bounded: a hung request would hold every later completion behind it (report() retries).
       many: (inputs) =>
@@ -127,6 +131,9 @@ export class ExecutorAgent {
   }
 
   async start(): Promise<void> {
+    // Tasks an executor killed with -9 left running here would hold their GPUs and CPU while the
+    // server hands out new tasks for them: stopped before this executor offers anything.
+    await this.taskGroups.stopOrphans((this.options.graceSeconds ?? 10) * 1000, this.options.log);
     this.gpus = await detectGpus(this.options.gpus);
     const input = {
       name: this.options.name ?? `${os.hostname()}-${process.pid}`,
@@ -259,6 +266,8 @@ export class ExecutorAgent {
       },
     });
     this.running.add(proc);
+    const pgid = proc.pid;
+    if (pgid !== undefined) this.taskGroups.record(pgid);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
     const leaseMs = Math.max(1000, new Date(a.leaseExpiresAt).getTime() - Date.now());
     const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
@@ -314,6 +323,7 @@ export class ExecutorAgent {
       } finally {
         clearInterval(flushTimer);
         this.running.delete(proc);
+        if (pgid !== undefined) this.taskGroups.forget(pgid);
       }
       if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
       await flush();

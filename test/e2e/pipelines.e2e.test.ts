@@ -275,6 +275,25 @@ describe("leases", () => {
     }
   }, 40_000);
 
+  it("stops the task processes a killed executor left running when the next executor starts on the machine", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "orphans-"));
+    const base = path.join(dir, "work");
+    await createSpec({ pipeline: { name: "orphans", tasks: [shellTask("ticks", `while true; do date +%s%N > ${dir}/tick; sleep 0.1; done`, { pool: "orphans" })] } });
+    const first = await executor(["--pool", "orphans", "--gpus", "none", "--workdir-base", base]);
+    const submitted = await submit("orphans");
+    await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
+    const sinceTick = () => Date.now() - Number(BigInt(fs.readFileSync(`${dir}/tick`, "utf8").trim()) / 1_000_000n);
+    await first.kill9();
+    await sleep(1_000);
+    expect(sinceTick()).toBeLessThan(2_000); // its own process group outlived the executor (ticks every 0.1 s)
+    // Another executor on this machine (another pool: it claims nothing here) clears it up first.
+    const second = await executor(["--pool", "orphans-elsewhere", "--gpus", "none", "--workdir-base", base]);
+    await sleep(3_000);
+    expect(sinceTick()).toBeGreaterThan(2_000);
+    expect(second.output()).toMatch(/stopping task processes left by an executor that died/);
+    await waitForRun(submitted.id, ["FAILED"], 20_000); // its lease ran out: EXECUTOR_LOST
+  }, 40_000);
+
   it("lets 100 concurrent claimers share tasks without ever handing one out twice, and refuses stale leases", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 100; i++) {
