@@ -42,7 +42,7 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown, lo
 }
 
 /** Connection-level failures of PostgreSQL/ClickHouse/Redis/S3 mean "try again", not "bug". */
-function isUnavailable(err: unknown): boolean {
+export function isUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: string }).code ?? "";
   return (

@@ -33,6 +33,7 @@ export async function openArtifactStorage(config: Config, log: Logger): Promise<
       endpoint: s3.endpoint,
       forcePathStyle: s3.forcePathStyle,
       uploadExpiresInSeconds: config.artifactUploads.expiresInSeconds,
+      checksumAtPut: s3.checksumAtPut,
       ...(s3.accessKeyId && s3.secretAccessKey ? { credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } } : {}),
     });
     log.info({ bucket: s3.bucket, endpoint: s3.endpoint ?? "aws" }, "artifacts stored in S3");
