@@ -267,36 +267,45 @@ export class ExecutorAgent {
     });
     this.running.add(proc);
     const pgid = proc.pid;
-    if (pgid !== undefined) this.taskGroups.record(pgid);
+    if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
     const leaseMs = Math.max(1000, new Date(a.leaseExpiresAt).getTime() - Date.now());
     const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
     // The process must be gone before the server's lease runs out, SIGKILL grace included: stop
     // it once no heartbeat has been confirmed for this long.
     const graceMs = (this.options.graceSeconds ?? 10) * 1000;
-    const stopAfterMs = Math.max(leaseMs / 2, leaseMs - graceMs - Math.max(500, leaseMs / 10));
+    const stopAfterMs = Math.floor(Math.max(leaseMs / 2, leaseMs - graceMs - Math.max(500, leaseMs / 10)));
     // When the last heartbeat the server answered was *sent*: its lease runs from a moment after.
     let leaseConfirmedAt = Date.now();
-    const beat = async () => {
-      if (leaseLost) return;
-      // Checked on every beat, answered or not: a heartbeat may hang rather than fail.
-      if (Date.now() - leaseConfirmedAt > stopAfterMs) {
+    let stopTimer: NodeJS.Timeout | undefined;
+    // A timer of its own, not a check in the heartbeat: a heartbeat may hang rather than fail.
+    const armSelfStop = () => {
+      clearTimeout(stopTimer);
+      stopTimer = setTimeout(() => {
+        if (leaseLost) return;
         // No heartbeat got through for most of a lease: the server gives the task up (or will as
         // soon as it is back) and may run it elsewhere. Stop, so that two attempts of one task
         // never run at once (a network partition, a server down longer than the lease).
         leaseLost = true;
         log.warn({ unconfirmedMs: Date.now() - leaseConfirmedAt }, "lease expired without a heartbeat getting through: stopping the process");
         proc.stop();
-        return;
-      }
+      }, Math.max(0, leaseConfirmedAt + stopAfterMs - Date.now()));
+    };
+    armSelfStop();
+    const beat = async () => {
+      if (leaseLost) return;
       const sentAt = Date.now();
       try {
         const data = await this.gql<{ heartbeatTask: { cancelRequested: boolean } }>(
           `mutation($input: HeartbeatInput!) { heartbeatTask(input: $input) { cancelRequested } }`,
           { input: { taskRunId: a.taskRun.id, leaseToken: a.leaseToken } },
-          AbortSignal.timeout(beatEveryMs),
+          // A slow answer still counts (from when it was sent) as long as it comes before the stop.
+          AbortSignal.timeout(Math.max(beatEveryMs, stopAfterMs)),
         );
-        leaseConfirmedAt = Math.max(leaseConfirmedAt, sentAt);
+        if (sentAt > leaseConfirmedAt) {
+          leaseConfirmedAt = sentAt;
+          armSelfStop();
+        }
         if (data.heartbeatTask.cancelRequested) {
           log.info("cancellation requested: stopping the process");
           proc.cancel();
@@ -338,6 +347,7 @@ export class ExecutorAgent {
       await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error }, log, () => leaseLost);
     } finally {
       clearInterval(heartbeatTimer);
+      clearTimeout(stopTimer);
     }
   }
 

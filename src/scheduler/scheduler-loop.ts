@@ -24,8 +24,9 @@ export class SchedulerLoop implements BackgroundWorker {
   private leaderConnection: QueryRunner | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
-  /** Runs on_success actions left due (set by the pipeline services); on the leader, each tick. */
+  /** Runs on_success actions left due (set by the pipeline services); on the leader, one pass at a time. */
   onSuccessSweep: (() => Promise<unknown>) | null = null;
+  private sweeping: Promise<unknown> | null = null;
 
   constructor(
     private readonly db: DataSource,
@@ -57,6 +58,7 @@ export class SchedulerLoop implements BackgroundWorker {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running;
+    await this.sweeping;
     await this.resign();
   }
 
@@ -67,7 +69,12 @@ export class SchedulerLoop implements BackgroundWorker {
     await this.reapExpiredLeases();
     await this.reapTimeouts();
     await this.markOfflineExecutors();
-    if (this.onSuccessSweep) await this.onSuccessSweep().catch((err: Error) => this.log.error({ err: err.message }, "on_success sweep failed"));
+    // Not awaited: an action waiting on a slow store must not hold up retries and the reaper.
+    if (this.onSuccessSweep && !this.sweeping) {
+      this.sweeping = this.onSuccessSweep()
+        .catch((err: Error) => this.log.error({ err: err.message }, "on_success sweep failed"))
+        .finally(() => (this.sweeping = null));
+    }
   }
 
   private async ensureLeader(): Promise<boolean> {

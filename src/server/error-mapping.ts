@@ -1,7 +1,7 @@
 import { GraphQLError, type GraphQLFormattedError } from "graphql";
 import { unwrapResolverError } from "@apollo/server/errors";
 import type { Logger } from "pino";
-import { DomainError } from "../services/errors.js";
+import { DomainError, isUnavailable } from "../services/errors.js";
 
 /**
  * The one place errors become what clients see: DomainError codes go to `extensions.code`
@@ -41,12 +41,3 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown, lo
   return { message: "Internal server error", locations: formatted.locations, path: formatted.path, extensions: { code: "INTERNAL_SERVER_ERROR" } };
 }
 
-/** Connection-level failures of PostgreSQL/ClickHouse/Redis/S3 mean "try again", not "bug". */
-export function isUnavailable(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: string }).code ?? "";
-  return (
-    ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "08006", "08001", "08003"].includes(code) ||
-    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/i.test(err.message)
-  );
-}

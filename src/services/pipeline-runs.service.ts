@@ -8,7 +8,7 @@ import type { EventBus } from "../stores/event-bus/event-bus.js";
 import { coerceParams, resolveTaskInvocation, roots } from "../scheduler/spec/index.js";
 import { PendingEvents, pipelineTopics, type PipelineRunEvent, type TaskLogEvent, type TaskRunEvent } from "../scheduler/pipeline-events.js";
 import { inTransaction, normalizeGpuType, type TaskQueue } from "../scheduler/task-queue.js";
-import { DomainError } from "./errors.js";
+import { DomainError, isUnavailable } from "./errors.js";
 import type { RequestContext } from "./context.js";
 import type { ExperimentsService } from "./experiments.service.js";
 import type { PipelinesService } from "./pipelines.service.js";
@@ -37,6 +37,11 @@ export interface TaskLogBatchView {
 }
 
 /** Pipeline runs: submission (materialising task runs), cancellation, reads and live updates. */
+/** How long one try of an on_success action holds the run against other tries. */
+const ON_SUCCESS_CLAIM_SECONDS = 300;
+/** How long an on_success action that met an unavailable store waits before the next try. */
+const ON_SUCCESS_BACKOFF_SECONDS = 60;
+
 /** Most task runs one request may load through PipelineRun.tasks. */
 export const MAX_TASKS_PER_REQUEST = 50_000;
 
@@ -356,37 +361,54 @@ export class PipelineRunsService {
   // ---------------------------------------------------------------- on_success
 
   /**
-   * Runs a SUCCEEDED run's `on_success.register_model` once. The run is marked due in the
-   * transaction that finished it; this holds the run's row (FOR NO KEY UPDATE: the registry's own
-   * writes may still reference it) while the action runs and clears the mark in the same
-   * transaction that records the result. So a crash before that commit leaves the run due, and the
-   * scheduler runs it again (`runDueOnSuccessActions`); two callers never run it at once (SKIP
-   * LOCKED); and a version the interrupted try already registered is reused, not registered again.
-   * A store that is unavailable leaves the run due, to be retried; any other failure lands in `error`.
+   * Runs a SUCCEEDED run's `on_success.register_model`. The run is marked due in the transaction
+   * that finished it, and each try first claims it with one statement (setting
+   * `on_success_next_at` ON_SUCCESS_CLAIM_SECONDS ahead), so the finishing request and the
+   * scheduler never run it at once; no connection is held while the action runs. The statement
+   * recording the result clears the mark. A crash mid-try leaves the run due and the claim
+   * expires: the scheduler tries again, reusing a version the interrupted try registered. A store
+   * or database that is unavailable backs off ON_SUCCESS_BACKOFF_SECONDS; any other failure lands
+   * in `error` for good.
    */
   async runOnSuccess(ctx: RequestContext, registrar: PipelineModelRegistrar | undefined, pipelineRunId: string): Promise<void> {
-    const ran = await this.db.transaction(async (em) => {
-      const due: unknown[] = await em.query("SELECT 1 FROM pipeline_runs WHERE id = $1 AND on_success_due FOR NO KEY UPDATE SKIP LOCKED", [pipelineRunId]);
-      if (due.length === 0) return false;
-      const result = await this.performOnSuccess(ctx, registrar, pipelineRunId);
-      if ("registered" in result) {
-        await em.query("UPDATE pipeline_runs SET on_success_due = false, registered_model_name = $2, registered_model_version = $3 WHERE id = $1", [
-          pipelineRunId,
-          result.registered.modelName,
-          result.registered.version,
-        ]);
-      } else {
-        await em.query("UPDATE pipeline_runs SET on_success_due = $3, error = $2 WHERE id = $1", [pipelineRunId, result.error.slice(0, 10_000), result.retry]);
-      }
-      return true;
-    });
-    if (ran) await this.bus.publish(pipelineTopics.pipelineRun(pipelineRunId), { pipelineRunId } satisfies PipelineRunEvent);
+    const claimed = await sqlRows(
+      this.db,
+      `UPDATE pipeline_runs SET on_success_next_at = now() + make_interval(secs => $2)
+        WHERE id = $1 AND on_success_due AND (on_success_next_at IS NULL OR on_success_next_at <= now()) RETURNING id`,
+      [pipelineRunId, ON_SUCCESS_CLAIM_SECONDS],
+    );
+    if (claimed.length === 0) return;
+    const result = await this.performOnSuccess(ctx, registrar, pipelineRunId).catch((err: unknown) => ({
+      error: `on_success.register_model: ${(err as Error).message}`,
+      retry: isUnavailable(err) || (err instanceof DomainError && err.code === "UNAVAILABLE"),
+    }));
+    if ("registered" in result) {
+      await sqlRows(
+        this.db,
+        "UPDATE pipeline_runs SET on_success_due = false, on_success_next_at = NULL, error = NULL, registered_model_name = $2, registered_model_version = $3 WHERE id = $1",
+        [pipelineRunId, result.registered.modelName, result.registered.version],
+      );
+    } else if (result.retry) {
+      await sqlRows(this.db, "UPDATE pipeline_runs SET error = $2, on_success_next_at = now() + make_interval(secs => $3) WHERE id = $1", [
+        pipelineRunId,
+        `${result.error} (will retry)`.slice(0, 10_000),
+        ON_SUCCESS_BACKOFF_SECONDS,
+      ]);
+    } else {
+      await sqlRows(this.db, "UPDATE pipeline_runs SET on_success_due = false, on_success_next_at = NULL, error = $2 WHERE id = $1", [pipelineRunId, result.error.slice(0, 10_000)]);
+    }
+    await this.bus.publish(pipelineTopics.pipelineRun(pipelineRunId), { pipelineRunId } satisfies PipelineRunEvent);
   }
 
-  /** Runs still due for their on_success action a while after they finished (a crash, an outage). */
+  /**
+   * Runs still due for their on_success action a while after they finished (a crash, an outage),
+   * a few per call, whose claim or backoff has run out.
+   */
   async runDueOnSuccessActions(ctx: RequestContext, registrar: PipelineModelRegistrar | undefined, olderThanSeconds: number): Promise<number> {
     const due: { id: string }[] = await this.db.query(
-      "SELECT id FROM pipeline_runs WHERE on_success_due AND finished_at < now() - make_interval(secs => $1) ORDER BY finished_at LIMIT 20",
+      `SELECT id FROM pipeline_runs
+        WHERE on_success_due AND finished_at < now() - make_interval(secs => $1) AND (on_success_next_at IS NULL OR on_success_next_at <= now())
+        ORDER BY on_success_next_at NULLS FIRST, finished_at LIMIT 5`,
       [olderThanSeconds],
     );
     for (const { id } of due) await this.runOnSuccess(ctx, registrar, id);
@@ -416,8 +438,7 @@ export class PipelineRunsService {
       });
       return { registered: { modelName: action.model_name, version: registered.version } };
     } catch (err) {
-      const retry = err instanceof DomainError && err.code === "UNAVAILABLE";
-      return { error: `on_success.register_model: ${(err as Error).message}${retry ? " (will retry)" : ""}`, retry };
+      return { error: `on_success.register_model: ${(err as Error).message}`, retry: isUnavailable(err) || (err instanceof DomainError && err.code === "UNAVAILABLE") };
     }
   }
 

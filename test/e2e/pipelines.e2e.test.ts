@@ -165,13 +165,15 @@ describe("the seed's training pipeline on real executors", () => {
 
     if (serverHasDatabase()) {
       // The server dies between registering the version and recording it on the run: the run is
-      // left due (as the finishing transaction marked it) with nothing recorded. The scheduler
-      // takes it over and records the version that was registered, without registering it again.
+      // left due (as the finishing transaction marked it), claimed by a try whose claim has run
+      // out, with nothing recorded. The scheduler takes it over and records the version that was
+      // registered, without registering it again, and clears a stale error.
       const db = new pg.Client({ connectionString: server.databaseUrl });
       await db.connect();
       try {
         await db.query(
-          "UPDATE pipeline_runs SET on_success_due = true, registered_model_name = NULL, registered_model_version = NULL, finished_at = now() - interval '1 minute' WHERE id = $1",
+          `UPDATE pipeline_runs SET on_success_due = true, on_success_next_at = now() - interval '1 second', error = 'on_success.register_model: store down (will retry)',
+                  registered_model_name = NULL, registered_model_version = NULL, finished_at = now() - interval '1 minute' WHERE id = $1`,
           [submitted.id],
         );
         const recovered = await waitFor("the scheduler to run the due on_success action", async () => {
@@ -179,6 +181,7 @@ describe("the seed's training pipeline on real executors", () => {
           return r.registeredModelVersion && r;
         });
         expect(recovered.registeredModelVersion.version).toBe(registered.registeredModelVersion.version);
+        expect(recovered.error).toBeNull();
         const { rows } = await db.query("SELECT count(*)::int AS n, bool_or(r.on_success_due) AS due FROM model_versions v, pipeline_runs r WHERE v.run_id = $1 AND r.id = $2", [
           byId.train_model.run.id,
           submitted.id,
@@ -627,13 +630,14 @@ describe("batched claims and completions (executors with several slots)", () => 
                 lease_token = NULL, lease_expires_at = NULL, exit_code = 1, failure_kind = 'FAILED' WHERE id = $1`,
         [claim.taskRun.id],
       );
+      const holder = (await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
       const cancelling = server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id });
       // Committed only once the cancel is waiting for the task's row (else it would not race).
       const watcher = new pg.Client({ connectionString: server.databaseUrl });
       await watcher.connect();
       try {
         await waitFor("the cancel to wait for the task's row", async () => {
-          const { rows } = await watcher.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+          const { rows } = await watcher.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", [holder]);
           return rows[0].n > 0;
         }, 10_000);
       } finally {
