@@ -36,6 +36,8 @@ interface Assignment {
   taskRun: { id: string; taskId: string; attempt: number };
   leaseToken: string;
   leaseExpiresAt: string;
+  /** Absent from servers before it existed. */
+  leaseSeconds?: number;
   command: string[];
   operator: string;
   env: Record<string, string>;
@@ -61,7 +63,7 @@ class GraphqlError extends Error {
   }
 }
 
-const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt command operator env gpus runId timeoutSeconds`;
+const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
 const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
 const MAX_TASKS_PER_CLAIM = 100;
@@ -269,7 +271,9 @@ export class ExecutorAgent {
     const pgid = proc.pid;
     if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
-    const leaseMs = Math.max(1000, new Date(a.leaseExpiresAt).getTime() - Date.now());
+    // The lease's length, counted from now (after the server granted it, so on the safe side),
+    // not its end by the server's clock compared with this machine's.
+    const leaseMs = Math.max(1000, a.leaseSeconds !== undefined ? a.leaseSeconds * 1000 : new Date(a.leaseExpiresAt).getTime() - Date.now());
     const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
     // The process must be gone before the server's lease runs out, SIGKILL grace included: stop
     // it once no heartbeat has been confirmed for this long.

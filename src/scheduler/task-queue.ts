@@ -37,6 +37,8 @@ export interface TaskAssignmentView {
   taskRun: TaskRun;
   leaseToken: string;
   leaseExpiresAt: Date;
+  /** How long a lease lasts from each heartbeat: executors time their own deadline with it (no clock skew). */
+  leaseSeconds: number;
   command: string[];
   operator: string;
   env: Record<string, string>;
@@ -437,6 +439,7 @@ export class TaskQueue {
       taskRun,
       leaseToken: claim.leaseToken,
       leaseExpiresAt: new Date(taskRun.leaseExpiresAt!),
+      leaseSeconds: this.config.leaseSeconds,
       command: invocation.argv,
       operator: claim.spec.operator,
       env,

@@ -355,7 +355,8 @@ describe("leases", () => {
     const exec = ok(await server.gql(`mutation { registerExecutor(input: {pool: "scope-check", cpu: 1, memoryMb: 512}) { id } }`)).registerExecutor.id;
     await createSpec({ pipeline: { name: "scope-check", tasks: [{ id: "only", command: ["true"], pool: "scope-check" }] } });
     await submit("scope-check");
-    const a = ok(await server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 5) { taskRun { id } leaseToken runId env } }`, { id: exec })).claimTask;
+    const a = ok(await server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 5) { taskRun { id } leaseToken leaseSeconds runId env } }`, { id: exec })).claimTask;
+    expect(a.leaseSeconds).toBe(3); // MLGRAPH_LEASE_SECONDS of this server: executors time their deadline with it
     const taskToken = a.env.MLGRAPH_TOKEN as string;
     expect(taskToken).toMatch(/^mlg_/);
     const LOG = `mutation($r: ID!) { logParams(runId: $r, params: [{key: "scoped", value: "yes"}]) { id } }`;

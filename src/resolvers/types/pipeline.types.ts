@@ -129,6 +129,9 @@ export class TaskAssignment {
   @Field({ description: "When the lease runs out unless a heartbeat extends it." })
   leaseExpiresAt: Date;
 
+  @Field(() => Int, { description: "Seconds a lease lasts from each heartbeat the server answers: executors time their own deadline with it rather than with leaseExpiresAt and their clock." })
+  leaseSeconds: number;
+
   @Field(() => [String], { description: "argv to run (for operator shell: sh -c <command>)." })
   command: string[];
 
