@@ -148,7 +148,9 @@ export class ArtifactsService {
     const { record, replacedKey } = await committed.catch(async (err: unknown) => {
       // The sweep deleted the upload while this verified it; the bytes this call just assembled
       // (multipart) would be referenced by nothing.
-      if (discarded && ownsObject(upload)) await this.store.delete(upload.key).catch(() => undefined);
+      if (discarded && ownsObject(upload)) {
+        await this.store.delete(upload.key).catch((deleteErr: unknown) => ctx.log.warn({ err: (deleteErr as Error).message, key: upload.key }, "artifacts: deleting a discarded upload's bytes failed; they stay unreferenced"));
+      }
       throw err;
     });
     // After the commit: until then the old record still pointed at these bytes. A failure here

@@ -201,7 +201,7 @@ export class PipelineRunsService {
       const cancelled = touched.filter((t) => t.status === "CANCELLED");
       const asked = touched.filter((t) => t.status !== "CANCELLED");
       // A run that finished since the check above keeps its record as it was.
-      await sqlRows(em, `UPDATE pipeline_runs SET cancel_requested = true WHERE id = $1 AND status NOT IN ('SUCCEEDED','FAILED') RETURNING status`, [id]);
+      await sqlRows(em, `UPDATE pipeline_runs SET cancel_requested = true WHERE id = $1 AND status NOT IN ('SUCCEEDED','FAILED')`, [id]);
       [...cancelled, ...asked].forEach((t) => events.task(id, t.id));
       events.pipelineRuns.add(id);
       if (cancelled.length === 0) return null;
@@ -378,6 +378,7 @@ export class PipelineRunsService {
       [pipelineRunId, ON_SUCCESS_CLAIM_SECONDS],
     );
     if (claimed.length === 0) return;
+    // A store or database that is unavailable is worth another try; anything else is final.
     const result = await this.performOnSuccess(ctx, registrar, pipelineRunId).catch((err: unknown) => ({
       error: `on_success.register_model: ${(err as Error).message}`,
       retry: isUnavailable(err) || (err instanceof DomainError && err.code === "UNAVAILABLE"),
@@ -427,19 +428,15 @@ export class PipelineRunsService {
     const task = await this.db.getRepository(TaskRun).findOneBy({ pipelineRunId, taskId: action.task });
     if (!registrar) return { error: "on_success.register_model: the model registry is not available on this server", retry: false };
     if (!task?.runId || task.status !== TaskRunStatus.SUCCEEDED) return { error: `on_success.register_model: task ${JSON.stringify(action.task)} has no successful run`, retry: false };
-    try {
-      const registered = await registrar.registerFromPipeline(ctx, {
-        modelName: action.model_name,
-        runId: task.runId,
-        artifactPath: action.artifact_path,
-        alias: action.alias ?? null,
-        pipelineRunId,
-        description: `registered by pipeline ${version.spec.pipeline.name} run ${pipelineRunId}`,
-      });
-      return { registered: { modelName: action.model_name, version: registered.version } };
-    } catch (err) {
-      return { error: `on_success.register_model: ${(err as Error).message}`, retry: isUnavailable(err) || (err instanceof DomainError && err.code === "UNAVAILABLE") };
-    }
+    const registered = await registrar.registerFromPipeline(ctx, {
+      modelName: action.model_name,
+      runId: task.runId,
+      artifactPath: action.artifact_path,
+      alias: action.alias ?? null,
+      pipelineRunId,
+      description: `registered by pipeline ${version.spec.pipeline.name} run ${pipelineRunId}`,
+    });
+    return { registered: { modelName: action.model_name, version: registered.version } };
   }
 
   isTerminalTask(status: string): boolean {

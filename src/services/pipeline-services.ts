@@ -91,7 +91,8 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
   if (!getModel || !createModel || !createVersion || !setAlias) return undefined;
   return {
     async registerFromPipeline(ctx, input) {
-      if (!(await getModel.call(registry, ctx, input.modelName))) {
+      const model = (await getModel.call(registry, ctx, input.modelName)) as { id: string } | null;
+      if (!model) {
         try {
           await createModel.call(registry, ctx, { name: input.modelName, description: null });
         } catch (err) {
@@ -100,8 +101,8 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
         }
       }
       // A try interrupted after registering (a crash before the pipeline run recorded it) left
-      // the version behind: reuse it rather than register the same artifact twice.
-      const model = (await getModel.call(registry, ctx, input.modelName)) as { id: string } | null;
+      // the version behind: reuse it rather than register the same artifact twice. (A model
+      // created just now has no versions.)
       const earlier =
         model && versionsByRuns
           ? (await versionsByRuns.call(registry, [input.runId])).get(input.runId)?.find((v) => v.modelId === model.id && v.artifactPath === input.artifactPath)

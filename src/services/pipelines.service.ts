@@ -6,6 +6,7 @@ import { contentHash, parsePipelineSpec, type PipelineSpec } from "../scheduler/
 import { DomainError } from "./errors.js";
 import type { RequestContext } from "./context.js";
 import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { newestVersionPerGroup } from "./sql-rows.js";
 
 /** Pipelines and their immutable, content-hashed versions. */
 export class PipelinesService {
@@ -97,16 +98,8 @@ export class PipelinesService {
   }
 
   /** The newest version of each pipeline, one row each (not every version with its spec). */
-  async latestVersionsOf(pipelineIds: readonly string[]): Promise<PipelineVersion[]> {
-    if (!pipelineIds.length) return [];
-    return this.db
-      .getRepository(PipelineVersion)
-      .createQueryBuilder("v")
-      .distinctOn(["v.pipeline_id"])
-      .where("v.pipeline_id = ANY(:ids)", { ids: [...pipelineIds] })
-      .orderBy("v.pipeline_id")
-      .addOrderBy("v.version", "DESC")
-      .getMany();
+  latestVersionsOf(pipelineIds: readonly string[]): Promise<PipelineVersion[]> {
+    return newestVersionPerGroup(this.db, PipelineVersion, "pipeline_id", pipelineIds);
   }
 
   async versionsByIds(ids: readonly string[]): Promise<PipelineVersion[]> {

@@ -14,7 +14,7 @@ import { runApprovalChecks, validateApprovalPolicy } from "./approval-policy.js"
 import { announceWebhookEvents, enqueueWebhookEvent } from "./webhooks.service.js";
 import { parseModelFilter } from "./registered-model-filter.js";
 import { liveStream } from "./live-stream.js";
-import { returnedRows } from "./sql-rows.js";
+import { newestVersionPerGroup, returnedRows } from "./sql-rows.js";
 
 export const REGISTRY_EVENTS_TOPIC = "registry:events";
 /** The alias that follows the PRODUCTION version. */
@@ -414,16 +414,8 @@ export class RegistryService {
     return map;
   }
 
-  async latestVersionsOf(modelIds: readonly string[]): Promise<ModelVersion[]> {
-    if (!modelIds.length) return [];
-    return this.db
-      .getRepository(ModelVersion)
-      .createQueryBuilder("v")
-      .distinctOn(["v.model_id"])
-      .where("v.model_id = ANY(:ids)", { ids: [...modelIds] })
-      .orderBy("v.model_id")
-      .addOrderBy("v.version", "DESC")
-      .getMany();
+  latestVersionsOf(modelIds: readonly string[]): Promise<ModelVersion[]> {
+    return newestVersionPerGroup(this.db, ModelVersion, "model_id", modelIds);
   }
 
   async versionsByRuns(runIds: readonly string[]): Promise<Map<string, ModelVersion[]>> {
