@@ -72,6 +72,10 @@ export class PipelineRun {
   @Field({ description: "Who submitted the run." })
   createdBy: string;
 
+  /** The submitter's principal id (token id or OIDC subject); task tokens act on their behalf. Null for runs older than migration 0500. */
+  @Column({ name: "created_by_id", type: "text", nullable: true })
+  createdById: string | null;
+
   @CreateDateColumn({ name: "created_at", type: "timestamptz" })
   @Field({ description: "When the run was submitted." })
   createdAt: Date;

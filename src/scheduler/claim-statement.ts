@@ -41,7 +41,7 @@ function paramText(value: JsonValue): string {
 /**
  * Claims the prepared tasks in one statement, however many there are: opens each attempt's
  * tracking run with its params and tags, mints its task-scoped token (revoked when the attempt
- * ends), marks the task CLAIMED with its lease and GPUs, records the attempt, and starts pipeline
+ * ends; it acts on behalf of the pipeline run's submitter, whose id its scope carries), marks the task CLAIMED with its lease and GPUs, records the attempt, and starts pipeline
  * runs that were still QUEUED. Returns the claimed task_runs rows, each carrying
  * `started_pipeline_runs` (the ids of the pipeline runs this claim started).
  */
@@ -71,8 +71,11 @@ export async function claimTasksInOneStatement(em: EntityManager, claims: Prepar
        INSERT INTO run_tags (run_id, key, value) SELECT * FROM unnest($11::uuid[], $12::text[], $13::text[])
      ), tok AS (
        INSERT INTO api_tokens (id, name, role, token_hash, prefix, scope, created_by)
-       SELECT c.token_id, u.name, 'task', u.hash, u.prefix, jsonb_build_object('taskRunId', c.task_run_id::text, 'runId', c.run_id::text), 'system'
+       SELECT c.token_id, u.name, 'task', u.hash, u.prefix,
+              jsonb_strip_nulls(jsonb_build_object('taskRunId', c.task_run_id::text, 'runId', c.run_id::text,
+                                                   'submitterId', pr.created_by_id, 'submitter', pr.created_by)), 'system'
          FROM unnest($3::uuid[], $14::text[], $15::text[], $16::text[]) AS u(id, name, hash, prefix) JOIN c ON c.token_id = u.id
+         JOIN task_runs tr ON tr.id = c.task_run_id JOIN pipeline_runs pr ON pr.id = tr.pipeline_run_id
      ), t AS (
        UPDATE task_runs SET status = 'CLAIMED', executor_id = $17, assigned_gpus = c.gpus::int[], lease_token = c.lease_token,
               lease_expires_at = now() + $18 * interval '1 second', run_id = c.run_id, token_id = c.token_id,

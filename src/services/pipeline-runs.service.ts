@@ -81,9 +81,9 @@ export class PipelineRunsService {
     const events = new PendingEvents();
     const run = await this.db.transaction(async (em) => {
       const inserted: { id: string }[] = await sqlRows(em, 
-        `INSERT INTO pipeline_runs (pipeline_id, pipeline_version_id, experiment_id, params, priority, status, tasks_total, created_by)
-         VALUES ($1, $2, $3, $4::jsonb, $5, 'QUEUED', $6, $7) RETURNING id`,
-        [pipeline.id, version.id, experiment.id, JSON.stringify(params), priority, tasks.length, ctx.principal.name],
+        `INSERT INTO pipeline_runs (pipeline_id, pipeline_version_id, experiment_id, params, priority, status, tasks_total, created_by, created_by_id)
+         VALUES ($1, $2, $3, $4::jsonb, $5, 'QUEUED', $6, $7, $8) RETURNING id`,
+        [pipeline.id, version.id, experiment.id, JSON.stringify(params), priority, tasks.length, ctx.principal.name, ctx.principal.id],
       );
       const runId = inserted[0]!.id;
       const idsByTask = new Map<string, string>();

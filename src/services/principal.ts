@@ -14,7 +14,10 @@ export interface Principal {
   id: string;
   name: string;
   role: Role;
-  /** For executor tokens `{pool}`, for task tokens `{taskRunId, runId}`. */
+  /**
+   * For executor tokens `{pool}`, for task tokens `{taskRunId, runId}` plus `submitterId` and
+   * `submitter` (id and name of who submitted the pipeline run) when known.
+   */
   scope: Record<string, string>;
   tokenId?: string;
   /** For OIDC JWTs: when the credential stops being valid. */
@@ -42,4 +45,15 @@ export function satisfiesRole(principal: Principal, required: readonly string[])
 
 export function isRole(value: string): value is Role {
   return (ALL_ROLES as string[]).includes(value);
+}
+
+/**
+ * Who a registry request is attributed to: a task token acts for whoever submitted its pipeline
+ * run (so that person cannot approve what their pipeline asked for); anyone else for themselves.
+ */
+export function actingFor(principal: Principal): { id: string; name: string } {
+  if (principal.role === "task" && principal.scope.submitterId) {
+    return { id: principal.scope.submitterId, name: `${principal.scope.submitter ?? principal.scope.submitterId} via ${principal.name}` };
+  }
+  return { id: principal.id, name: principal.name };
 }

@@ -8,7 +8,7 @@ import type { Config } from "../config.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
 import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
-import { satisfiesRole } from "./principal.js";
+import { actingFor, satisfiesRole } from "./principal.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
 import { runApprovalChecks, validateApprovalPolicy } from "./approval-policy.js";
 import { announceWebhookEvents, enqueueWebhookEvent } from "./webhooks.service.js";
@@ -260,6 +260,7 @@ export class RegistryService {
     }
     if (version.stage === input.toStage) throw new DomainError("BAD_USER_INPUT", `input.toStage: version ${version.version} is already ${version.stage}`, "input.toStage");
     const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, input.toStage);
+    const requester = actingFor(ctx.principal);
     const request = await this.db.transaction(async (em) => {
       const saved = await em.getRepository(StageTransitionRequest).save(
         em.getRepository(StageTransitionRequest).create({
@@ -269,8 +270,8 @@ export class RegistryService {
           status: StageTransitionStatus.PENDING,
           checks,
           comment,
-          requestedBy: ctx.principal.name,
-          requestedById: ctx.principal.id,
+          requestedBy: requester.name,
+          requestedById: requester.id,
           decidedBy: null,
           decidedById: null,
           decisionComment: null,
@@ -280,7 +281,7 @@ export class RegistryService {
       await enqueueWebhookEvent(
         em,
         WebhookEvent.STAGE_TRANSITION_REQUESTED,
-        { modelName: model.name, version: version.version, requestId: saved.id, fromStage: version.stage, toStage: input.toStage, checks, requestedBy: ctx.principal.name },
+        { modelName: model.name, version: version.version, requestId: saved.id, fromStage: version.stage, toStage: input.toStage, checks, requestedBy: requester.name },
         { modelName: model.name },
       );
       return saved;

@@ -399,6 +399,37 @@ describe("leases", () => {
     const afterEnd = await server.gql(LOG, { r: a.runId }, taskToken);
     expect(afterEnd.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
   });
+
+  it("attributes a transition a task requests to whoever submitted the pipeline run, who then cannot approve it", async () => {
+    const exec = ok(await server.gql(`mutation { registerExecutor(input: {pool: "on-behalf", cpu: 1, memoryMb: 512}) { id } }`)).registerExecutor.id;
+    await createSpec({ pipeline: { name: "on-behalf", tasks: [{ id: "train", command: ["true"], pool: "on-behalf" }] } });
+    // Submitted by this server's anonymous (open loopback) admin.
+    await submit("on-behalf");
+    const a = ok(await server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 5) { taskRun { id } leaseToken runId env } }`, { id: exec })).claimTask;
+    const taskToken = a.env.MLGRAPH_TOKEN as string;
+    const bytes = Buffer.from("weights from the task");
+    const up = ok(
+      await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, {
+        i: { runId: a.runId, path: "model.bin", size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") },
+      }, taskToken),
+    ).createArtifactUpload;
+    expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
+    ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }, taskToken));
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "on-behalf-model"}) { name } }`));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "on-behalf-model", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: a.runId }));
+
+    const request = ok(
+      await server.gql(`mutation { requestStageTransition(input: {modelName: "on-behalf-model", version: 1, toStage: STAGING}) { id requestedBy } }`, {}, taskToken),
+    ).requestStageTransition;
+    expect(request.requestedBy).toBe("anonymous (open loopback server) via task train #1");
+    // The submitter approving what their own pipeline asked for is self-approval (previously the
+    // request counted as the task token's, so the submitter could approve it).
+    const APPROVE = `mutation($id: ID!) { approveStageTransition(requestId: $id) { status decidedBy } }`;
+    const bySubmitter = await server.gql(APPROVE, { id: request.id });
+    expect(bySubmitter.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "requestId" });
+    const other = ok(await server.gql(`mutation { createApiToken(input: {name: "second-approver", role: "admin"}) { secret } }`)).createApiToken.secret;
+    expect(ok(await server.gql(APPROVE, { id: request.id }, other)).approveStageTransition).toEqual({ status: "APPROVED", decidedBy: "second-approver" });
+  });
 });
 
 describe("batched claims and completions (executors with several slots)", () => {
