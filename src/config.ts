@@ -58,6 +58,8 @@ export interface Config {
   leaseSeconds: number;
   /** An executor unseen this long is marked OFFLINE (MLGRAPH_EXECUTOR_OFFLINE_SECONDS). */
   executorOfflineSeconds: number;
+  /** An OFFLINE executor unseen this long is deleted; 0 keeps them (MLGRAPH_EXECUTOR_RETENTION_SECONDS). */
+  executorRetentionSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -213,6 +215,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     debugQueryCounts: parseBoolean("MLGRAPH_DEBUG_QUERY_COUNTS", env.MLGRAPH_DEBUG_QUERY_COUNTS, false),
     leaseSeconds: parseInteger("MLGRAPH_LEASE_SECONDS", env.MLGRAPH_LEASE_SECONDS, 60, 1, 3600),
     executorOfflineSeconds: parseInteger("MLGRAPH_EXECUTOR_OFFLINE_SECONDS", env.MLGRAPH_EXECUTOR_OFFLINE_SECONDS, 120, 1, 86400),
+    executorRetentionSeconds: parseInteger("MLGRAPH_EXECUTOR_RETENTION_SECONDS", env.MLGRAPH_EXECUTOR_RETENTION_SECONDS, 7 * 86400, 0, 10 * 365 * 86400),
   };
 }
 

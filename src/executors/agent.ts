@@ -115,6 +115,7 @@ export class ExecutorAgent {
   private readonly completions: CompletionBatcher<Completion>;
   /** Process groups of running tasks, so a successor can stop them if this executor dies. */
   private readonly taskGroups: TaskProcessRegistry;
+  private reregistering: Promise<void> | null = null;
   gpus: GpuInfo[] = [];
 
   constructor(private readonly options: AgentOptions) {
@@ -137,6 +138,15 @@ export class ExecutorAgent {
     // server hands out new tasks for them: stopped before this executor offers anything.
     await this.taskGroups.stopOrphans((this.options.graceSeconds ?? 10) * 1000, this.options.log);
     this.gpus = await detectGpus(this.options.gpus);
+    await this.register();
+    this.fillSlots();
+  }
+
+  /**
+   * Registers (again): the server deletes executors that stayed OFFLINE past its retention, and a
+   * claim for one answers NOT_FOUND; this executor then carries on under a new registration.
+   */
+  private async register(): Promise<void> {
     const input = {
       name: this.options.name ?? `${os.hostname()}-${process.pid}`,
       pool: this.options.pool,
@@ -148,7 +158,6 @@ export class ExecutorAgent {
     const data = await this.gql<{ registerExecutor: { id: string } }>(`mutation($input: RegisterExecutorInput!) { registerExecutor(input: $input) { id } }`, { input });
     this.executorId = data.registerExecutor.id;
     this.options.log.info({ executorId: this.executorId, pool: this.options.pool, gpus: this.gpus.map((g) => g.index), concurrency: this.options.concurrency }, "executor registered");
-    this.fillSlots();
   }
 
   /** Stops claiming (in-flight long-polls are abandoned) and waits for running tasks to finish. */
@@ -194,16 +203,25 @@ export class ExecutorAgent {
     this.claims.add(abort);
     let assignments: Assignment[] = [];
     let failed = false;
+    const claimedAs = this.executorId;
     try {
       const data = await this.gql<{ claimTasks: Assignment[] }>(
         `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} } }`,
-        { id: this.executorId, max: slots, wait: this.options.waitSeconds ?? 20 },
+        { id: claimedAs, max: slots, wait: this.options.waitSeconds ?? 20 },
         abort.signal,
       );
       assignments = data.claimTasks;
     } catch (err) {
       failed = !this.stopping;
-      if (failed) this.options.log.warn({ err: (err as Error).message }, "claimTasks failed; retrying in 1 s");
+      if (failed && err instanceof GraphqlError && err.code === "NOT_FOUND") {
+        this.options.log.warn({ executorId: this.executorId }, "the server no longer knows this executor (deleted while offline); registering again");
+        // Concurrent claims that all hear NOT_FOUND register once: only a claim made under the
+        // current registration starts a new one.
+        if (claimedAs === this.executorId) this.reregistering ??= this.register().finally(() => (this.reregistering = null));
+        await this.reregistering?.catch((e: Error) => this.options.log.warn({ err: e.message }, "registering again failed; retrying"));
+      } else if (failed) {
+        this.options.log.warn({ err: (err as Error).message }, "claimTasks failed; retrying in 1 s");
+      }
     } finally {
       this.claims.delete(abort);
     }

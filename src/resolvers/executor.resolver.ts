@@ -7,9 +7,13 @@ import { CompleteTaskInput, HeartbeatInput, Pool, RegisterExecutorInput, TaskAss
 @Resolver(() => Executor)
 export class ExecutorResolver {
   @Authorized("viewer")
-  @Query(() => [Executor], { description: "Registered executors, by pool." })
-  executors(@Ctx() ctx: RequestContext, @Arg("pool", () => String, { nullable: true, description: "Only this pool." }) pool?: string) {
-    return ctx.services.pipelineRuns.executors(ctx, pool);
+  @Query(() => [Executor], { description: "Registered executors, by pool (OFFLINE ones are deleted after the server's retention, 7 days by default)." })
+  executors(
+    @Ctx() ctx: RequestContext,
+    @Arg("pool", () => String, { nullable: true, description: "Only this pool." }) pool?: string,
+    @Arg("status", () => String, { nullable: true, description: "Only ONLINE or only OFFLINE executors." }) status?: string,
+  ) {
+    return ctx.services.pipelineRuns.executors(ctx, pool, status);
   }
 
   @Authorized("viewer")

@@ -69,6 +69,7 @@ export class SchedulerLoop implements BackgroundWorker {
     await this.reapExpiredLeases();
     await this.reapTimeouts();
     await this.markOfflineExecutors();
+    await this.pruneExecutors();
     // Not awaited: an action waiting on a slow store must not hold up retries and the reaper.
     if (this.onSuccessSweep && !this.sweeping) {
       this.sweeping = this.onSuccessSweep()
@@ -156,6 +157,24 @@ export class SchedulerLoop implements BackgroundWorker {
     if (!effects) return;
     this.log.warn({ taskRunId: id, kind }, "task attempt failed by the scheduler");
     await this.queue.afterFinish(this.systemContext(), effects, events);
+  }
+
+  /**
+   * Deletes executors OFFLINE for longer than the retention (each executor start registers a new
+   * one). The conditions are repeated outside the sub-select so they are re-checked on the row
+   * itself: an executor whose claim or heartbeat brings it back meanwhile is kept. One that claims
+   * after being deleted is told NOT_FOUND and registers again.
+   */
+  private async pruneExecutors(): Promise<void> {
+    const retention = this.config.executorRetentionSeconds;
+    if (retention === 0) return;
+    const gone = `status = 'OFFLINE' AND last_seen_at < now() - $1 * interval '1 second'
+                  AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.executor_id = executors.id AND t.status IN ('CLAIMED','RUNNING'))`;
+    const deleted: { id: string }[] = await sqlRows(this.db,
+      `DELETE FROM executors WHERE id IN (SELECT id FROM executors WHERE ${gone} LIMIT ${BATCH}) AND ${gone} RETURNING id`,
+      [retention],
+    );
+    if (deleted.length) this.log.info({ executors: deleted.length }, "deleted executors offline past the retention");
   }
 
   private async markOfflineExecutors(): Promise<void> {

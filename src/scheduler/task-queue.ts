@@ -211,8 +211,9 @@ export class TaskQueue {
 
   /**
    * The executor's pool, checked against the caller's scope. Pools never change after
-   * registration and executors are never deleted, so the answer is cached: claims are the hottest
-   * path of the queue and this saves each of them a round trip.
+   * registration, so the answer is cached: claims are the hottest path of the queue and this saves
+   * each of them a round trip. (An executor deleted after its retention still answers from the
+   * cache here; the claim's own UPDATE of its row then finds nothing and says NOT_FOUND.)
    */
   private async executorPool(ctx: RequestContext, executorId: string, field: string): Promise<string> {
     validateId(executorId, field);
@@ -298,7 +299,10 @@ export class TaskQueue {
         [executorId],
       );
       const executor = executors[0];
-      if (!executor) throw new DomainError("NOT_FOUND", `executorId: executor ${JSON.stringify(executorId)} not found`, "executorId");
+      if (!executor) {
+        this.executorPools.delete(executorId);
+        throw new DomainError("NOT_FOUND", `executorId: executor ${JSON.stringify(executorId)} not found`, "executorId");
+      }
       const usage: { cpu: number; memory_mb: number; gpus: number[] | null }[] = await sqlRows(em,
         `SELECT coalesce(sum(cpu), 0)::float8 AS cpu, coalesce(sum(memory_mb), 0)::int AS memory_mb,
                 (SELECT array_agg(g) FROM task_runs t2, unnest(t2.assigned_gpus) g WHERE t2.executor_id = $1 AND t2.status IN ${LIVE}) AS gpus

@@ -3,7 +3,7 @@ import type { DataSource } from "typeorm";
 import type { Logger } from "pino";
 import { PipelineRun, PipelineRunStatus } from "../entities/pipeline-run.entity.js";
 import { TaskRun, TaskRunStatus } from "../entities/task-run.entity.js";
-import { Executor } from "../entities/executor.entity.js";
+import { Executor, ExecutorStatus } from "../entities/executor.entity.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import { coerceParams, resolveTaskInvocation, roots } from "../scheduler/spec/index.js";
 import { PendingEvents, pipelineTopics, type PipelineRunEvent, type TaskLogEvent, type TaskRunEvent } from "../scheduler/pipeline-events.js";
@@ -259,8 +259,14 @@ export class PipelineRunsService {
     return this.db.getRepository(Executor).createQueryBuilder("e").where("e.id = ANY(:ids)", { ids: [...ids] }).getMany();
   }
 
-  async executors(_ctx: RequestContext, pool?: string | null): Promise<Executor[]> {
-    return this.db.getRepository(Executor).find({ where: pool ? { pool } : {}, order: { pool: "ASC", createdAt: "ASC" } });
+  async executors(_ctx: RequestContext, pool?: string | null, status?: string | null): Promise<Executor[]> {
+    if (status != null && !(Object.values(ExecutorStatus) as string[]).includes(status)) {
+      throw new DomainError("BAD_USER_INPUT", `status: expected ONLINE or OFFLINE, got ${JSON.stringify(status)}`, "status");
+    }
+    const where: { pool?: string; status?: ExecutorStatus } = {};
+    if (pool) where.pool = pool;
+    if (status != null) where.status = status as ExecutorStatus;
+    return this.db.getRepository(Executor).find({ where, order: { pool: "ASC", createdAt: "ASC" } });
   }
 
   async runningTasksFor(executorIds: readonly string[]): Promise<Map<string, TaskRun[]>> {
