@@ -100,9 +100,11 @@ export class RunsService {
   }
 
   /** A run that exists and is not deleted, for writes; `field` names the argument at fault. */
-  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager): Promise<Run> {
+  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager, options: { lock?: boolean } = {}): Promise<Run> {
     this.assertWriteScope(ctx, id, field);
-    const run = await em.getRepository(Run).findOneBy({ id });
+    // Locked before it is read when the caller saves it back: a run read first and locked after
+    // would carry fields a concurrent update changed meanwhile, and save() would write them back.
+    const run = await em.getRepository(Run).findOne({ where: { id }, ...(options.lock ? { lock: { mode: "pessimistic_write" as const } } : {}) });
     if (!run || run.deletedAt) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
     return run;
   }
@@ -132,8 +134,7 @@ export class RunsService {
     const name = input.name == null ? undefined : validateText(input.name, "input.name", LIMITS.nameLength);
     let finished = false;
     const run = await this.db.transaction(async (em) => {
-      const current = await this.requireWritable(ctx, input.runId, "input.runId", em);
-      await em.query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", [current.id]);
+      const current = await this.requireWritable(ctx, input.runId, "input.runId", em, { lock: true });
       if (name !== undefined) current.name = name;
       if (input.status != null && input.status !== current.status) {
         if (TERMINAL.has(current.status) && input.status === RunStatus.RUNNING) {
@@ -161,10 +162,14 @@ export class RunsService {
 
   async setDeleted(ctx: RequestContext, id: string, deleted: boolean): Promise<Run> {
     validateId(id, "id");
-    const run = await this.db.getRepository(Run).findOneBy({ id });
-    if (!run) throw new DomainError("NOT_FOUND", `id: run ${JSON.stringify(id)} not found`, "id");
-    run.deletedAt = deleted ? (run.deletedAt ?? new Date()) : null;
-    await this.db.getRepository(Run).save(run);
+    // One statement touching deleted_at only: a status or name written by a concurrent updateRun
+    // is kept (saving a run read earlier would write its stale fields back).
+    const [rows] = (await this.db.query(
+      `UPDATE runs SET deleted_at = CASE WHEN $2 THEN coalesce(deleted_at, now()) END WHERE id = $1 RETURNING id`,
+      [id, deleted],
+    )) as [{ id: string }[], number];
+    if (!rows.length) throw new DomainError("NOT_FOUND", `id: run ${JSON.stringify(id)} not found`, "id");
+    const run = await this.db.getRepository(Run).findOneByOrFail({ id: rows[0]!.id });
     await this.publishUpdated(run);
     return run;
   }

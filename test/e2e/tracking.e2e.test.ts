@@ -1,3 +1,4 @@
+import pg from "pg";
 import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
 
 let server: TestServer;
@@ -90,6 +91,42 @@ describe("runs", () => {
     expect(Date.parse(ended.endTime)).toBeGreaterThanOrEqual(Date.parse(run.startTime));
     const reopen = await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: RUNNING}) { status } }`, { id: run.id });
     expect(reopen.errors?.[0].extensions?.code).toBe("CONFLICT");
+  });
+
+  // Needs the server's PostgreSQL (TEST_DATABASE_URL; CI always has it) to hold the run's row.
+  const withDatabase = process.env.TEST_DATABASE_URL || process.env.MLGRAPH_REQUIRE_ALL_SERVICES ? it : it.skip;
+  if (!process.env.TEST_DATABASE_URL) console.warn("tracking: SKIPPING the concurrent updateRun test, which needs TEST_DATABASE_URL");
+  withDatabase("keeps both of two concurrent updateRun calls: a rename does not undo a finish, nor a finish the rename", async () => {
+    const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, name: "racing" } })).createRun;
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    const blocked = async (n: number) => {
+      for (let i = 0; i < 100; i++) {
+        const r = await db.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()");
+        if (r.rows[0].n >= n) return;
+        await sleep(50);
+      }
+      throw new Error(`fewer than ${n} updates waiting for the run's row`);
+    };
+    const UPDATE = `mutation($i: UpdateRunInput!) { updateRun(input: $i) { name status } }`;
+    try {
+      await db.query("BEGIN");
+      await db.query("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", [run.id]);
+      const rename = server.gql(UPDATE, { i: { runId: run.id, name: "best" } });
+      await blocked(1);
+      const finish = server.gql(UPDATE, { i: { runId: run.id, status: "FINISHED" } });
+      await blocked(2);
+      await db.query("COMMIT");
+      ok(await rename);
+      ok(await finish);
+    } finally {
+      await db.end();
+    }
+    // Previously each read the run before locking it and saved its stale copy: the second to run
+    // wrote the first one's field back (here the name returned to "racing").
+    const read = ok(await server.gql(`query($id: ID!) { run(id: $id) { name status endTime } }`, { id: run.id })).run;
+    expect(read).toMatchObject({ name: "best", status: "FINISHED" });
+    expect(read.endTime).not.toBeNull();
   });
 
   it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {
