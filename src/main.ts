@@ -12,7 +12,9 @@ import { registerExecutorCommand } from "./executors/executor-command.js";
 import { registerClientCommands } from "./cli/index.js";
 
 const program = new Command();
-program.name("mlgraph").description("MLOps platform served as one GraphQL API").version("0.1.0");
+// Positional: the program's own options (--version) count only before a subcommand, so
+// `mlgraph pipeline submit train --version 2` reaches submit's --version instead of printing ours.
+program.name("mlgraph").description("MLOps platform served as one GraphQL API").version("0.1.0").enablePositionalOptions();
 
 program
   .command("serve")

@@ -82,22 +82,26 @@ export class ExperimentsService {
 
   async update(ctx: RequestContext, input: { id: string; name?: string | null; description?: string | null }): Promise<Experiment> {
     const experiment = await this.require(ctx, input.id, "input.id");
-    if (input.name != null) experiment.name = validateExperimentName(input.name, "input.name");
+    // Only the columns asked for are written (an UPDATE of them, not save() of the entity read
+    // above, which would write its stale copy of the other fields back over a concurrent change).
+    const changes: Partial<Pick<Experiment, "name" | "description">> = {};
+    if (input.name != null) changes.name = validateExperimentName(input.name, "input.name");
     if (input.description !== undefined) {
-      experiment.description = input.description === null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
+      changes.description = input.description === null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
     }
     try {
-      return await this.db.getRepository(Experiment).save(experiment);
+      if (Object.keys(changes).length) await this.db.getRepository(Experiment).update({ id: experiment.id }, changes);
     } catch (err) {
-      if (isUniqueViolation(err)) throw new DomainError("CONFLICT", `input.name: an experiment named ${JSON.stringify(experiment.name)} already exists`, "input.name");
+      if (isUniqueViolation(err)) throw new DomainError("CONFLICT", `input.name: an experiment named ${JSON.stringify(changes.name)} already exists`, "input.name");
       throw err;
     }
+    return this.db.getRepository(Experiment).findOneByOrFail({ id: experiment.id });
   }
 
   async setDeleted(ctx: RequestContext, id: string, deleted: boolean): Promise<Experiment> {
     const experiment = await this.require(ctx, id, "id");
-    experiment.deletedAt = deleted ? (experiment.deletedAt ?? new Date()) : null;
-    return this.db.getRepository(Experiment).save(experiment);
+    await this.db.query(`UPDATE experiments SET deleted_at = CASE WHEN $2 THEN coalesce(deleted_at, now()) END WHERE id = $1`, [experiment.id, deleted]);
+    return this.db.getRepository(Experiment).findOneByOrFail({ id: experiment.id });
   }
 
   async setTags(ctx: RequestContext, id: string, tags: KeyValue[]): Promise<Experiment> {

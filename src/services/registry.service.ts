@@ -92,16 +92,20 @@ export class RegistryService {
 
   async updateModel(ctx: RequestContext, input: { name: string; newName?: string | null; description?: string | null }): Promise<RegisteredModel> {
     const model = await this.requireModel(input.name, "input.name");
-    if (input.newName != null) model.name = validateModelName(input.newName, "input.newName");
+    // Only the columns asked for are written: save() of the model read above would write its stale
+    // approval policy (or name) back over a concurrent setApprovalPolicy (or rename).
+    const changes: Partial<Pick<RegisteredModel, "name" | "description">> = {};
+    if (input.newName != null) changes.name = validateModelName(input.newName, "input.newName");
     if (input.description !== undefined) {
-      model.description = input.description === null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
+      changes.description = input.description === null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
     }
     try {
-      return await this.db.getRepository(RegisteredModel).save(model);
+      if (Object.keys(changes).length) await this.db.getRepository(RegisteredModel).update({ id: model.id }, changes);
     } catch (err) {
       if (isUniqueViolation(err)) throw new DomainError("CONFLICT", `input.newName: a model named ${JSON.stringify(input.newName)} already exists`, "input.newName");
       throw err;
     }
+    return this.db.getRepository(RegisteredModel).findOneByOrFail({ id: model.id });
   }
 
   async setModelTags(ctx: RequestContext, name: string, tags: KeyValue[]): Promise<RegisteredModel> {
@@ -127,8 +131,8 @@ export class RegistryService {
   async setApprovalPolicy(ctx: RequestContext, name: string, policy: ApprovalPolicy): Promise<RegisteredModel> {
     const valid = validateApprovalPolicy(policy, "policy");
     const model = await this.requireModel(name, "name");
-    model.approvalPolicy = valid;
-    return this.db.getRepository(RegisteredModel).save(model);
+    await this.db.getRepository(RegisteredModel).update({ id: model.id }, { approvalPolicy: valid });
+    return this.db.getRepository(RegisteredModel).findOneByOrFail({ id: model.id });
   }
 
   async getModel(_ctx: RequestContext, name: string): Promise<RegisteredModel | null> {

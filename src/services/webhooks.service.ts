@@ -90,8 +90,8 @@ export class WebhooksService {
 
   async setActive(ctx: RequestContext, id: string, active: boolean): Promise<Webhook> {
     const hook = await this.get(ctx, id);
-    hook.active = active;
-    const saved = await this.db.getRepository(Webhook).save(hook);
+    await this.db.getRepository(Webhook).update({ id: hook.id }, { active });
+    const saved = await this.db.getRepository(Webhook).findOneByOrFail({ id: hook.id });
     // Deliveries held while it was paused are due now.
     if (active) await announceWebhookEvents(this.bus);
     return saved;

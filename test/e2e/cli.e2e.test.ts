@@ -234,6 +234,12 @@ describe("mlgraph CLI", () => {
     expect(badParam.code).toBe(2);
     const wrongType = await cli(["pipeline", "submit", "cli-pipe", "--param", "epochs=many"]);
     expect(wrongType.code).toBe(2);
+    // `--version` after the subcommand is submit's (it used to print mlgraph's version and exit 0).
+    expect((await json(["pipeline", "submit", "cli-pipe", "--version", "1"])).params).toEqual({ epochs: 1 });
+    const noSuchVersion = await cli(["pipeline", "submit", "cli-pipe", "--version", "7"]);
+    expect(noSuchVersion.code).toBe(3);
+    expect(noSuchVersion.stdout).not.toContain("0.1.0");
+    expect((await cli(["--version"])).stdout.trim()).toBe("0.1.0");
     const invalid = path.join(tmp, "bad.yaml");
     fs.writeFileSync(invalid, "pipeline:\n  name: bad\n  tasks:\n    - id: a\n      command: [x]\n      depends_on: [nope]\n");
     const refused = await cli(["pipeline", "create", invalid]);
