@@ -32,6 +32,8 @@ export class LocalProcess {
   private killTimer: NodeJS.Timeout | null = null;
   private timedOut = false;
   private cancelled = false;
+  /** The group leader (the process started) has exited; its group may live on. */
+  private leaderExited = false;
   readonly done: Promise<ProcessResult>;
 
   constructor(private readonly options: LocalProcessOptions) {
@@ -62,8 +64,24 @@ export class LocalProcess {
       child.once("error", (err) => {
         spawnError = err.message;
       });
+      let streamsTimer: NodeJS.Timeout | undefined;
+      // The attempt ends with its main process, as a container ends with its first process: what
+      // is left of its group (a background job, a child still holding stdout) is stopped. Without
+      // this, "close" waited for the leftovers, so neither timeout nor cancel nor a lost lease
+      // could end the attempt, and the leftovers kept their GPUs.
+      child.once("exit", () => {
+        this.leaderExited = true;
+        if (groupExists(child.pid!)) this.stop();
+        // Pipes held by processes outside the group (one that called setsid) would still keep
+        // "close" away: once the group had its SIGKILL, stop reading them.
+        streamsTimer = setTimeout(() => {
+          child.stdout?.destroy();
+          child.stderr?.destroy();
+        }, this.options.graceMs + 1000);
+      });
       child.once("close", (code, signal) => {
         clearTimeout(timer);
+        clearTimeout(streamsTimer);
         if (this.killTimer) clearTimeout(this.killTimer);
         flushers.forEach((f) => f());
         resolve({ exitCode: code, signal, timedOut: this.timedOut, cancelled: this.cancelled, spawnError });
@@ -94,17 +112,31 @@ export class LocalProcess {
   /** SIGTERM to the process group, SIGKILL after the grace period. */
   stop(): void {
     const pid = this.child?.pid;
-    // Exited (with a code or by a signal): its pid may belong to another process by now.
-    if (!pid || this.child?.exitCode !== null || this.child?.signalCode !== null || this.killTimer) return;
-    signalGroup(pid, "SIGTERM");
-    this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL"), this.options.graceMs);
+    if (!pid || this.killTimer) return;
+    // Once the leader exited its pid can be reused, but not while its group still has members
+    // (the kernel keeps a group's id allocated): signal only a group that still exists.
+    if (this.leaderExited && !groupExists(pid)) return;
+    signalGroup(pid, "SIGTERM", !this.leaderExited);
+    this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL", !this.leaderExited), this.options.graceMs);
   }
 }
 
-function signalGroup(pid: number, signal: NodeJS.Signals): void {
+/** Whether a process group with this id still has members. */
+function groupExists(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Signals the group; `orLeader`: the leader alone when the group cannot be signalled (it is still ours). */
+function signalGroup(pid: number, signal: NodeJS.Signals, orLeader: boolean): void {
   try {
     process.kill(-pid, signal);
   } catch {
+    if (!orLeader) return;
     try {
       process.kill(pid, signal);
     } catch {

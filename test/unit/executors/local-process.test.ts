@@ -17,6 +17,17 @@ function run(argv: string[], options: { timeoutMs?: number; graceMs?: number } =
   return { proc, lines };
 }
 
+/** The process's state letter from /proc, null when it is gone or a zombie (dead, not yet reaped). */
+function runningState(pid: number): string | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state === "Z" ? null : state;
+  } catch {
+    return null;
+  }
+}
+
 describe("LocalProcess", () => {
   it("runs argv with the given env and splits stdout/stderr into lines, including a last partial line", async () => {
     const { proc, lines } = run(["sh", "-c", 'echo "$GREETING"; echo oops >&2; printf tail']);
@@ -37,6 +48,29 @@ describe("LocalProcess", () => {
     const result = await proc.done;
     expect(result.timedOut).toBe(true);
     expect(result.signal).toBe("SIGKILL");
+  });
+
+  it("ends the attempt when its main process exits, stopping what it left running in its group", async () => {
+    // Previously `done` waited for the background job (it holds stdout): 30 s, and neither the
+    // timeout nor a cancel could end it because the leader had already exited.
+    const started = Date.now();
+    const { proc, lines } = run(["sh", "-c", "sleep 30 & echo $!; exit 4"], { timeoutMs: 60_000, graceMs: 300 });
+    const result = await proc.done;
+    expect(result).toMatchObject({ exitCode: 4, timedOut: false });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const leftover = Number(lines[0]!.replace("stdout:", ""));
+    expect(runningState(leftover)).toBeNull();
+  });
+
+  it("stops reading pipes held by a process that left the group, once the group is gone", async () => {
+    const started = Date.now();
+    const { proc, lines } = run(["sh", "-c", "setsid sleep 30 & echo $!"], { timeoutMs: 60_000, graceMs: 200 });
+    const result = await proc.done;
+    expect(result.exitCode).toBe(0);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    const escaped = Number(lines[0]!.replace("stdout:", ""));
+    expect(runningState(escaped)).not.toBeNull(); // not the executor's to stop: it left the group
+    process.kill(escaped, "SIGKILL");
   });
 
   it("forwards cancellation as SIGTERM", async () => {
