@@ -289,14 +289,18 @@ export class ExecutorAgent {
     const pgid = proc.pid;
     if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
-    // The lease's length, counted from now (after the server granted it, so on the safe side),
-    // not its end by the server's clock compared with this machine's.
+    // The lease's length, counted from now, not its end by the server's clock compared with this
+    // machine's (skew). Now is a little after the server granted it (the answer's transit time):
+    // the margin below covers that.
     const leaseMs = Math.max(1000, a.leaseSeconds !== undefined ? a.leaseSeconds * 1000 : new Date(a.leaseExpiresAt).getTime() - Date.now());
     const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
-    // The process must be gone before the server's lease runs out, SIGKILL grace included: stop
-    // it once no heartbeat has been confirmed for this long.
+    // The process must be gone before the server's lease runs out, SIGKILL included: stop it once
+    // no heartbeat has been confirmed for `stopAfterMs`, and kill it `killWithinMs` later at most
+    // (shorter than the configured grace when the grace is long for the lease).
     const graceMs = (this.options.graceSeconds ?? 10) * 1000;
-    const stopAfterMs = Math.floor(Math.max(leaseMs / 2, leaseMs - graceMs - Math.max(500, leaseMs / 10)));
+    const marginMs = Math.max(500, leaseMs / 10);
+    const stopAfterMs = Math.floor(Math.max(leaseMs / 2, leaseMs - graceMs - marginMs));
+    const killWithinMs = Math.max(0, Math.min(graceMs, Math.floor(leaseMs - marginMs - stopAfterMs)));
     // When the last heartbeat the server answered was *sent*: its lease runs from a moment after.
     let leaseConfirmedAt = Date.now();
     let stopTimer: NodeJS.Timeout | undefined;
@@ -309,8 +313,8 @@ export class ExecutorAgent {
         // soon as it is back) and may run it elsewhere. Stop, so that two attempts of one task
         // never run at once (a network partition, a server down longer than the lease).
         leaseLost = true;
-        log.warn({ unconfirmedMs: Date.now() - leaseConfirmedAt }, "lease expired without a heartbeat getting through: stopping the process");
-        proc.stop();
+        log.warn({ unconfirmedMs: Date.now() - leaseConfirmedAt, killWithinMs }, "lease expired without a heartbeat getting through: stopping the process");
+        proc.stop(killWithinMs);
       }, Math.max(0, leaseConfirmedAt + stopAfterMs - Date.now()));
     };
     armSelfStop();

@@ -278,6 +278,32 @@ describe("leases", () => {
     }
   }, 40_000);
 
+  it("kills a task that ignores SIGTERM before the lease ends even when the grace is longer than the lease", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "partitioned-long-grace-"));
+    const proxy = await startFlakyProxy(server.url, (body) => /heartbeatTask\(/.test(body) && "hang");
+    try {
+      await createSpec({
+        pipeline: {
+          name: "partitioned-long-grace",
+          tasks: [shellTask("stubborn", `trap '' TERM; while true; do date +%s%N > ${dir}/tick; sleep 0.1; done`, { pool: "partitioned-long-grace" })],
+        },
+      });
+      // A 10-s grace against 3-s leases: SIGTERM at half the lease, and the SIGKILL must still
+      // land inside the lease (previously it came after the full grace, 11.5 s in).
+      const exec = await startExecutor(proxy.url, ["--pool", "partitioned-long-grace", "--gpus", "none", "--grace-seconds", "10"]);
+      executors.push(exec);
+      await submit("partitioned-long-grace");
+      await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
+      const started = Date.now();
+      await sleep(5_000);
+      const lastTick = Number(BigInt(fs.readFileSync(`${dir}/tick`, "utf8").trim()) / 1_000_000n);
+      expect(lastTick - started).toBeLessThan(3_000);
+      expect(Date.now() - lastTick).toBeGreaterThan(1_500);
+    } finally {
+      await proxy.close();
+    }
+  }, 40_000);
+
   it("stops the task processes a killed executor left running when the next executor starts on the machine", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "orphans-"));
     const base = path.join(dir, "work");

@@ -109,15 +109,15 @@ export class LocalProcess {
     this.stop();
   }
 
-  /** SIGTERM to the process group, SIGKILL after the grace period. */
-  stop(): void {
+  /** SIGTERM to the process group, SIGKILL after the grace period (or `graceMs` when given). */
+  stop(graceMs = this.options.graceMs): void {
     const pid = this.child?.pid;
     if (!pid || this.killTimer) return;
     // Once the leader exited its pid can be reused, but not while its group still has members
     // (the kernel keeps a group's id allocated): signal only a group that still exists.
     if (this.leaderExited && !groupExists(pid)) return;
     signalGroup(pid, "SIGTERM", !this.leaderExited);
-    this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL", !this.leaderExited), this.options.graceMs);
+    this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL", !this.leaderExited), graceMs);
   }
 }
 
