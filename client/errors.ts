@@ -9,8 +9,9 @@ export interface ServerError {
 
 /**
  * Every failure the client reports. `code` is the server's `extensions.code` (NOT_FOUND,
- * BAD_USER_INPUT, CONFLICT, FORBIDDEN, UNAUTHENTICATED, RATE_LIMITED, UNAVAILABLE, ...), or
- * NETWORK_ERROR when no answer came back at all; `field` names the input at fault.
+ * BAD_USER_INPUT, CONFLICT, FORBIDDEN, UNAUTHENTICATED, RATE_LIMITED, UNAVAILABLE, ...),
+ * NETWORK_ERROR when no (whole) answer came back, or BAD_REQUEST for an HTTP 4xx without a
+ * GraphQL body (a wrong URL, a body the server could not read); `field` names the input at fault.
  */
 export class MlgraphError extends Error {
   override readonly name = "MlgraphError";

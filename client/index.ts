@@ -129,8 +129,11 @@ export function createClient(options: ClientOptions): MlgraphClient {
       try {
         body = (await response.json()) as typeof body;
       } catch (err) {
-        // A proxy's HTML error page, or the connection dropped mid-body.
-        const code = response.status >= 500 ? "UNAVAILABLE" : "NETWORK_ERROR";
+        // A proxy's HTML error page, or the connection dropped mid-body. Only a server-side status,
+        // 429 or a body cut off mid-way is worth retrying; any other 4xx (a wrong URL's 404, a
+        // refused body) would be refused again.
+        const code =
+          response.status >= 500 ? "UNAVAILABLE" : response.status === 429 ? "RATE_LIMITED" : response.status >= 400 ? "BAD_REQUEST" : "NETWORK_ERROR";
         throw new MlgraphError(`${url} answered HTTP ${response.status} without a GraphQL body`, code, undefined, response.status, [], { cause: err });
       }
       if (body.errors?.length) throw MlgraphError.fromServerErrors(body.errors, response.status);

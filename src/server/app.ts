@@ -321,6 +321,17 @@ async function mountGraphql(
       },
     }),
   );
+  // A body express.json() refused (not JSON — e.g. a NaN written by a client — or over the size
+  // limit) is answered as a GraphQL error, not express's HTML page: clients then see a clear,
+  // non-retryable BAD_REQUEST naming the cause instead of an unexplained HTTP 400.
+  app.use("/graphql", (err: { type?: string; status?: number; message?: string }, _req: express.Request, res: express.Response, next: express.NextFunction) => {
+    if (!err || typeof err.status !== "number" || err.status < 400 || err.status >= 500) return next(err);
+    const message =
+      err.type === "entity.too.large"
+        ? `request body: larger than the server's limit of ${config.limits.maxBodyBytes} bytes`
+        : `request body: ${err.type === "entity.parse.failed" ? "not valid JSON" : err.message ?? "refused"}`;
+    res.status(err.status).json({ errors: [{ message, extensions: { code: "BAD_REQUEST", field: "body" } }] });
+  });
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:PORT/graphql`,

@@ -1,3 +1,4 @@
+import path from "node:path";
 import type { Logger } from "pino";
 import type { Config } from "../config.js";
 import { openMetricStore, type MetricStore } from "../stores/metric-store/index.js";
@@ -12,7 +13,15 @@ import { countClickHouseQuery } from "./query-counts.js";
 export async function openConfiguredMetricStore(config: Config, log: Logger): Promise<MetricStore> {
   const { url, username, password, database, cluster } = config.clickhouse;
   const onQuery = config.debugQueryCounts ? countClickHouseQuery : undefined;
-  const store = await openMetricStore(url ? { url, username, password, database, cluster, onQuery } : { dataDir: config.dataDir, cluster, onQuery });
+  const onRepair = (event: { runs: number; reason: string; error?: unknown }) =>
+    event.error
+      ? log.error({ runs: event.runs, err: (event.error as Error).message }, "could not repair metric summaries after a failed insert; retried with the next insert and at the next start")
+      : log.warn({ runs: event.runs, reason: event.reason }, "repaired metric summaries and rollups of runs an insert was cut short for");
+  // The journal lives in this server's data dir in both modes (one server process per data dir).
+  const insertJournalFile = path.join(config.dataDir, "clickhouse-insert-journal.json");
+  const store = await openMetricStore(
+    url ? { url, username, password, database, cluster, onQuery, onRepair, insertJournalFile } : { dataDir: config.dataDir, cluster, onQuery, onRepair, insertJournalFile },
+  );
   log.info({ backend: store.backend, cluster }, "metric store opened");
   return store;
 }

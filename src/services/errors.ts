@@ -26,12 +26,24 @@ export class DomainError extends Error {
 export const notFound = (what: string, id: string) => new DomainError("NOT_FOUND", `${what} ${JSON.stringify(id)} not found`);
 export const badInput = (field: string, message: string) => new DomainError("BAD_USER_INPUT", `${field}: ${message}`, field);
 
-/** Connection-level failures of PostgreSQL/ClickHouse/Redis/S3 mean "try again", not "bug". */
+/**
+ * ClickHouse errors that pass: overload, limits of the moment, a replica or Keeper away, a
+ * request that timed out. (TIMEOUT_EXCEEDED 159, TOO_MANY_SIMULTANEOUS_QUERIES 202,
+ * NO_FREE_CONNECTION 203, SOCKET_TIMEOUT 209, NETWORK_ERROR 210, MEMORY_LIMIT_EXCEEDED 241,
+ * TABLE_IS_READ_ONLY 242, TOO_MANY_PARTS 252, UNKNOWN_STATUS_OF_INSERT 319, KEEPER_EXCEPTION 999.)
+ */
+const TRANSIENT_CLICKHOUSE_CODES = new Set(["159", "202", "203", "209", "210", "241", "242", "252", "319", "999"]);
+
+/** Connection-level failures of PostgreSQL/ClickHouse/Redis/S3, and overloads, mean "try again", not "bug". */
 export function isUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
-  const code = (err as { code?: string }).code ?? "";
+  const code = String((err as { code?: unknown }).code ?? "");
+  // @clickhouse/client's ClickHouseError carries the server's code; the embedded engine's
+  // errors only say it in their message ("Code: 241. DB::Exception: ...").
+  const clickhouseCode = /^\d+$/.test(code) ? code : /^Code: (\d+)\./.exec(err.message)?.[1];
   return (
     ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "57P01", "57P03", "08006", "08001", "08003"].includes(code) ||
-    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect/i.test(err.message)
+    (clickhouseCode !== undefined && TRANSIENT_CLICKHOUSE_CODES.has(clickhouseCode)) ||
+    /Connection terminated|connect ECONNREFUSED|timeout exceeded when trying to connect|^Timeout error\.?$/i.test(err.message)
   );
 }

@@ -88,6 +88,10 @@ describe("typed client", () => {
     const nowhere = createClient({ url: "http://127.0.0.1:9/graphql", timeoutMs: 5000 });
     const unreachable = await nowhere.request(ViewerDocument, {}).catch((e: unknown) => e);
     expect(unreachable).toMatchObject({ code: "NETWORK_ERROR", retryable: true });
+    // A wrong path answers an HTML 404: not retryable (it was NETWORK_ERROR, so the metric logger
+    // retried it forever and close() never returned).
+    const wrongPath = createClient({ url: server.url.replace(/\/graphql$/, "/graphq") });
+    await expect(wrongPath.request(ViewerDocument, {})).rejects.toMatchObject({ code: "BAD_REQUEST", status: 404, retryable: false });
     const badToken = createClient({ url: server.url, token: "not-a-token" });
     await expect(badToken.request(ViewerDocument, {})).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
   });

@@ -223,6 +223,18 @@ describe("request limits", () => {
       body: JSON.stringify({ query: `{ viewer { name } }`, variables: { pad: "x".repeat(30_000) } }),
     });
     expect(res.status).toBe(413);
+    // As a GraphQL error a client can read (it was express's HTML page).
+    expect(await res.json()).toEqual({ errors: [{ message: "request body: larger than the server's limit of 20000 bytes", extensions: { code: "BAD_REQUEST", field: "body" } }] });
+  });
+
+  it("answers a body that is not JSON (a NaN written by a client) with a GraphQL error, not an HTML page", async () => {
+    const res = await fetch(server.url, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: `{"query": "mutation { x }", "variables": {"value": NaN}}`,
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ errors: [{ message: "request body: not valid JSON", extensions: { code: "BAD_REQUEST", field: "body" } }] });
   });
 
   it("rate-limits per token with RATE_LIMITED and Retry-After, and counts refusals in /metrics", async () => {

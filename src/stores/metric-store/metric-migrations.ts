@@ -237,7 +237,7 @@ const BATCH_ID_INDEX = "batch_id_bloom";
 /** The point each rollup state keeps: (step, value, ts). */
 const ROLLUP_POINT = "Tuple(Int64, Float64, DateTime64(3, 'UTC'))";
 
-const ROLLUP_SELECT =
+export const ROLLUP_SELECT =
   `SELECT\n    run_id,\n    key,\n    intDiv(step, ${ROLLUP_BUCKET_STEPS}) AS bucket,\n` +
   "    argMinState((step, value, ts), step) AS first_point,\n    argMaxState((step, value, ts), step) AS last_point,\n" +
   "    argMinState((step, value, ts), value) AS low_point,\n    argMaxState((step, value, ts), value) AS high_point\n" +

@@ -1,6 +1,8 @@
+import path from "node:path";
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
 import { DomainError } from "../../services/errors.js";
 import { createClickHouseConnection, type ClickHouseConnectionOptions, type ClickHouseHandle } from "./clickhouse-connection.js";
+import { InsertJournal, repairDerivedRows } from "./interrupted-inserts.js";
 import { lttb } from "./lttb.js";
 import { applyMetricMigrations, ROLLUP_BUCKET_STEPS } from "./metric-migrations.js";
 import {
@@ -25,6 +27,14 @@ export type MetricStoreOptions = ClickHouseConnectionOptions & {
   groupCommit?: GroupCommitOptions;
   /** Called for every statement sent to ClickHouse (tests count queries per request with it). */
   onQuery?: (event: MetricQueryEvent) => void;
+  /**
+   * Where the writer journals the runs of the INSERT in progress (one server process per file),
+   * so a crash between an INSERT's raw part and its views' parts is repaired at the next open.
+   * Default: `<dataDir>/clickhouse-insert-journal.json` when `dataDir` is given, else none.
+   */
+  insertJournalFile?: string;
+  /** A repair of summaries/rollups: after a crash (at open) or after a failed INSERT. */
+  onRepair?: (event: { runs: number; reason: "interrupted insert" | "failed insert"; error?: unknown }) => void;
 };
 
 /** Aggregates kept per (run, key) by the summary materialized view. */
@@ -98,13 +108,18 @@ export class MetricStore {
   /** Use {@link openMetricStore}; the constructor assumes migrations already ran. */
   constructor(
     private readonly handle: ClickHouseHandle,
-    private readonly options: Pick<MetricStoreOptions, "cluster" | "groupCommit" | "onQuery"> = {},
+    private readonly options: Pick<MetricStoreOptions, "cluster" | "groupCommit" | "onQuery" | "onRepair"> = {},
+    journal: InsertJournal = new InsertJournal(null),
   ) {
     this.client = handle.client;
     // On a cluster, inserts into a Distributed table are forwarded asynchronously by default;
     // forwarding in the foreground keeps "resolved means stored" true.
     const insertSettings: ClickHouseSettings = options.cluster ? ({ insert_distributed_sync: 1 } as ClickHouseSettings) : {};
-    this.writer = new MetricWriter(this.client, insertSettings, (kind, sql) => this.count(kind, sql), options.groupCommit);
+    this.writer = new MetricWriter(this.client, insertSettings, (kind, sql) => this.count(kind, sql), options.groupCommit, {
+      journal,
+      repair: (runIds) => repairDerivedRows(this.client, runIds, (sql) => this.count("command", sql)),
+      onRepairFailed: (error, runIds) => options.onRepair?.({ runs: runIds.length, reason: "failed insert", error }),
+    });
   }
 
   /** Statements sent to ClickHouse by this store so far (reads, inserts and lookups). */
@@ -451,17 +466,27 @@ export class MetricStore {
  */
 export async function openMetricStore(options: MetricStoreOptions): Promise<MetricStore> {
   const handle = createClickHouseConnection(options);
+  const journalFile = options.insertJournalFile ?? ("dataDir" in options && options.dataDir ? path.join(options.dataDir, "clickhouse-insert-journal.json") : null);
+  const journal = new InsertJournal(journalFile);
   try {
     await applyMetricMigrations(handle.client, { cluster: options.cluster }, (sql) =>
       options.onQuery?.({ kind: sql.startsWith("SELECT") ? "query" : "command", sql }),
     );
+    // An INSERT cut short by a crash: bring its runs' summaries and rollups in line with the raw
+    // points before anything reads or writes them.
+    const interrupted = journal.recorded();
+    if (interrupted.length > 0) {
+      await repairDerivedRows(handle.client, interrupted, (sql) => options.onQuery?.({ kind: "command", sql }));
+      journal.end();
+      options.onRepair?.({ runs: interrupted.length, reason: "interrupted insert" });
+    }
   } catch (err) {
     await handle.close().catch(() => {
       // the migration error is the one worth reporting; closing is best effort here
     });
     throw err;
   }
-  return new MetricStore(handle, options);
+  return new MetricStore(handle, options, journal);
 }
 
 interface SeriesSpec {

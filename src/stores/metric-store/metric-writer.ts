@@ -1,6 +1,17 @@
+import crypto from "node:crypto";
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
 import { DomainError } from "../../services/errors.js";
 import type { MetricColumns } from "./metric-validation.js";
+import type { InsertJournal } from "./interrupted-inserts.js";
+
+/** How the writer keeps summaries and rollups whole when an INSERT is cut short (see InsertJournal). */
+export interface InsertRecovery {
+  journal: InsertJournal;
+  /** Re-derives these runs' summary and rollup rows from their raw points. */
+  repair(runIds: string[]): Promise<void>;
+  /** A repair failed (the runs stay journaled and are repaired later). */
+  onRepairFailed?(err: unknown, runIds: string[]): void;
+}
 
 /** What a caller of `logPoints` learns once its batch is durable. */
 export interface LogPointsResult {
@@ -80,6 +91,7 @@ export class MetricWriter {
     private readonly insertSettings: ClickHouseSettings,
     private readonly onQuery: (kind: QueryKind, sql: string) => void,
     options: GroupCommitOptions = {},
+    private readonly recovery?: InsertRecovery,
   ) {
     this.windowMs = options.windowMs ?? 3;
     this.maxRows = options.maxRows ?? 100_000;
@@ -159,12 +171,44 @@ export class MetricWriter {
           }
         }
       }
-      if (toWrite.length > 0) await this.insert(toWrite);
+      if (toWrite.length > 0) await this.journaledInsert(toWrite);
     } catch (err) {
       for (const b of toWrite) b.reject(err);
       return;
     }
     for (const b of toWrite) b.resolve({ stored: b.columns.keys.length, deduplicated: false });
+  }
+
+  /**
+   * The INSERT, with its runs journaled while it runs. When it fails, its raw part may have been
+   * stored without the views' parts: the runs' derived rows are repaired before the callers hear
+   * of the failure (their retry will be answered "already stored" if the raw part landed).
+   */
+  private async journaledInsert(group: PendingBatch[]): Promise<void> {
+    const recovery = this.recovery;
+    if (!recovery) return this.insert(group);
+    const runs = [...new Set(group.map((b) => b.runId))];
+    recovery.journal.begin(runs);
+    try {
+      await this.insert(group);
+    } catch (err) {
+      await this.repair(runs);
+      throw err;
+    }
+    if (recovery.journal.pending.length > 0) await this.repair(recovery.journal.pending);
+    recovery.journal.end();
+  }
+
+  private async repair(runIds: string[]): Promise<void> {
+    const recovery = this.recovery!;
+    try {
+      await recovery.repair(runIds);
+      recovery.journal.repaired(runIds);
+    } catch (err) {
+      recovery.journal.keep(runIds);
+      recovery.onRepairFailed?.(err, runIds);
+    }
+    recovery.journal.end();
   }
 
   private async existingBatches(keyed: PendingBatch[]): Promise<Set<string>> {
@@ -203,10 +247,33 @@ export class MetricWriter {
       }
     }
     this.onQuery("insert", INSERT_SQL);
-    await this.client.command({
-      query: INSERT_SQL + JSON.stringify([runIds, keys, steps, ts, values, batchIds]),
-      clickhouse_settings: this.insertSettings,
-    });
+    const queryId = crypto.randomUUID();
+    try {
+      await this.client.command({
+        query: INSERT_SQL + JSON.stringify([runIds, keys, steps, ts, values, batchIds]),
+        clickhouse_settings: this.insertSettings,
+        query_id: queryId,
+      });
+    } catch (err) {
+      // The request timed out, but the INSERT may still be running on the server: a retry looked
+      // up before it lands would store the batches again. Answer only once it has ended.
+      if (/^Timeout error/i.test((err as Error).message ?? "")) await this.untilQueryEnded(queryId);
+      throw err;
+    }
+  }
+
+  /** Waits (up to 2 minutes) until the server lists no query with this id; gives up if it cannot ask. */
+  private async untilQueryEnded(queryId: string): Promise<void> {
+    const deadline = Date.now() + 120_000;
+    while (Date.now() < deadline) {
+      try {
+        const rs = await this.client.query({ query: "SELECT count() AS n FROM system.processes WHERE query_id = {id:String}", query_params: { id: queryId }, format: "JSONEachRow" });
+        if (Number((await rs.json<{ n: number | string }>())[0]?.n ?? 0) === 0) return;
+      } catch {
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 
   /** Flushes what is queued, then refuses new writes. */

@@ -67,12 +67,43 @@ async function seedVersion2Store(dir: string): Promise<void> {
   await close();
 }
 
+/** Runs whose last INSERT was cut short between its raw part and its views' parts (a kill -9). */
+const INTERRUPTED_RUN = "interrupted-insert";
+const HALF_RUN = "interrupted-second-batch";
+
+/**
+ * Leaves `dir` as a server killed mid-INSERT left it: raw points stored, the views' parts
+ * (summary, rollup) not, and the runs still in the insert journal. The views are detached while
+ * the raw rows go in, which stores exactly what the crash window stores.
+ */
+async function seedInterruptedInsert(dir: string): Promise<void> {
+  const { client, close } = createClickHouseConnection({ dataDir: dir });
+  const row = (run_id: string, key: string, step: number, value: number) => ({ run_id, key, step, ts: 1_700_000_000_000 + step, value, batch_id: "crashed-batch" });
+  // An earlier batch of HALF_RUN was stored whole.
+  await client.insert({ table: "metrics", values: [{ ...row(HALF_RUN, "loss", 0, 5), batch_id: "" }], format: "JSONEachRow" });
+  await client.command({ query: "DETACH TABLE metric_summaries_mv" });
+  await client.command({ query: "DETACH TABLE metric_rollup_mv" });
+  await client.insert({
+    table: "metrics",
+    values: [row(INTERRUPTED_RUN, "loss", 0, 3), row(INTERRUPTED_RUN, "loss", 1, 2), row(INTERRUPTED_RUN, "loss", 2, 1), row(HALF_RUN, "loss", 1, 9), row(HALF_RUN, "acc", 1, 0.5)],
+    format: "JSONEachRow",
+  });
+  await client.command({ query: "ATTACH TABLE metric_summaries_mv" });
+  await client.command({ query: "ATTACH TABLE metric_rollup_mv" });
+  fs.writeFileSync(path.join(dir, "clickhouse-insert-journal.json"), JSON.stringify([INTERRUPTED_RUN, HALF_RUN]));
+  await close();
+}
+
+const repairs: { runs: number; reason: string }[] = [];
+
 beforeAll(async () => {
   dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-metric-store-"));
   await seedVersion2Store(dataDir);
   const first = await openMetricStore({ dataDir, onQuery: (e) => firstOpen.push(e) });
   await first.close();
+  await seedInterruptedInsert(dataDir);
   store = await openMetricStore({
+    onRepair: (e) => repairs.push(e),
     dataDir,
     groupCommit: { windowMs: 5, maxRows: 100_000 },
     onQuery: (e) => (reopen.length === 0 && events.length === 0 ? reopen : events).push(e),
@@ -103,6 +134,28 @@ describe("migrations", () => {
     const { client } = store as unknown as { client: ClickHouseClient };
     const rs = await client.query({ query: "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name", format: "JSONEachRow" });
     expect((await rs.json<{ name: string }>()).map((t) => t.name)).toEqual(["metric_rollup", "metric_rollup_mv", "metric_summaries", "metric_summaries_mv", "metrics", "schema_migrations"]);
+  });
+});
+
+describe("an INSERT cut short by a crash", () => {
+  it("has its runs' summaries and rollups re-derived from the raw points at the next open, and its retry stored once", async () => {
+    expect(repairs).toEqual([{ runs: 2, reason: "interrupted insert" }]);
+    expect(fs.readFileSync(path.join(dataDir, "clickhouse-insert-journal.json"), "utf8")).toBe("");
+    const summaries = await store.summaries([
+      { runId: INTERRUPTED_RUN, key: "loss" },
+      { runId: HALF_RUN, key: "loss" },
+      { runId: HALF_RUN, key: "acc" },
+    ]);
+    // Without the repair the first run had no summary at all and the second only its first batch.
+    expect(summaries.get(INTERRUPTED_RUN)?.get("loss")).toMatchObject({ count: 3, min: 1, max: 3, last: 1, lastStep: 2 });
+    expect(summaries.get(HALF_RUN)?.get("loss")).toMatchObject({ count: 2, min: 5, max: 9, last: 9, lastStep: 1 });
+    expect(summaries.get(HALF_RUN)?.get("acc")).toMatchObject({ count: 1, last: 0.5 });
+    const { client } = store as unknown as { client: ClickHouseClient };
+    const rollup = await client.query({ query: "SELECT count() AS n FROM metric_rollup WHERE run_id = {r:String}", query_params: { r: INTERRUPTED_RUN }, format: "JSONEachRow" });
+    expect((await rollup.json<{ n: number }>())[0].n).toBe(1);
+    // The client's retry of the cut-short batch is found by its key and leaves the counts alone.
+    expect(await store.logPoints(INTERRUPTED_RUN, [{ key: "loss", step: 0, value: 3 }], "crashed-batch")).toEqual({ stored: 0, deduplicated: true });
+    expect((await store.summaries([{ runId: INTERRUPTED_RUN, key: "loss" }])).get(INTERRUPTED_RUN)?.get("loss")?.count).toBe(3);
   });
 });
 

@@ -2,7 +2,11 @@
  * Group-commit mechanics against a stand-in client (the real engine is exercised in
  * metric-store.chdb.test.ts): grouping, maxRows splits, failure propagation, dedupe lookups.
  */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import type { ClickHouseClient } from "@clickhouse/client";
+import { InsertJournal } from "../../../src/stores/metric-store/interrupted-inserts.js";
 import { MetricWriter } from "../../../src/stores/metric-store/metric-writer.js";
 import { validateMetricPoints } from "../../../src/stores/metric-store/metric-validation.js";
 
@@ -47,6 +51,46 @@ describe("MetricWriter", () => {
     const settled = await Promise.allSettled([writer.write("a", points(1)), writer.write("b", points(1))]);
     expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected"]);
     expect((settled[0] as PromiseRejectedResult).reason.message).toContain("Memory limit exceeded");
+  });
+
+  it("journals each INSERT's runs while it runs, and repairs their derived rows when it fails, before answering", async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-journal-")), "journal.json");
+    const journal = new InsertJournal(file);
+    const seenDuringInsert: string[] = [];
+    let fail = true;
+    const client = {
+      async command() {
+        seenDuringInsert.push(fs.readFileSync(file, "utf8"));
+        if (fail) throw new Error("Code: 241. DB::Exception: Memory limit exceeded (in a view, after the raw part)");
+        return {};
+      },
+      async query() {
+        return { json: async () => [] };
+      },
+    } as unknown as ClickHouseClient;
+    const repaired: string[][] = [];
+    let repairFails = true;
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 1 }, {
+      journal,
+      repair: async (runs) => {
+        repaired.push([...runs].sort());
+        if (repairFails) throw new Error("ClickHouse is down");
+      },
+    });
+    const settled = await Promise.allSettled([writer.write("a", points(1)), writer.write("b", points(1))]);
+    expect(settled.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(JSON.parse(seenDuringInsert[0]!).sort()).toEqual(["a", "b"]);
+    // The repair was tried and failed: the runs stay journaled for the next start.
+    expect(repaired).toEqual([["a", "b"]]);
+    expect(JSON.parse(fs.readFileSync(file, "utf8")).sort()).toEqual(["a", "b"]);
+    // The next INSERT succeeds: the runs still owed a repair get it, and the journal empties.
+    fail = false;
+    repairFails = false;
+    expect(await writer.write("c", points(1))).toEqual({ stored: 1, deduplicated: false });
+    expect(JSON.parse(seenDuringInsert[1]!).sort()).toEqual(["a", "b", "c"]);
+    expect(repaired).toEqual([["a", "b"], ["a", "b"]]);
+    expect(fs.readFileSync(file, "utf8")).toBe("");
+    expect(new InsertJournal(file).recorded()).toEqual([]);
   });
 
   it("flushes as soon as maxRows is reached and never splits a caller's batch", async () => {

@@ -1,0 +1,101 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { ClickHouseClient } from "@clickhouse/client";
+import { ROLLUP_SELECT } from "./metric-migrations.js";
+
+/**
+ * ClickHouse stores an INSERT as one part of the raw table and then one part per materialized
+ * view, and these are not one transaction: a process killed between them (or an INSERT that fails
+ * in a view) leaves raw points without their rows in `metric_summaries` and `metric_rollup`. The
+ * idempotency lookup reads the raw points, so the client's retry is answered "already stored" and
+ * the summary (count, min, max, last) would stay short for good.
+ *
+ * So the writer records, before each INSERT, which runs it writes to (a small file, rewritten per
+ * group), and clears the record once the INSERT returned. Runs still recorded at the next start
+ * (a crash) or after a failed INSERT have their derived rows repaired from the raw points.
+ */
+export class InsertJournal {
+  /** Runs whose derived rows may be short: recorded before a crash, or a repair that failed. */
+  private unrepaired = new Set<string>();
+
+  /** `file` null: no journal (tests, read-only tools). */
+  constructor(private readonly file: string | null) {}
+
+  /** Runs recorded by a process that did not get to clear them (read once, at open). */
+  recorded(): string[] {
+    if (!this.file) return [];
+    try {
+      const runs = JSON.parse(fs.readFileSync(this.file, "utf8") || "[]") as unknown;
+      return Array.isArray(runs) ? runs.filter((r): r is string => typeof r === "string") : [];
+    } catch {
+      return []; // none, or a half-written record from before its INSERT started
+    }
+  }
+
+  /** Before an INSERT: these runs (and any still unrepaired) may end up with raw rows only. */
+  begin(runIds: Iterable<string>): void {
+    this.write([...new Set([...this.unrepaired, ...runIds])]);
+  }
+
+  /** The INSERT returned, or its runs were repaired: only runs still unrepaired stay recorded. */
+  end(): void {
+    this.write([...this.unrepaired]);
+  }
+
+  /** A repair failed: keep these runs recorded (and repair them at the next start). */
+  keep(runIds: Iterable<string>): void {
+    for (const r of runIds) this.unrepaired.add(r);
+  }
+
+  /** Runs whose repair failed earlier, to retry. */
+  get pending(): string[] {
+    return [...this.unrepaired];
+  }
+
+  /** These runs were repaired. */
+  repaired(runIds: Iterable<string>): void {
+    for (const r of runIds) this.unrepaired.delete(r);
+  }
+
+  private write(runIds: string[]): void {
+    if (!this.file) return;
+    fs.mkdirSync(path.dirname(this.file), { recursive: true });
+    // Not fsync'd: this guards against the process dying, like the engine's own unsynced parts.
+    fs.writeFileSync(this.file, runIds.length ? JSON.stringify(runIds) : "");
+  }
+}
+
+/**
+ * Per (run, key) of these runs: the raw points' aggregates, with the count the summary lacks. Min,
+ * max and last are idempotent states, so inserting them again changes nothing; only the count
+ * is a sum, and it gets exactly the difference. Rows already complete are left alone.
+ */
+const REPAIR_SUMMARIES_SQL = `INSERT INTO metric_summaries (run_id, key, min_value, max_value, last_value, last_point, point_count)
+SELECT r.run_id, r.key, r.min_value, r.max_value, r.last_value, r.last_point, r.point_count - s.point_count
+FROM (
+    SELECT run_id, key, min(value) AS min_value, max(value) AS max_value, argMaxState(value, (step, ts)) AS last_value,
+           max((step, ts)) AS last_point, count() AS point_count
+    FROM metrics WHERE run_id IN {runs:Array(String)} GROUP BY run_id, key
+) AS r
+LEFT JOIN (
+    SELECT run_id, key, sum(point_count) AS point_count FROM metric_summaries WHERE run_id IN {runs:Array(String)} GROUP BY run_id, key
+) AS s USING (run_id, key)
+WHERE r.point_count > s.point_count`;
+
+/** The rollup's states (argMin/argMax) are idempotent: re-deriving a run's rows from its raw points is safe. */
+const REPAIR_ROLLUP_SQL =
+  "INSERT INTO metric_rollup (run_id, key, bucket, first_point, last_point, low_point, high_point)\n" +
+  ROLLUP_SELECT.replace("{from}", "metrics WHERE run_id IN {runs:Array(String)}");
+
+/**
+ * Brings the summary and rollup rows of these runs in line with their raw points. Run it while no
+ * other INSERT for these runs is under way (at open, or between this process's groups): a
+ * concurrent INSERT seen in the raw table but not yet in the summary would be counted twice.
+ */
+export async function repairDerivedRows(client: ClickHouseClient, runIds: string[], onQuery: (sql: string) => void = () => {}): Promise<void> {
+  if (runIds.length === 0) return;
+  for (const query of [REPAIR_SUMMARIES_SQL, REPAIR_ROLLUP_SQL]) {
+    onQuery(query);
+    await client.command({ query, query_params: { runs: runIds } });
+  }
+}
