@@ -8,6 +8,8 @@ import { createLoaders } from "./loaders.js";
 import { PipelinesService } from "./pipelines.service.js";
 import { PipelineRunsService, type PipelineModelRegistrar } from "./pipeline-runs.service.js";
 import { announceWebhookEvents, enqueueWebhookEvent } from "./webhooks.service.js";
+import { CHAMPION_ALIAS } from "./registry.service.js";
+import { DomainError } from "./errors.js";
 import { TaskQueue } from "../scheduler/task-queue.js";
 import { SchedulerLoop } from "../scheduler/scheduler-loop.js";
 
@@ -108,7 +110,14 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
           ? (await versionsByRuns.call(registry, [input.runId])).get(input.runId)?.find((v) => v.modelId === model.id && v.artifactPath === input.artifactPath)
           : undefined;
       const version = earlier ?? (await createVersion.call(registry, ctx, { modelName: input.modelName, runId: input.runId, artifactPath: input.artifactPath, description: input.description ?? null }));
-      if (input.alias) await setAlias.call(registry, ctx, input.modelName, input.alias, version.version);
+      if (input.alias) {
+        // The scheduler acts as admin: never let it move @champion for whoever submitted the run
+        // (specs refuse that alias when saved; this covers versions saved before that check).
+        if (input.alias.replace(/^@/, "").toLowerCase() === CHAMPION_ALIAS) {
+          throw new DomainError("FORBIDDEN", "on_success.register_model.alias: @champion moves only with an approved Production transition", "alias");
+        }
+        await setAlias.call(registry, ctx, input.modelName, input.alias, version.version);
+      }
       return { version: version.version };
     },
   };

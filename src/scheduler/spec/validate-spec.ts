@@ -85,6 +85,10 @@ export function semanticProblems(doc: unknown): SpecProblem[] {
       message: `unknown task ${JSON.stringify(register["task"])}${suggest(register["task"], knownIds)}`,
     });
   }
+  if (isRecord(register) && typeof register["alias"] === "string") {
+    const problem = onSuccessAliasProblem(register["alias"]);
+    if (problem) problems.push({ path: "/pipeline/on_success/register_model/alias", message: problem });
+  }
   if (isRecord(register) && typeof register["artifact_path"] === "string") {
     const p = register["artifact_path"];
     if (p.startsWith("/") || p.split("/").includes("..")) {
@@ -163,4 +167,20 @@ export function escapePointer(token: string): string {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === "object" && !Array.isArray(value);
+}
+
+/**
+ * The alias a successful run puts on the version it registers. Checked here, when the spec is
+ * saved, not after a run registered its version. Never `champion`: the scheduler acts with its
+ * own (admin) identity, so that would let anyone who may submit a pipeline move @champion without
+ * the approved Production transition it requires.
+ */
+function onSuccessAliasProblem(alias: string): string | null {
+  const name = alias.startsWith("@") ? alias.slice(1) : alias;
+  if (!/^[A-Za-z][A-Za-z0-9_-]{0,99}$/.test(name)) return "an alias starts with a letter and has up to 100 letters, digits, '_' or '-'";
+  if (/^v\d+$/i.test(name) || name.toLowerCase() === "latest") return `${JSON.stringify(name)} is reserved (it would shadow a version reference)`;
+  if (name.toLowerCase() === "champion") {
+    return "@champion moves only with an approved Production transition: register with another alias (e.g. candidate) and request the transition";
+  }
+  return null;
 }

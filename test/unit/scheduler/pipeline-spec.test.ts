@@ -206,6 +206,25 @@ describe("parsePipelineSpec: each problem with its JSON path", () => {
     expectProblem(problemsOf(s), "/pipeline/on_success/register_model/task", 'unknown task "train"');
   });
 
+  it("refuses an on_success alias that is @champion, reserved or malformed, when the spec is saved", () => {
+    // The scheduler registers with its own admin identity: @champion here let anyone who may
+    // submit a pipeline move it without an approved Production transition.
+    for (const [alias, message] of [
+      ["champion", "@champion moves only with an approved Production transition"],
+      ["Champion", "@champion moves only with an approved Production transition"],
+      ["v3", "is reserved"],
+      ["latest", "is reserved"],
+      ["9lives", "an alias starts with a letter"],
+    ] as const) {
+      const s = baseSpec();
+      (s.pipeline["on_success"] as { register_model: { alias: string } }).register_model.alias = alias;
+      expectProblem(problemsOf(s), "/pipeline/on_success/register_model/alias", message);
+    }
+    const fine = baseSpec();
+    (fine.pipeline["on_success"] as { register_model: { alias: string } }).register_model.alias = "candidate-2";
+    expect(parsePipelineSpec(fine).pipeline.on_success?.register_model?.alias).toBe("candidate-2");
+  });
+
   it("refuses unknown properties everywhere, suggesting the known one", () => {
     const s = baseSpec();
     s.pipeline.tasks[1]!["depend_on"] = ["prepare_data"];
