@@ -79,6 +79,8 @@ export class ArtifactsService {
     const run = await ctx.services.runs.requireWritable(ctx, input.runId, "input.runId");
     const id = randomUUID();
     const key = uploadObjectKey(run.id, id, input.path, "input.path");
+    // Checked again, authoritatively, when the upload completes; here so nobody uploads in vain.
+    await this.refuseRegisteredPath(this.db.manager, run.id, input.path, "input.path");
     const request = validateUploadRequest(
       { key, size: input.size, sha256: input.sha256, ...(input.contentType != null ? { contentType: input.contentType } : {}) },
       { fieldPrefix: "input." },
@@ -122,6 +124,7 @@ export class ArtifactsService {
       throw err;
     }
     let discarded = false;
+    let frozen = false;
     const committed = this.db.transaction(async (em) => {
       // Claimed first: when the abandoned-upload sweep discarded this upload meanwhile (its URLs
       // expired long ago), its bytes are being deleted and nothing may point at them.
@@ -131,6 +134,14 @@ export class ArtifactsService {
         throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} was discarded (never completed after its URLs expired)`, "uploadId");
       }
       const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
+      // After the row lock: a version being registered from this path holds the row (FOR SHARE)
+      // until it commits, and is seen here once it has.
+      try {
+        await this.refuseRegisteredPath(em, upload.runId, upload.path, "uploadId");
+      } catch (err) {
+        frozen = true;
+        throw err;
+      }
       await em.query(
         `INSERT INTO artifacts (run_id, path, key, size, sha256, content_type) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (run_id, path) DO UPDATE SET key = EXCLUDED.key, size = EXCLUDED.size, sha256 = EXCLUDED.sha256,
@@ -148,8 +159,9 @@ export class ArtifactsService {
     const { record, replacedKey } = await committed.catch(async (err: unknown) => {
       // The sweep deleted the upload while this verified it; the bytes this call just assembled
       // (multipart) would be referenced by nothing.
-      if (discarded && ownsObject(upload)) {
-        await this.store.delete(upload.key).catch((deleteErr: unknown) => ctx.log.warn({ err: (deleteErr as Error).message, key: upload.key }, "artifacts: deleting a discarded upload's bytes failed; they stay unreferenced"));
+      if (frozen) await this.db.getRepository(ArtifactUploadRecord).delete({ id: upload.id }); // it can never complete
+      if ((discarded || frozen) && ownsObject(upload)) {
+        await this.store.delete(upload.key).catch((deleteErr: unknown) => ctx.log.warn({ err: (deleteErr as Error).message, key: upload.key }, "artifacts: deleting a refused upload's bytes failed; they stay unreferenced"));
       }
       throw err;
     });
@@ -242,6 +254,40 @@ export class ArtifactsService {
       throw new DomainError("BAD_USER_INPUT", `expiresInSeconds: must be an integer from 1 to ${MAX_DOWNLOAD_SECONDS}`, "expiresInSeconds");
     }
     return this.store.presignDownload(artifact.key, expiresInSeconds);
+  }
+
+  /**
+   * A model version's files never change: a path a version was registered from (the file, or
+   * any file under the folder) takes no new upload. CONFLICT naming `field`.
+   */
+  private async refuseRegisteredPath(em: EntityManager, runId: string, path: string, field: string): Promise<void> {
+    const rows: { name: string; version: number }[] = await em.query(
+      `SELECT m.name, v.version FROM model_versions v JOIN registered_models m ON m.id = v.model_id
+        WHERE v.run_id = $1 AND ($2 = rtrim(v.artifact_path, '/') OR starts_with($2, rtrim(v.artifact_path, '/') || '/'))
+        ORDER BY v.created_at LIMIT 1`,
+      [runId, path],
+    );
+    if (rows[0]) {
+      throw new DomainError(
+        "CONFLICT",
+        `${field}: ${JSON.stringify(path)} belongs to version ${rows[0].version} of model ${JSON.stringify(rows[0].name)}, whose files cannot change; upload under another path and register a new version`,
+        field,
+      );
+    }
+  }
+
+  /**
+   * The store key of a registered path, read under a share lock on its rows so no upload replaces
+   * them until the registering transaction commits (uploads then see the version and refuse).
+   */
+  async lockRegisteredKey(em: EntityManager, runId: string, path: string, field: string): Promise<string> {
+    const clean = validateArtifactPath(path.endsWith("/") ? path.slice(0, -1) : path, field);
+    const rows: { path: string; key: string }[] = await em.query(
+      `SELECT path, key FROM artifacts WHERE run_id = $1 AND (path = $2 OR starts_with(path, $2 || '/')) ORDER BY path FOR SHARE`,
+      [runId, clean],
+    );
+    if (rows.length === 0) throw new DomainError("NOT_FOUND", `${field}: run ${runId} has no artifact ${JSON.stringify(clean)}; upload it with createArtifactUpload first`, field);
+    return rows[0].path === clean ? rows[0].key : `${runArtifactsPrefix(runId)}${clean}/`;
   }
 
   /**

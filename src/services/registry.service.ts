@@ -168,8 +168,12 @@ export class RegistryService {
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
     const run = await ctx.services.runs.requireWritable(ctx, input.runId, "input.runId");
     await this.requireModel(input.modelName, "input.modelName");
-    const artifactKey = await ctx.services.artifacts.requireExisting(run.id, input.artifactPath, "input.artifactPath");
+    // Present in the store (a HEAD) before anything is written...
+    await ctx.services.artifacts.requireExisting(run.id, input.artifactPath, "input.artifactPath");
     const version = await this.db.transaction(async (em) => {
+      // ...and its records locked while the version is written: an upload replacing them waits,
+      // then sees the version and is refused (a version's files never change).
+      const artifactKey = await ctx.services.artifacts.lockRegisteredKey(em, run.id, input.artifactPath, "input.artifactPath");
       const model = await this.lockModel(em, input.modelName, "input.modelName");
       const [{ next }] = (await em.query(`SELECT coalesce(max(version), 0) + 1 AS next FROM model_versions WHERE model_id = $1`, [model.id])) as { next: number }[];
       const created = await em.getRepository(ModelVersion).save(

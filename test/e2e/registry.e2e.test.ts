@@ -172,6 +172,39 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     expect(ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "empty", runId: $r, artifactPath: "model"}) { version } }`, { r: runId }, editor)).createModelVersion.version).toBe(1);
   });
 
+  it("keeps a registered version's files as they were: uploads over its file or into its folder are refused", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "frozen"}) { name } }`, {}, editor));
+    const runId = await newRun(server, editor, "frozen-training");
+    const original = Buffer.from("approved weights");
+    await uploadFile(server, editor, runId, "model.bin", original);
+    await uploadFile(server, editor, runId, "bundle/weights.bin", Buffer.from("bundle weights"));
+    // An upload started before the registration and completed after it.
+    const late = Buffer.from("swapped weights");
+    const pending = ok(
+      await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, { i: { runId, path: "model.bin", size: late.length, sha256: sha256(late) } }, editor),
+    ).createArtifactUpload;
+    const REGISTER = `mutation($r: ID!, $p: String!) { createModelVersion(input: {modelName: "frozen", runId: $r, artifactPath: $p}) { version } }`;
+    expect(ok(await server.gql(REGISTER, { r: runId, p: "model.bin" }, editor)).createModelVersion.version).toBe(1);
+    expect(ok(await server.gql(REGISTER, { r: runId, p: "bundle" }, editor)).createModelVersion.version).toBe(2);
+
+    // Previously each of these replaced the bytes a registered (possibly approved) version serves.
+    const CREATE_UPLOAD = `mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id } }`;
+    for (const path of ["model.bin", "bundle/weights.bin", "bundle/extra.bin"]) {
+      const refused = await server.gql(CREATE_UPLOAD, { i: { runId, path, size: late.length, sha256: sha256(late) } }, editor);
+      expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.path" });
+    }
+    expect((await fetch(pending.url, { method: "PUT", body: late } as RequestInit)).status).toBeLessThan(300);
+    const completed = await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: pending.id }, editor);
+    expect(completed.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "uploadId" });
+    expect(completed.errors?.[0].message).toMatch(/version 1 of model "frozen"/);
+    // The version still serves the registered bytes; other paths of the run take uploads as before.
+    const listed = ok(await server.gql(`query($r: ID!) { run(id: $r) { artifacts { path sha256 downloadUrl } } }`, { r: runId }, viewer)).run.artifacts;
+    const file = listed.find((a: { path: string }) => a.path === "model.bin");
+    expect(file.sha256).toBe(sha256(original));
+    expect(Buffer.from(await (await fetch(file.downloadUrl)).arrayBuffer()).toString()).toBe("approved weights");
+    await uploadFile(server, editor, runId, "model-v2.bin", late);
+  });
+
   it("answers lineage from a version and from a dataset", async () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "lineage"}) { name } }`, {}, editor));
     const parent = await newRun(server, editor, "lineage-exp", { name: "sweep" });
