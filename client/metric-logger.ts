@@ -67,6 +67,26 @@ interface Batch {
 /** The server takes up to 10,000 points per logMetrics call. */
 const MAX_BATCH = 10_000;
 
+/**
+ * The server's rules for one point (src/stores/metric-store/metric-validation.ts): it refuses a
+ * whole batch for one point that breaks them, so they are checked per point at log().
+ */
+const METRIC_KEY = /^[A-Za-z0-9_.\-/ ]{1,250}$/;
+const MAX_TIMESTAMP_MS = Date.UTC(2299, 11, 31, 23, 59, 59, 999);
+
+/** Why the server would refuse this point, or null. */
+function pointProblem(key: unknown, step: unknown, timestamp: unknown): { field: string; message: string } | null {
+  if (typeof key !== "string" || !METRIC_KEY.test(key)) return { field: "key", message: `metric key ${JSON.stringify(key)}: 1 to 250 of letters, digits, _ . - / and spaces` };
+  if (typeof step !== "number" || !Number.isSafeInteger(step) || step < 0) return { field: "step", message: `step ${String(step)} of ${key}: a whole number from 0 to 2^53-1` };
+  if (typeof timestamp !== "number" || !Number.isInteger(timestamp) || timestamp < 0 || timestamp > MAX_TIMESTAMP_MS) {
+    return { field: "timestamp", message: `timestamp ${String(timestamp)} of ${key}: whole epoch milliseconds from 1970 to 2299` };
+  }
+  return null;
+}
+
+/** A keyed batch answered INTERNAL_SERVER_ERROR is resent this many times (the key makes that safe). */
+const INTERNAL_ERROR_TRIES = 3;
+
 export class MetricLogger {
   readonly runId: string;
   private readonly batchSize: number;
@@ -108,13 +128,23 @@ export class MetricLogger {
   }
 
   /**
-   * Buffers one point. Never waits on the network and never throws for server trouble. A
-   * non-finite value (NaN, Infinity) is refused here, since the server would refuse its batch.
+   * Buffers one point. Never waits on the network and never throws for server trouble. A point the
+   * server would refuse is refused here, alone (the server refuses a whole batch for one bad
+   * point): a non-finite value (NaN, Infinity) is only counted in `stats.rejected`; a bad key, step
+   * or timestamp is a bug in the caller, also reported to onError and by the next flush().
    */
   log(key: string, value: number, step = 0, timestamp = Date.now()): void {
     if (this.closed) throw new Error(`MetricLogger for run ${this.runId} is closed`);
     if (!Number.isFinite(value)) {
       this.counters.rejected++;
+      return;
+    }
+    const problem = pointProblem(key, step, timestamp);
+    if (problem) {
+      this.counters.rejected++;
+      const error = new MlgraphError(`log(): ${problem.message}`, "BAD_USER_INPUT", problem.field);
+      this.firstFailure ??= error;
+      this.onError?.(error, { willRetry: false, points: 1 });
       return;
     }
     this.counters.logged++;
@@ -203,20 +233,25 @@ export class MetricLogger {
 
   /** Sends one batch until the server stores it or refuses it for good. */
   private async deliver(batch: Batch): Promise<void> {
-    const variables: LogMetricsMutationVariables = {
-      runId: this.runId,
-      idempotencyKey: batch.idempotencyKey,
-      points: batch.points.map((p) => ({ key: p.key, value: p.value, step: p.step, timestamp: new Date(p.timestamp).toISOString() })),
-    };
+    let variables: LogMetricsMutationVariables | undefined;
+    let internalErrors = 0;
     for (let attempt = 0; ; attempt++) {
       try {
+        variables ??= {
+          runId: this.runId,
+          idempotencyKey: batch.idempotencyKey,
+          points: batch.points.map((p) => ({ key: p.key, value: p.value, step: p.step, timestamp: new Date(p.timestamp).toISOString() })),
+        };
         const result: LogMetricsMutation = await this.client.request(LogMetricsDocument, variables);
         this.counters.delivered += batch.points.length;
         if (result.logMetrics.deduplicated) this.counters.deduplicatedBatches++;
         return;
       } catch (err) {
         const error = err instanceof Error ? err : new Error(String(err));
-        const retryable = error instanceof MlgraphError ? error.retryable : false;
+        // An unexpected server error may pass (a store error the server did not classify); the
+        // idempotency key makes resending safe, so a few more tries before giving the batch up.
+        const internal = error instanceof MlgraphError && error.code === "INTERNAL_SERVER_ERROR" && ++internalErrors < INTERNAL_ERROR_TRIES;
+        const retryable = error instanceof MlgraphError ? error.retryable || internal : false;
         this.onError?.(error, { willRetry: retryable, points: batch.points.length });
         if (!retryable) {
           // Invalid input or a missing/deleted run: resending the same batch cannot succeed.

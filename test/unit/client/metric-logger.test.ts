@@ -4,7 +4,7 @@ import { MetricLogger, type MetricRequester } from "../../../client/metric-logge
 type Call = { runId: string; idempotencyKey: string; points: { key: string; value: number; step: number; timestamp: string }[] };
 
 /** A fake server: answers by a script of outcomes, then stores; dedupes by idempotency key like the real one. */
-function fakeServer(script: ("network" | "unavailable" | "bad-input" | "ok-but-lost")[] = []) {
+function fakeServer(script: ("network" | "unavailable" | "bad-input" | "ok-but-lost" | "internal")[] = []) {
   const calls: Call[] = [];
   const stored = new Map<string, Call["points"]>();
   const requester: MetricRequester = {
@@ -15,6 +15,7 @@ function fakeServer(script: ("network" | "unavailable" | "bad-input" | "ok-but-l
       if (outcome === "network") throw new MlgraphError("cannot reach", "NETWORK_ERROR");
       if (outcome === "unavailable") throw new MlgraphError("store down", "UNAVAILABLE");
       if (outcome === "bad-input") throw new MlgraphError("points[0].key: bad", "BAD_USER_INPUT", "points[0].key");
+      if (outcome === "internal") throw new MlgraphError("Internal server error", "INTERNAL_SERVER_ERROR");
       const deduplicated = stored.has(call.idempotencyKey);
       if (!deduplicated) stored.set(call.idempotencyKey, call.points);
       if (outcome === "ok-but-lost") throw new MlgraphError("connection reset", "NETWORK_ERROR");
@@ -28,6 +29,40 @@ function fakeServer(script: ("network" | "unavailable" | "bad-input" | "ok-but-l
 const fast = { retryInitialDelayMs: 1, retryMaxDelayMs: 5 };
 
 describe("MetricLogger", () => {
+  it("refuses a point the server would refuse on its own, so the rest of its batch is delivered", async () => {
+    // Previously only non-finite values were checked: one fractional step or bad key made the
+    // server refuse the whole request (up to 10,000 points), and a NaN timestamp crashed the pump.
+    const server = fakeServer();
+    const errors: string[] = [];
+    const logger = new MetricLogger(server.requester, "run-1", { batchSize: 100, flushIntervalMs: 60_000, ...fast, onError: (e) => errors.push((e as MlgraphError).field ?? "") });
+    logger.log("loss", 1, 0.5);
+    logger.log("val:acc", 1, 1);
+    logger.log("loss", 1, -1);
+    logger.log("loss", 1, 2, Number.NaN);
+    logger.log("loss", 1, 3, Date.UTC(2400, 0, 1));
+    for (let i = 0; i < 99; i++) logger.log("loss", i, 10 + i);
+    await expect(logger.flush()).rejects.toMatchObject({ code: "BAD_USER_INPUT", field: "step" });
+    expect(errors).toEqual(["step", "key", "step", "timestamp", "timestamp"]);
+    expect(server.all()).toHaveLength(99);
+    expect(logger.stats).toMatchObject({ delivered: 99, rejected: 5, pending: 0 });
+    await logger.close();
+  });
+
+  it("resends a keyed batch answered INTERNAL_SERVER_ERROR a few times before giving it up", async () => {
+    const server = fakeServer(["internal", "internal"]);
+    const logger = new MetricLogger(server.requester, "run-1", { batchSize: 10, flushIntervalMs: 60_000, ...fast });
+    for (let i = 0; i < 10; i++) logger.log("loss", i, i);
+    await logger.close();
+    expect(server.all()).toHaveLength(10);
+    expect(new Set(server.calls.map((c) => c.idempotencyKey)).size).toBe(1);
+    const failing = fakeServer(["internal", "internal", "internal", "internal"]);
+    const gives = new MetricLogger(failing.requester, "run-1", { batchSize: 10, flushIntervalMs: 60_000, ...fast });
+    for (let i = 0; i < 10; i++) gives.log("loss", i, i);
+    await expect(gives.flush()).rejects.toMatchObject({ code: "INTERNAL_SERVER_ERROR" });
+    expect(failing.calls).toHaveLength(3);
+    await gives.close();
+  });
+
   it("sends full batches by size, the rest on flush, in order", async () => {
     const server = fakeServer();
     const logger = new MetricLogger(server.requester, "run-1", { batchSize: 10, flushIntervalMs: 60_000, ...fast });
