@@ -14,9 +14,12 @@ Errors raise MlgraphError with .code (the server's extensions.code, or NETWORK_E
 """
 from __future__ import annotations
 
+import http.client
 import json
+import math
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
@@ -27,6 +30,8 @@ from typing import Any, Dict, Iterable, List, Optional
 __all__ = ["Client", "Run", "MlgraphError"]
 
 RETRYABLE = {"NETWORK_ERROR", "UNAVAILABLE", "RATE_LIMITED"}
+# The server's rule for metric keys (it refuses a whole batch for one bad point).
+_METRIC_KEY = re.compile(r"^[A-Za-z0-9_.\-/ ]{1,250}$")
 
 
 class MlgraphError(Exception):
@@ -57,7 +62,11 @@ class Client:
     # -- transport -------------------------------------------------------------------------
     def query(self, document: str, variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Sends a query or mutation; returns `data` or raises MlgraphError."""
-        body = json.dumps({"query": document, "variables": variables or {}}).encode("utf-8")
+        try:
+            # allow_nan=False: NaN/Infinity are not JSON; the server would refuse the body.
+            body = json.dumps({"query": document, "variables": variables or {}}, allow_nan=False).encode("utf-8")
+        except ValueError as e:
+            raise MlgraphError("variables: %s (NaN and Infinity cannot be sent)" % e, "BAD_USER_INPUT", "variables") from e
         headers = {"content-type": "application/json", "accept": "application/json"}
         if self.token:
             headers["authorization"] = "Bearer " + self.token
@@ -69,8 +78,12 @@ class Client:
             try:
                 payload = json.loads(e.read().decode("utf-8"))
             except Exception:
-                raise MlgraphError("HTTP %d from %s" % (e.code, self.url), "UNAVAILABLE" if e.code >= 500 else "NETWORK_ERROR") from e
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+                # Only a server-side status or 429 is worth retrying; any other 4xx (a wrong URL,
+                # a refused body) would be answered the same again.
+                code = "UNAVAILABLE" if e.code >= 500 else "RATE_LIMITED" if e.code == 429 else "BAD_REQUEST"
+                raise MlgraphError("HTTP %d from %s" % (e.code, self.url), code) from e
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as e:
+            # No whole answer: unreachable, cut off mid-body (IncompleteRead), or not JSON.
             raise MlgraphError("cannot reach %s: %s" % (self.url, getattr(e, "reason", e)), "NETWORK_ERROR") from e
         errors = payload.get("errors")
         if errors:
@@ -220,8 +233,18 @@ class Run:
         self._thread.start()
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
-        """Buffers one point; never waits on the network."""
-        point = {"key": key, "value": float(value), "step": int(step), "timestamp": _now_iso()}
+        """Buffers one point; never waits on the network. Raises ValueError for a point the server
+        would refuse (it refuses a whole batch for one bad point): a non-finite value, a key outside
+        1-250 of letters, digits, _ . - / and spaces, a step that is not a whole number >= 0."""
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError("log_metric(%r): value %r is not finite" % (key, value))
+        if not isinstance(key, str) or not _METRIC_KEY.match(key):
+            raise ValueError("log_metric(%r): a metric key is 1 to 250 of letters, digits, _ . - / and spaces" % (key,))
+        whole = isinstance(step, int) or (isinstance(step, float) and step.is_integer())
+        if isinstance(step, bool) or not whole or not 0 <= step <= 2**53 - 1:
+            raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step))
+        point = {"key": key, "value": value, "step": int(step), "timestamp": _now_iso()}
         with self._lock:
             self._buffer.append(point)
             if len(self._buffer) > self._max_buffered:  # a long outage: keep the newest
@@ -241,7 +264,8 @@ class Run:
         self.client.set_tags(self.id, tags)
 
     def flush(self, timeout: float = 300.0) -> None:
-        """Blocks until every point logged so far was sent; raises the first refused batch's error."""
+        """Blocks until every point logged so far was sent; raises the first refused batch's error
+        since the last flush (once: a later flush does not raise it again)."""
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._lock:
@@ -252,23 +276,39 @@ class Run:
                 self._wake.set()
                 self._idle.wait(min(remaining, 0.5))
         if self.errors:
-            raise self.errors[0]
+            first, self.errors = self.errors[0], []
+            raise first
 
     def finish(self, status: str = "FINISHED") -> Dict[str, Any]:
-        """Flushes the metrics, stops the flusher and ends the run."""
+        """Flushes the metrics, stops the flusher and ends the run. The run is ended even when the
+        flush fails (a refused batch, an outage past the timeout); that error is raised after."""
+        flush_error: Optional[BaseException] = None
         try:
             self.flush()
+        except MlgraphError as e:
+            flush_error = e
         finally:
             self._closed = True
             self._wake.set()
             self._thread.join(timeout=5)
-        return self.client.finish_run(self.id, status)
+        ended = self.client.finish_run(self.id, status)
+        if flush_error is not None:
+            raise flush_error
+        return ended
 
     def __enter__(self) -> "Run":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.finish("FAILED" if exc_type else "FINISHED")
+        if exc_type is None:
+            self.finish("FINISHED")
+            return
+        # The block's own exception is the one to see: a failure to flush or end the run on the
+        # way out must not replace it.
+        try:
+            self.finish("FAILED")
+        except Exception:
+            pass
 
     def _flusher(self) -> None:
         while True:
@@ -293,16 +333,25 @@ class Run:
     def _send(self, batch: List[Dict[str, Any]]) -> None:
         key = str(uuid.uuid4())  # once per batch, reused by every retry: the server stores it once
         delay = 0.1
+        unexpected = 0
         while True:
             try:
                 self.client.log_metrics(self.id, batch, idempotency_key=key)
                 return
             except MlgraphError as e:
-                if not e.retryable:
+                # INTERNAL_SERVER_ERROR may pass too; the key makes a few resends safe.
+                if not e.retryable and not (e.code == "INTERNAL_SERVER_ERROR" and unexpected < 2):
                     self.errors.append(e)
                     return
-                time.sleep(delay / 2 + random.random() * delay / 2)
-                delay = min(delay * 2, 5.0)
+                if not e.retryable:
+                    unexpected += 1
+            except Exception as e:  # never let the flusher thread die: its buffer would never be sent
+                unexpected += 1
+                if unexpected >= 3:
+                    self.errors.append(MlgraphError("sending metrics failed: %r" % (e,), "INTERNAL_SERVER_ERROR"))
+                    return
+            time.sleep(delay / 2 + random.random() * delay / 2)
+            delay = min(delay * 2, 5.0)
 
 
 def _pairs(values: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, str]]]:
