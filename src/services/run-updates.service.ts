@@ -7,10 +7,11 @@ import { validateId } from "./validation.js";
 /** The `runUpdated` stream: each change is re-read from the database, so subscribers see committed state. */
 export class RunUpdatesService {
   subscribe(ctx: RequestContext, args: { experimentId?: string | null; runId?: string | null }): AsyncIterable<Run> {
-    if (args.experimentId) validateId(args.experimentId, "experimentId");
-    if (args.runId) validateId(args.runId, "runId");
+    // Compared as PostgreSQL spells ids (lower case): an id sent in upper case matched no event.
+    const experimentId = args.experimentId ? validateId(args.experimentId, "experimentId") : undefined;
+    const runId = args.runId ? validateId(args.runId, "runId") : undefined;
     return liveStream<RunUpdatedEvent, Run>(ctx, RUN_EVENTS_TOPIC, {
-      filter: (e) => (!args.experimentId || e.experimentId === args.experimentId) && (!args.runId || e.runId === args.runId),
+      filter: (e) => (!experimentId || e.experimentId === experimentId) && (!runId || e.runId === runId),
       map: (e) => ctx.services.runs.get(ctx, e.runId),
     });
   }

@@ -188,9 +188,11 @@ export class RunsService {
         [runId, valid.map((p) => p.key)],
       );
       const existingByKey = new Map(existing.map((p) => [p.key, p.value]));
-      valid.forEach((p, i) => {
+      valid.forEach((p) => {
         const previous = existingByKey.get(p.key);
         if (previous !== undefined && previous !== p.value) {
+          // Named by its place in the caller's list (`valid` has repeats folded together).
+          const i = params.findIndex((given) => given.key === p.key);
           throw new DomainError(
             "CONFLICT",
             `params[${i}].value: param ${JSON.stringify(p.key)} was already logged as ${JSON.stringify(previous.slice(0, 100))}; params are immutable`,

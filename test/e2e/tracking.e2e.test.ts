@@ -135,6 +135,9 @@ describe("runs", () => {
     ok(await server.gql(LOG, { id: run.id, params: [{ key: "lr", value: "0.1" }, { key: "epochs", value: "3" }] }));
     const conflict = await server.gql(LOG, { id: run.id, params: [{ key: "batch", value: "32" }, { key: "lr", value: "0.2" }] });
     expect(conflict.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "params[1].value" });
+    // With a repeated entry before it, the field still names the conflicting entry's own place.
+    const repeated = await server.gql(LOG, { id: run.id, params: [{ key: "batch", value: "32" }, { key: "batch", value: "32" }, { key: "lr", value: "0.2" }] });
+    expect(repeated.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "params[2].value" });
     const params = ok(await server.gql(`query($id: ID!) { run(id: $id) { params { key value } } }`, { id: run.id })).run.params;
     expect(params).toEqual([{ key: "epochs", value: "3" }, { key: "lr", value: "0.1" }]);
   });
@@ -194,6 +197,12 @@ describe("runs", () => {
       { name: "watched", status: "RUNNING" },
       { name: "watched", status: "FAILED" },
     ]);
+    // One run, its id spelled in upper case (it matched no event before).
+    const other = ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "by-id" } })).createRun;
+    const byId = collect<{ runUpdated: { name: string; status: string } }>(client, `subscription($r: ID) { runUpdated(runId: $r) { name status } }`, { r: other.id.toUpperCase() }, 1);
+    await sleep(500);
+    ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { id } }`, { id: other.id }));
+    expect((await byId.done).map((e) => e.data?.runUpdated)).toEqual([{ name: "by-id", status: "FINISHED" }]);
   });
 });
 
