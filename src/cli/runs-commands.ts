@@ -114,36 +114,64 @@ export function registerRunCommands(program: Command): void {
   ).action(
     action(async (runId: string, flags: ConnectionFlags & { metric?: string[]; fromStep?: string }) => {
       const client = connect(flags);
-      const { run } = await client.request(GetRunDocument, { id: runId });
-      if (!run) throw notFound(`run ${runId} not found`);
-      if (!flags.json) process.stderr.write(`watching ${run.name} (${run.id}), status ${run.status}\n`);
-      if (run.status !== "RUNNING" && flags.fromStep === undefined) {
-        if (!flags.json) process.stderr.write(`run already ${run.status}\n`);
-        return;
-      }
       const fromStep = flags.fromStep === undefined ? undefined : nonNegativeInt("--from-step", flags.fromStep);
-      const points = client.subscribe(MetricsLoggedDocument, { runId, keys: flags.metric, fromStep });
+      // Listening for the run's end before reading its status: a run ending in between is seen.
       const updates = client.subscribe(RunUpdatedDocument, { runId });
-      // The run's end ends the watch: stop the metric stream once it reports a final status.
       const ended = (async () => {
-        for await (const u of updates) {
-          if (u.runUpdated.status !== "RUNNING") {
-            setTimeout(() => points.close(), 500);
-            return u.runUpdated.status;
-          }
-        }
+        for await (const u of updates) if (u.runUpdated.status !== "RUNNING") return u.runUpdated.status;
         return undefined;
       })();
-      for await (const batch of points) {
-        for (const p of batch.metricsLogged.points) {
-          if (flags.json) process.stdout.write(JSON.stringify(p) + "\n");
-          else process.stdout.write(`${p.timestamp}  step ${String(p.step).padStart(6)}  ${p.key} = ${formatNumber(p.value)}\n`);
+      ended.catch(() => undefined); // handled below; never an unhandled rejection meanwhile
+      let finalStatus: string | undefined;
+      let failure: unknown;
+      try {
+        const { run } = await client.request(GetRunDocument, { id: runId });
+        if (!run) throw notFound(`run ${runId} not found`);
+        if (!flags.json) process.stderr.write(`watching ${run.name} (${run.id}), status ${run.status}\n`);
+        const alreadyEnded = run.status !== "RUNNING";
+        if (alreadyEnded && fromStep === undefined) {
+          if (!flags.json) process.stderr.write(`run already ${run.status}\n`);
+          return;
         }
+        const points = client.subscribe(MetricsLoggedDocument, { runId, keys: flags.metric, fromStep });
+        // The watch ends with the run (its last points get half a second), with a failure of the
+        // status stream, or, for a run that had already ended, once its replay has gone quiet.
+        ended.then(
+          (status) => {
+            finalStatus ??= status;
+            setTimeout(() => points.close(), 500);
+          },
+          (err: unknown) => {
+            failure = err;
+            points.close();
+          },
+        );
+        const subscribedAt = Date.now();
+        let lastBatchAt: number | undefined;
+        const quiet = setInterval(() => {
+          const silentFor = Date.now() - (lastBatchAt ?? subscribedAt);
+          if (alreadyEnded && silentFor > (lastBatchAt === undefined ? 5000 : 1000)) {
+            finalStatus ??= run.status;
+            points.close();
+          }
+        }, 250);
+        try {
+          for await (const batch of points) {
+            lastBatchAt = Date.now();
+            for (const p of batch.metricsLogged.points) {
+              if (flags.json) process.stdout.write(JSON.stringify(p) + "\n");
+              else process.stdout.write(`${p.timestamp}  step ${String(p.step).padStart(6)}  ${p.key} = ${formatNumber(p.value)}\n`);
+            }
+          }
+        } finally {
+          clearInterval(quiet);
+        }
+        if (failure) throw failure;
+        if (!flags.json && finalStatus) process.stderr.write(`run ${finalStatus}\n`);
+      } finally {
+        updates.close();
+        await client.close();
       }
-      updates.close();
-      const status = await Promise.race([ended, new Promise((r) => setTimeout(() => r(undefined), 100))]);
-      if (!flags.json && status) process.stderr.write(`run ${status}\n`);
-      await client.close();
     }),
   );
 }

@@ -114,6 +114,19 @@ describe("mlgraph CLI", () => {
     expect(stderr).toContain("run FINISHED");
   });
 
+  it("watch --from-step on a run that already ended replays its points and exits (it waited forever)", async () => {
+    const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "ended-watch"}) { id } }`, { e: runs.experimentId })).createRun;
+    ok(await server.gql(`mutation($id: ID!) { logMetrics(runId: $id, points: [{key: "acc", value: 0.25, step: 0}, {key: "acc", value: 0.75, step: 1}]) { accepted } }`, { id: run.id }));
+    ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { id } }`, { id: run.id }));
+    const started = Date.now();
+    const watched = await cli(["runs", "watch", run.id, "--from-step", "0"]);
+    expect(watched.code).toBe(0);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(watched.stdout).toMatch(/step\s+0\s+acc = 0\.25/);
+    expect(watched.stdout).toMatch(/step\s+1\s+acc = 0\.75/);
+    expect(watched.stderr).toContain("run FINISHED");
+  });
+
   it("exits with codes a shell can act on, and says what to do", async () => {
     const missing = await cli(["runs", "show", "00000000-0000-4000-8000-000000000000"]);
     expect(missing.code).toBe(3);
