@@ -84,7 +84,8 @@ export async function runApprovalChecks(
   for (const threshold of policy.metricThresholds ?? []) {
     const name = `threshold ${threshold}`;
     try {
-      const page = await ctx.services.runs.searchRuns(ctx, { filter: `attributes.run_id = '${version.runId}' and (${threshold})`, first: 1 });
+      // Restricted to the source run, so the metric store is asked about that run only.
+      const page = await ctx.services.runs.searchRuns(ctx, { runIds: [version.runId], filter: threshold, first: 1 });
       const ok = page.items.length === 1;
       results.push({ name, passed: ok, detail: ok ? `source run ${version.runId} satisfies it` : `source run ${version.runId} does not satisfy it` });
     } catch (err) {

@@ -306,11 +306,18 @@ export class RegistryService {
   async approveTransition(ctx: RequestContext, requestId: string, comment?: string | null): Promise<StageTransitionRequest> {
     this.assertApprover(ctx);
     const decisionComment = comment == null ? null : validateText(comment, "comment", LIMITS.descriptionLength, { allowEmpty: true });
+    // Checked again now: the policy or the source run's metrics may have changed since the request
+    // stored its checks. Before the transaction, because the checks read run search and the metric
+    // store on connections of their own: a transaction holding the model lock and a connection
+    // while waiting for another could exhaust the pool under concurrent approvals. Under the lock,
+    // the policy must still be the one checked. The request keeps the checks it was approved on.
+    const checked = await this.requestForChecks(requestId);
+    const checks = await runApprovalChecks(ctx, checked.policy, checked.version, checked.toStage);
     const outcome = await this.db.transaction(async (em) => {
       const { request, version, model } = await this.lockPendingRequest(em, ctx, requestId);
-      // Checked again now, under the model lock: the policy or the source run's metrics may have
-      // changed since the request stored its checks. The request keeps the checks it was approved on.
-      const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, request.toStage);
+      if (JSON.stringify(model.approvalPolicy ?? {}) !== JSON.stringify(checked.policy)) {
+        throw new DomainError("CONFLICT", "requestId: the model's approval policy changed while this approval was being checked; approve again", "requestId");
+      }
       const failed = checks.filter((c) => !c.passed);
       if (failed.length) {
         throw new DomainError(
@@ -495,6 +502,16 @@ export class RegistryService {
     if (!this.isApprover(ctx)) {
       throw new DomainError("FORBIDDEN", `deciding stage transitions needs role ${this.config.registry.approverRole}; you are ${ctx.principal.role}`);
     }
+  }
+
+  /** What the approval checks need, read without locks (see approveTransition). */
+  private async requestForChecks(requestId: string): Promise<{ policy: ApprovalPolicy; version: ModelVersion; toStage: ModelStage }> {
+    validateId(requestId, "requestId");
+    const request = await this.db.getRepository(StageTransitionRequest).findOneBy({ id: requestId });
+    if (!request) throw new DomainError("NOT_FOUND", `requestId: stage transition request ${JSON.stringify(requestId)} not found`, "requestId");
+    const version = await this.db.getRepository(ModelVersion).findOneByOrFail({ id: request.modelVersionId });
+    const model = await this.db.getRepository(RegisteredModel).findOneByOrFail({ id: version.modelId });
+    return { policy: model.approvalPolicy ?? {}, version, toStage: request.toStage };
   }
 
   /** Locks the model row, then the request; refuses requests already decided and (unless configured) self-approval. */

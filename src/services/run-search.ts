@@ -34,7 +34,7 @@ export class RunSearch {
 
   async search(
     _ctx: RequestContext,
-    args: { experimentIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
+    args: { experimentIds?: string[] | null; runIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
   ): Promise<Page<Run>> {
     const window = pageWindow(args);
     const ast = parseFilter(args.filter ?? "");
@@ -46,16 +46,21 @@ export class RunSearch {
       params.push(experimentIds);
       where.push(`r.experiment_id = ANY($${params.length}::uuid[])`);
     }
+    // Only these runs (the approval checks evaluate a threshold on one run): the metric store is
+    // then asked about them alone, not about every run that logged the key.
+    const runIds = args.runIds ? [...new Set(args.runIds.map((id) => id.toLowerCase()))] : undefined;
+    if (runIds) {
+      params.push(runIds);
+      where.push(`r.id = ANY($${params.length}::uuid[])`);
+    }
+    // The runs a metric-store lookup is restricted to: those named, else the experiments' runs.
+    const restrictTo = async () => runIds ?? (experimentIds ? await this.runIdsOf(experimentIds) : undefined);
     const metrics = this.metrics;
     const resolveMetricTerm: MetricTermResolver | undefined = metrics
-      ? async (term) => {
-          // Restrict the metric-store scan to the experiments searched, when given.
-          const restrict = experimentIds ? await this.runIdsOf(experimentIds) : undefined;
-          return metrics.runIdsMatching(restrict, term.key, term.op, term.value);
-        }
+      ? async (term) => metrics.runIdsMatching(await restrictTo(), term.key, term.op, term.value)
       : undefined;
     const resolveMetricLastValues: MetricLastValuesResolver | undefined = metrics
-      ? async (key) => metrics.lastValues(experimentIds ? await this.runIdsOf(experimentIds) : undefined, key, experimentIds)
+      ? async (key) => metrics.lastValues(await restrictTo(), key, experimentIds)
       : undefined;
     const filter = await compileFilter(ast, { paramOffset: params.length, resolveMetricTerm });
     params.push(...filter.params);

@@ -313,9 +313,10 @@ export class RunsService {
   /** Run search: MLflow's filter language (with OR and parentheses) and orderBy, paginated. */
   async searchRuns(
     ctx: RequestContext,
-    args: { experimentIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
+    args: { experimentIds?: string[] | null; runIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
   ): Promise<Page<Run>> {
     (args.experimentIds ?? []).forEach((id, i) => validateId(id, `experimentIds[${i}]`));
+    (args.runIds ?? []).forEach((id, i) => validateId(id, `runIds[${i}]`));
     return this.search.search(ctx, args);
   }
 
