@@ -100,7 +100,13 @@ export class RegistryService {
       changes.description = input.description === null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
     }
     try {
-      if (Object.keys(changes).length) await this.db.getRepository(RegisteredModel).update({ id: model.id }, changes);
+      if (Object.keys(changes).length) {
+        await this.db.transaction(async (em) => {
+          await em.getRepository(RegisteredModel).update({ id: model.id }, changes);
+          // Webhooks scoped to the model follow its new name (they are scoped by name).
+          if (changes.name !== undefined && changes.name !== model.name) await em.query(`UPDATE webhooks SET model_name = $2 WHERE model_name = $1`, [model.name, changes.name]);
+        });
+      }
     } catch (err) {
       if (isUniqueViolation(err)) throw new DomainError("CONFLICT", `input.newName: a model named ${JSON.stringify(input.newName)} already exists`, "input.newName");
       throw err;

@@ -25,10 +25,12 @@ export async function enqueueWebhookEvent(
   payload: Record<string, unknown>,
   options: { modelName?: string | null } = {},
 ): Promise<number> {
+  // A webhook scoped to a model gets that model's registry events, and every run and pipeline
+  // event (those concern no model).
   const rows: unknown[] = await em.query(
     `INSERT INTO webhook_deliveries (webhook_id, event, payload, status)
      SELECT id, $1, $2::jsonb, 'PENDING' FROM webhooks
-      WHERE active AND $1 = ANY(events) AND (model_name IS NULL OR model_name = $3::text)
+      WHERE active AND $1 = ANY(events) AND (model_name IS NULL OR $3::text IS NULL OR model_name = $3::text)
      RETURNING id`,
     [event, JSON.stringify({ ...payload, occurredAt: new Date().toISOString() }), options.modelName ?? null],
   );

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import http from "node:http";
 import { ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
@@ -36,6 +37,44 @@ describe("webhook deliveries", () => {
       expect(listed[0]).toMatchObject({ event: "RUN_FINISHED", status: "DELIVERED", attemptCount: 3 });
       expect(listed[0].attempts.map((a: any) => a.responseStatus)).toEqual([500, 500, 200]);
       expect(listed[0].attempts[0].error).toBe("HTTP 500");
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("a webhook scoped to a model gets run events and that model's events, and follows the model's rename", async () => {
+    const receiver = await startWebhookReceiver(SECRET, () => 200);
+    try {
+      ok(await server.gql(`mutation { createRegisteredModel(input: {name: "scoped-before"}) { name } }`));
+      ok(await server.gql(`mutation { createRegisteredModel(input: {name: "scoped-other"}) { name } }`));
+      const hook = ok(
+        await server.gql(`mutation($input: CreateWebhookInput!) { createWebhook(input: $input) { id modelName } }`, {
+          input: { url: receiver.url, events: ["RUN_FINISHED", "MODEL_VERSION_CREATED"], secret: SECRET, modelName: "scoped-before" },
+        }),
+      ).createWebhook;
+      const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "wh-scoped"}) { id } }`)).createExperiment;
+      const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun;
+      // A run event concerns no model: it reaches model-scoped webhooks too (it reached none).
+      ok(await server.gql(`mutation($r: ID!) { updateRun(input: {runId: $r, status: FINISHED}) { status } }`, { r: run.id }));
+      await receiver.waitFor((r) => r.some((x) => x.event === "RUN_FINISHED" && x.body.data.runId === run.id));
+
+      ok(await server.gql(`mutation { updateRegisteredModel(input: {name: "scoped-before", newName: "scoped-after"}) { name } }`));
+      expect(ok(await server.gql(`query { webhooks { id modelName } }`)).webhooks.find((w: { id: string }) => w.id === hook.id).modelName).toBe("scoped-after");
+      const bytes = Buffer.from("weights");
+      const up = ok(
+        await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, {
+          i: { runId: run.id, path: "model.bin", size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") },
+        }),
+      ).createArtifactUpload;
+      expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
+      ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }));
+      for (const name of ["scoped-other", "scoped-after"]) {
+        ok(await server.gql(`mutation($r: ID!, $n: String!) { createModelVersion(input: {modelName: $n, runId: $r, artifactPath: "model.bin"}) { version } }`, { r: run.id, n: name }));
+      }
+      await receiver.waitFor((r) => r.some((x) => x.event === "MODEL_VERSION_CREATED"));
+      await sleep(500);
+      const versions = receiver.received.filter((x) => x.event === "MODEL_VERSION_CREATED").map((x) => x.body.data.modelName);
+      expect(versions).toEqual(["scoped-after"]);
     } finally {
       await receiver.close();
     }
