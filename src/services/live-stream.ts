@@ -20,7 +20,8 @@ export function liveStream<E, T>(
   options: {
     filter?: (event: E) => boolean;
     map: (event: E) => Promise<T | null> | T | null;
-    replay?: () => AsyncIterable<T> | Iterable<T> | Promise<Iterable<T>>;
+    /** `queuedEvents()`: live events received meanwhile and not yet handled (for the seam). */
+    replay?: (seam: { queuedEvents(): number }) => AsyncIterable<T> | Iterable<T> | Promise<Iterable<T>>;
   },
 ): AsyncGenerator<T> {
   const events = iterateTopic<E>(ctx.services.bus, topic);
@@ -41,7 +42,7 @@ async function* streamEvents<E, T>(
   try {
     await events.ready;
     if (options.replay) {
-      const replayed = await options.replay();
+      const replayed = await options.replay({ queuedEvents: () => events.queued });
       for await (const item of replayed as AsyncIterable<T>) {
         if (!(await stillAuthorised(ctx))) return; // a long replay stops when the token is revoked
         yield item;

@@ -46,21 +46,28 @@ export class MetricStreamService {
     if (!run) throw new DomainError("NOT_FOUND", `runId: run ${JSON.stringify(runId)} not found`, "runId");
 
     const keySet = keys ? new Set(keys) : undefined;
-    // Identities of replayed points, kept only through the seam window.
+    // Identities of replayed points, kept through the seam: until the live events that arrived
+    // during the replay have all been handled, and for SEAM_WINDOW_MS after the replay ended (an
+    // announcement through Redis may still be on its way). A slow consumer no longer outlasts it.
     let replayed: Set<string> | undefined;
     let seamClosesAt = Infinity;
+    let queuedAtSeam = 0;
 
     const replay =
       fromStep === undefined
         ? undefined
-        : () => {
+        : (seam: { queuedEvents(): number }) => {
             replayed = new Set();
-            return this.replayPages(ctx, runId, keys, fromStep, replayed, () => (seamClosesAt = Date.now() + SEAM_WINDOW_MS));
+            return this.replayPages(ctx, runId, keys, fromStep, replayed, () => {
+              seamClosesAt = Date.now() + SEAM_WINDOW_MS;
+              queuedAtSeam = seam.queuedEvents();
+            });
           };
 
     return liveStream<MetricBatchEvent, MetricBatchEvent>(ctx, metricsTopic(runId), {
       map: (event) => {
-        if (replayed && Date.now() > seamClosesAt) replayed = undefined;
+        if (queuedAtSeam > 0) queuedAtSeam--;
+        else if (replayed && Date.now() > seamClosesAt) replayed = undefined;
         // The common case (all keys, no replay) passes the published batch through untouched.
         if (!keySet && fromStep === undefined && !replayed) return event;
         const seen = replayed;
@@ -75,9 +82,10 @@ export class MetricStreamService {
   }
 
   /**
-   * Reads stored points page by page in (step, key, timestamp) order. A full page may end inside
-   * a step, so its last step is left for the next page (which starts at that step); a single step
-   * with more points than a page is re-read with a larger limit.
+   * Reads stored points page by page in (step, key, timestamp, value) order, each page starting
+   * after the previous one's last point: at most REPLAY_PAGE_SIZE points in memory whatever the
+   * run looks like (a day of points logged at step 0 used to be read as one page). Points equal in
+   * all four (the same point logged twice) straddling a page boundary are replayed once.
    */
   private async *replayPages(
     ctx: RequestContext,
@@ -87,26 +95,14 @@ export class MetricStreamService {
     replayed: Set<string>,
     onDone: () => void,
   ): AsyncGenerator<MetricBatchEvent> {
-    let from = fromStep;
-    let limit = REPLAY_PAGE_SIZE;
+    let after: KeyedMetricPoint | undefined;
     try {
       for (;;) {
-        const page = await ctx.services.metrics.pointsFrom(runId, keys, from, limit);
-        let points = page;
-        const full = page.length === limit;
-        if (full) {
-          const lastStep = page[page.length - 1].step;
-          points = page.filter((p) => p.step < lastStep);
-          if (points.length === 0) {
-            limit *= 2; // one step holds more points than a page: read it whole
-            continue;
-          }
-          from = lastStep;
-          limit = REPLAY_PAGE_SIZE;
-        }
+        const points = await ctx.services.metrics.pointsFrom(runId, keys, fromStep, REPLAY_PAGE_SIZE, after);
         for (const p of points) replayed.add(identity(p));
         if (points.length) yield { runId, points };
-        if (!full) return;
+        if (points.length < REPLAY_PAGE_SIZE) return;
+        after = points[points.length - 1];
       }
     } finally {
       onDone();

@@ -155,8 +155,8 @@ export class MetricsService {
   }
 
   /** Replay page for subscriptions (ordered by step, key, timestamp). */
-  pointsFrom(runId: string, keys: readonly string[] | undefined, fromStep: number, limit: number): Promise<KeyedMetricPoint[]> {
-    return this.store.pointsFrom(runId, keys, fromStep, limit);
+  pointsFrom(runId: string, keys: readonly string[] | undefined, fromStep: number, limit: number, after?: KeyedMetricPoint): Promise<KeyedMetricPoint[]> {
+    return this.store.pointsFrom(runId, keys, fromStep, limit, after);
   }
 
   /** Validates history arguments and turns them into a store request (field names as in the schema). */

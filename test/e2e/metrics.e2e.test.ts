@@ -222,6 +222,22 @@ describe("metricsLogged", () => {
     expect(Math.max(...steps)).toBe(BATCHES * PER_BATCH - 1);
   });
 
+  it("replays a step holding more points than a page in bounded pages, each point once", async () => {
+    // 25,000 points of one key at step 0 (logged without steps). The replay used to read the
+    // whole step as one page (and one websocket message); now it pages by point.
+    const run = await createRun("crowded-step");
+    for (let b = 0; b < 5; b++) {
+      await log(run, Array.from({ length: 5000 }, (_, j) => ({ key: "gpu_util", step: 0, value: b * 5000 + j })));
+    }
+    const sub = stream(server.ws(), { run, from: 0 });
+    await sub.until(() => sub.points.length >= 25_000);
+    await sleep(300);
+    sub.unsubscribe();
+    expect(sub.points).toHaveLength(25_000);
+    expect(new Set(sub.points.map((p) => p.value)).size).toBe(25_000);
+    expect(sub.batches()).toBe(3); // pages of at most 10,000
+  });
+
   it("streams only live points (no fromStep) of the chosen keys", async () => {
     const run = await createRun("live-keys");
     await log(run, [{ key: "old", step: 0, value: 1 }]);

@@ -19,7 +19,7 @@ export function iterateTopic<T>(
   bus: EventBus,
   topic: string,
   options: { maxQueue?: number; onSubscribed?: () => void } = {},
-): AsyncIterableIterator<T> & { ready: Promise<void> } {
+): AsyncIterableIterator<T> & { ready: Promise<void>; readonly queued: number } {
   const maxQueue = options.maxQueue ?? 10_000;
   const queue: T[] = [];
   let waiting: ((r: IteratorResult<T>) => void) | null = null;
@@ -67,6 +67,10 @@ export function iterateTopic<T>(
   }
   const iterator = {
     ready,
+    /** Events received and not yet taken by the consumer. */
+    get queued() {
+      return queue.length;
+    },
     next(): Promise<IteratorResult<T>> {
       if (queue.length > 0) return Promise.resolve({ value: queue.shift() as T, done: false });
       if (error) return Promise.reject(error);

@@ -397,15 +397,32 @@ export class MetricStore {
    * Raw points of one run from `fromStep` on, ordered by step (then key, timestamp), for
    * subscription replay; `keys` undefined means every key. At most `limit` points (default 10,000).
    */
-  async pointsFrom(runId: string, keys: readonly string[] | undefined, fromStep: number, limit = 10_000): Promise<KeyedMetricPoint[]> {
+  async pointsFrom(
+    runId: string,
+    keys: readonly string[] | undefined,
+    fromStep: number,
+    limit = 10_000,
+    after?: KeyedMetricPoint,
+  ): Promise<KeyedMetricPoint[]> {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new DomainError("BAD_USER_INPUT", "limit: must be a positive integer", "limit");
     if (keys !== undefined && keys.length === 0) return [];
     const keyFilter = keys === undefined ? "" : " AND key IN {keys:Array(String)}";
+    // Keyset paging: the next page starts after the previous page's last point in this order, so
+    // pages stay bounded however many points share one step.
+    const afterFilter = after
+      ? " AND (step, key, ts, value) > ({afterStep:Int64}, {afterKey:String}, fromUnixTimestamp64Milli({afterTs:Int64}, 'UTC'), {afterValue:Float64})"
+      : "";
     const rows = await this.select<{ key: string; step: number; value: number; timestamp: number }>(
       `SELECT key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
-        `WHERE run_id = {run:String}${keyFilter} AND step >= {from:Int64}\n` +
-        `ORDER BY step, key, timestamp\nLIMIT {limit:UInt64}`,
-      { run: runId, keys: keys ? unique(keys) : undefined, from: clampStep(fromStep, 0), limit },
+        `WHERE run_id = {run:String}${keyFilter} AND step >= {from:Int64}${afterFilter}\n` +
+        `ORDER BY step, key, ts, value\nLIMIT {limit:UInt64}`,
+      {
+        run: runId,
+        keys: keys ? unique(keys) : undefined,
+        from: clampStep(fromStep, 0),
+        limit,
+        ...(after ? { afterStep: after.step, afterKey: after.key, afterTs: after.timestamp, afterValue: after.value } : {}),
+      },
     );
     return rows.map((r) => ({ key: r.key, step: Number(r.step), value: r.value, timestamp: Number(r.timestamp) }));
   }

@@ -295,6 +295,28 @@ describe("reads", () => {
     expect(await store.pointsFrom("order-run", ["loss"], 0, 2)).toHaveLength(2);
   });
 
+  it("pointsFrom pages after a point, so a step holding more points than a page is read page by page", async () => {
+    // 25 points, all at step 0 (a metric logged without steps): pages of 10 via the keyset.
+    await store.logColumns("crowded-step", {
+      keys: Array(25).fill("gpu"),
+      steps: Array(25).fill(0),
+      values: Array.from({ length: 25 }, (_, i) => i % 5),
+      timestamps: Array.from({ length: 25 }, (_, i) => 1_700_000_000_000 + Math.floor(i / 5)),
+    });
+    const pages: number[] = [];
+    const seen: string[] = [];
+    let after;
+    for (;;) {
+      const page = await store.pointsFrom("crowded-step", undefined, 0, 10, after);
+      pages.push(page.length);
+      seen.push(...page.map((p) => `${p.timestamp}:${p.value}`));
+      if (page.length < 10) break;
+      after = page[page.length - 1];
+    }
+    expect(pages).toEqual([10, 10, 5]);
+    expect(new Set(seen).size).toBe(25);
+  });
+
   it("history returns short series whole with timestamps, and ranges honour min/max step", async () => {
     const { result, queries } = await counting(() =>
       store.history([
