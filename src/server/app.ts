@@ -26,7 +26,7 @@ import { formatError } from "./error-mapping.js";
 import { createGraphiqlHandler } from "./graphiql.js";
 import { openConfiguredMetricStore } from "./metric-store-setup.js";
 import { openArtifactStorage } from "../services/artifact-storage.js";
-import { queryCountsMiddleware, queryCountsPlugin } from "./query-counts.js";
+import { countPostgresQuery, queryCountsMiddleware, queryCountsPlugin } from "./query-counts.js";
 import { createSharedSubscribe } from "./shared-subscription-results.js";
 import { OidcVerifier } from "./oidc.js";
 import { checkOperationLimits } from "./operation-limits.js";
@@ -93,7 +93,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       databaseUrl = pg.url;
       log.info({ dataDir: config.dataDir }, "embedded PostgreSQL started");
     }
-    const db: DataSource = await openDatabase(databaseUrl, log);
+    const db: DataSource = await openDatabase(databaseUrl, log, config.debugQueryCounts ? { onQuery: countPostgresQuery } : {});
     shutdown.add("database", () => db.destroy());
 
     let bus: EventBus;

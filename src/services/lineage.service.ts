@@ -49,23 +49,30 @@ export class LineageService {
     this.pipelineLookup = lookup;
   }
 
-  async ofVersion(_ctx: RequestContext, version: ModelVersion): Promise<ModelLineage> {
-    const ancestors: { id: string }[] = await this.db.query(
-      `WITH RECURSIVE up(id, parent, depth) AS (
-         SELECT id, parent_run_id, 0 FROM runs WHERE id = $1
+  /** Through the request's loader: the lineages of every version a query asks for take two statements. */
+  async ofVersion(ctx: RequestContext, version: ModelVersion): Promise<ModelLineage> {
+    return ctx.loaders.lineageOfRun.load(version.runId);
+  }
+
+  /** Lineage of each source run: its ancestors (one recursive statement for all) and its pipeline task. */
+  async ofRuns(runIds: readonly string[]): Promise<Map<string, ModelLineage>> {
+    const ancestors: { origin: string; id: string }[] = await this.db.query(
+      `WITH RECURSIVE up(origin, id, parent, depth) AS (
+         SELECT id, id, parent_run_id, 0 FROM runs WHERE id = ANY($1::uuid[])
          UNION ALL
-         SELECT r.id, r.parent_run_id, up.depth + 1 FROM runs r JOIN up ON r.id = up.parent WHERE up.depth < ${MAX_DEPTH}
+         SELECT up.origin, r.id, r.parent_run_id, up.depth + 1 FROM runs r JOIN up ON r.id = up.parent WHERE up.depth < ${MAX_DEPTH}
        )
-       SELECT id FROM up WHERE depth > 0 ORDER BY depth`,
-      [version.runId],
+       SELECT origin, id FROM up WHERE depth > 0 ORDER BY origin, depth`,
+      [[...runIds]],
     );
-    const pipeline = this.pipelineLookup ? (await this.pipelineLookup([version.runId])).get(version.runId) : undefined;
-    return {
-      sourceRunId: version.runId,
-      parentRunIds: ancestors.map((a) => a.id),
-      pipelineRunId: pipeline?.pipelineRunId ?? null,
-      taskRunId: pipeline?.taskRunId ?? null,
-    };
+    const pipelines = this.pipelineLookup ? await this.pipelineLookup([...runIds]) : undefined;
+    const lineages = new Map<string, ModelLineage>();
+    for (const runId of runIds) {
+      const pipeline = pipelines?.get(runId);
+      lineages.set(runId, { sourceRunId: runId, parentRunIds: [], pipelineRunId: pipeline?.pipelineRunId ?? null, taskRunId: pipeline?.taskRunId ?? null });
+    }
+    for (const a of ancestors) lineages.get(a.origin)?.parentRunIds.push(a.id);
+    return lineages;
   }
 
   /** The dataset with the runs and model versions downstream of it, loaded through the request's loaders. */

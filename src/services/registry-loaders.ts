@@ -4,6 +4,7 @@ import type { ModelVersion } from "../entities/model-version.entity.js";
 import type { StageTransitionRequest } from "../entities/stage-transition-request.entity.js";
 import type { WebhookDeliveryAttempt } from "../entities/webhook.entity.js";
 import type { KeyValue } from "./validation.js";
+import type { ModelLineage } from "./lineage.service.js";
 import type { AppServices } from "./app-services.js";
 
 function byKey<T>(keys: readonly string[], rows: T[], key: (row: T) => string): (T | null)[] {
@@ -28,6 +29,23 @@ export function createRegistryLoaders(services: AppServices) {
     modelVersionTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await registry.versionTagsFor(ids))),
     modelVersionsOfRun: new DataLoader<string, ModelVersion[]>(async (ids) => listsFor(ids, await registry.versionsByRuns(ids))),
     transitionRequestsOfVersion: new DataLoader<string, StageTransitionRequest[]>(async (ids) => listsFor(ids, await registry.requestsOfVersions(ids))),
+    /** Key: `${limit}\u0000${modelId}`, the first page of a model's versions (later pages are read one by one). */
+    modelVersionsFirstPage: new DataLoader<string, ModelVersion[]>(async (keys) => {
+      const byLimit = new Map<number, string[]>();
+      for (const key of keys) {
+        const [limit, modelId] = key.split("\u0000") as [string, string];
+        byLimit.set(Number(limit), [...(byLimit.get(Number(limit)) ?? []), modelId]);
+      }
+      const pages = new Map<string, ModelVersion[]>();
+      for (const [limit, modelIds] of byLimit) {
+        for (const [modelId, rows] of await registry.firstVersionsOf(modelIds, limit)) pages.set(`${limit}\u0000${modelId}`, rows);
+      }
+      return keys.map((k) => pages.get(k) ?? []);
+    }),
+    lineageOfRun: new DataLoader<string, ModelLineage>(async (runIds) => {
+      const lineages = await services.lineage.ofRuns(runIds);
+      return runIds.map((id) => lineages.get(id)!);
+    }),
     webhookDeliveryAttempts: new DataLoader<string, WebhookDeliveryAttempt[]>(async (ids) => listsFor(ids, await services.webhooks.attemptsFor(ids))),
   };
 }

@@ -217,10 +217,32 @@ export class RegistryService {
     return rows.length ? this.db.getRepository(ModelVersion).findOneBy({ id: rows[0].id }) : null;
   }
 
-  async listVersions(_ctx: RequestContext, modelId: string, args: PageArgs): Promise<Page<ModelVersion>> {
+  /** A model's versions, newest first; a first page goes through the request's loader (one statement for every model listed). */
+  async listVersions(ctx: RequestContext, modelId: string, args: PageArgs): Promise<Page<ModelVersion>> {
     const window = pageWindow(args);
-    const rows = await this.db.getRepository(ModelVersion).find({ where: { modelId }, order: { version: "DESC" }, skip: window.offset, take: window.limit + 1 });
+    const rows =
+      window.offset === 0
+        ? await ctx.loaders.modelVersionsFirstPage.load(`${window.limit}\u0000${modelId}`)
+        : await this.db.getRepository(ModelVersion).find({ where: { modelId }, order: { version: "DESC" }, skip: window.offset, take: window.limit + 1 });
     return toPage(rows, window);
+  }
+
+  /** The newest `limit + 1` versions of each model (a first page and whether there is more). */
+  async firstVersionsOf(modelIds: readonly string[], limit: number): Promise<Map<string, ModelVersion[]>> {
+    const rows = modelIds.length
+      ? await this.db
+          .getRepository(ModelVersion)
+          .createQueryBuilder("v")
+          .where(
+            `v.id IN (SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY model_id ORDER BY version DESC) AS rn FROM model_versions WHERE model_id = ANY(:ids)) ranked WHERE rn <= :n)`,
+            { ids: [...modelIds], n: limit + 1 },
+          )
+          .orderBy("v.version", "DESC")
+          .getMany()
+      : [];
+    const byModel = new Map<string, ModelVersion[]>();
+    for (const v of rows) byModel.set(v.modelId, [...(byModel.get(v.modelId) ?? []), v]);
+    return byModel;
   }
 
   // ---- aliases ----

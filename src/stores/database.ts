@@ -1,4 +1,4 @@
-import { DataSource } from "typeorm";
+import { DataSource, type Logger as TypeOrmLogger } from "typeorm";
 import type { Logger } from "pino";
 import { entities } from "../entities/index.js";
 import { migrations } from "./migrations/index.js";
@@ -7,7 +7,7 @@ import { migrations } from "./migrations/index.js";
 const MIGRATION_LOCK_KEY = 7_241_000_001;
 
 /** Opens the metadata database and brings its schema up to date with the numbered migrations. */
-export async function openDatabase(url: string, log: Logger): Promise<DataSource> {
+export async function openDatabase(url: string, log: Logger, options: { onQuery?: () => void } = {}): Promise<DataSource> {
   const dataSource = new DataSource({
     type: "postgres",
     url,
@@ -16,6 +16,8 @@ export async function openDatabase(url: string, log: Logger): Promise<DataSource
     migrationsTableName: "schema_migrations",
     synchronize: false,
     logging: false,
+    // TypeORM hands every statement to its logger: the debug aid counts them per request.
+    ...(options.onQuery ? { logger: countingLogger(options.onQuery) } : {}),
     extra: { max: 20, connectionTimeoutMillis: 5000 },
   });
   await dataSource.initialize();
@@ -29,4 +31,10 @@ export async function openDatabase(url: string, log: Logger): Promise<DataSource
     await runner.release();
   }
   return dataSource;
+}
+
+/** A TypeORM logger that only counts statements (MLGRAPH_DEBUG_QUERY_COUNTS). */
+function countingLogger(onQuery: () => void): TypeOrmLogger {
+  const ignore = () => undefined;
+  return { logQuery: () => onQuery(), logQueryError: ignore, logQuerySlow: ignore, logSchemaBuild: ignore, logMigration: ignore, log: ignore };
 }

@@ -235,10 +235,36 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
   let server: TestServer;
   beforeAll(async () => {
     // Open loopback server: every caller is the same anonymous admin, so self-approval is enabled.
-    server = await startTestServer({ env: { MLGRAPH_ALLOW_SELF_APPROVAL: "true" }, redis: true });
+    server = await startTestServer({ env: { MLGRAPH_ALLOW_SELF_APPROVAL: "true", MLGRAPH_DEBUG_QUERY_COUNTS: "1" }, redis: true });
   });
   afterAll(async () => {
     await server?.stop();
+  });
+
+  it("reads versions and lineages of many models in a constant number of statements (no N+1)", async () => {
+    const QUERY = `query($p: String!) { registeredModels(first: 20, filter: $p) { edges { node { name
+      versions(first: 2) { edges { node { version lineage { sourceRun { id } parentRuns { id } pipelineRunId } } } } } } } }`;
+    const parent = await newRun(server, undefined, "n-plus-one");
+    const runId = await newRun(server, undefined, "n-plus-one", { parentRunId: parent });
+    await uploadFile(server, undefined, runId, "model.bin", Buffer.from("w"));
+    const statementsFor = async (models: number, prefix: string) => {
+      for (let m = 0; m < models; m++) {
+        ok(await server.gql(`mutation($n: String!) { createRegisteredModel(input: {name: $n}) { name } }`, { n: `${prefix}-${m}` }));
+        for (let v = 0; v < 3; v++) {
+          ok(await server.gql(`mutation($n: String!, $r: ID!) { createModelVersion(input: {modelName: $n, runId: $r, artifactPath: "model.bin"}) { version } }`, { n: `${prefix}-${m}`, r: runId }));
+        }
+      }
+      const res = await server.gql(QUERY, { p: `name LIKE '${prefix}-%'` });
+      const models_ = ok(res).registeredModels.edges;
+      expect(models_).toHaveLength(models);
+      for (const e of models_) {
+        expect(e.node.versions.edges.map((v: any) => v.node.version)).toEqual([3, 2]);
+        expect(e.node.versions.edges[0].node.lineage.parentRuns).toEqual([{ id: parent }]);
+      }
+      return (res as any).extensions.queryCounts.postgres as number;
+    };
+    // Previously one versions query per model and two lineage queries per version.
+    expect(await statementsFor(8, "np-many")).toBe(await statementsFor(2, "np-few"));
   });
 
   it("validates names and aliases, resolves aliases, and refuses duplicates", async () => {
