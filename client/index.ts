@@ -98,8 +98,10 @@ export function createClient(options: ClientOptions): MlgraphClient {
       connectionParams: authHeader ? { Authorization: authHeader } : {},
       lazy: true,
       retryAttempts: options.reconnect?.maxAttempts ?? Number.POSITIVE_INFINITY,
-      // Server restarts close the socket "abnormally" (1006): those are worth retrying too.
-      shouldRetry: () => true,
+      // Server restarts close the socket "abnormally" (1006): those are worth retrying too. A
+      // refused credential (4403) or request (4400) would be refused again: the subscription
+      // fails with it instead of reconnecting silently forever.
+      shouldRetry: (event) => !FINAL_CLOSE_CODES.has((event as { code?: number } | undefined)?.code ?? 0),
       retryWait: async (retries) => {
         const cap = Math.min(max, initial * 2 ** retries);
         await new Promise((resolve) => setTimeout(resolve, cap / 2 + Math.random() * (cap / 2)));
@@ -188,7 +190,7 @@ function subscribeIterator<T>(ws: WsClient, query: string, variables: Record<str
       error: (err) => {
         failure ??= Array.isArray(err)
           ? MlgraphError.fromServerErrors(err as ServerError[])
-          : new MlgraphError(`subscription failed: ${describeCloseOrError(err)}`, "NETWORK_ERROR", undefined, undefined, [], { cause: err });
+          : new MlgraphError(`subscription failed: ${describeCloseOrError(err)}`, closeErrorCode(err), undefined, undefined, [], { cause: err });
         done = true;
         notify();
       },
@@ -229,6 +231,17 @@ function subscribeIterator<T>(ws: WsClient, query: string, variables: Record<str
     close,
   };
   return iterator;
+}
+
+/** graphql-ws close codes that a reconnect would only meet again. */
+const FINAL_CLOSE_CODES = new Set([4400, 4403, 4406]);
+
+/** 4403: the server refused the connection's credential (revoked, expired, unknown). */
+function closeErrorCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 4403) return "UNAUTHENTICATED";
+  if (code === 4400 || code === 4406) return "BAD_REQUEST";
+  return "NETWORK_ERROR";
 }
 
 function describeCloseOrError(err: unknown): string {

@@ -18,7 +18,7 @@ import { RedisEventBus } from "../stores/event-bus/redis-event-bus.js";
 import { createServices, type AppServices } from "../services/app-services.js";
 import { createLoaders } from "../services/loaders.js";
 import type { RequestContext } from "../services/context.js";
-import { DomainError } from "../services/errors.js";
+import { DomainError, isUnavailable } from "../services/errors.js";
 import type { Principal } from "../services/principal.js";
 import { authenticate } from "./auth.js";
 import { buildAppSchema } from "./schema.js";
@@ -229,7 +229,11 @@ async function mountGraphql(
         try {
           ctx.extra.principal = await authenticate(services, header);
           return true;
-        } catch {
+        } catch (err) {
+          // A store that is away is no verdict on the credential: thrown, it closes the socket
+          // with 4500, which clients retry; a refused credential closes it with 4403, which they
+          // do not.
+          if ((err instanceof DomainError && err.code === "UNAVAILABLE") || isUnavailable(err)) throw err;
           return false;
         }
       },

@@ -94,6 +94,12 @@ describe("typed client", () => {
     await expect(wrongPath.request(ViewerDocument, {})).rejects.toMatchObject({ code: "BAD_REQUEST", status: 404, retryable: false });
     const badToken = createClient({ url: server.url, token: "not-a-token" });
     await expect(badToken.request(ViewerDocument, {})).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
+    // A subscription with a refused credential fails with it (it reconnected silently forever).
+    const refused = badToken.subscribe(RunUpdatedDocument, {});
+    const started = Date.now();
+    await expect(refused.next()).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    await badToken.close();
   });
 
   it("streams subscriptions as async iterables, and logged metrics come back in comparisons", async () => {
