@@ -64,7 +64,8 @@ describe("LocalProcess", () => {
 
   it("stops reading pipes held by a process that left the group, once the group is gone", async () => {
     const started = Date.now();
-    const { proc, lines } = run(["sh", "-c", "setsid sleep 30 & echo $!"], { timeoutMs: 60_000, graceMs: 200 });
+    // The pause: the setsid'd process has left the group by the time sh exits.
+    const { proc, lines } = run(["sh", "-c", "setsid sleep 30 & echo $!; sleep 0.3"], { timeoutMs: 60_000, graceMs: 200 });
     const result = await proc.done;
     expect(result.exitCode).toBe(0);
     expect(Date.now() - started).toBeLessThan(5_000);
