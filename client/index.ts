@@ -98,9 +98,9 @@ export function createClient(options: ClientOptions): MlgraphClient {
       connectionParams: authHeader ? { Authorization: authHeader } : {},
       lazy: true,
       retryAttempts: options.reconnect?.maxAttempts ?? Number.POSITIVE_INFINITY,
-      // Server restarts close the socket "abnormally" (1006): those are worth retrying too. A
-      // refused credential (4403) or request (4400) would be refused again: the subscription
-      // fails with it instead of reconnecting silently forever.
+      // Server restarts close the socket "abnormally" (1006), and a server whose store is away
+      // closes it with 1013: those are retried. A refused credential (4403) or request (4400)
+      // would be refused again: the subscription fails with it instead of reconnecting forever.
       shouldRetry: (event) => !FINAL_CLOSE_CODES.has((event as { code?: number } | undefined)?.code ?? 0),
       retryWait: async (retries) => {
         const cap = Math.min(max, initial * 2 ** retries);

@@ -230,10 +230,12 @@ async function mountGraphql(
           ctx.extra.principal = await authenticate(services, header);
           return true;
         } catch (err) {
-          // A store that is away is no verdict on the credential: thrown, it closes the socket
-          // with 4500, which clients retry; a refused credential closes it with 4403, which they
-          // do not.
-          if ((err instanceof DomainError && err.code === "UNAVAILABLE") || isUnavailable(err)) throw err;
+          // A store that is away is no verdict on the credential: the socket is closed with 1013
+          // "try again later", which graphql-ws clients retry (its 4500 they give up on); a
+          // refused credential closes it with 4403, which they do not retry.
+          if ((err instanceof DomainError && err.code === "UNAVAILABLE") || isUnavailable(err)) {
+            ctx.extra.socket.close(1013, "a backing store is unavailable; try again shortly");
+          }
           return false;
         }
       },
