@@ -15,7 +15,12 @@ export async function openConfiguredMetricStore(config: Config, log: Logger): Pr
   const onQuery = config.debugQueryCounts ? countClickHouseQuery : undefined;
   const onRepair = (event: { runs: number; reason: string; error?: unknown }) =>
     event.error
-      ? log.error({ runs: event.runs, err: (event.error as Error).message }, "could not repair metric summaries after a failed insert; retried with the next insert and at the next start")
+      ? log.error(
+          { runs: event.runs, reason: event.reason, err: (event.error as Error).message },
+          event.reason === "journal unwritable"
+            ? "cannot write the metric insert journal: a crash now could leave summaries short of their raw points"
+            : "metric summaries of these runs are not repaired yet; retried between inserts (with backoff) and at the next start",
+        )
       : log.warn({ runs: event.runs, reason: event.reason }, "repaired metric summaries and rollups of runs an insert was cut short for");
   // The journal lives in this server's data dir in both modes (one server process per data dir).
   const insertJournalFile = path.join(config.dataDir, "clickhouse-insert-journal.json");

@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import path from "node:path";
-import type { ClickHouseClient } from "@clickhouse/client";
+import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
 import { ROLLUP_SELECT } from "./metric-migrations.js";
 
 /**
@@ -18,8 +18,17 @@ export class InsertJournal {
   /** Runs whose derived rows may be short: recorded before a crash, or a repair that failed. */
   private unrepaired = new Set<string>();
 
-  /** `file` null: no journal (tests, read-only tools). */
-  constructor(private readonly file: string | null) {}
+  /** Runs left to the next start: their INSERT's end could not be confirmed (it may still run). */
+  private untilRestart = new Set<string>();
+
+  /**
+   * `file` null: no journal (tests, read-only tools). A failure to write the file is reported to
+   * `onError` and does not stop writes (a crash meanwhile may leave summaries short, as before).
+   */
+  constructor(
+    private readonly file: string | null,
+    private readonly onError: (err: unknown) => void = () => {},
+  ) {}
 
   /** Runs recorded by a process that did not get to clear them (read once, at open). */
   recorded(): string[] {
@@ -34,12 +43,17 @@ export class InsertJournal {
 
   /** Before an INSERT: these runs (and any still unrepaired) may end up with raw rows only. */
   begin(runIds: Iterable<string>): void {
-    this.write([...new Set([...this.unrepaired, ...runIds])]);
+    this.write([...new Set([...this.unrepaired, ...this.untilRestart, ...runIds])]);
   }
 
-  /** The INSERT returned, or its runs were repaired: only runs still unrepaired stay recorded. */
+  /** The INSERT returned, or its runs were repaired: only runs still owed a repair stay recorded. */
   end(): void {
-    this.write([...this.unrepaired]);
+    this.write([...new Set([...this.unrepaired, ...this.untilRestart])]);
+  }
+
+  /** Recorded for the next start only: this process must not repair them (their INSERT may still run). */
+  keepUntilRestart(runIds: Iterable<string>): void {
+    for (const r of runIds) this.untilRestart.add(r);
   }
 
   /** A repair failed: keep these runs recorded (and repair them at the next start). */
@@ -59,9 +73,13 @@ export class InsertJournal {
 
   private write(runIds: string[]): void {
     if (!this.file) return;
-    fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    // Not fsync'd: this guards against the process dying, like the engine's own unsynced parts.
-    fs.writeFileSync(this.file, runIds.length ? JSON.stringify(runIds) : "");
+    try {
+      fs.mkdirSync(path.dirname(this.file), { recursive: true });
+      // Not fsync'd: this guards against the process dying, like the engine's own unsynced parts.
+      fs.writeFileSync(this.file, runIds.length ? JSON.stringify(runIds) : "");
+    } catch (err) {
+      this.onError(err);
+    }
   }
 }
 
@@ -90,12 +108,20 @@ const REPAIR_ROLLUP_SQL =
 /**
  * Brings the summary and rollup rows of these runs in line with their raw points. Run it while no
  * other INSERT for these runs is under way (at open, or between this process's groups): a
- * concurrent INSERT seen in the raw table but not yet in the summary would be counted twice.
+ * concurrent INSERT seen in the raw table but not yet in the summary would be counted twice. (On a
+ * cluster the raw and summary reads may reach different replicas; a lagging one can make the
+ * difference wrong. Not checked here: no cluster runs in tests.)
  */
-export async function repairDerivedRows(client: ClickHouseClient, runIds: string[], onQuery: (sql: string) => void = () => {}): Promise<void> {
+export async function repairDerivedRows(
+  client: ClickHouseClient,
+  runIds: string[],
+  onQuery: (sql: string) => void = () => {},
+  settings: ClickHouseSettings = {},
+): Promise<void> {
   if (runIds.length === 0) return;
   for (const query of [REPAIR_SUMMARIES_SQL, REPAIR_ROLLUP_SQL]) {
     onQuery(query);
-    await client.command({ query, query_params: { runs: runIds } });
+    // `settings`: on a cluster, the INSERT settings (forwarded to the shards before it returns).
+    await client.command({ query, query_params: { runs: runIds }, clickhouse_settings: settings });
   }
 }

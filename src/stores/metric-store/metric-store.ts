@@ -34,7 +34,7 @@ export type MetricStoreOptions = ClickHouseConnectionOptions & {
    */
   insertJournalFile?: string;
   /** A repair of summaries/rollups: after a crash (at open) or after a failed INSERT. */
-  onRepair?: (event: { runs: number; reason: "interrupted insert" | "failed insert"; error?: unknown }) => void;
+  onRepair?: (event: { runs: number; reason: "interrupted insert" | "failed insert" | "journal unwritable"; error?: unknown }) => void;
 };
 
 /** Aggregates kept per (run, key) by the summary materialized view. */
@@ -117,7 +117,7 @@ export class MetricStore {
     const insertSettings: ClickHouseSettings = options.cluster ? ({ insert_distributed_sync: 1 } as ClickHouseSettings) : {};
     this.writer = new MetricWriter(this.client, insertSettings, (kind, sql) => this.count(kind, sql), options.groupCommit, {
       journal,
-      repair: (runIds) => repairDerivedRows(this.client, runIds, (sql) => this.count("command", sql)),
+      repair: (runIds) => repairDerivedRows(this.client, runIds, (sql) => this.count("command", sql), insertSettings),
       onRepairFailed: (error, runIds) => options.onRepair?.({ runs: runIds.length, reason: "failed insert", error }),
     });
   }
@@ -484,7 +484,7 @@ export class MetricStore {
 export async function openMetricStore(options: MetricStoreOptions): Promise<MetricStore> {
   const handle = createClickHouseConnection(options);
   const journalFile = options.insertJournalFile ?? ("dataDir" in options && options.dataDir ? path.join(options.dataDir, "clickhouse-insert-journal.json") : null);
-  const journal = new InsertJournal(journalFile);
+  const journal = new InsertJournal(journalFile, (error) => options.onRepair?.({ runs: 0, reason: "journal unwritable", error }));
   try {
     await applyMetricMigrations(handle.client, { cluster: options.cluster }, (sql) =>
       options.onQuery?.({ kind: sql.startsWith("SELECT") ? "query" : "command", sql }),
@@ -493,9 +493,16 @@ export async function openMetricStore(options: MetricStoreOptions): Promise<Metr
     // points before anything reads or writes them.
     const interrupted = journal.recorded();
     if (interrupted.length > 0) {
-      await repairDerivedRows(handle.client, interrupted, (sql) => options.onQuery?.({ kind: "command", sql }));
+      const settings: ClickHouseSettings = options.cluster ? ({ insert_distributed_sync: 1 } as ClickHouseSettings) : {};
+      try {
+        await repairDerivedRows(handle.client, interrupted, (sql) => options.onQuery?.({ kind: "command", sql }), settings);
+        options.onRepair?.({ runs: interrupted.length, reason: "interrupted insert" });
+      } catch (error) {
+        // Not a reason to stay down: retried between the writer's INSERTs (with backoff).
+        journal.keep(interrupted);
+        options.onRepair?.({ runs: interrupted.length, reason: "interrupted insert", error });
+      }
       journal.end();
-      options.onRepair?.({ runs: interrupted.length, reason: "interrupted insert" });
     }
   } catch (err) {
     await handle.close().catch(() => {

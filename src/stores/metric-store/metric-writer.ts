@@ -38,6 +38,20 @@ interface PendingBatch {
   reject: (err: unknown) => void;
 }
 
+/** A failed INSERT: its error, and whether it is known to have ended on the server. */
+class InsertFailure {
+  constructor(
+    readonly cause: unknown,
+    readonly ended: boolean,
+  ) {}
+}
+
+/** An exception ClickHouse sent back (over HTTP a ClickHouseError with its code; the embedded engine's say "Code: N." ). */
+function isServerException(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (typeof code === "string" && /^\d+$/.test(code)) || /^Code: \d+\./.test((err as Error)?.message ?? "");
+}
+
 /**
  * The INSERT every group commit runs. Rows travel as JSONCompactColumns (one JSON array per
  * column): on the embedded engine that inserts about 580k rows/s against about 300k for
@@ -186,27 +200,50 @@ export class MetricWriter {
    */
   private async journaledInsert(group: PendingBatch[]): Promise<void> {
     const recovery = this.recovery;
-    if (!recovery) return this.insert(group);
+    if (!recovery) {
+      await this.insert(group).catch((failure: InsertFailure) => {
+        throw failure.cause;
+      });
+      return;
+    }
     const runs = [...new Set(group.map((b) => b.runId))];
     recovery.journal.begin(runs);
-    try {
-      await this.insert(group);
-    } catch (err) {
-      await this.repair(runs);
-      throw err;
+    const ended = await this.insert(group).then(
+      () => null,
+      (failure: InsertFailure) => failure,
+    );
+    if (ended) {
+      // Repaired only once the INSERT is known to have ended: a repair beside an INSERT still
+      // running would count its rows twice. Unknown (the server could not be asked): left to the
+      // next start, when nothing runs.
+      if (ended.ended) await this.repair(runs);
+      else {
+        recovery.journal.keepUntilRestart(runs);
+        recovery.onRepairFailed?.(new Error("could not confirm the failed INSERT ended; its runs are repaired at the next start"), runs);
+        recovery.journal.end();
+      }
+      throw ended.cause;
     }
-    if (recovery.journal.pending.length > 0) await this.repair(recovery.journal.pending);
+    // Runs whose earlier repair failed, retried between groups (nothing of this process is being
+    // inserted then) with backoff, so a repair that keeps failing does not slow every INSERT.
+    if (recovery.journal.pending.length > 0 && Date.now() >= this.nextRepairAt) await this.repair(recovery.journal.pending);
     recovery.journal.end();
   }
+
+  private nextRepairAt = 0;
+  private repairBackoffMs = 1000;
 
   private async repair(runIds: string[]): Promise<void> {
     const recovery = this.recovery!;
     try {
       await recovery.repair(runIds);
       recovery.journal.repaired(runIds);
+      this.repairBackoffMs = 1000;
     } catch (err) {
       recovery.journal.keep(runIds);
       recovery.onRepairFailed?.(err, runIds);
+      this.nextRepairAt = Date.now() + this.repairBackoffMs;
+      this.repairBackoffMs = Math.min(this.repairBackoffMs * 2, 300_000);
     }
     recovery.journal.end();
   }
@@ -225,6 +262,7 @@ export class MetricWriter {
     return new Set(rows.map(([runId, batchId]) => `${runId}\u0000${batchId}`));
   }
 
+  /** Rejects with an {@link InsertFailure}: the error, and whether the INSERT is known to have ended. */
   private async insert(group: PendingBatch[]): Promise<void> {
     let total = 0;
     for (const b of group) total += b.columns.keys.length;
@@ -255,25 +293,28 @@ export class MetricWriter {
         query_id: queryId,
       });
     } catch (err) {
-      // The request timed out, but the INSERT may still be running on the server: a retry looked
-      // up before it lands would store the batches again. Answer only once it has ended.
-      if (/^Timeout error/i.test((err as Error).message ?? "")) await this.untilQueryEnded(queryId);
-      throw err;
+      // An exception the server sent back ended the query. Anything else (a timeout, a dropped
+      // connection) may have left the INSERT running: a retry looked up before it lands would
+      // store the batches again, and a repair beside it would count it twice. Answer only once it
+      // is known to have ended, or say that it is not known.
+      const ended = isServerException(err) || (await this.untilQueryEnded(queryId));
+      throw new InsertFailure(err, ended);
     }
   }
 
-  /** Waits (up to 2 minutes) until the server lists no query with this id; gives up if it cannot ask. */
-  private async untilQueryEnded(queryId: string): Promise<void> {
+  /** True once the server lists no query with this id (within 2 minutes); false when it cannot tell. */
+  private async untilQueryEnded(queryId: string): Promise<boolean> {
     const deadline = Date.now() + 120_000;
     while (Date.now() < deadline) {
       try {
         const rs = await this.client.query({ query: "SELECT count() AS n FROM system.processes WHERE query_id = {id:String}", query_params: { id: queryId }, format: "JSONEachRow" });
-        if (Number((await rs.json<{ n: number | string }>())[0]?.n ?? 0) === 0) return;
+        if (Number((await rs.json<{ n: number | string }>())[0]?.n ?? 0) === 0) return true;
       } catch {
-        return;
+        return false;
       }
       await new Promise((r) => setTimeout(r, 500));
     }
+    return false;
   }
 
   /** Flushes what is queued, then refuses new writes. */

@@ -83,14 +83,38 @@ describe("MetricWriter", () => {
     // The repair was tried and failed: the runs stay journaled for the next start.
     expect(repaired).toEqual([["a", "b"]]);
     expect(JSON.parse(fs.readFileSync(file, "utf8")).sort()).toEqual(["a", "b"]);
-    // The next INSERT succeeds: the runs still owed a repair get it, and the journal empties.
+    // An INSERT within the backoff (1 s after a failed repair) leaves them owed...
     fail = false;
     repairFails = false;
+    expect(await writer.write("d", points(1))).toEqual({ stored: 1, deduplicated: false });
+    expect(repaired).toHaveLength(1);
+    expect(JSON.parse(fs.readFileSync(file, "utf8")).sort()).toEqual(["a", "b"]);
+    seenDuringInsert.splice(1);
+    // ...the next one after it repairs them, and the journal empties.
+    await new Promise((r) => setTimeout(r, 1100));
     expect(await writer.write("c", points(1))).toEqual({ stored: 1, deduplicated: false });
     expect(JSON.parse(seenDuringInsert[1]!).sort()).toEqual(["a", "b", "c"]);
     expect(repaired).toEqual([["a", "b"], ["a", "b"]]);
     expect(fs.readFileSync(file, "utf8")).toBe("");
     expect(new InsertJournal(file).recorded()).toEqual([]);
+  });
+
+  it("leaves the runs of an INSERT whose end it cannot confirm to the next start, without repairing them now", async () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-journal-")), "journal.json");
+    const client = {
+      async command() {
+        throw Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }); // the INSERT may still run
+      },
+      async query() {
+        throw new Error("connect ECONNREFUSED"); // and the server cannot be asked
+      },
+    } as unknown as ClickHouseClient;
+    const repaired: string[][] = [];
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 1 }, { journal: new InsertJournal(file), repair: async (runs) => void repaired.push(runs) });
+    await expect(writer.write("a", points(1))).rejects.toThrow("socket hang up");
+    // A repair beside an INSERT still running would count its rows twice.
+    expect(repaired).toEqual([]);
+    expect(new InsertJournal(file).recorded()).toEqual(["a"]);
   });
 
   it("flushes as soon as maxRows is reached and never splits a caller's batch", async () => {
