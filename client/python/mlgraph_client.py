@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import operator
 import os
 import random
 import re
@@ -227,6 +228,7 @@ class Run:
         self._in_flight = 0
         self._closed = False
         self.dropped = 0
+        self.rejected = 0
         self.errors: List[MlgraphError] = []
         self._flush_interval = flush_interval
         self._thread = threading.Thread(target=self._flusher, name="mlgraph-metrics-%s" % run_id[:8], daemon=True)
@@ -234,17 +236,19 @@ class Run:
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         """Buffers one point; never waits on the network. Raises ValueError for a point the server
-        would refuse (it refuses a whole batch for one bad point): a non-finite value, a key outside
-        1-250 of letters, digits, _ . - / and spaces, a step that is not a whole number >= 0."""
+        would refuse (it refuses a whole batch for one bad point): a key outside 1-250 of letters,
+        digits, _ . - / and spaces, a step that is not a whole number >= 0. A non-finite value
+        (NaN, inf) is skipped and counted in `rejected`."""
         value = float(value)
         if not math.isfinite(value):
-            raise ValueError("log_metric(%r): value %r is not finite" % (key, value))
-        if not isinstance(key, str) or not _METRIC_KEY.match(key):
+            # A diverging loss is data, not a bug: counted (like the TypeScript logger), not raised.
+            with self._lock:
+                self.rejected += 1
+            return
+        if not isinstance(key, str) or not _METRIC_KEY.fullmatch(key):
             raise ValueError("log_metric(%r): a metric key is 1 to 250 of letters, digits, _ . - / and spaces" % (key,))
-        whole = isinstance(step, int) or (isinstance(step, float) and step.is_integer())
-        if isinstance(step, bool) or not whole or not 0 <= step <= 2**53 - 1:
-            raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step))
-        point = {"key": key, "value": value, "step": int(step), "timestamp": _now_iso()}
+        step = _whole_step(key, step)
+        point = {"key": key, "value": value, "step": step, "timestamp": _now_iso()}
         with self._lock:
             self._buffer.append(point)
             if len(self._buffer) > self._max_buffered:  # a long outage: keep the newest
@@ -358,6 +362,22 @@ def _pairs(values: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, str]]]:
     if values is None:
         return None
     return [{"key": str(k), "value": str(v)} for k, v in values.items()]
+
+
+def _whole_step(key: str, step: Any) -> int:
+    """The step as an int (numpy integers and whole floats included), or ValueError."""
+    if isinstance(step, bool):
+        raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step))
+    try:
+        whole = operator.index(step)
+    except TypeError:
+        if isinstance(step, float) and step.is_integer():
+            whole = int(step)
+        else:
+            raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step)) from None
+    if not 0 <= whole <= 2**53 - 1:
+        raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step))
+    return whole
 
 
 def _now_iso() -> str:

@@ -148,11 +148,27 @@ export function registerRunCommands(program: Command): void {
         );
         const subscribedAt = Date.now();
         let lastBatchAt: number | undefined;
+        let rechecked = false;
         const quiet = setInterval(() => {
           const silentFor = Date.now() - (lastBatchAt ?? subscribedAt);
-          if (alreadyEnded && silentFor > (lastBatchAt === undefined ? 5000 : 1000)) {
+          // A finished run's replay arrives page after page; 3 s without one means it is over.
+          if (alreadyEnded && silentFor > (lastBatchAt === undefined ? 10_000 : 3000)) {
             finalStatus ??= run.status;
             points.close();
+          }
+          // The status stream is opened lazily: a run that ended before it was listening would
+          // never be reported. Its status is read once more when the streams have had time to open.
+          if (!alreadyEnded && !rechecked && Date.now() - subscribedAt > 3000) {
+            rechecked = true;
+            client.request(GetRunDocument, { id: runId }).then(
+              ({ run: now }) => {
+                if (now && now.status !== "RUNNING") {
+                  finalStatus ??= now.status;
+                  setTimeout(() => points.close(), 500);
+                }
+              },
+              () => undefined,
+            );
           }
         }, 250);
         try {

@@ -133,6 +133,9 @@ export class ArtifactsService {
         discarded = true;
         throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} was discarded (never completed after its URLs expired)`, "uploadId");
       }
+      // Completions of one run share this lock; a registration from the run takes it alone, so a
+      // file completing into a folder being registered waits and then sees the version.
+      await em.query(`SELECT pg_advisory_xact_lock_shared(hashtextextended($1::text, ${RUN_ARTIFACTS_LOCK}))`, [upload.runId]);
       const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
       // After the row lock: a version being registered from this path holds the row (FOR SHARE)
       // until it commits, and is seen here once it has.
@@ -282,6 +285,8 @@ export class ArtifactsService {
    */
   async lockRegisteredKey(em: EntityManager, runId: string, path: string, field: string): Promise<string> {
     const clean = validateArtifactPath(path.endsWith("/") ? path.slice(0, -1) : path, field);
+    // Alone: no upload of the run completes meanwhile (one adding a file to the folder included).
+    await em.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text, ${RUN_ARTIFACTS_LOCK}))`, [runId]);
     const rows: { path: string; key: string }[] = await em.query(
       `SELECT path, key FROM artifacts WHERE run_id = $1 AND (path = $2 OR starts_with(path, $2 || '/')) ORDER BY path FOR SHARE`,
       [runId, clean],
@@ -308,6 +313,9 @@ export class ArtifactsService {
     return rows[0].path === clean ? rows[0].key : `${runArtifactsPrefix(runId)}${clean}/`;
   }
 }
+
+/** Seed of the per-run advisory lock between upload completions and registrations (any constant). */
+const RUN_ARTIFACTS_LOCK = 7_241_000_300;
 
 function fileView(row: ArtifactRecord): ArtifactView {
   const slash = row.path.lastIndexOf("/");

@@ -102,9 +102,13 @@ export class RegistryService {
     try {
       if (Object.keys(changes).length) {
         await this.db.transaction(async (em) => {
+          // The name as it is now, under the row lock (a concurrent rename may have changed it).
+          const [current] = (await em.query(`SELECT name FROM registered_models WHERE id = $1 FOR UPDATE`, [model.id])) as { name: string }[];
           await em.getRepository(RegisteredModel).update({ id: model.id }, changes);
           // Webhooks scoped to the model follow its new name (they are scoped by name).
-          if (changes.name !== undefined && changes.name !== model.name) await em.query(`UPDATE webhooks SET model_name = $2 WHERE model_name = $1`, [model.name, changes.name]);
+          if (current && changes.name !== undefined && changes.name !== current.name) {
+            await em.query(`UPDATE webhooks SET model_name = $2 WHERE model_name = $1`, [current.name, changes.name]);
+          }
         });
       }
     } catch (err) {

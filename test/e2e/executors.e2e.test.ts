@@ -4,14 +4,14 @@ import { startExecutor, type TestExecutor } from "../helpers/executors";
 /**
  * Executor bookkeeping: silent executors go OFFLINE, and OFFLINE ones are deleted after the
  * retention (every executor start registers a new one, so the list would otherwise only grow).
- * The server here marks an executor OFFLINE after 1 s and deletes it 2 s later.
+ * The server here marks an executor OFFLINE after 1 s and deletes it 4 s later.
  */
 let server: TestServer;
 const executors: TestExecutor[] = [];
 
 beforeAll(async () => {
   server = await startTestServer({
-    env: { MLGRAPH_EXECUTOR_OFFLINE_SECONDS: "1", MLGRAPH_EXECUTOR_RETENTION_SECONDS: "2", MLGRAPH_SCHEDULER_INTERVAL_MS: "200", MLGRAPH_LEASE_SECONDS: "30" },
+    env: { MLGRAPH_EXECUTOR_OFFLINE_SECONDS: "1", MLGRAPH_EXECUTOR_RETENTION_SECONDS: "4", MLGRAPH_SCHEDULER_INTERVAL_MS: "200", MLGRAPH_LEASE_SECONDS: "30" },
   });
 });
 afterAll(async () => {
@@ -87,7 +87,7 @@ describe("executor retention", () => {
       return r.status === "SUCCEEDED" ? r : null;
     }, 30_000);
     const ranOn = done.tasks[0].attempts[0].executorId;
-    expect(ranOn).toEqual(expect.any(String)); // its new registration (read well inside that one's 3 s)
+    expect(ranOn).toEqual(expect.any(String)); // its new registration (read well inside that one's 5 s)
     expect(ranOn).not.toBe(agent.id);
     expect(agent.output()).toContain("registering again");
   });

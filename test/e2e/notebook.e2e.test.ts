@@ -53,12 +53,14 @@ sys.path.insert(0, ${JSON.stringify(path.join(ROOT, "client/python"))})
 import mlgraph_client as m
 c = m.Client(sys.argv[1])
 run = c.start_run("python-edges", name="edges")
-for bad in [("loss", float("nan"), 0), ("val:acc", 1.0, 0), ("loss", 1.0, 0.5)]:
+for bad in [("val:acc", 1.0, 0), ("loss\\n", 1.0, 0), ("loss", 1.0, 0.5), ("loss", 1.0, -1)]:
     try:
         run.log_metric(*bad)
         print("accepted", bad)
     except ValueError:
         print("refused at log_metric")
+run.log_metric("loss", float("nan"), 0)
+print("nan counted", run.rejected)
 for i in range(5):
     run.log_metric("loss", 1.0 / (i + 1), i)
 run.flush()
@@ -88,6 +90,8 @@ except m.MlgraphError as e:
       "refused at log_metric",
       "refused at log_metric",
       "refused at log_metric",
+      "refused at log_metric",
+      "nan counted 1",
       "finish raised BAD_USER_INPUT",
       "run FINISHED",
       "wrong url BAD_REQUEST False True",

@@ -117,7 +117,11 @@ export class LocalProcess {
     // (the kernel keeps a group's id allocated): signal only a group that still exists.
     if (this.leaderExited && !groupExists(pid)) return;
     signalGroup(pid, "SIGTERM", !this.leaderExited);
-    this.killTimer = setTimeout(() => signalGroup(pid, "SIGKILL", !this.leaderExited), graceMs);
+    this.killTimer = setTimeout(() => {
+      // After the leader exited, the group id is ours only while the group lasts: checked again.
+      if (this.leaderExited && !groupExists(pid)) return;
+      signalGroup(pid, "SIGKILL", !this.leaderExited);
+    }, graceMs);
   }
 }
 

@@ -410,7 +410,8 @@ export class MetricStore {
     // Keyset paging: the next page starts after the previous page's last point in this order, so
     // pages stay bounded however many points share one step.
     const afterFilter = after
-      ? " AND (step, key, ts, value) > ({afterStep:Int64}, {afterKey:String}, fromUnixTimestamp64Milli({afterTs:Int64}, 'UTC'), {afterValue:Float64})"
+      ? // The plain bound on step lets the read skip the steps before the page (the tuple alone may not).
+        " AND step >= {afterStep:Int64} AND (step, key, ts, value) > ({afterStep:Int64}, {afterKey:String}, fromUnixTimestamp64Milli({afterTs:Int64}, 'UTC'), {afterValue:Float64})"
       : "";
     const rows = await this.select<{ key: string; step: number; value: number; timestamp: number }>(
       `SELECT key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +

@@ -64,8 +64,9 @@ describe("LocalProcess", () => {
 
   it("stops reading pipes held by a process that left the group, once the group is gone", async () => {
     const started = Date.now();
-    // The pause: the setsid'd process has left the group by the time sh exits.
-    const { proc, lines } = run(["sh", "-c", "setsid sleep 30 & echo $!; sleep 0.3"], { timeoutMs: 60_000, graceMs: 200 });
+    // sh exits only once the setsid'd process has left its group (its pgrp, field 5, differs).
+    const script = `setsid sleep 30 & p=$!; while [ "$(cut -d' ' -f5 /proc/$p/stat)" = "$(cut -d' ' -f5 /proc/$$/stat)" ]; do sleep 0.02; done; echo $p`;
+    const { proc, lines } = run(["sh", "-c", script], { timeoutMs: 60_000, graceMs: 200 });
     const result = await proc.done;
     expect(result.exitCode).toBe(0);
     expect(Date.now() - started).toBeLessThan(5_000);
