@@ -195,8 +195,9 @@ export class MetricWriter {
 
   /**
    * The INSERT, with its runs journaled while it runs. When it fails, its raw part may have been
-   * stored without the views' parts: the runs' derived rows are repaired before the callers hear
-   * of the failure (their retry will be answered "already stored" if the raw part landed).
+   * stored without the views' parts: once the INSERT is known to have ended, the runs' derived rows
+   * are repaired before the callers hear of the failure (their retry will be answered "already
+   * stored" if the raw part landed).
    */
   private async journaledInsert(group: PendingBatch[]): Promise<void> {
     const recovery = this.recovery;
@@ -208,21 +209,21 @@ export class MetricWriter {
     }
     const runs = [...new Set(group.map((b) => b.runId))];
     recovery.journal.begin(runs);
-    const ended = await this.insert(group).then(
+    const failure = await this.insert(group).then(
       () => null,
-      (failure: InsertFailure) => failure,
+      (f: InsertFailure) => f,
     );
-    if (ended) {
+    if (failure) {
       // Repaired only once the INSERT is known to have ended: a repair beside an INSERT still
       // running would count its rows twice. Unknown (the server could not be asked): left to the
       // next start, when nothing runs.
-      if (ended.ended) await this.repair(runs);
+      if (failure.ended) await this.repair(runs);
       else {
         recovery.journal.keepUntilRestart(runs);
         recovery.onRepairFailed?.(new Error("could not confirm the failed INSERT ended; its runs are repaired at the next start"), runs);
         recovery.journal.end();
       }
-      throw ended.cause;
+      throw failure.cause;
     }
     // Runs whose earlier repair failed, retried between groups (nothing of this process is being
     // inserted then) with backoff, so a repair that keeps failing does not slow every INSERT.
