@@ -9,7 +9,7 @@ import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
 import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { actingFor, satisfiesRole } from "./principal.js";
-import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
+import { LIMITS, validateId, validateKey, validateKeyValues, validateText, modelAliasProblem, type KeyValue } from "./validation.js";
 import { runApprovalChecks, validateApprovalPolicy } from "./approval-policy.js";
 import { announceWebhookEvents, enqueueWebhookEvent } from "./webhooks.service.js";
 import { parseModelFilter } from "./registered-model-filter.js";
@@ -32,7 +32,6 @@ export interface RegistryEventPayload {
 }
 
 const MODEL_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.\-/ ]*$/;
-const ALIAS_PATTERN = /^[A-Za-z][A-Za-z0-9_-]{0,99}$/;
 
 function validateModelName(name: unknown, field: string): string {
   const value = validateText(name, field, LIMITS.nameLength);
@@ -45,13 +44,9 @@ function validateModelName(name: unknown, field: string): string {
 /** `@champion` and `champion` name the same alias. */
 function validateAlias(alias: unknown, field: string): string {
   const value = typeof alias === "string" && alias.startsWith("@") ? alias.slice(1) : alias;
-  if (typeof value !== "string" || !ALIAS_PATTERN.test(value)) {
-    throw new DomainError("BAD_USER_INPUT", `${field}: an alias starts with a letter and has up to 100 letters, digits, '_' or '-'`, field);
-  }
-  if (/^v\d+$/i.test(value) || value.toLowerCase() === "latest") {
-    throw new DomainError("BAD_USER_INPUT", `${field}: ${JSON.stringify(value)} is reserved (it would shadow a version reference)`, field);
-  }
-  return value;
+  const problem = typeof value === "string" ? modelAliasProblem(value) : "an alias starts with a letter and has up to 100 letters, digits, '_' or '-'";
+  if (problem) throw new DomainError("BAD_USER_INPUT", `${field}: ${problem}`, field);
+  return value as string;
 }
 
 function isUniqueViolation(err: unknown): boolean {

@@ -68,3 +68,15 @@ export function validateId(id: unknown, field: string): string {
 export function isUuid(id: string): boolean {
   return UUID_PATTERN.test(id);
 }
+
+const MODEL_ALIAS_PATTERN = /^[A-Za-z][A-Za-z0-9_-]{0,99}$/;
+
+/**
+ * Why a model alias (without its `@`) is not acceptable, or null: the registry's rule, also
+ * applied to pipeline specs' `on_success` alias when they are saved.
+ */
+export function modelAliasProblem(alias: string): string | null {
+  if (!MODEL_ALIAS_PATTERN.test(alias)) return "an alias starts with a letter and has up to 100 letters, digits, '_' or '-'";
+  if (/^v\d+$/i.test(alias) || alias.toLowerCase() === "latest") return `${JSON.stringify(alias)} is reserved (it would shadow a version reference)`;
+  return null;
+}

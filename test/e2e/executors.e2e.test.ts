@@ -1,4 +1,4 @@
-import { ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { ok, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 import { startExecutor, type TestExecutor } from "../helpers/executors";
 
 /**
@@ -23,15 +23,6 @@ const REGISTER = `mutation($pool: String!) { registerExecutor(input: {pool: $poo
 const LIST = `query($pool: String, $status: String) { executors(pool: $pool, status: $status) { id status } }`;
 const CLAIM = `mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 0) { taskRun { id } leaseToken } }`;
 
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 describe("executor retention", () => {
   it("marks a silent executor OFFLINE, deletes it after the retention keeping its tasks' history, and keeps executors still seen", async () => {

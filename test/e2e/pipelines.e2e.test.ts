@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { collect, ok, ROOT, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { collect, ok, ROOT, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 import { startExecutor, type TestExecutor } from "../helpers/executors";
 import pg from "pg";
 
@@ -72,15 +72,6 @@ async function waitForRun(id: string, statuses: string[], timeoutMs = 60_000) {
   }
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 describe("pipeline specs", () => {
   it("refuses a cyclic spec and names the cycle", async () => {

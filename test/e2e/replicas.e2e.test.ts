@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
-import { collect, createTestDatabase, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { collect, createTestDatabase, ok, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 
 /**
  * Two API server processes on one PostgreSQL database and one Redis, each with its own chdb data
@@ -35,15 +35,6 @@ async function leaderFlags(servers: TestServer[]): Promise<number[]> {
   return Promise.all(servers.map(async (s) => sample(await scrape(s), "mlgraph_scheduler_leader") ?? NaN));
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 const CREATE = `mutation($spec: JSON!) { createPipeline(input: {spec: $spec}) { id } }`;
 const SUBMIT = `mutation($name: String!) { submitPipelineRun(input: {pipelineName: $name}) { id } }`;

@@ -1,6 +1,7 @@
 import { findCycles, type DagNode } from "./dag.js";
 import { defaultMatchesType, templateReferences } from "./params.js";
 import type { ParamDecl, SpecProblem } from "./pipeline-spec.js";
+import { modelAliasProblem } from "../../services/validation.js";
 
 /**
  * Checks the JSON Schema cannot express: unique task ids, known dependencies, no cycles,
@@ -177,8 +178,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  */
 function onSuccessAliasProblem(alias: string): string | null {
   const name = alias.startsWith("@") ? alias.slice(1) : alias;
-  if (!/^[A-Za-z][A-Za-z0-9_-]{0,99}$/.test(name)) return "an alias starts with a letter and has up to 100 letters, digits, '_' or '-'";
-  if (/^v\d+$/i.test(name) || name.toLowerCase() === "latest") return `${JSON.stringify(name)} is reserved (it would shadow a version reference)`;
+  const problem = modelAliasProblem(name);
+  if (problem) return problem;
   if (name.toLowerCase() === "champion") {
     return "@champion moves only with an approved Production transition: register with another alias (e.g. candidate) and request the transition";
   }

@@ -33,11 +33,18 @@ export class InsertJournal {
   /** Runs recorded by a process that did not get to clear them (read once, at open). */
   recorded(): string[] {
     if (!this.file) return [];
+    let text: string;
     try {
-      const runs = JSON.parse(fs.readFileSync(this.file, "utf8") || "[]") as unknown;
+      text = fs.readFileSync(this.file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") this.onError(err);
+      return [];
+    }
+    try {
+      const runs = JSON.parse(text || "[]") as unknown;
       return Array.isArray(runs) ? runs.filter((r): r is string => typeof r === "string") : [];
     } catch {
-      return []; // none, or a half-written record from before its INSERT started
+      return []; // a half-written record, from before its INSERT started
     }
   }
 

@@ -112,9 +112,7 @@ export class MetricStore {
     journal: InsertJournal = new InsertJournal(null),
   ) {
     this.client = handle.client;
-    // On a cluster, inserts into a Distributed table are forwarded asynchronously by default;
-    // forwarding in the foreground keeps "resolved means stored" true.
-    const insertSettings: ClickHouseSettings = options.cluster ? ({ insert_distributed_sync: 1 } as ClickHouseSettings) : {};
+    const insertSettings = insertSettingsFor(options.cluster);
     this.writer = new MetricWriter(this.client, insertSettings, (kind, sql) => this.count(kind, sql), options.groupCommit, {
       journal,
       repair: (runIds) => repairDerivedRows(this.client, runIds, (sql) => this.count("command", sql), insertSettings),
@@ -478,6 +476,14 @@ export class MetricStore {
 }
 
 /**
+ * Settings of every INSERT: on a cluster, inserts into a Distributed table are forwarded
+ * asynchronously by default; forwarding in the foreground keeps "resolved means stored" true.
+ */
+function insertSettingsFor(cluster: string | undefined): ClickHouseSettings {
+  return cluster ? ({ insert_distributed_sync: 1 } as ClickHouseSettings) : {};
+}
+
+/**
  * Connects (embedded chdb under `<dataDir>/clickhouse`, or HTTP `url`), applies pending
  * migrations, and returns the store. Throws DomainError("UNAVAILABLE") when the embedded engine
  * cannot run on this platform.
@@ -494,9 +500,8 @@ export async function openMetricStore(options: MetricStoreOptions): Promise<Metr
     // points before anything reads or writes them.
     const interrupted = journal.recorded();
     if (interrupted.length > 0) {
-      const settings: ClickHouseSettings = options.cluster ? ({ insert_distributed_sync: 1 } as ClickHouseSettings) : {};
       try {
-        await repairDerivedRows(handle.client, interrupted, (sql) => options.onQuery?.({ kind: "command", sql }), settings);
+        await repairDerivedRows(handle.client, interrupted, (sql) => options.onQuery?.({ kind: "command", sql }), insertSettingsFor(options.cluster));
         options.onRepair?.({ runs: interrupted.length, reason: "interrupted insert" });
       } catch (error) {
         // Not a reason to stay down: retried between the writer's INSERTs (with backoff).
