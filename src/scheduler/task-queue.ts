@@ -436,6 +436,9 @@ export class TaskQueue {
       MLGRAPH_CHECKPOINT: checkpointEnv(checkpoint?.data),
       // Empty for CPU tasks: hides every GPU rather than exposing all of them.
       CUDA_VISIBLE_DEVICES: gpus.join(","),
+      // The indices come from nvidia-smi, which numbers GPUs in PCI bus order; CUDA's default
+      // order is fastest first, so without this index 0 may be another card than the one granted.
+      CUDA_DEVICE_ORDER: "PCI_BUS_ID",
       MLGRAPH_PARAMS: JSON.stringify(invocation.params),
     };
     for (const [k, v] of Object.entries(invocation.params)) env[paramEnvName(k)] = typeof v === "string" ? v : JSON.stringify(v);
@@ -755,10 +758,11 @@ export class TaskQueue {
     );
     const finished = new Map<string, PipelineRunStatus>();
     for (const run of rows) {
+      // pipelineRunUpdated reports progress (tasksDone, tasksFailed), not only the end.
+      events.pipelineRuns.add(run.id);
       if (run.tasks_done < run.tasks_total || ["SUCCEEDED", "FAILED", "CANCELLED"].includes(run.status)) continue;
       const status = run.cancel_requested ? PipelineRunStatus.CANCELLED : run.tasks_failed > 0 ? PipelineRunStatus.FAILED : PipelineRunStatus.SUCCEEDED;
       await sqlRows(em, `UPDATE pipeline_runs SET status = $2, finished_at = now(), started_at = coalesce(started_at, now()) WHERE id = $1`, [run.id, status]);
-      events.pipelineRuns.add(run.id);
       events.finished.add(run.id);
       if (this.onPipelineFinishedTx) await this.onPipelineFinishedTx(em, run.id, status);
       finished.set(run.id, status);

@@ -5,7 +5,7 @@ import { PipelineRun, PipelineRunStatus } from "../entities/pipeline-run.entity.
 import { TaskRun, TaskRunStatus } from "../entities/task-run.entity.js";
 import { Executor, ExecutorStatus } from "../entities/executor.entity.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
-import { coerceParams, resolveTaskInvocation, roots } from "../scheduler/spec/index.js";
+import { coerceParams, invocationSizeProblem, resolveTaskInvocation, roots } from "../scheduler/spec/index.js";
 import { PendingEvents, pipelineTopics, type PipelineRunEvent, type TaskLogEvent, type TaskRunEvent } from "../scheduler/pipeline-events.js";
 import { inTransaction, normalizeGpuType, type TaskQueue } from "../scheduler/task-queue.js";
 import { DomainError, isUnavailable } from "./errors.js";
@@ -74,7 +74,11 @@ export class PipelineRunsService {
       if (err instanceof DomainError && err.field) throw new DomainError(err.code, `input.${err.message}`, `input.${err.field}`, err.details);
       throw err;
     }
-    for (const task of spec.pipeline.tasks) resolveTaskInvocation(task, params);
+    for (const task of spec.pipeline.tasks) {
+      const problem = invocationSizeProblem(resolveTaskInvocation(task, params));
+      // Large data belongs in an artifact or dataset, passed by URI.
+      if (problem) throw new DomainError("BAD_USER_INPUT", `input.params: task ${JSON.stringify(task.id)}: ${problem}`, "input.params");
+    }
     const experiment = await this.experiments.getOrCreateByName(ctx, spec.pipeline.name);
     const rootIds = new Set(roots(spec));
     const tasks = spec.pipeline.tasks;

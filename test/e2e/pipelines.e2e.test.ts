@@ -113,6 +113,18 @@ describe("pipeline specs", () => {
     const runs = ok(await server.gql(`{ pipelineRuns(pipelineName: "typed") { totalCount } }`)).pipelineRuns;
     expect(runs.totalCount).toBe(0);
   });
+
+  it("refuses params that would render past what a process start can hold, and creates no run", async () => {
+    // Linux refuses an argument or environment value over 128 KiB (E2BIG): every attempt would fail.
+    await createSpec({ pipeline: { name: "big-params", params: { data: { type: "string" } }, tasks: [{ id: "a", command: ["echo", "x"], params: { data: "{{data}}" } }] } });
+    const res = await server.gql(SUBMIT, { input: { pipelineName: "big-params", params: { data: "x".repeat(200 * 1024) } } });
+    expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.params" });
+    expect(res.errors?.[0].message).toContain('task "a": params.data renders to 204800 bytes');
+    const runs = ok(await server.gql(`{ pipelineRuns(pipelineName: "big-params") { totalCount } }`)).pipelineRuns;
+    expect(runs.totalCount).toBe(0);
+    // The same param at a size a process start takes is accepted.
+    expect((await submit("big-params", { data: "x".repeat(50 * 1024) })).status).toBe("QUEUED");
+  });
 });
 
 describe("the seed's training pipeline on real executors", () => {
@@ -795,6 +807,40 @@ describe("batched claims and completions (executors with several slots)", () => 
     }
   });
 
+  it("reports a pipeline run's progress through pipelineRunUpdated, task by task, not only its end", async () => {
+    const exec = await register("progress", 1);
+    await createSpec({
+      pipeline: {
+        name: "progress",
+        tasks: [
+          { id: "a", command: ["true"], pool: "progress" },
+          { id: "b", command: ["true"], pool: "progress", depends_on: ["a"] },
+          { id: "c", command: ["true"], pool: "progress", depends_on: ["b"] },
+        ],
+      },
+    });
+    const submitted = await submit("progress");
+    const ws = server.ws();
+    const updates = collect<any>(ws, `subscription($id: ID!) { pipelineRunUpdated(id: $id) { status tasksDone } }`, { id: submitted.id }, 100, 60_000);
+    try {
+      await sleep(300); // the subscription is open before the first completion
+      for (const expectedDone of [1, 2]) {
+        const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+        ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: claim.taskRun.id, leaseToken: claim.leaseToken, outcome: "SUCCEEDED" }] }));
+        await waitFor(`an update with tasksDone ${expectedDone}`, () =>
+          updates.events.some((e) => e.data?.pipelineRunUpdated.tasksDone === expectedDone && e.data.pipelineRunUpdated.status === "RUNNING"),
+        );
+      }
+      const [last] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+      ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: last.taskRun.id, leaseToken: last.leaseToken, outcome: "SUCCEEDED" }] }));
+      await waitFor("the final update", () => updates.events.some((e) => e.data?.pipelineRunUpdated.status === "SUCCEEDED" && e.data.pipelineRunUpdated.tasksDone === 3));
+    } finally {
+      updates.unsubscribe();
+      updates.done.catch(() => undefined);
+      await ws.dispose();
+    }
+  });
+
   it("fails, retries and succeeds in one batch: each outcome follows its own path", async () => {
     const exec = await register("batch-mixed", 8);
     await createSpec({
@@ -837,7 +883,7 @@ describe("GPUs and cancellation", () => {
         tasks: Array.from({ length: 6 }, (_, i) =>
           shellTask(
             `g${i}`,
-            `echo "start $(date +%s%N) $CUDA_VISIBLE_DEVICES $MLGRAPH_TASK_RUN_ID" >> ${file}; sleep 0.7; echo "end $(date +%s%N) $CUDA_VISIBLE_DEVICES $MLGRAPH_TASK_RUN_ID" >> ${file}`,
+            `echo "start $(date +%s%N) $CUDA_VISIBLE_DEVICES $MLGRAPH_TASK_RUN_ID $CUDA_DEVICE_ORDER" >> ${file}; sleep 0.7; echo "end $(date +%s%N) $CUDA_VISIBLE_DEVICES $MLGRAPH_TASK_RUN_ID" >> ${file}`,
             { pool: "gpu2", resources: { gpus: 1 } },
           ),
         ),
@@ -851,7 +897,9 @@ describe("GPUs and cancellation", () => {
       .trim()
       .split("\n")
       .map((l) => l.split(" "))
-      .map(([kind, ns, gpus, task]) => ({ kind, t: BigInt(ns!), gpus: gpus!, task: task! }));
+      .map(([kind, ns, gpus, task, order]) => ({ kind, t: BigInt(ns!), gpus: gpus!, task: task!, order }));
+    // The granted indices are nvidia-smi's (PCI bus order); CUDA must count the same way.
+    expect(events.filter((e) => e.kind === "start").map((e) => e.order)).toEqual(Array(6).fill("PCI_BUS_ID"));
     const intervals = new Map<string, { gpu: string; start: bigint; end: bigint }>();
     for (const e of events) {
       const entry = intervals.get(e.task) ?? { gpu: e.gpus, start: 0n, end: 0n };

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { setLongTimeout } from "../long-timer.js";
 
 /** How a local process ended. */
 export interface ProcessResult {
@@ -56,7 +57,7 @@ export class LocalProcess {
       }
       this.child = child;
       const flushers = [this.pipeLines(child.stdout!, "stdout"), this.pipeLines(child.stderr!, "stderr")];
-      const timer = setTimeout(() => {
+      const timer = setLongTimeout(() => {
         this.timedOut = true;
         this.stop();
       }, timeoutMs);
@@ -80,7 +81,7 @@ export class LocalProcess {
         }, this.options.graceMs + 1000);
       });
       child.once("close", (code, signal) => {
-        clearTimeout(timer);
+        timer.clear();
         clearTimeout(streamsTimer);
         if (this.killTimer) clearTimeout(this.killTimer);
         flushers.forEach((f) => f());

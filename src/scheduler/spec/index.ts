@@ -5,4 +5,4 @@ export { semanticProblems } from "./validate-spec.js";
 export { canonicalJson, contentHash } from "./content-hash.js";
 export { topologicalOrder, roots, dependentsOf, findCycles, type DagNode, type DependencyCycle } from "./dag.js";
 export { coerceParams, coerceParamValue, renderTemplate, renderString, templateReferences, type CoercionResult } from "./params.js";
-export { resolveTaskInvocation, type TaskInvocation } from "./task-invocation.js";
+export { invocationSizeProblem, resolveTaskInvocation, type TaskInvocation } from "./task-invocation.js";

@@ -35,3 +35,34 @@ export function resolveTaskInvocation(task: TaskSpec, params: Readonly<Record<st
     params: Object.fromEntries(Object.entries(task.params).map(([k, v]) => [k, renderTemplate(v, params)])),
   };
 }
+
+/**
+ * Linux refuses to start a process when one argument or environment string exceeds 128 KiB
+ * (MAX_ARG_STRLEN) or all of them together exceed ARG_MAX (2 MiB by default, shared with the
+ * executor's own environment). A run whose params render past these limits would be accepted and
+ * then fail every attempt with E2BIG, so submission refuses it. The limits leave room for the
+ * variables the executor adds (token, ids, checkpoint).
+ */
+export const MAX_INVOCATION_STRING_BYTES = 96 * 1024;
+export const MAX_INVOCATION_TOTAL_BYTES = 1024 * 1024;
+
+/**
+ * What is wrong with starting `invocation` as a process, or undefined. The executor puts each
+ * task param in the environment twice (MLGRAPH_PARAM_<NAME> and inside MLGRAPH_PARAMS).
+ */
+export function invocationSizeProblem(invocation: TaskInvocation): string | undefined {
+  const strings: [string, string][] = [
+    ...invocation.argv.map((a, i): [string, string] => [`command[${i}]`, a]),
+    ...Object.entries(invocation.env).map(([k, v]): [string, string] => [`env.${k}`, v]),
+    ...Object.entries(invocation.params).map(([k, v]): [string, string] => [`params.${k}`, typeof v === "string" ? v : JSON.stringify(v)]),
+    ["MLGRAPH_PARAMS", JSON.stringify(invocation.params)],
+  ];
+  let total = 0;
+  for (const [where, text] of strings) {
+    const bytes = Buffer.byteLength(text, "utf8");
+    if (bytes > MAX_INVOCATION_STRING_BYTES) return `${where} renders to ${bytes} bytes; a process argument or environment value may hold at most ${MAX_INVOCATION_STRING_BYTES}`;
+    total += bytes;
+  }
+  if (total > MAX_INVOCATION_TOTAL_BYTES) return `command, env and params render to ${total} bytes in all; at most ${MAX_INVOCATION_TOTAL_BYTES} fit a process start`;
+  return undefined;
+}

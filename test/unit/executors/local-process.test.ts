@@ -36,6 +36,11 @@ describe("LocalProcess", () => {
     expect(lines.sort()).toEqual(["stderr:oops", "stdout:hello", "stdout:tail"]);
   });
 
+  it("lets a task with a 30-day timeout run (a plain 32-bit timer would time it out at once)", async () => {
+    const result = await run(["sh", "-c", "sleep 0.3; echo done"], { timeoutMs: 30 * 86_400_000 }).proc.done;
+    expect(result).toMatchObject({ exitCode: 0, timedOut: false });
+  });
+
   it("reports a non-zero exit and a program that does not exist", async () => {
     expect((await run(["sh", "-c", "exit 3"]).proc.done).exitCode).toBe(3);
     const missing = await run(["/nonexistent/program"]).proc.done;
