@@ -243,17 +243,58 @@ export class RunsService {
       sourceUri: d.sourceUri == null ? null : validateText(d.sourceUri, `datasets[${i}].sourceUri`, 4000),
       context: d.context == null ? "" : validateText(d.context, `datasets[${i}].context`, 250, { allowEmpty: true }),
     }));
+    // One dataset listed twice is one dataset; the first source URI given wins.
+    const byIdentity = new Map<string, (typeof valid)[number]>();
+    for (const d of valid) {
+      const id = `${d.name}\u0000${d.digest}`;
+      const seen = byIdentity.get(id);
+      if (!seen) byIdentity.set(id, d);
+      else if (seen.sourceUri === null) seen.sourceUri = d.sourceUri;
+    }
+    const datasetRows = [...byIdentity.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0));
+    const names = datasetRows.map((d) => d.name);
+    const digests = datasetRows.map((d) => d.digest);
     const run = await this.db.transaction(async (em) => {
       const current = await this.requireWritable(ctx, runId, "runId", em);
-      for (const d of valid) {
-        const rows: { id: string }[] = await em.query(
-          `INSERT INTO datasets (name, digest, source_uri) VALUES ($1, $2, $3)
-           ON CONFLICT (name, digest) DO UPDATE SET source_uri = COALESCE(datasets.source_uri, EXCLUDED.source_uri)
-           RETURNING id`,
-          [d.name, d.digest, d.sourceUri],
+      if (valid.length === 0) return current;
+      // Set-based and in one sorted order: a row-by-row upsert locked every existing dataset (ON
+      // CONFLICT DO UPDATE locks even when nothing changes), so two runs logging [train, val] and
+      // [val, train] at once deadlocked. DO NOTHING takes no lock on existing rows, and the
+      // source URI is filled in only where it was missing, locking just those rows in id order.
+      await em.query(
+        `INSERT INTO datasets (name, digest, source_uri)
+         SELECT name, digest, source_uri FROM unnest($1::text[], $2::text[], $3::text[]) AS d(name, digest, source_uri)
+         ORDER BY name, digest
+         ON CONFLICT (name, digest) DO NOTHING`,
+        [names, digests, datasetRows.map((d) => d.sourceUri)],
+      );
+      const ids: { id: string; name: string; digest: string; missing_source: boolean }[] = await em.query(
+        `SELECT x.id, x.name, x.digest, x.source_uri IS NULL AS missing_source FROM datasets x
+         JOIN unnest($1::text[], $2::text[]) AS d(name, digest) ON x.name = d.name AND x.digest = d.digest
+         ORDER BY x.id`,
+        [names, digests],
+      );
+      const idOf = new Map(ids.map((r) => [`${r.name}\u0000${r.digest}`, r.id]));
+      const toFill = ids
+        .filter((r) => r.missing_source && byIdentity.get(`${r.name}\u0000${r.digest}`)?.sourceUri != null)
+        .map((r) => ({ id: r.id, sourceUri: byIdentity.get(`${r.name}\u0000${r.digest}`)!.sourceUri! }));
+      if (toFill.length) {
+        await em.query(
+          `UPDATE datasets x SET source_uri = u.source_uri
+           FROM (SELECT id FROM datasets WHERE id = ANY($1::uuid[]) AND source_uri IS NULL ORDER BY id FOR UPDATE) locked
+           JOIN unnest($1::uuid[], $2::text[]) AS u(id, source_uri) ON u.id = locked.id
+           WHERE x.id = locked.id AND x.source_uri IS NULL`,
+          [toFill.map((f) => f.id), toFill.map((f) => f.sourceUri)],
         );
-        await em.query("INSERT INTO run_inputs (run_id, dataset_id, context) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [runId, rows[0].id, d.context]);
       }
+      const inputs = valid.map((d) => ({ datasetId: idOf.get(`${d.name}\u0000${d.digest}`)!, context: d.context }));
+      await em.query(
+        `INSERT INTO run_inputs (run_id, dataset_id, context)
+         SELECT $1, dataset_id, context FROM unnest($2::uuid[], $3::text[]) AS i(dataset_id, context)
+         ORDER BY dataset_id, context
+         ON CONFLICT DO NOTHING`,
+        [runId, inputs.map((i) => i.datasetId), inputs.map((i) => i.context)],
+      );
       return current;
     });
     await this.publishUpdated(run);

@@ -180,6 +180,34 @@ describe("runs", () => {
     expect(again).toHaveLength(1);
   });
 
+  it("logs the same datasets from many runs at once, in any order, without a deadlock", async () => {
+    // Row-by-row upserts locked each existing dataset in the order given: [a, b] against [b, a] deadlocked.
+    const datasets = Array.from({ length: 60 }, (_, i) => ({ name: `shared-${String(i).padStart(2, "0")}`, digest: "d", context: "training" }));
+    const LOG = `mutation($id: ID!, $d: [DatasetInput!]!) { logInputs(runId: $id, datasets: $d) { id } }`;
+    ok(await server.gql(LOG, { id: ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun.id, d: datasets.slice(0, 30) }));
+    const runs = await Promise.all(Array.from({ length: 8 }, async () => ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun.id as string));
+    for (let round = 0; round < 3; round++) {
+      const answers = await Promise.all(runs.map((id, i) => server.gql(LOG, { id, d: i % 2 ? [...datasets].reverse() : datasets })));
+      expect(answers.map((a) => a.errors ?? [])).toEqual(runs.map(() => []));
+    }
+    const one = ok(await server.gql(`query($id: ID!) { run(id: $id) { inputs { dataset { id name sourceUri } } } }`, { id: runs[3] })).run.inputs;
+    expect(one).toHaveLength(60);
+    // A dataset logged first without a source URI gets the one a later call names; a duplicate in one call is one input.
+    const withSource = ok(
+      await server.gql(LOG, {
+        id: runs[0],
+        d: [
+          { name: "shared-00", digest: "d", sourceUri: "s3://data/shared-00", context: "training" },
+          { name: "shared-00", digest: "d", sourceUri: "s3://other", context: "training" },
+        ],
+      }),
+    );
+    expect(withSource.logInputs.id).toBe(runs[0]);
+    const after = ok(await server.gql(`query($id: ID!) { run(id: $id) { inputs { dataset { name sourceUri } } } }`, { id: runs[0] })).run.inputs;
+    expect(after).toHaveLength(60);
+    expect(after.find((i: any) => i.dataset.name === "shared-00").dataset.sourceUri).toBe("s3://data/shared-00");
+  });
+
   it("lists runs of an experiment through a connection", async () => {
     const exp = await createExperiment("listing");
     for (let i = 0; i < 4; i++) ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: `r${i}` } }));
