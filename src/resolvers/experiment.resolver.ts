@@ -55,7 +55,7 @@ export class ExperimentResolver {
   }
 
   @Authorized("editor")
-  @Mutation(() => Experiment, { description: "Soft-deletes an experiment: hidden from lists, no new runs; restorable." })
+  @Mutation(() => Experiment, { description: "Soft-deletes an experiment: it and its runs are hidden from lists, its runs take no writes and no new runs or pipeline runs start in it; restorable." })
   deleteExperiment(@Ctx() ctx: RequestContext, @Arg("id", () => ID, { description: "The experiment." }) id: string): Promise<Experiment> {
     return ctx.services.experiments.setDeleted(ctx, id, true);
   }

@@ -80,6 +80,10 @@ export class PipelineRunsService {
       if (problem) throw new DomainError("BAD_USER_INPUT", `input.params: task ${JSON.stringify(task.id)}: ${problem}`, "input.params");
     }
     const experiment = await this.experiments.getOrCreateByName(ctx, spec.pipeline.name);
+    // Its tasks' tracking runs would land in a hidden experiment and have every write refused.
+    if (experiment.deletedAt) {
+      throw new DomainError("BAD_USER_INPUT", `input.pipelineName: the pipeline's experiment ${JSON.stringify(experiment.name)} is deleted; restore it first`, "input.pipelineName");
+    }
     const rootIds = new Set(roots(spec));
     const tasks = spec.pipeline.tasks;
     const events = new PendingEvents();

@@ -22,6 +22,9 @@ export interface MetricSearchHooks {
 }
 
 /** Run search over PostgreSQL; the filter language is compiled to parameterised SQL. */
+/** SQL condition: run `r` is not in a deleted experiment. */
+const LIVE_EXPERIMENT = "NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = r.experiment_id AND e.deleted_at IS NOT NULL)";
+
 export class RunSearch {
   private metrics?: MetricSearchHooks;
 
@@ -40,7 +43,8 @@ export class RunSearch {
     const ast = parseFilter(args.filter ?? "");
     const orderTerms = parseOrderBy(args.orderBy?.length ? args.orderBy : DEFAULT_RUN_ORDER_BY);
     const params: unknown[] = [];
-    const where: string[] = ["r.deleted_at IS NULL"];
+    // A deleted experiment's runs are hidden with it (as in MLflow), and come back when it is restored.
+    const where: string[] = ["r.deleted_at IS NULL", LIVE_EXPERIMENT];
     const experimentIds = args.experimentIds?.length ? args.experimentIds : undefined;
     if (experimentIds) {
       params.push(experimentIds);
@@ -81,7 +85,7 @@ export class RunSearch {
   }
 
   private async runIdsOf(experimentIds: string[]): Promise<string[]> {
-    const rows: { id: string }[] = await this.db.query("SELECT id FROM runs WHERE experiment_id = ANY($1::uuid[]) AND deleted_at IS NULL", [experimentIds]);
+    const rows: { id: string }[] = await this.db.query(`SELECT r.id FROM runs r WHERE r.experiment_id = ANY($1::uuid[]) AND r.deleted_at IS NULL AND ${LIVE_EXPERIMENT}`, [experimentIds]);
     return rows.map((r) => r.id);
   }
 }

@@ -106,6 +106,8 @@ export class RunsService {
     // would carry fields a concurrent update changed meanwhile, and save() would write them back.
     const run = await em.getRepository(Run).findOne({ where: { id }, ...(options.lock ? { lock: { mode: "pessimistic_write" as const } } : {}) });
     if (!run || run.deletedAt) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
+    const experiment: { name: string; deleted: boolean }[] = await em.query("SELECT name, deleted_at IS NOT NULL AS deleted FROM experiments WHERE id = $1", [run.experimentId]);
+    if (experiment[0]?.deleted) throw deletedExperiment(field, id, experiment[0].name);
     return run;
   }
 
@@ -116,8 +118,13 @@ export class RunsService {
    */
   async assertWritable(ctx: RequestContext, id: string, field = "runId"): Promise<string> {
     this.assertWriteScope(ctx, id, field);
-    const found: { id: string; deleted: boolean }[] = await this.db.query("SELECT id, deleted_at IS NOT NULL AS deleted FROM runs WHERE id = $1", [id]);
+    const found: { id: string; deleted: boolean; experiment_name: string; experiment_deleted: boolean }[] = await this.db.query(
+      `SELECT r.id, r.deleted_at IS NOT NULL AS deleted, e.name AS experiment_name, e.deleted_at IS NOT NULL AS experiment_deleted
+         FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = $1`,
+      [id],
+    );
     if (!found[0] || found[0].deleted) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
+    if (found[0].experiment_deleted) throw deletedExperiment(field, id, found[0].experiment_name);
     return found[0].id;
   }
 
@@ -365,4 +372,9 @@ export class RunsService {
     const event: RunUpdatedEvent = { runId: run.id, experimentId: run.experimentId };
     await this.bus.publish(RUN_EVENTS_TOPIC, event);
   }
+}
+
+/** A run of a deleted experiment takes no writes (as createRun refuses one), until the experiment is restored. */
+function deletedExperiment(field: string, runId: string, experimentName: string): DomainError {
+  return new DomainError("BAD_USER_INPUT", `${field}: run ${JSON.stringify(runId)} belongs to the deleted experiment ${JSON.stringify(experimentName)}; restore it first`, field);
 }

@@ -114,6 +114,18 @@ describe("pipeline specs", () => {
     expect(runs.totalCount).toBe(0);
   });
 
+  it("refuses a run whose pipeline's experiment was deleted, until it is restored", async () => {
+    await createSpec({ pipeline: { name: "orphaned-exp", tasks: [{ id: "a", command: ["true"] }] } });
+    await submit("orphaned-exp");
+    const experiment = ok(await server.gql(`{ experiment(name: "orphaned-exp") { id } }`)).experiment;
+    ok(await server.gql(`mutation($id: ID!) { deleteExperiment(id: $id) { id } }`, { id: experiment.id }));
+    const refused = await server.gql(SUBMIT, { input: { pipelineName: "orphaned-exp" } });
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.pipelineName" });
+    expect(ok(await server.gql(`{ pipelineRuns(pipelineName: "orphaned-exp") { totalCount } }`)).pipelineRuns.totalCount).toBe(1);
+    ok(await server.gql(`mutation($id: ID!) { restoreExperiment(id: $id) { id } }`, { id: experiment.id }));
+    expect((await submit("orphaned-exp")).status).toBe("QUEUED");
+  });
+
   it("refuses params that would render past what a process start can hold, and creates no run", async () => {
     // Linux refuses an argument or environment value over 128 KiB (E2BIG): every attempt would fail.
     await createSpec({ pipeline: { name: "big-params", params: { data: { type: "string" } }, tasks: [{ id: "a", command: ["echo", "x"], params: { data: "{{data}}" } }] } });

@@ -45,6 +45,34 @@ describe("experiments", () => {
     expect(restored.deletedAt).toBeNull();
   });
 
+  it("hides a deleted experiment's runs and refuses writes to them until it is restored", async () => {
+    const experiment = await createExperiment("deleted-with-runs");
+    const runId = ok(await server.gql(CREATE_RUN, { input: { experimentId: experiment.id } })).createRun.id as string;
+    const SEARCH = `query { runs(first: 50) { edges { node { id } } } }`; // newest first: ours is among them
+    const listed = async () => ok(await server.gql(SEARCH)).runs.edges.map((e: any) => e.node.id) as string[];
+    expect(await listed()).toContain(runId);
+
+    ok(await server.gql(`mutation($id: ID!) { deleteExperiment(id: $id) { deletedAt } }`, { id: experiment.id }));
+    expect(await listed()).not.toContain(runId);
+    const inDeleted = ok(await server.gql(`query($e: [ID!]) { runs(experimentIds: $e, first: 10) { edges { node { id } } } }`, { e: [experiment.id] })).runs.edges;
+    expect(inDeleted).toEqual([]);
+    const writes = [
+      await server.gql(`mutation($r: ID!) { logParams(runId: $r, params: [{key: "lr", value: "0.1"}]) { id } }`, { r: runId }),
+      await server.gql(`mutation($r: ID!) { setRunTags(runId: $r, tags: [{key: "t", value: "v"}]) { id } }`, { r: runId }),
+      await server.gql(`mutation($r: ID!) { logMetrics(runId: $r, points: [{key: "loss", value: 1, step: 0}]) { accepted } }`, { r: runId }),
+    ];
+    for (const refused of writes) {
+      expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "runId" });
+      expect(refused.errors?.[0].message).toContain('deleted experiment "deleted-with-runs"');
+    }
+    const params = ok(await server.gql(`query($r: ID!) { run(id: $r) { params { key } metricKeys } }`, { r: runId })).run;
+    expect(params).toEqual({ params: [], metricKeys: [] });
+
+    ok(await server.gql(`mutation($id: ID!) { restoreExperiment(id: $id) { deletedAt } }`, { id: experiment.id }));
+    expect(await listed()).toContain(runId);
+    ok(await server.gql(`mutation($r: ID!) { logParams(runId: $r, params: [{key: "lr", value: "0.1"}]) { id } }`, { r: runId }));
+  });
+
   it("refuses a duplicate name with CONFLICT and creates nothing", async () => {
     await createExperiment("dup");
     const res = await server.gql(CREATE_EXPERIMENT, { input: { name: "dup" } });
