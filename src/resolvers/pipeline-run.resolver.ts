@@ -100,7 +100,7 @@ export class PipelineRunResolver {
   @FieldResolver(() => ModelVersion, { nullable: true, description: "The model version on_success.register_model created." })
   async registeredModelVersion(@Root() run: PipelineRun, @Ctx() ctx: RequestContext) {
     if (!run.registeredModelName || run.registeredModelVersion == null) return null;
-    return ctx.services.registry.getVersion(ctx, { name: run.registeredModelName, version: run.registeredModelVersion });
+    return ctx.loaders.modelVersionByNumber.load(`${run.registeredModelVersion}\u0000${run.registeredModelName}`);
   }
 }
 
@@ -134,12 +134,13 @@ export class TaskRunResolver {
     @Arg("fromLine", () => Int, { nullable: true, description: "First line (default 0)." }) fromLine?: number,
     @Arg("limit", () => Int, { nullable: true, description: "At most this many (default 1000, at most 10,000)." }) limit?: number,
   ) {
-    return ctx.services.pipelineRuns.logs(ctx, task.id, fromLine ?? 0, limit ?? 1000);
+    ctx.services.pipelineRuns.validateLogWindow(fromLine ?? 0, limit ?? 1000);
+    return ctx.loaders.logsOfTaskRun.load(`${fromLine ?? 0}\u0000${limit ?? 1000}\u0000${task.id}`);
   }
 
   @FieldResolver(() => [TaskAttempt], { description: "Every attempt, oldest first." })
   attempts(@Root() task: TaskRun, @Ctx() ctx: RequestContext) {
-    return ctx.services.pipelineRuns.attempts(ctx, task.id);
+    return ctx.loaders.attemptsOfTaskRun.load(task.id);
   }
 }
 
@@ -148,6 +149,6 @@ export class RunTaskRunResolver {
   @FieldResolver(() => TaskRun, { nullable: true, description: "The pipeline task attempt this run tracks, if any." })
   async taskRun(@Root() run: Run, @Ctx() ctx: RequestContext) {
     const id = await ctx.loaders.taskRunIdOfRun.load(run.id);
-    return id ? ctx.services.pipelineRuns.taskRun(ctx, id) : null;
+    return id ? ctx.loaders.taskRunById.load(id) : null;
   }
 }

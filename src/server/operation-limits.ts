@@ -2,6 +2,7 @@ import {
   GraphQLError,
   Kind,
   getNamedType,
+  isLeafType,
   isListType,
   getNullableType,
   type DocumentNode,
@@ -15,19 +16,37 @@ import { getComplexity, type ComplexityEstimator } from "graphql-query-complexit
 import type { Config } from "../config.js";
 
 /**
- * Lists are weighted by the page they can return: `first`/`maxPoints`/`keys` when given, else a
- * default; a connection's page multiplies everything below it.
+ * Lists not paged by an argument but known to be long, weighted by (about) their typical length:
+ * a pipeline run holds up to 10,000 task runs, where the default list weight assumes 10.
  */
-const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, field }) => {
+const LONG_LISTS: Record<string, number> = { "PipelineRun.tasks": 100 };
+
+/**
+ * Lists are weighted by the page they can return: `first`/`maxPoints`/`limit`/`keys` when given,
+ * else a default; a connection's page multiplies everything below it. A list of scalars (log
+ * lines) costs by its length too: `logs(limit: 10000)` under every task is not free.
+ */
+const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, field, type }) => {
   const requested =
-    typeof args.first === "number" ? args.first : typeof args.maxPoints === "number" ? Math.ceil(args.maxPoints / 100) : Array.isArray(args.keys) ? args.keys.length : Array.isArray(args.runIds) ? args.runIds.length : undefined;
+    typeof args.first === "number"
+      ? args.first
+      : typeof args.maxPoints === "number"
+        ? Math.ceil(args.maxPoints / 100)
+        : typeof args.limit === "number"
+          ? Math.ceil(args.limit / 100)
+          : Array.isArray(args.keys)
+            ? args.keys.length
+            : Array.isArray(args.runIds)
+              ? args.runIds.length
+              : undefined;
   const isList = isListType(getNullableType(field.type));
   const isConnection = getNamedType(field.type).name.endsWith("Connection");
-  let multiplier = requested ?? (isConnection ? 50 : isList ? 10 : 1);
+  let multiplier = requested ?? LONG_LISTS[`${type.name}.${field.name}`] ?? (isConnection ? 50 : isList ? 10 : 1);
   // A single object built from a list argument (compareRuns(runIds)) holds lists that the
   // default weight already counts ten-fold; weigh the argument's length on top of that only.
   if (!isList && !isConnection && requested !== undefined && typeof args.first !== "number") multiplier = Math.ceil(requested / 10);
-  return 1 + childComplexity * Math.max(1, multiplier);
+  const perItem = isList && isLeafType(getNamedType(field.type)) ? Math.max(1, childComplexity) : childComplexity;
+  return 1 + perItem * Math.max(1, multiplier);
 };
 
 function limitError(message: string, code = "QUERY_TOO_COMPLEX"): GraphQLError {

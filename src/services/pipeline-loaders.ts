@@ -4,6 +4,7 @@ import type { Pipeline } from "../entities/pipeline.entity.js";
 import type { PipelineVersion } from "../entities/pipeline-version.entity.js";
 import type { TaskRun } from "../entities/task-run.entity.js";
 import type { Executor } from "../entities/executor.entity.js";
+import type { TaskAttemptView } from "./pipeline-runs.service.js";
 
 /** Per-request loaders of the pipeline types (merged into createLoaders). */
 export function createPipelineLoaders(services: AppServices) {
@@ -30,6 +31,27 @@ export function createPipelineLoaders(services: AppServices) {
     runningTasksOfExecutor: new DataLoader<string, TaskRun[]>(async (ids) => {
       const map = await services.pipelineRuns.runningTasksFor(ids);
       return ids.map((id) => map.get(id) ?? []);
+    }),
+    taskRunById: new DataLoader<string, TaskRun | null>(async (ids) => byId(ids, await services.pipelineRuns.taskRunsByIds(ids))),
+    attemptsOfTaskRun: new DataLoader<string, TaskAttemptView[]>(async (ids) => {
+      const map = await services.pipelineRuns.attemptsFor(ids);
+      return ids.map((id) => map.get(id) ?? []);
+    }),
+    /** Keyed `fromLine \0 limit \0 taskRunId`: one statement per distinct window. */
+    logsOfTaskRun: new DataLoader<string, string[]>(async (keys) => {
+      const byWindow = new Map<string, string[]>();
+      for (const key of keys) {
+        const at = key.lastIndexOf("\u0000");
+        const window = key.slice(0, at);
+        byWindow.set(window, [...(byWindow.get(window) ?? []), key.slice(at + 1)]);
+      }
+      const lines = new Map<string, string[]>();
+      for (const [window, ids] of byWindow) {
+        const [fromLine, limit] = window.split("\u0000").map(Number);
+        const map = await services.pipelineRuns.logsFor(ids, fromLine!, limit!);
+        for (const id of ids) lines.set(`${window}\u0000${id}`, map.get(id) ?? []);
+      }
+      return keys.map((k) => lines.get(k) ?? []);
     }),
     /** Run id → id of the task run whose attempt it was. */
     taskRunIdOfRun: new DataLoader<string, string | null>(async (ids) => {

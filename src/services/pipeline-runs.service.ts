@@ -42,6 +42,21 @@ const ON_SUCCESS_CLAIM_SECONDS = 300;
 /** How long an on_success action that met an unavailable store waits before the next try. */
 const ON_SUCCESS_BACKOFF_SECONDS = 60;
 
+/** Most log lines one `TaskRun.logs` read returns. */
+export const MAX_LOG_LINES_PER_READ = 10_000;
+
+/** One attempt of a task run, as `TaskRun.attempts` lists it. */
+export interface TaskAttemptView {
+  attempt: number;
+  runId: string;
+  executorId: string | null;
+  assignedGpus: number[];
+  outcome: string | null;
+  error: string | null;
+  claimedAt: Date;
+  finishedAt: Date | null;
+}
+
 /** Most task runs one request may load through PipelineRun.tasks. */
 export const MAX_TASKS_PER_REQUEST = 50_000;
 
@@ -301,31 +316,64 @@ export class PipelineRunsService {
   }
 
   /** Every attempt of a task run, oldest first. */
-  async attempts(_ctx: RequestContext, taskRunId: string) {
-    const rows: { attempt: number; run_id: string; executor_id: string | null; assigned_gpus: number[]; outcome: string | null; error: string | null; claimed_at: Date; finished_at: Date | null }[] =
-      await sqlRows(this.db, "SELECT * FROM task_attempts WHERE task_run_id = $1 ORDER BY attempt", [taskRunId]);
-    return rows.map((r) => ({
-      attempt: r.attempt,
-      runId: r.run_id,
-      executorId: r.executor_id,
-      assignedGpus: r.assigned_gpus,
-      outcome: r.outcome,
-      error: r.error,
-      claimedAt: r.claimed_at,
-      finishedAt: r.finished_at,
-    }));
+  /** Every attempt of each task run, oldest first (one statement for a request's tasks). */
+  async attemptsFor(taskRunIds: readonly string[]): Promise<Map<string, TaskAttemptView[]>> {
+    const rows: { task_run_id: string; attempt: number; run_id: string; executor_id: string | null; assigned_gpus: number[]; outcome: string | null; error: string | null; claimed_at: Date; finished_at: Date | null }[] =
+      await sqlRows(this.db, "SELECT * FROM task_attempts WHERE task_run_id = ANY($1::uuid[]) ORDER BY task_run_id, attempt", [[...taskRunIds]]);
+    const map = new Map<string, TaskAttemptView[]>();
+    for (const r of rows) {
+      const list = map.get(r.task_run_id) ?? [];
+      list.push({
+        attempt: r.attempt,
+        runId: r.run_id,
+        executorId: r.executor_id,
+        assignedGpus: r.assigned_gpus,
+        outcome: r.outcome,
+        error: r.error,
+        claimedAt: r.claimed_at,
+        finishedAt: r.finished_at,
+      });
+      map.set(r.task_run_id, list);
+    }
+    return map;
+  }
+
+  /** Checks `TaskRun.logs` arguments; the lines are read through the request's loader. */
+  validateLogWindow(fromLine: number, limit: number): void {
+    if (!Number.isInteger(fromLine) || fromLine < 0) throw new DomainError("BAD_USER_INPUT", "fromLine: must be a non-negative integer", "fromLine");
+    if (!Number.isInteger(limit) || limit < 0 || limit > MAX_LOG_LINES_PER_READ) throw new DomainError("BAD_USER_INPUT", `limit: must be an integer from 0 to ${MAX_LOG_LINES_PER_READ.toLocaleString("en-US")}`, "limit");
+  }
+
+  /**
+   * Stored log lines of many task runs from the same `fromLine` (0-based), at most `limit` each:
+   * one statement, each task's lines read through its (task_run_id, line_no) index.
+   */
+  async logsFor(taskRunIds: readonly string[], fromLine: number, limit: number): Promise<Map<string, string[]>> {
+    this.validateLogWindow(fromLine, limit);
+    const rows: { task_run_id: string; line: string }[] = await sqlRows(this.db,
+      `SELECT t.id AS task_run_id, l.line FROM unnest($1::uuid[]) WITH ORDINALITY AS t(id, n)
+       CROSS JOIN LATERAL (SELECT line, line_no FROM task_logs WHERE task_run_id = t.id AND line_no >= $2 ORDER BY line_no LIMIT $3) l
+       ORDER BY t.n, l.line_no`,
+      [[...new Set(taskRunIds)], fromLine, limit],
+    );
+    const map = new Map<string, string[]>();
+    for (const r of rows) {
+      const list = map.get(r.task_run_id) ?? [];
+      list.push(r.line);
+      map.set(r.task_run_id, list);
+    }
+    return map;
   }
 
   /** Stored log lines from `fromLine` (0-based), at most `limit`. */
   async logs(_ctx: RequestContext, taskRunId: string, fromLine = 0, limit = 1000): Promise<string[]> {
     validateId(taskRunId, "taskRunId");
-    if (!Number.isInteger(fromLine) || fromLine < 0) throw new DomainError("BAD_USER_INPUT", "fromLine: must be a non-negative integer", "fromLine");
-    if (!Number.isInteger(limit) || limit < 0 || limit > 10_000) throw new DomainError("BAD_USER_INPUT", "limit: must be an integer from 0 to 10,000", "limit");
-    const rows: { line: string }[] = await sqlRows(this.db, 
-      "SELECT line FROM task_logs WHERE task_run_id = $1 AND line_no >= $2 ORDER BY line_no LIMIT $3",
-      [taskRunId, fromLine, limit],
-    );
-    return rows.map((r) => r.line);
+    return (await this.logsFor([taskRunId], fromLine, limit)).get(taskRunId) ?? [];
+  }
+
+  /** Task runs by id (one statement). */
+  async taskRunsByIds(ids: readonly string[]): Promise<TaskRun[]> {
+    return ids.length ? this.db.getRepository(TaskRun).createQueryBuilder("t").where("t.id = ANY(:ids)", { ids: [...ids] }).getMany() : [];
   }
 
   // ---------------------------------------------------------------- live

@@ -25,6 +25,15 @@ export function createRegistryLoaders(services: AppServices) {
     registeredModelAliases: new DataLoader<string, { alias: string; version: number }[]>(async (ids) => listsFor(ids, await registry.aliasesOfModels(ids))),
     latestModelVersion: new DataLoader<string, ModelVersion | null>(async (ids) => byKey(ids, await registry.latestVersionsOf(ids), (v) => v.modelId)),
     modelVersionById: new DataLoader<string, ModelVersion | null>(async (ids) => byKey(ids, await registry.versionsByIds(ids), (v) => v.id)),
+    /** Key: `${version}\u0000${modelName}` (a pipeline run records what it registered by name and number). */
+    modelVersionByNumber: new DataLoader<string, ModelVersion | null>(async (keys) => {
+      const pairs = keys.map((k) => {
+        const at = k.indexOf("\u0000");
+        return { version: Number(k.slice(0, at)), name: k.slice(at + 1) };
+      });
+      const rows = await registry.versionsByNumbers(pairs);
+      return byKey(keys, rows, (r) => `${r.version}\u0000${r.modelName}`).map((r) => r?.modelVersion ?? null);
+    }),
     modelVersionAliases: new DataLoader<string, string[]>(async (ids) => listsFor(ids, await registry.aliasesOfVersions(ids))),
     modelVersionTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await registry.versionTagsFor(ids))),
     modelVersionsOfRun: new DataLoader<string, ModelVersion[]>(async (ids) => listsFor(ids, await registry.versionsByRuns(ids))),

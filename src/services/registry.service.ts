@@ -479,6 +479,18 @@ export class RegistryService {
     return map;
   }
 
+  /** Versions by (model name, version number), one statement. */
+  async versionsByNumbers(pairs: readonly { name: string; version: number }[]): Promise<{ modelName: string; version: number; modelVersion: ModelVersion }[]> {
+    if (pairs.length === 0) return [];
+    const found: { id: string; name: string; version: number }[] = await this.db.query(
+      `SELECT v.id, m.name, v.version FROM model_versions v JOIN registered_models m ON m.id = v.model_id
+        JOIN unnest($1::text[], $2::int[]) AS p(name, version) ON p.name = m.name AND p.version = v.version`,
+      [pairs.map((p) => p.name), pairs.map((p) => p.version)],
+    );
+    const versions = new Map((await this.versionsByIds(found.map((f) => f.id))).map((v) => [v.id, v]));
+    return found.map((f) => ({ modelName: f.name, version: f.version, modelVersion: versions.get(f.id)! }));
+  }
+
   async versionsByIds(ids: readonly string[]): Promise<ModelVersion[]> {
     return ids.length ? this.db.getRepository(ModelVersion).createQueryBuilder("v").where("v.id = ANY(:ids)", { ids: [...ids] }).getMany() : [];
   }

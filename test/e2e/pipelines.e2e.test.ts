@@ -14,7 +14,7 @@ let scratch: string;
 
 beforeAll(async () => {
   // Short leases and a fast scheduler, so a lost executor is noticed within seconds.
-  server = await startTestServer({ env: { MLGRAPH_LEASE_SECONDS: "3", MLGRAPH_SCHEDULER_INTERVAL_MS: "200" }, redis: true });
+  server = await startTestServer({ env: { MLGRAPH_LEASE_SECONDS: "3", MLGRAPH_SCHEDULER_INTERVAL_MS: "200", MLGRAPH_DEBUG_QUERY_COUNTS: "1" }, redis: true });
   scratch = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-pipelines-"));
 });
 afterAll(async () => {
@@ -817,6 +817,29 @@ describe("batched claims and completions (executors with several slots)", () => 
     } else {
       ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: retry.taskRun.id, leaseToken: retry.leaseToken, outcome: "SUCCEEDED" }] }));
     }
+  });
+
+  it("reads tasks' logs, attempts and tracking runs' task runs in a fixed number of statements, however many tasks", async () => {
+    const exec = await register("n-plus-one", 16);
+    const statementsFor = async (tasks: number) => {
+      await createSpec({ pipeline: { name: `n-plus-one-${tasks}`, tasks: Array.from({ length: tasks }, (_, i) => ({ id: `t${i}`, command: ["true"], pool: "n-plus-one" })) } });
+      const submitted = await submit(`n-plus-one-${tasks}`);
+      const claimed: any[] = [];
+      while (claimed.length < tasks) claimed.push(...ok(await server.gql(CLAIM_MANY, { id: exec, max: tasks, wait: 5 })).claimTasks);
+      ok(await server.gql(COMPLETE_MANY, { inputs: claimed.map((c) => ({ taskRunId: c.taskRun.id, leaseToken: c.leaseToken, outcome: "SUCCEEDED" })) }));
+      const res = await server.gql(
+        `query($id: ID!) { pipelineRun(id: $id) { registeredModelVersion { version } tasks { logs attempts { attempt outcome } run { id taskRun { id taskId } } } } }`,
+        { id: submitted.id },
+      );
+      const run = ok(res).pipelineRun;
+      expect(run.tasks).toHaveLength(tasks);
+      expect(run.tasks.every((t: any) => t.attempts.length === 1 && t.attempts[0].outcome === "SUCCEEDED" && t.run.taskRun.id)).toBe(true);
+      return (res as any).extensions.queryCounts.postgres as number;
+    };
+    const few = await statementsFor(2);
+    const many = await statementsFor(12);
+    // Each task used to cost a statement for its logs, one for its attempts and one for its run's task run.
+    expect(many).toBe(few);
   });
 
   it("reports a pipeline run's progress through pipelineRunUpdated, task by task, not only its end", async () => {
