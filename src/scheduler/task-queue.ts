@@ -1,3 +1,5 @@
+import { paramEnvName } from "./spec/task-invocation.js";
+export { paramEnvName };
 import { entityFromRow, rows as sqlRows } from "./sql.js";
 import crypto from "node:crypto";
 import os from "node:os";
@@ -133,10 +135,6 @@ export async function inTransaction<T>(db: DataSource, fn: (em: EntityManager) =
   }
 }
 
-/** Environment-variable-safe form of a param name: `lr` → `MLGRAPH_PARAM_LR`. */
-export function paramEnvName(name: string): string {
-  return `MLGRAPH_PARAM_${name.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;
-}
 
 /**
  * The task queue in PostgreSQL: executors, claims with `FOR UPDATE SKIP LOCKED` and resource fit,
@@ -194,6 +192,9 @@ export class TaskQueue {
       }
       if (seen.has(g.index)) throw new DomainError("BAD_USER_INPUT", `input.gpus[${i}].index: GPU ${g.index} is listed twice`, `input.gpus[${i}].index`);
       seen.add(g.index);
+      if (g.memoryMb != null && (!Number.isInteger(g.memoryMb) || g.memoryMb <= 0)) {
+        throw new DomainError("BAD_USER_INPUT", `input.gpus[${i}].memoryMb: must be a positive integer (MiB)`, `input.gpus[${i}].memoryMb`);
+      }
       gpus.push({ index: g.index, model: g.model ? validateText(g.model, `input.gpus[${i}].model`, 200) : "unknown", memoryMb: g.memoryMb ?? null });
     });
     const repo = this.db.getRepository(Executor);

@@ -24,7 +24,16 @@ export class PipelinesService {
       throw new DomainError("BAD_USER_INPUT", "input.spec: must be a JSON object with a `pipeline` key", "input.spec");
     }
     if (hasText && typeof input.specYaml !== "string") throw new DomainError("BAD_USER_INPUT", "input.specYaml: must be a string", "input.specYaml");
-    const spec = parsePipelineSpec(hasText ? (input.specYaml as string) : (input.spec as object));
+    let spec: PipelineSpec;
+    try {
+      spec = parsePipelineSpec(hasText ? (input.specYaml as string) : (input.spec as object));
+    } catch (err) {
+      // The parser speaks of "spec"; the argument at fault is input.specYaml or input.spec (the
+      // JSON pointers of each problem stay in details.errors).
+      const field = hasText ? "input.specYaml" : "input.spec";
+      if (err instanceof DomainError && err.field === "spec") throw new DomainError(err.code, err.message, field, err.details);
+      throw err;
+    }
     const hash = contentHash(spec);
     const name = spec.pipeline.name;
     return this.db.transaction(async (em) => {

@@ -86,7 +86,7 @@ describe("pipeline specs", () => {
 `,
       },
     });
-    expect(res.errors?.[0].extensions?.code).toBe("BAD_USER_INPUT");
+    expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.specYaml" });
     expect(res.errors?.[0].message).toMatch(/cycle/i);
     expect(res.errors?.[0].message).toMatch(/a.*b.*c|a.*c.*b/);
     expect(ok(await server.gql(`{ pipeline(name: "cyclic") { name } }`)).pipeline).toBeNull();
@@ -817,6 +817,14 @@ describe("batched claims and completions (executors with several slots)", () => 
     } else {
       ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: retry.taskRun.id, leaseToken: retry.leaseToken, outcome: "SUCCEEDED" }] }));
     }
+  });
+
+  it("refuses an executor reporting a GPU with negative memory, naming the GPU", async () => {
+    const res = await server.gql(`mutation($input: RegisterExecutorInput!) { registerExecutor(input: $input) { id } }`, {
+      input: { pool: "bad-gpu", cpu: 1, memoryMb: 512, gpus: [{ index: 0, model: "A100", memoryMb: 81920 }, { index: 1, model: "A100", memoryMb: -1 }] },
+    });
+    expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.gpus[1].memoryMb" });
+    expect(ok(await server.gql(`{ executors(pool: "bad-gpu") { id } }`)).executors).toEqual([]);
   });
 
   it("reads tasks' logs, attempts and tracking runs' task runs in a fixed number of statements, however many tasks", async () => {

@@ -8,6 +8,11 @@ export interface TaskInvocation {
   params: Record<string, JsonValue>;
 }
 
+/** Environment-variable-safe form of a param name: `lr` → `MLGRAPH_PARAM_LR`. */
+export function paramEnvName(name: string): string {
+  return `MLGRAPH_PARAM_${name.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;
+}
+
 const PYTHON_INTERPRETER = /^(.*\/)?python(\d+(\.\d+)?)?$/;
 
 /**

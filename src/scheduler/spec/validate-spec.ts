@@ -1,5 +1,6 @@
 import { findCycles, type DagNode } from "./dag.js";
 import { defaultMatchesType, templateReferences } from "./params.js";
+import { paramEnvName } from "./task-invocation.js";
 import type { ParamDecl, SpecProblem } from "./pipeline-spec.js";
 import { modelAliasProblem } from "../../services/validation.js";
 
@@ -63,6 +64,7 @@ export function semanticProblems(doc: unknown): SpecProblem[] {
     checkCommandShape(task, base, problems);
     checkTemplates(task["command"], `${base}/command`, declared, problems);
     checkTemplates(task["params"], `${base}/params`, declared, problems);
+    checkParamEnvNames(task["params"], `${base}/params`, problems);
     checkTemplates(task["env"], `${base}/env`, declared, problems);
 
     const resources = task["resources"];
@@ -184,4 +186,19 @@ function onSuccessAliasProblem(alias: string): string | null {
     return "@champion moves only with an approved Production transition: register with another alias (e.g. candidate) and request the transition";
   }
   return null;
+}
+
+/**
+ * Each task param reaches the process as MLGRAPH_PARAM_<NAME> too; `lr` and `LR` (or `a-b` and
+ * `a_b`) would share one variable and the last would silently win.
+ */
+function checkParamEnvNames(params: unknown, base: string, problems: SpecProblem[]): void {
+  if (!isRecord(params)) return;
+  const byEnvName = new Map<string, string>();
+  for (const name of Object.keys(params)) {
+    const envName = paramEnvName(name);
+    const other = byEnvName.get(envName);
+    if (other === undefined) byEnvName.set(envName, name);
+    else problems.push({ path: `${base}/${escapePointer(name)}`, message: `params ${JSON.stringify(other)} and ${JSON.stringify(name)} would both be passed as ${envName}; rename one` });
+  }
 }

@@ -125,6 +125,13 @@ describe("parsePipelineSpec: each problem with its JSON path", () => {
     expectProblem(problems, "/pipeline/tasks/2/depends_on/0", 'unknown task "trian_model"; did you mean "train_model"?');
   });
 
+  it("refuses task params whose environment names collide (lr and LR would share MLGRAPH_PARAM_LR)", () => {
+    const problems = problemsOf({ pipeline: { name: "p", tasks: [{ id: "a", command: "x", params: { lr: 1, LR: 2, "batch-size": 3, batch_size: 4 } }] } });
+    expectProblem(problems, "/pipeline/tasks/0/params/LR", 'params "lr" and "LR" would both be passed as MLGRAPH_PARAM_LR');
+    expectProblem(problems, "/pipeline/tasks/0/params/batch_size", "MLGRAPH_PARAM_BATCH_SIZE");
+    expect(() => parsePipelineSpec({ pipeline: { name: "p", tasks: [{ id: "a", command: "x", params: { lr: 1, lr2: 2 } }] } })).not.toThrow();
+  });
+
   it("reports duplicate task ids", () => {
     const s = baseSpec();
     s.pipeline.tasks[2]!["id"] = "prepare_data";
