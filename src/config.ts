@@ -1,5 +1,6 @@
 import path from "node:path";
 import net from "node:net";
+import { USER_ROLES } from "./services/principal.js";
 
 /**
  * The one validated configuration object. It is read once, from flags and the environment,
@@ -25,7 +26,8 @@ export interface Config {
     mode: "auto" | "required" | "open";
     /** Secret for signing local artifact URLs and webhooks' internal state; generated into the data dir when absent. */
     signingSecret?: string;
-    oidc?: { issuer: string; audience: string; jwksUrl?: string; roleClaim: string; roleMap: Record<string, string> };
+    /** `roleMap`: claim value → role, validated at start (OIDC_ROLE_MAP). */
+    oidc?: { issuer: string; audience: string; jwksUrl?: string; roleClaim: string; roleMap: Record<string, (typeof USER_ROLES)[number]> };
   };
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** Hosts webhooks may target even though they resolve to loopback/private ranges. */
@@ -98,7 +100,10 @@ function redact(value: string): string {
 
 function parseInteger(name: string, value: string | number | undefined, fallback: number, min: number, max: number): number {
   if (value === undefined || value === "") return fallback;
-  const n = typeof value === "number" ? value : Number(value);
+  // Plain decimal digits only: Number() would also take "0x10", "1e3", " 12 " and "0b1", so a
+  // typo could start the server with a value nobody meant.
+  const digits = min < 0 ? /^-?\d+$/ : /^\d+$/;
+  const n = typeof value === "number" ? value : digits.test(value) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < min || n > max) {
     throw new ConfigError(`${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
   }
@@ -116,6 +121,46 @@ function parseBoolean(name: string, value: string | undefined, fallback: boolean
   if (["true", "1", "yes"].includes(value.toLowerCase())) return true;
   if (["false", "0", "no"].includes(value.toLowerCase())) return false;
   throw new ConfigError(`${name}: expected true or false, got ${JSON.stringify(value)}`);
+}
+
+/**
+ * OIDC_ROLE_MAP: a JSON object from claim values to user roles. Anything else is refused rather
+ * than half-used: a value that is not a role would silently map nobody, and `null` or an array
+ * would fail on the first token instead of at start.
+ */
+function parseRoleMap(value: string | undefined): Record<string, (typeof USER_ROLES)[number]> {
+  if (value === undefined || value === "") return {};
+  const expected = `expected a JSON object from claim values to ${USER_ROLES.join(", ")}, like {"ml-admins":"admin"}`;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    throw new ConfigError(`OIDC_ROLE_MAP: not valid JSON; ${expected}`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new ConfigError(`OIDC_ROLE_MAP: ${expected}, got ${parsed === null ? "null" : Array.isArray(parsed) ? "an array" : typeof parsed}`);
+  }
+  const map: Record<string, (typeof USER_ROLES)[number]> = {};
+  for (const [claim, role] of Object.entries(parsed)) {
+    if (typeof role !== "string" || !(USER_ROLES as readonly string[]).includes(role)) {
+      throw new ConfigError(`OIDC_ROLE_MAP: ${JSON.stringify(claim)} maps to ${JSON.stringify(role)}, which is not one of ${USER_ROLES.join(", ")}`);
+    }
+    map[claim] = role as (typeof USER_ROLES)[number];
+  }
+  return map;
+}
+
+/** At least 32 bytes: it is the HMAC key of artifact URLs that work without any other credential. */
+const MIN_SIGNING_SECRET_BYTES = 32;
+
+function parseSigningSecret(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  const bytes = Buffer.byteLength(value, "utf8");
+  if (bytes < MIN_SIGNING_SECRET_BYTES) {
+    // Its length only, never the secret itself.
+    throw new ConfigError(`MLGRAPH_SIGNING_SECRET: must be at least ${MIN_SIGNING_SECRET_BYTES} bytes, got ${bytes} (e.g. \`openssl rand -hex 32\`)`);
+  }
+  return value;
 }
 
 /** Builds and validates the config from CLI flags (which win) and the environment. Throws ConfigError with one clear line. */
@@ -144,7 +189,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       region: env.S3_REGION ?? "us-east-1",
       accessKeyId: env.S3_ACCESS_KEY_ID ?? env.AWS_ACCESS_KEY_ID,
       secretAccessKey: env.S3_SECRET_ACCESS_KEY ?? env.AWS_SECRET_ACCESS_KEY,
-      forcePathStyle: (env.S3_FORCE_PATH_STYLE ?? "true") !== "false",
+      forcePathStyle: parseBoolean("S3_FORCE_PATH_STYLE", env.S3_FORCE_PATH_STYLE, true),
       checksumAtPut: parseBoolean("S3_CHECKSUM_AT_PUT", env.S3_CHECKSUM_AT_PUT, true),
     };
   }
@@ -152,14 +197,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   if (env.OIDC_ISSUER) {
     parseUrl("OIDC_ISSUER", env.OIDC_ISSUER, ["http:", "https:"]);
     if (!env.OIDC_AUDIENCE) throw new ConfigError("OIDC_AUDIENCE: required when OIDC_ISSUER is set");
-    let roleMap: Record<string, string> = {};
-    if (env.OIDC_ROLE_MAP) {
-      try {
-        roleMap = JSON.parse(env.OIDC_ROLE_MAP) as Record<string, string>;
-      } catch {
-        throw new ConfigError(`OIDC_ROLE_MAP: expected JSON like {"ml-admins":"admin"}`);
-      }
-    }
+    const roleMap = parseRoleMap(env.OIDC_ROLE_MAP);
     oidc = {
       issuer: env.OIDC_ISSUER,
       audience: env.OIDC_AUDIENCE,
@@ -185,7 +223,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     redisPrefix: env.MLGRAPH_REDIS_PREFIX ?? "mlgraph:",
     s3,
     publicUrl: parseUrl("MLGRAPH_PUBLIC_URL", env.MLGRAPH_PUBLIC_URL, ["http:", "https:"]) ?? `http://${displayHost.includes(":") ? `[${displayHost}]` : displayHost}:${port}`,
-    auth: { mode: authMode, signingSecret: env.MLGRAPH_SIGNING_SECRET || undefined, oidc },
+    auth: { mode: authMode, signingSecret: parseSigningSecret(env.MLGRAPH_SIGNING_SECRET), oidc },
     logLevel,
     webhookAllowlist: (env.MLGRAPH_WEBHOOK_ALLOWLIST ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     webhookDelivery: {

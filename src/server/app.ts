@@ -74,9 +74,22 @@ function abandonedSignal(res: import("express").Response): AbortSignal {
   return controller.signal;
 }
 
-function authError(err: unknown): GraphQLError {
-  const message = err instanceof DomainError ? err.message : "authentication failed";
-  return new GraphQLError(message, { extensions: { code: "UNAUTHENTICATED", http: { status: 401 } } });
+/**
+ * What a failed `authenticate()` answers. Only a refused credential is 401 UNAUTHENTICATED: a
+ * store or OIDC issuer that is away says nothing about the credential, and clients (executors
+ * reporting a finished task) give up on 401 but retry 503 UNAVAILABLE.
+ */
+function authFailure(err: unknown, log: Logger): { status: number; code: string; message: string } {
+  if (err instanceof DomainError && err.code === "UNAUTHENTICATED") return { status: 401, code: "UNAUTHENTICATED", message: err.message };
+  if (err instanceof DomainError && err.code === "UNAVAILABLE") return { status: 503, code: "UNAVAILABLE", message: err.message };
+  log.warn({ err: err instanceof Error ? err.message : err }, "could not check a credential");
+  if (isUnavailable(err)) return { status: 503, code: "UNAVAILABLE", message: "a backing store is unavailable; try again shortly" };
+  return { status: 500, code: "INTERNAL_SERVER_ERROR", message: "Internal server error" };
+}
+
+function authError(err: unknown, log: Logger): GraphQLError {
+  const { status, code, message } = authFailure(err, log);
+  return new GraphQLError(message, { extensions: { code, http: { status } } });
 }
 
 /**
@@ -183,8 +196,10 @@ async function mountGraphql(
     if (authRequired(config)) {
       try {
         await authenticate(services, req.headers.authorization);
-      } catch {
-        res.status(401).type("text/plain").send("authentication required\n");
+      } catch (err) {
+        const { status } = authFailure(err, log);
+        const text = status === 401 ? "authentication required" : status === 503 ? "a backing store is unavailable; try again shortly" : "internal server error";
+        res.status(status).type("text/plain").send(`${text}\n`);
         return;
       }
     }
@@ -193,20 +208,21 @@ async function mountGraphql(
   app.get("/healthz", (_req, res) => {
     res.json({ status: "ok" });
   });
+  // Public (probes carry no token): each store is only "ok" or "unavailable" here; the reason
+  // (hosts, ports, a ClickHouse auth message) goes to the log, not to whoever asks.
   app.get("/readyz", async (_req, res) => {
     const checks: Record<string, string> = {};
-    try {
-      await services.db.query("SELECT 1");
-      checks.database = "ok";
-    } catch (err) {
-      checks.database = `unavailable: ${(err as Error).message}`;
-    }
-    try {
-      await services.metrics.ping();
-      checks.clickhouse = "ok";
-    } catch (err) {
-      checks.clickhouse = `unavailable: ${(err as Error).message}`;
-    }
+    const check = async (name: string, probe: () => Promise<unknown>) => {
+      try {
+        await probe();
+        checks[name] = "ok";
+      } catch (err) {
+        checks[name] = "unavailable";
+        log.warn({ check: name, err: (err as Error).message }, "readiness check failed");
+      }
+    };
+    await check("database", () => services.db.query("SELECT 1"));
+    await check("clickhouse", () => services.metrics.ping());
     const ready = Object.values(checks).every((v) => v === "ok");
     res.status(ready ? 200 : 503).json({ status: ready ? "ready" : "unavailable", checks });
   });
@@ -320,7 +336,7 @@ async function mountGraphql(
         try {
           principal = await authenticate(services, req.headers.authorization);
         } catch (err) {
-          throw authError(err);
+          throw authError(err, log);
         }
         await enforceRateLimit(principal);
         return makeContext(services, principal, log, abandonedSignal(res));

@@ -14,22 +14,40 @@ export interface RateLimiter {
 
 /** Single-process buckets; with several replicas use the Redis limiter so the limit is global. */
 export class InProcessRateLimiter implements RateLimiter {
+  /** In order of last use, least recent first (each take re-inserts its key). */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
-  constructor(private readonly ratePerSecond: number, private readonly burst: number) {}
+  constructor(private readonly ratePerSecond: number, private readonly burst: number, private readonly maxBuckets = 100_000) {}
 
   async take(key: string): Promise<RateDecision> {
     const now = Date.now();
     const bucket = this.buckets.get(key) ?? { tokens: this.burst, at: now };
     bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.ratePerSecond);
     bucket.at = now;
+    this.buckets.delete(key);
     this.buckets.set(key, bucket);
-    if (this.buckets.size > 100_000) this.buckets.clear();
+    if (this.buckets.size > this.maxBuckets) this.evict(now, key);
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
       return { allowed: true, retryAfterSeconds: 0 };
     }
     return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - bucket.tokens) / this.ratePerSecond)) };
+  }
+
+  /**
+   * Bounds memory without handing throttled callers a fresh burst (clearing every bucket did): a
+   * bucket that has refilled is the same as no bucket, so those go first; if that is not enough,
+   * the least recently used go, down to 90% of the bound so the sweep runs once per many new keys.
+   */
+  private evict(now: number, current: string): void {
+    for (const [key, b] of this.buckets) {
+      if (key !== current && b.tokens + ((now - b.at) / 1000) * this.ratePerSecond >= this.burst) this.buckets.delete(key);
+    }
+    const target = Math.floor(this.maxBuckets * 0.9);
+    for (const key of this.buckets.keys()) {
+      if (this.buckets.size <= target || key === current) break;
+      this.buckets.delete(key);
+    }
   }
 
   async close(): Promise<void> {

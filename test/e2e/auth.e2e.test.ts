@@ -172,5 +172,7 @@ describe("auth defaults by address", () => {
   it("refuses bad configuration with one clear line and exit code 2", async () => {
     await expect(startTestServer({ env: { MLGRAPH_AUTH: "sometimes" } })).rejects.toThrow(/configuration error: MLGRAPH_AUTH: expected auto, required or open/);
     await expect(startTestServer({ env: { MLGRAPH_AUTH: "open" }, args: ["--host", "0.0.0.0"] })).rejects.toThrow(/exited with 2[\s\S]*MLGRAPH_AUTH=open is refused/);
+    await expect(startTestServer({ env: { OIDC_ISSUER: "https://idp.example", OIDC_AUDIENCE: "mlgraph", OIDC_ROLE_MAP: "null" } })).rejects.toThrow(/exited with 2[\s\S]*OIDC_ROLE_MAP: expected a JSON object/);
+    await expect(startTestServer({ env: { MLGRAPH_SIGNING_SECRET: "too-short" } })).rejects.toThrow(/exited with 2[\s\S]*MLGRAPH_SIGNING_SECRET: must be at least 32 bytes/);
   });
 });

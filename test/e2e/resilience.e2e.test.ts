@@ -1,6 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import net from "node:net";
-import { collect, createTestDatabase, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { collect, createTestDatabase, ok, sleep, startTestServer, type GqlResponse, type TestServer } from "../helpers/test-server";
 import { TcpProxy } from "../helpers/tcp-proxy";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -123,6 +123,61 @@ async function readyz(server: TestServer): Promise<number> {
     const unacknowledged = names.filter((n) => !acknowledged.has(n) && n !== "after-outage");
     expect(unacknowledged.length).toBeLessThanOrEqual(1);
     for (const name of unacknowledged) expect(refused.has(name)).toBe(true);
+  });
+});
+
+(hasPg ? describe : describe.skip)("PostgreSQL outage on a server that requires tokens", () => {
+  let db: Awaited<ReturnType<typeof createTestDatabase>>;
+  let proxy: TcpProxy;
+  let server: TestServer;
+  let token: string;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const url = new URL(db!.url);
+    proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
+    await proxy.start();
+    url.hostname = "127.0.0.1";
+    url.port = String(proxy.port);
+    server = await startTestServer({ databaseUrl: url.toString(), env: { MLGRAPH_AUTH: "required" } });
+    token = /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1];
+  });
+  afterAll(async () => {
+    await server?.stop();
+    await proxy?.stop();
+    await db?.drop();
+  });
+
+  it("answers a request whose token cannot be checked 503 UNAVAILABLE, not 401, and /readyz without internal detail", async () => {
+    const base = server.url.replace(/\/graphql$/, "");
+    expect(ok(await server.gql(`{ viewer { role } }`, {}, token)).viewer.role).toBe("admin");
+    proxy.cut();
+    await sleep(500);
+    // Before, the lost connection answered 401 UNAUTHENTICATED: an executor holding a good token
+    // took that as a refusal and dropped a finished task's completion instead of retrying.
+    const during = await server.gql(`{ experiments { totalCount } }`, {}, token);
+    expect([during.status, during.errors?.[0].extensions?.code]).toEqual([503, "UNAVAILABLE"]);
+    expect(during.errors?.[0].message).not.toMatch(/127\.0\.0\.1|ECONN|:\d{2,5}/);
+    expect(during.data ?? null).toBeNull();
+    const metrics = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    expect(metrics.status).toBe(503);
+    // A credential refused without the database is still refused.
+    const malformed = await server.gql(`{ viewer { role } }`, {}, "not-a-token");
+    expect([malformed.status, malformed.errors?.[0].extensions?.code]).toEqual([401, "UNAUTHENTICATED"]);
+    expect((await fetch(`${base}/metrics`)).status).toBe(401);
+    // /readyz is public: it says which store is away, not its address or error text (those are logged).
+    const ready = await fetch(`${base}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toEqual({ status: "unavailable", checks: { database: "unavailable", clickhouse: "ok" } });
+    expect(server.output()).toMatch(/readiness check failed/);
+    proxy.restore();
+    let back: GqlResponse | undefined;
+    for (let i = 0; i < 50; i++) {
+      back = await server.gql(`{ viewer { role } }`, {}, token);
+      if (back.status === 200) break;
+      await sleep(200);
+    }
+    expect(ok(back!).viewer.role).toBe("admin");
   });
 });
 

@@ -16,7 +16,7 @@ import {
   type GraphQLInputType,
   type GraphQLSchema,
 } from "graphql";
-import { MAIN, ok, startTestServer, type TestServer } from "../helpers/test-server";
+import { MAIN, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
 
 const b64url = (v: Buffer | string) => Buffer.from(v).toString("base64url");
 
@@ -101,6 +101,74 @@ describe("OIDC bearer JWTs", () => {
     expect(res.status).toBe(401);
     expect(res.errors?.[0].extensions?.code).toBe("UNAUTHENTICATED");
     expect(res.data ?? null).toBeNull();
+  });
+});
+
+describe("OIDC issuer unavailable", () => {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync("rsa", { modulusLength: 2048 });
+  // A stand-in issuer whose discovery document and key set the test switches on and off.
+  const up = { discovery: false, jwks: false };
+  const hits = { discovery: 0, jwks: 0 };
+  let idp: http.Server;
+  let issuer: string;
+  let server: TestServer;
+
+  beforeAll(async () => {
+    idp = http.createServer((req, res) => {
+      const which = req.url === "/.well-known/openid-configuration" ? "discovery" : req.url === "/jwks" ? "jwks" : null;
+      if (!which) return void res.writeHead(404).end();
+      hits[which]++;
+      if (!up[which]) return void res.writeHead(503).end("down");
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify(which === "discovery" ? { issuer, jwks_uri: `${issuer}/jwks` } : { keys: [{ ...publicKey.export({ format: "jwk" }), kid: "k1", alg: "RS256", use: "sig" }] }));
+    });
+    await new Promise<void>((r) => idp.listen(0, "127.0.0.1", () => r()));
+    issuer = `http://127.0.0.1:${(idp.address() as import("node:net").AddressInfo).port}`;
+    server = await startTestServer({ env: { MLGRAPH_AUTH: "required", OIDC_ISSUER: issuer, OIDC_AUDIENCE: "mlgraph" } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    idp?.close();
+  });
+
+  const jwt = () => {
+    const now = Math.floor(Date.now() / 1000);
+    return signJwt({ alg: "RS256", typ: "JWT", kid: "k1" }, { iss: issuer, aud: "mlgraph", sub: "user-1", iat: now, exp: now + 600, roles: ["editor"] }, privateKey);
+  };
+  /** What the server answers a few callers, one of them anonymous with a token-shaped string. */
+  async function answers(): Promise<unknown[]> {
+    const out = [];
+    for (const token of [jwt(), "a.b.c", jwt(), "x.y.z"]) {
+      const res = await server.gql(`{ viewer { role } }`, {}, token);
+      out.push([res.status, res.errors?.[0].extensions?.code]);
+    }
+    return out;
+  }
+  const unavailable = Array(4).fill([503, "UNAVAILABLE"]);
+
+  it("answers UNAVAILABLE (not 401) while the issuer is down, fetches from it at most once per cooldown, and recovers", async () => {
+    // Discovery fails: no verdict on the token, and one fetch serves every request for a while
+    // (before, each request fetched again, and the answer was 401).
+    expect(await answers()).toEqual(unavailable);
+    expect(hits).toEqual({ discovery: 1, jwks: 0 });
+    // After the cooldown discovery is tried again and works; now the key set is down. Strings
+    // that are no JWT are refused without it; signed tokens cannot be checked.
+    up.discovery = true;
+    await sleep(10_500);
+    expect(await answers()).toEqual([
+      [503, "UNAVAILABLE"],
+      [401, "UNAUTHENTICATED"],
+      [503, "UNAVAILABLE"],
+      [401, "UNAUTHENTICATED"],
+    ]);
+    expect(hits).toEqual({ discovery: 2, jwks: 1 });
+    // The key set back: after the cooldown, tokens verify again (and bad ones are refused).
+    up.jwks = true;
+    await sleep(10_500);
+    expect(ok(await server.gql(`{ viewer { role kind } }`, {}, jwt())).viewer).toEqual({ role: "editor", kind: "oidc" });
+    const forged = await server.gql(`{ viewer { role } }`, {}, "a.b.c");
+    expect([forged.status, forged.errors?.[0].extensions?.code]).toEqual([401, "UNAUTHENTICATED"]);
+    expect(hits).toEqual({ discovery: 2, jwks: 2 });
   });
 });
 

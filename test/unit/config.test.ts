@@ -37,6 +37,58 @@ describe("config", () => {
     expect(() => loadConfig({}, env as NodeJS.ProcessEnv)).toThrow(message);
   });
 
+  it.each([
+    ["null", "null", /OIDC_ROLE_MAP: expected a JSON object .* got null/],
+    ["an array", '["admin"]', /OIDC_ROLE_MAP: expected a JSON object .* got an array/],
+    ["a string", '"admin"', /OIDC_ROLE_MAP: expected a JSON object .* got string/],
+    ["a number", "3", /OIDC_ROLE_MAP: expected a JSON object .* got number/],
+    ["an unknown role", '{"ml-admins":"root"}', /OIDC_ROLE_MAP: "ml-admins" maps to "root", which is not one of viewer, editor, admin/],
+    ["a role in the wrong case", '{"ml-admins":"Admin"}', /OIDC_ROLE_MAP: "ml-admins" maps to "Admin"/],
+    ["a machine role", '{"ci":"executor"}', /OIDC_ROLE_MAP: "ci" maps to "executor"/],
+    ["a value that is not a string", '{"ml-admins":["admin"]}', /OIDC_ROLE_MAP: "ml-admins" maps to \["admin"\]/],
+    ["not JSON", "{ml-admins: admin}", /OIDC_ROLE_MAP: not valid JSON/],
+  ])("refuses an OIDC_ROLE_MAP that is %s", (_label, value, message) => {
+    const env = { OIDC_ISSUER: "https://idp.example", OIDC_AUDIENCE: "mlgraph", OIDC_ROLE_MAP: value };
+    expect(() => loadConfig({}, env)).toThrow(ConfigError);
+    expect(() => loadConfig({}, env)).toThrow(message);
+  });
+
+  it("takes an OIDC_ROLE_MAP of claim values to viewer, editor and admin", () => {
+    const env = { OIDC_ISSUER: "https://idp.example", OIDC_AUDIENCE: "mlgraph", OIDC_ROLE_MAP: '{"ml-admins":"admin","ml-eng":"editor","all":"viewer"}' };
+    expect(loadConfig({}, env).auth.oidc?.roleMap).toEqual({ "ml-admins": "admin", "ml-eng": "editor", all: "viewer" });
+    expect(loadConfig({}, { ...env, OIDC_ROLE_MAP: "{}" }).auth.oidc?.roleMap).toEqual({});
+  });
+
+  it("refuses a MLGRAPH_SIGNING_SECRET shorter than 32 bytes, without echoing it", () => {
+    expect(() => loadConfig({}, { MLGRAPH_SIGNING_SECRET: "hunter2" })).toThrow(/^MLGRAPH_SIGNING_SECRET: must be at least 32 bytes, got 7/);
+    expect(() => loadConfig({}, { MLGRAPH_SIGNING_SECRET: "x".repeat(31) })).toThrow(/got 31/);
+    expect(() => loadConfig({}, { MLGRAPH_SIGNING_SECRET: "hunter2" })).toThrow(/^(?!.*hunter2)/);
+    const secret = "a".repeat(32);
+    expect(loadConfig({}, { MLGRAPH_SIGNING_SECRET: secret }).auth.signingSecret).toBe(secret);
+    expect(loadConfig({}, {}).auth.signingSecret).toBeUndefined();
+  });
+
+  it("reads S3_FORCE_PATH_STYLE as a boolean and refuses anything else", () => {
+    const s3 = { S3_BUCKET: "b" };
+    expect(loadConfig({}, s3).s3?.forcePathStyle).toBe(true);
+    expect(loadConfig({}, { ...s3, S3_FORCE_PATH_STYLE: "false" }).s3?.forcePathStyle).toBe(false);
+    expect(loadConfig({}, { ...s3, S3_FORCE_PATH_STYLE: "0" }).s3?.forcePathStyle).toBe(false);
+    expect(loadConfig({}, { ...s3, S3_FORCE_PATH_STYLE: "no" }).s3?.forcePathStyle).toBe(false);
+    expect(loadConfig({}, { ...s3, S3_FORCE_PATH_STYLE: "TRUE" }).s3?.forcePathStyle).toBe(true);
+    // Previously every value but "false" meant true, "off" and "False " included.
+    for (const v of ["off", "False ", "flase"]) expect(() => loadConfig({}, { ...s3, S3_FORCE_PATH_STYLE: v })).toThrow(/S3_FORCE_PATH_STYLE: expected true or false/);
+  });
+
+  it.each(["0x10", " 1e3", "1e3", "1.0", " 12", "12 ", "0b1", "+5", "-5", "Infinity"])("refuses the integer %j", (value) => {
+    expect(() => loadConfig({}, { MLGRAPH_MAX_DEPTH: value })).toThrow(/MLGRAPH_MAX_DEPTH: expected an integer from 0 to 1000/);
+  });
+
+  it("reads plain decimal integers", () => {
+    expect(loadConfig({}, { MLGRAPH_MAX_DEPTH: "16" }).limits.maxDepth).toBe(16);
+    expect(loadConfig({}, { MLGRAPH_MAX_DEPTH: "007" }).limits.maxDepth).toBe(7);
+    expect(loadConfig({ port: 5001 }, {}).port).toBe(5001);
+  });
+
   it("never echoes a password from a bad URL", () => {
     expect(() => loadConfig({}, { DATABASE_URL: "postgres://u:hunter2@x:notaport/db" })).toThrow(/^(?!.*hunter2)/);
   });
