@@ -58,6 +58,8 @@ export interface Config {
   debugQueryCounts: boolean;
   /** Task leases: a claimed task is lost (EXECUTOR_LOST) when its executor misses heartbeats this long (MLGRAPH_LEASE_SECONDS). */
   leaseSeconds: number;
+  /** How often an open subscription re-checks its token while no event arrives (MLGRAPH_CREDENTIAL_RECHECK_SECONDS). */
+  credentialRecheckSeconds: number;
   /** An executor unseen this long is marked OFFLINE (MLGRAPH_EXECUTOR_OFFLINE_SECONDS). */
   executorOfflineSeconds: number;
   /** An OFFLINE executor unseen this long is deleted; 0 keeps them (MLGRAPH_EXECUTOR_RETENTION_SECONDS). */
@@ -252,6 +254,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     schedulerIntervalMs: parseInteger("MLGRAPH_SCHEDULER_INTERVAL_MS", env.MLGRAPH_SCHEDULER_INTERVAL_MS, 1000, 10, 60000),
     debugQueryCounts: parseBoolean("MLGRAPH_DEBUG_QUERY_COUNTS", env.MLGRAPH_DEBUG_QUERY_COUNTS, false),
     leaseSeconds: parseInteger("MLGRAPH_LEASE_SECONDS", env.MLGRAPH_LEASE_SECONDS, 60, 1, 3600),
+    credentialRecheckSeconds: parseInteger("MLGRAPH_CREDENTIAL_RECHECK_SECONDS", env.MLGRAPH_CREDENTIAL_RECHECK_SECONDS, 30, 1, 3600),
     executorOfflineSeconds: parseInteger("MLGRAPH_EXECUTOR_OFFLINE_SECONDS", env.MLGRAPH_EXECUTOR_OFFLINE_SECONDS, 120, 1, 86400),
     executorRetentionSeconds: parseInteger("MLGRAPH_EXECUTOR_RETENTION_SECONDS", env.MLGRAPH_EXECUTOR_RETENTION_SECONDS, 7 * 86400, 0, 10 * 365 * 86400),
   };

@@ -25,9 +25,24 @@ export function liveStream<E, T>(
   },
 ): AsyncGenerator<T> {
   const events = iterateTopic<E>(ctx.services.bus, topic);
-  const stream = streamEvents(ctx, events, options);
+  // A quiet topic brings no event to re-check the credential on: a revoked token's stream would
+  // stay open, holding its bus subscription (a Redis channel), for as long as the socket lives.
+  const recheck =
+    ctx.principal.tokenId || ctx.principal.expiresAt
+      ? setInterval(() => {
+          stillAuthorised(ctx).then(
+            (ok) => {
+              if (!ok) void events.return?.();
+            },
+            () => undefined, // a store outage is not a revocation: the next tick asks again
+          );
+        }, ctx.services.config.credentialRecheckSeconds * 1000)
+      : undefined;
+  recheck?.unref();
+  const stream = streamEvents(ctx, events, options, () => clearInterval(recheck));
   const returnFromStream = stream.return.bind(stream);
   stream.return = async (value) => {
+    clearInterval(recheck);
     await events.return?.();
     return returnFromStream(value);
   };
@@ -38,6 +53,7 @@ async function* streamEvents<E, T>(
   ctx: RequestContext,
   events: ReturnType<typeof iterateTopic<E>>,
   options: Parameters<typeof liveStream<E, T>>[2],
+  onEnd: () => void,
 ): AsyncGenerator<T> {
   try {
     await events.ready;
@@ -56,6 +72,7 @@ async function* streamEvents<E, T>(
       if (value !== null) yield value;
     }
   } finally {
+    onEnd();
     await events.return?.();
   }
 }

@@ -22,7 +22,7 @@ describe("auth on a server that requires tokens", () => {
   let admin: string;
 
   beforeAll(async () => {
-    server = await startTestServer({ env: { MLGRAPH_AUTH: "required" } });
+    server = await startTestServer({ env: { MLGRAPH_AUTH: "required", MLGRAPH_CREDENTIAL_RECHECK_SECONDS: "1" } });
     const m = /MLGRAPH_TOKEN=(\S+)/.exec(server.output());
     expect(m).not.toBeNull();
     admin = m![1];
@@ -84,6 +84,18 @@ describe("auth on a server that requires tokens", () => {
     const events = await sub.done;
     expect(sub.isCompleted()).toBe(true);
     expect(events.map((e) => e.data?.runUpdated.name)).toEqual(["one"]);
+  });
+
+  it("ends a subscription on a quiet topic when its token is revoked, without waiting for an event", async () => {
+    const created = ok(await server.gql(`mutation { createApiToken(input: {name: "quiet-watcher", role: "viewer"}) { secret token { id } } }`, {}, admin)).createApiToken;
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "ws-quiet"}) { id } }`, {}, admin)).createExperiment;
+    const sub = collect(server.ws(created.secret), `subscription($e: ID) { runUpdated(experimentId: $e) { name } }`, { e: exp.id }, 1, 10_000);
+    await sleep(500);
+    ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: created.token.id }, admin));
+    // Nothing is ever published on this topic: only the periodic re-check (1 s here) can end it.
+    const events = await sub.done;
+    expect(sub.isCompleted()).toBe(true);
+    expect(events).toEqual([]);
   });
 
   it("stops executing queries and mutations on an open websocket once its token is revoked", async () => {
