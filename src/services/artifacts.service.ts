@@ -32,6 +32,17 @@ export interface ArtifactView {
   key: string;
 }
 
+/** A Run.artifacts listing to load: the run and the folder prefix (`""` or ending in `/`). */
+export interface RunArtifactsRequest {
+  runId: string;
+  prefix: string;
+}
+
+/** The runArtifacts loader's cache key of a request. */
+export function runArtifactsCacheKey(r: RunArtifactsRequest): string {
+  return `${r.runId}\u0000${r.prefix}`;
+}
+
 export interface CreatedArtifactUpload {
   id: string;
   descriptor: UploadDescriptor;
@@ -107,43 +118,65 @@ export class ArtifactsService {
    * Assembles (multipart) and verifies an upload, then records the artifact. A size or checksum
    * mismatch deletes the upload's own object and the pending upload; an artifact already recorded
    * at that path is untouched. A verified upload replaces the path's record; the object it
-   * replaced is deleted unless a model version was registered from it.
+   * replaced is deleted unless a model version was registered from it. Completing an upload that
+   * a concurrent call completed answers with the artifact that call recorded.
    */
   async completeUpload(ctx: RequestContext, uploadId: string, parts?: UploadedPart[] | null): Promise<ArtifactView> {
     validateId(uploadId, "uploadId");
     const upload = await this.db.getRepository(ArtifactUploadRecord).findOneBy({ id: uploadId });
-    if (!upload) throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} not found (completed or discarded)`, "uploadId");
+    if (!upload) throw uploadGone(uploadId);
     await ctx.services.runs.requireWritable(ctx, upload.runId, "uploadId");
     const pending = { key: upload.key, size: upload.size, sha256: upload.sha256, ...(upload.storeUploadId ? { uploadId: upload.storeUploadId } : {}) };
+    // Assembled and verified before the transaction: hashing a large file must not hold a pooled
+    // connection and a row lock (many big completions at once would exhaust the pool).
     let verified;
     try {
       verified = await completeAndVerifyUpload(this.store, pending, parts ?? undefined);
     } catch (err) {
-      // The object was deleted by the verification; the upload cannot be completed any more.
-      if (err instanceof DomainError && (err.field === "size" || err.field === "sha256")) await this.db.getRepository(ArtifactUploadRecord).delete({ id: upload.id });
-      throw err;
+      // A concurrent completion of this upload recorded it meanwhile (its multipart assembly or
+      // its file is gone from under this one): answer with what it recorded.
+      const recorded = await this.recordedUpload(this.db.manager, upload);
+      if (recorded) return fileView(recorded);
+      // A mismatch deleted the object: the upload cannot be completed any more. Other refusals
+      // (nothing PUT yet, wrong parts, store away) leave it completable.
+      const mismatch = err instanceof DomainError && err.code === "BAD_USER_INPUT" && (err.field === "size" || err.field === "sha256");
+      if (mismatch) await this.db.getRepository(ArtifactUploadRecord).delete({ id: upload.id });
+      throw namingUploadId(err);
     }
-    let discarded = false;
-    let frozen = false;
-    const committed = this.db.transaction(async (em) => {
-      // Claimed first: when the abandoned-upload sweep discarded this upload meanwhile (its URLs
-      // expired long ago), its bytes are being deleted and nothing may point at them.
+    // A refusal that ends the upload (frozen path) is returned rather than thrown, so its
+    // record's deletion commits.
+    const outcome = await this.db.transaction(async (em): Promise<CompletionOutcome> => {
+      // Claimed first. A concurrent completion of the same upload waits here, then finds the row
+      // gone and answers with what that one recorded; without that check it took the committed
+      // artifact's bytes for an upload the sweep discarded, and deleted them.
       const claimed: unknown[] = await em.query(`SELECT 1 FROM artifact_uploads WHERE id = $1 FOR UPDATE`, [upload.id]);
       if (claimed.length === 0) {
-        discarded = true;
-        throw new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} was discarded (never completed after its URLs expired)`, "uploadId");
+        const recorded = await this.recordedUpload(em, upload);
+        if (recorded) return { kind: "recorded", record: recorded };
+        // Discarded by the abandoned-upload sweep (its URLs expired long ago): the bytes this call
+        // just assembled (multipart) would be referenced by nothing. Unless a completion recorded
+        // them and a model version still holds them after the path was overwritten: a late retry
+        // must never delete what a registered version serves.
+        const referenced = (await em.query(`SELECT 1 FROM model_versions WHERE artifact_key = $1 UNION ALL SELECT 1 FROM artifacts WHERE key = $1 LIMIT 1`, [upload.key])).length > 0;
+        return { kind: "refused", error: uploadGone(uploadId), ...(ownsObject(upload) && !referenced ? { deleteKey: upload.key } : {}) };
       }
       // Completions of one run share this lock; a registration from the run takes it alone, so a
       // file completing into a folder being registered waits and then sees the version.
       await em.query(`SELECT pg_advisory_xact_lock_shared(hashtextextended($1::text, ${RUN_ARTIFACTS_LOCK}))`, [upload.runId]);
+      // Completions of one path take turns: while the path has no row yet, FOR UPDATE below locks
+      // nothing, and two new uploads would both see no previous key; the later upsert would then
+      // leave the earlier one's object referenced by nothing, forever.
+      await em.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text, ${ARTIFACT_PATH_LOCK}))`, [`${upload.runId}/${upload.path}`]);
       const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
       // After the row lock: a version being registered from this path holds the row (FOR SHARE)
       // until it commits, and is seen here once it has.
       try {
         await this.refuseRegisteredPath(em, upload.runId, upload.path, "uploadId");
       } catch (err) {
-        frozen = true;
-        throw err;
+        // It can never complete. Its own object is deleted once this commits: from then on no
+        // completion can record it.
+        await em.delete(ArtifactUploadRecord, { id: upload.id });
+        return { kind: "refused", error: err, ...(ownsObject(upload) ? { deleteKey: upload.key } : {}) };
       }
       await em.query(
         `INSERT INTO artifacts (run_id, path, key, size, sha256, content_type) VALUES ($1, $2, $3, $4, $5, $6)
@@ -155,25 +188,23 @@ export class ArtifactsService {
       const replaced = previous[0]?.key;
       const keep = replaced !== undefined && (await em.query(`SELECT 1 FROM model_versions WHERE artifact_key = $1 LIMIT 1`, [replaced])).length > 0;
       return {
+        kind: "recorded",
         record: await em.getRepository(ArtifactRecord).findOneByOrFail({ runId: upload.runId, path: upload.path }),
-        replacedKey: replaced !== undefined && replaced !== upload.key && !keep ? replaced : undefined,
+        ...(replaced !== undefined && replaced !== upload.key && !keep ? { replacedKey: replaced } : {}),
       };
     });
-    const { record, replacedKey } = await committed.catch(async (err: unknown) => {
-      // The sweep deleted the upload while this verified it; the bytes this call just assembled
-      // (multipart) would be referenced by nothing.
-      if (frozen) await this.db.getRepository(ArtifactUploadRecord).delete({ id: upload.id }); // it can never complete
-      if ((discarded || frozen) && ownsObject(upload)) {
-        await this.store.delete(upload.key).catch((deleteErr: unknown) => ctx.log.warn({ err: (deleteErr as Error).message, key: upload.key }, "artifacts: deleting a refused upload's bytes failed; they stay unreferenced"));
-      }
-      throw err;
-    });
+    if (outcome.kind === "refused") {
+      const key = outcome.deleteKey;
+      if (key) await this.store.delete(key).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message, key }, "artifacts: deleting a refused upload's bytes failed; they stay unreferenced"));
+      throw outcome.error;
+    }
     // After the commit: until then the old record still pointed at these bytes. A failure here
     // leaves an unreferenced object behind, never a record without its bytes; the upload stands.
+    const replacedKey = outcome.replacedKey;
     if (replacedKey) {
       await this.store.delete(replacedKey).catch((err: unknown) => ctx.log.warn({ err: (err as Error).message, key: replacedKey }, "artifacts: deleting a replaced object failed; it stays unreferenced"));
     }
-    return fileView(record);
+    return fileView(outcome.record);
   }
 
   /**
@@ -214,16 +245,19 @@ export class ArtifactsService {
     }
   }
 
-  /** Files and folders directly inside `path` (the run's artifact root when omitted). */
-  async list(_ctx: RequestContext, runId: string, dirPath?: string | null): Promise<ArtifactView[]> {
+  /** The artifact a completion of `upload` recorded, if one did (same path, bytes and key). */
+  private recordedUpload(em: EntityManager, upload: ArtifactUploadRecord): Promise<ArtifactRecord | null> {
+    return em.getRepository(ArtifactRecord).findOneBy({ runId: upload.runId, path: upload.path, key: upload.key, size: upload.size, sha256: upload.sha256 });
+  }
+
+  /**
+   * Files and folders directly inside `path` (the run's artifact root when omitted). Read through
+   * the request's loader: listing the artifacts of many runs is one statement, not one per run.
+   */
+  async list(ctx: RequestContext, runId: string, dirPath?: string | null): Promise<ArtifactView[]> {
     const dir = validateArtifactDirPath(dirPath ?? "", "path");
     const prefix = dir ? `${dir}/` : "";
-    const rows = await this.db
-      .getRepository(ArtifactRecord)
-      .createQueryBuilder("a")
-      .where("a.run_id = :runId AND starts_with(a.path, :prefix)", { runId, prefix })
-      .orderBy("a.path")
-      .getMany();
+    const rows = await ctx.loaders.runArtifacts.load({ runId, prefix });
     const folders = new Map<string, ArtifactView>();
     const files: ArtifactView[] = [];
     for (const row of rows) {
@@ -249,6 +283,31 @@ export class ArtifactsService {
       folders.set(name, folder);
     }
     return [...folders.values(), ...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  }
+
+  /**
+   * The recorded artifacts below each (run, path prefix), ordered by path, for the runArtifacts
+   * loader: one statement per distinct prefix (a listing usually asks every run for the same one).
+   */
+  async recordsUnder(requests: readonly RunArtifactsRequest[]): Promise<ArtifactRecord[][]> {
+    const runsByPrefix = new Map<string, Set<string>>();
+    for (const r of requests) runsByPrefix.set(r.prefix, (runsByPrefix.get(r.prefix) ?? new Set()).add(r.runId));
+    const found = new Map<string, ArtifactRecord[]>();
+    for (const [prefix, runIds] of runsByPrefix) {
+      const rows = await this.db
+        .getRepository(ArtifactRecord)
+        .createQueryBuilder("a")
+        .where("a.run_id = ANY(:runIds) AND starts_with(a.path, :prefix)", { runIds: [...runIds], prefix })
+        .orderBy("a.path")
+        .getMany();
+      for (const row of rows) {
+        const key = runArtifactsCacheKey({ runId: row.runId, prefix });
+        const list = found.get(key);
+        if (list) list.push(row);
+        else found.set(key, [row]);
+      }
+    }
+    return requests.map((r) => found.get(runArtifactsCacheKey(r)) ?? []);
   }
 
   async downloadUrl(_ctx: RequestContext, artifact: ArtifactView, expiresInSeconds: number): Promise<string | null> {
@@ -316,6 +375,30 @@ export class ArtifactsService {
 
 /** Seed of the per-run advisory lock between upload completions and registrations (any constant). */
 const RUN_ARTIFACTS_LOCK = 7_241_000_300;
+/** Seed of the per-path advisory lock between completions of one (run, path) (any other constant). */
+const ARTIFACT_PATH_LOCK = 7_241_000_301;
+
+/** How a completion's transaction ended; a refusal is thrown once the transaction committed. */
+type CompletionOutcome =
+  | { kind: "recorded"; record: ArtifactRecord; replacedKey?: string }
+  | { kind: "refused"; error: unknown; deleteKey?: string };
+
+function uploadGone(uploadId: string): DomainError {
+  return new DomainError("NOT_FOUND", `uploadId: upload ${JSON.stringify(uploadId)} not found (completed or discarded)`, "uploadId");
+}
+
+/** Fields the store and the verification name for the upload's bytes; the mutation's argument for them is `uploadId`. */
+const UPLOAD_FIELDS = new Set(["size", "sha256", "upload"]);
+
+/**
+ * completeArtifactUpload has the arguments `uploadId` and `parts`: an error about the uploaded
+ * bytes (`size`, `sha256`, `upload`: nothing PUT, upload expired) names `uploadId`; `parts` stays.
+ */
+function namingUploadId(err: unknown): unknown {
+  if (!(err instanceof DomainError) || err.field === undefined || !UPLOAD_FIELDS.has(err.field)) return err;
+  const reason = err.message.startsWith(`${err.field}: `) ? err.message.slice(err.field.length + 2) : err.message;
+  return new DomainError(err.code, `uploadId: ${reason}`, "uploadId", err.details);
+}
 
 function fileView(row: ArtifactRecord): ArtifactView {
   const slash = row.path.lastIndexOf("/");

@@ -1,8 +1,10 @@
 import DataLoader from "dataloader";
 import type { Experiment } from "../entities/experiment.entity.js";
 import type { Run } from "../entities/run.entity.js";
+import type { ArtifactRecord } from "../entities/artifact.entity.js";
 import type { KeyValue } from "./validation.js";
 import type { RunInputView } from "./runs.service.js";
+import { runArtifactsCacheKey, type RunArtifactsRequest } from "./artifacts.service.js";
 import type { AppServices } from "./app-services.js";
 import { createRegistryLoaders } from "./registry-loaders.js";
 import { createPipelineLoaders } from "./pipeline-loaders.js";
@@ -30,6 +32,10 @@ export function createLoaders(services: AppServices) {
     runParams: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.paramsFor(ids))),
     runTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.tagsFor(ids))),
     runInputs: new DataLoader<string, RunInputView[]>(async (ids) => listsFor(ids, await services.runs.inputsFor(ids))),
+    // Run.artifacts of every run in one statement per folder asked for.
+    runArtifacts: new DataLoader<RunArtifactsRequest, ArtifactRecord[], string>((requests) => services.artifacts.recordsUnder(requests), {
+      cacheKeyFn: runArtifactsCacheKey,
+    }),
     // Metric reads: every summary/history/key lookup of one request is one ClickHouse query per kind.
     metricKeys: new DataLoader<string, string[]>(async (ids) => listsFor(ids, await services.metrics.metricKeys(null, ids))),
     metricSummary: new DataLoader<MetricRef, MetricSummary | null, string>(

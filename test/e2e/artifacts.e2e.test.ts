@@ -72,15 +72,17 @@ async function newRun(server: TestServer, name: string): Promise<string> {
  * (the local store, and S3 itself through x-amz-checksum-sha256; s3rver does not check it, so
  * there the mismatch is caught at completion).
  */
-function artifactRoundTrips(label: string, boot: () => Promise<TestServer>, checksumAtPut: boolean) {
+function artifactRoundTrips(label: string, boot: () => Promise<TestServer>, checksumAtPut: boolean, objectExists: ObjectExists) {
   /** A single upload of bytes other than the declared ones fails: at PUT time or at completion. */
   const expectMismatchRefused = ({ putStatus, completed }: Awaited<ReturnType<typeof upload>>) => {
     if (checksumAtPut) {
       expect(putStatus).toBe(400);
       expect(completed.errors?.[0].message).toMatch(/nothing was uploaded/);
+      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "uploadId" });
     } else {
       expect(putStatus).toBeLessThan(300);
-      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "sha256" });
+      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "uploadId" });
+      expect(completed.errors?.[0].message).toMatch(/SHA-256/);
     }
   };
   describe(`artifacts on the ${label} store`, () => {
@@ -153,7 +155,7 @@ function artifactRoundTrips(label: string, boot: () => Promise<TestServer>, chec
 
       // A re-upload that fails verification (wrong size, then wrong checksum) leaves the artifact as it was.
       const wrongSize = await upload(server, runId, "keep/model.pkl", randomBytes(10), { declaredSha256: sha256(good), mayRefusePut: true });
-      expect(wrongSize.completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT" });
+      expect(wrongSize.completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "uploadId" });
       expectMismatchRefused(await upload(server, runId, "keep/model.pkl", randomBytes(2000), { declaredSha256: sha256(good), mayRefusePut: true }));
       expect(await served()).toEqual({ sha256: sha256(good), bytes: good });
 
@@ -168,9 +170,67 @@ function artifactRoundTrips(label: string, boot: () => Promise<TestServer>, chec
       const big = randomBytes(20 * MiB);
       const { created, completed } = await upload(server, runId, "bad-big/data.bin", big, { declaredSha256: "0".repeat(64) });
       expect(created.kind).toBe("MULTIPART");
-      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "sha256" });
+      expect(completed.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "uploadId" });
       expect(ok(await server.gql(LIST, { id: runId, path: "bad-big" })).run.artifacts).toEqual([]);
+      // The mismatch discarded the upload: completing it again finds nothing.
+      expect((await server.gql(COMPLETE, { id: created.id })).errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "uploadId" });
     }, 60_000);
+
+    it("names uploadId when completing before the bytes were sent, and keeps that upload completable", async () => {
+      const bytes = randomBytes(500);
+      const created = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: "early/data.bin", size: bytes.length, sha256: sha256(bytes) } })).createArtifactUpload;
+      const early = await server.gql(COMPLETE, { id: created.id });
+      expect(early.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "uploadId" });
+      expect(early.errors?.[0].message).toMatch(/^uploadId: nothing was uploaded/);
+      expect((await put(created.url, bytes, Object.fromEntries(created.headers.map((h: any) => [h.name, h.value])))).status).toBeLessThan(300);
+      expect(ok(await server.gql(COMPLETE, { id: created.id })).completeArtifactUpload).toMatchObject({ path: "early/data.bin", sha256: sha256(bytes) });
+    });
+
+    it("answers concurrent completions of one upload with its artifact and never deletes the bytes it recorded", async () => {
+      const bytes = randomBytes(3 * MiB);
+      const created = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: "twice/model.bin", size: bytes.length, sha256: sha256(bytes) } })).createArtifactUpload;
+      expect((await put(created.url, bytes, Object.fromEntries(created.headers.map((h: any) => [h.name, h.value])))).status).toBeLessThan(300);
+      const answers = await Promise.all(Array.from({ length: 6 }, () => server.gql(COMPLETE, { id: created.id })));
+      const [entry] = ok(await server.gql(LIST, { id: runId, path: "twice" })).run.artifacts;
+      expect(entry).toMatchObject({ path: "twice/model.bin", sha256: sha256(bytes) });
+      expect(await objectExists(server, created.url)).toBe(true);
+      const download = await fetch(entry.downloadUrl);
+      expect(download.status).toBe(200);
+      expect(sha256(Buffer.from(await download.arrayBuffer()))).toBe(sha256(bytes));
+      // Each call either saw the upload (and answers with the artifact, whichever call recorded
+      // it) or came after one had completed it.
+      for (const answer of answers) {
+        if (answer.errors) expect(answer.errors[0]).toMatchObject({ extensions: { code: "NOT_FOUND", field: "uploadId" }, message: expect.stringMatching(/completed or discarded/) });
+        else expect(answer.data.completeArtifactUpload).toMatchObject({ path: "twice/model.bin", size: bytes.length, sha256: sha256(bytes) });
+      }
+      expect(answers.filter((a) => !a.errors).length).toBeGreaterThanOrEqual(1);
+    });
+
+    it("keeps one object per path when new uploads of that path complete at once (the other is deleted, not leaked)", async () => {
+      const PATHS = 10;
+      const uploads = await Promise.all(
+        Array.from({ length: PATHS * 2 }, async (_, i) => {
+          const bytes = randomBytes(1000 + i);
+          const artifactPath = `fresh/${Math.floor(i / 2)}.bin`;
+          const created = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: artifactPath, size: bytes.length, sha256: sha256(bytes) } })).createArtifactUpload;
+          expect((await put(created.url, bytes, Object.fromEntries(created.headers.map((h: any) => [h.name, h.value])))).status).toBeLessThan(300);
+          return { artifactPath, bytes, created };
+        }),
+      );
+      const answers = await Promise.all(uploads.map((u) => server.gql(COMPLETE, { id: u.created.id })));
+      for (const answer of answers) ok(answer);
+      const listed = ok(await server.gql(LIST, { id: runId, path: "fresh" })).run.artifacts;
+      expect(listed).toHaveLength(PATHS);
+      for (const entry of listed) {
+        const pair = uploads.filter((u) => u.artifactPath === entry.path);
+        const served = pair.find((u) => sha256(u.bytes) === entry.sha256);
+        expect(served).toBeDefined();
+        for (const u of pair) {
+          const stored = await objectExists(server, u.created.url);
+          expect({ path: entry.path, served: u === served, stored }).toEqual({ path: entry.path, served: u === served, stored: u === served });
+        }
+      }
+    });
 
     it("refuses path traversal, absolute paths and control characters", async () => {
       for (const bad of ["../escape.txt", "model/../../escape.txt", "/etc/passwd", "a\\..\\b", "a/./b", "bad\u0000name", "a//b"]) {
@@ -183,7 +243,14 @@ function artifactRoundTrips(label: string, boot: () => Promise<TestServer>, chec
   });
 }
 
-artifactRoundTrips("local", () => startTestServer(), true);
+/** Whether the object a single-PUT upload URL writes is in the store, looked at behind the server's back. */
+type ObjectExists = (server: TestServer, uploadUrl: string) => Promise<boolean>;
+
+// The local store keeps an object at objects/<key>; the key is the signed URL's path.
+const localObjectExists: ObjectExists = async (server, url) =>
+  existsSync(path.join(server.dataDir, "artifacts", "objects", ...new URL(url).pathname.replace(/^\/artifacts\//, "").split("/").map(decodeURIComponent)));
+
+artifactRoundTrips("local", () => startTestServer(), true, localObjectExists);
 
 let s3rver: S3rver | undefined;
 let s3dir: string | undefined;
@@ -205,7 +272,22 @@ async function bootOnS3(env: Record<string, string> = {}): Promise<TestServer> {
   return startTestServer({ env: { S3_ENDPOINT: s3endpoint, S3_BUCKET, S3_ACCESS_KEY_ID: S3_CREDENTIALS.accessKeyId, S3_SECRET_ACCESS_KEY: S3_CREDENTIALS.secretAccessKey, ...env } });
 }
 
-artifactRoundTrips("S3 (s3rver)", () => bootOnS3(), false);
+const s3ObjectExists: ObjectExists = async (_server, url) => {
+  // Path-style presigned URL: /<bucket>/<key>.
+  const key = new URL(url).pathname.split("/").slice(2).map(decodeURIComponent).join("/");
+  const client = new S3Client({ region: "us-east-1", endpoint: s3endpoint, credentials: S3_CREDENTIALS, forcePathStyle: true });
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: S3_BUCKET, Key: key }));
+    return true;
+  } catch (err) {
+    if ((err as { name?: string }).name === "NotFound") return false;
+    throw err;
+  } finally {
+    client.destroy();
+  }
+};
+
+artifactRoundTrips("S3 (s3rver)", () => bootOnS3(), false, s3ObjectExists);
 afterAll(async () => {
   await s3rver?.close();
   if (s3dir) await rm(s3dir, { recursive: true, force: true });
@@ -240,7 +322,7 @@ describe("artifact permissions", () => {
 function abandonedUploadsAreDiscarded(
   label: string,
   boot: (env: Record<string, string>) => Promise<TestServer>,
-  objectExists: (server: TestServer, uploadUrl: string) => Promise<boolean>,
+  objectExists: ObjectExists,
 ) {
   describe(`abandoned uploads on the ${label} store`, () => {
     let server: TestServer;
@@ -288,25 +370,42 @@ function abandonedUploadsAreDiscarded(
   });
 }
 
-abandonedUploadsAreDiscarded(
-  "local",
-  (env) => startTestServer({ env }),
-  // The local store keeps an object at objects/<key>; the key is the signed URL's path.
-  async (server, url) =>
-    existsSync(path.join(server.dataDir, "artifacts", "objects", ...new URL(url).pathname.replace(/^\/artifacts\//, "").split("/").map(decodeURIComponent))),
-);
+abandonedUploadsAreDiscarded("local", (env) => startTestServer({ env }), localObjectExists);
+abandonedUploadsAreDiscarded("S3 (s3rver)", bootOnS3, s3ObjectExists);
 
-abandonedUploadsAreDiscarded("S3 (s3rver)", bootOnS3, async (_server, url) => {
-  // Path-style presigned URL: /<bucket>/<key>.
-  const key = new URL(url).pathname.split("/").slice(2).map(decodeURIComponent).join("/");
-  const client = new S3Client({ region: "us-east-1", endpoint: s3endpoint, credentials: S3_CREDENTIALS, forcePathStyle: true });
-  try {
-    await client.send(new HeadObjectCommand({ Bucket: S3_BUCKET, Key: key }));
-    return true;
-  } catch (err) {
-    if ((err as { name?: string }).name === "NotFound") return false;
-    throw err;
-  } finally {
-    client.destroy();
-  }
+describe("Run.artifacts of many runs", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer({ env: { MLGRAPH_DEBUG_QUERY_COUNTS: "1" } });
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("lists the artifacts of every run in a constant number of statements (no N+1)", async () => {
+    const QUERY = `query($e: [ID!]) { runs(experimentIds: $e, first: 50) { edges { node { id
+      artifacts { path isDir size } model: artifacts(path: "model") { path size } } } } }`;
+    const statementsFor = async (runs: number, name: string) => {
+      const exp = ok(await server.gql(`mutation($n: String!) { createExperiment(input: {name: $n}) { id } }`, { n: name })).createExperiment;
+      const expected = new Map<string, number>();
+      for (let r = 0; r < runs; r++) {
+        const runId = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun.id;
+        ok((await upload(server, runId, "model/weights.bin", randomBytes(10 + r))).completed);
+        ok((await upload(server, runId, "README.md", Buffer.from("x"))).completed);
+        expected.set(runId, 10 + r);
+      }
+      const res = await server.gql(QUERY, { e: [exp.id] });
+      const edges = ok(res).runs.edges;
+      expect(edges).toHaveLength(runs);
+      for (const { node } of edges) {
+        expect(node.artifacts).toEqual([
+          { path: "README.md", isDir: false, size: 1 },
+          { path: "model", isDir: true, size: expected.get(node.id) },
+        ]);
+        expect(node.model).toEqual([{ path: "model/weights.bin", size: expected.get(node.id) }]);
+      }
+      return (res as any).extensions.queryCounts.postgres as number;
+    };
+    expect(await statementsFor(8, "artifacts-many")).toBe(await statementsFor(2, "artifacts-few"));
+  });
 });

@@ -212,9 +212,10 @@ export class S3ArtifactStore implements ArtifactStore {
     } catch (err) {
       if (isS3Error(err, ["NoSuchUpload"])) return this.alreadyCompleted(pending);
       if (isS3Error(err, ["InvalidPart", "InvalidPartOrder", "EntityTooSmall"])) {
-        // The parts can never form the declared object; drop them instead of leaving storage behind.
-        await this.abortQuietly(pending.key, uploadId);
-        throw badInput("parts", `S3 refused the parts (${(err as Error).name}); the upload was aborted, start a new one`);
+        // Not aborted: one mistyped ETag must not throw away every uploaded part. The client can
+        // complete again with the ETags its PUTs returned (or PUT a part again); an upload nobody
+        // completes is discarded by the abandoned-upload sweep.
+        throw badInput("parts", `S3 refused the parts (${(err as Error).name}); the uploaded parts are kept: complete again with each part's ETag as its PUT returned it, or PUT a part again`);
       }
       throw err;
     }

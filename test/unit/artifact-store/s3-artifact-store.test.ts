@@ -1,5 +1,7 @@
 import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { createHash, randomBytes } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
@@ -31,6 +33,63 @@ async function putPart(url: string, init: RequestInit): Promise<Response> {
     if (!/ECONNRESET|fetch failed|socket/i.test(`${(err as Error).message} ${String((err as { cause?: unknown }).cause)}`)) throw err;
     return fetch(url, init);
   }
+}
+
+/**
+ * What S3 does with multipart uploads and s3rver does not, in a proxy in front of s3rver: S3
+ * answers 400 InvalidPart to a completion listing an ETag other than that part's PUT returned
+ * (s3rver assembles whatever it lists), and it aborts uploads (s3rver answers MethodNotAllowed);
+ * every later request on an aborted upload gets 404 NoSuchUpload. Headers pass unchanged (Host
+ * included), so s3rver still checks the signatures.
+ */
+async function startEtagCheckingProxy(target: string): Promise<{ endpoint: string; close: () => Promise<void> }> {
+  const { hostname, port } = new URL(target);
+  const etags = new Map<string, string>();
+  const aborted = new Set<string>();
+  const s3Error = (res: http.ServerResponse, status: number, code: string, message: string) => {
+    res.writeHead(status, { "content-type": "application/xml" });
+    res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${message}</Message></Error>`);
+  };
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://proxy");
+    const uploadId = url.searchParams.get("uploadId");
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      if (uploadId && aborted.has(uploadId)) return s3Error(res, 404, "NoSuchUpload", "The specified upload does not exist.");
+      if (req.method === "DELETE" && uploadId) {
+        aborted.add(uploadId);
+        res.writeHead(204).end();
+        return;
+      }
+      if (req.method === "POST" && uploadId) {
+        for (const [, part] of body.toString("utf8").matchAll(/<Part>(.*?)<\/Part>/gs)) {
+          const number = /<PartNumber>(\d+)<\/PartNumber>/.exec(part)?.[1];
+          const etag = /<ETag>(.*?)<\/ETag>/.exec(part)?.[1]?.replace(/&quot;|"/g, "");
+          if (etags.get(`${uploadId}/${number}`) !== etag) return s3Error(res, 400, "InvalidPart", "One or more of the specified parts could not be found.");
+        }
+      }
+      const upstream = http.request({ hostname, port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        const partNumber = url.searchParams.get("partNumber");
+        if (req.method === "PUT" && uploadId && partNumber && answer.statusCode === 200) {
+          etags.set(`${uploadId}/${partNumber}`, String(answer.headers.etag ?? "").replace(/"/g, ""));
+        }
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      });
+      upstream.on("error", () => res.writeHead(502).end());
+      upstream.end(body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 describe("S3ArtifactStore against s3rver", () => {
@@ -156,6 +215,34 @@ describe("S3ArtifactStore against s3rver", () => {
     // s3rver has no ListParts, so completing without ETags is refused with a clear message.
     await expect(small.completeUpload(pendingUploadOf(d))).rejects.toThrow(/ETag/);
     expect(await small.head(key)).toBeNull();
+  });
+
+  it("keeps the parts when S3 refuses a completion's ETags (InvalidPart), so a corrected completion succeeds", async () => {
+    const proxy = await startEtagCheckingProxy(endpoint);
+    try {
+      const viaProxy = makeStore({ endpoint: proxy.endpoint, multipartThreshold: MiB, partSize: 5 * MiB });
+      const body = randomBytes(6 * MiB);
+      const key = artifactKey("r1", "etags.bin");
+      const d = (await viaProxy.createUpload({ key, size: body.length, sha256: sha256(body) })) as MultipartUploadDescriptor;
+      expect(d.parts).toHaveLength(2);
+      const parts: UploadedPart[] = [];
+      for (const part of d.parts) {
+        const start = (part.partNumber - 1) * d.partSize;
+        const res = await putPart(part.url, { method: "PUT", body: body.subarray(start, start + part.size) });
+        expect(res.status).toBe(200);
+        parts.push({ partNumber: part.partNumber, etag: res.headers.get("etag")! });
+      }
+      const wrong = [parts[0]!, { partNumber: 2, etag: `"${"0".repeat(32)}"` }];
+      const refused = await viaProxy.completeUpload(pendingUploadOf(d), wrong).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(DomainError);
+      expect(refused).toMatchObject({ code: "BAD_USER_INPUT", field: "parts", message: expect.stringMatching(/^parts: .*InvalidPart/) });
+      expect(await viaProxy.head(key)).toBeNull();
+      // Nothing was aborted: the same upload completes with the right ETags.
+      await expect(completeAndVerifyUpload(viaProxy, pendingUploadOf(d), parts)).resolves.toMatchObject({ key, size: body.length, sha256: sha256(body) });
+      await viaProxy.delete(key);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("detects a checksum mismatch and leaves no artifact behind", async () => {
