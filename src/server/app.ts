@@ -79,6 +79,17 @@ function abandonedSignal(res: import("express").Response): AbortSignal {
  * store or OIDC issuer that is away says nothing about the credential, and clients (executors
  * reporting a finished task) give up on 401 but retry 503 UNAVAILABLE.
  */
+/** Aborted when the websocket closes; one signal per socket, shared by its operations. */
+function socketClosed(extra: { socket: import("ws").WebSocket; closed?: AbortSignal }): AbortSignal {
+  if (!extra.closed) {
+    const controller = new AbortController();
+    if (extra.socket.readyState >= extra.socket.CLOSING) controller.abort();
+    else extra.socket.once("close", () => controller.abort());
+    extra.closed = controller.signal;
+  }
+  return extra.closed;
+}
+
 function authFailure(err: unknown, log: Logger): { status: number; code: string; message: string } {
   if (err instanceof DomainError && err.code === "UNAUTHENTICATED") return { status: 401, code: "UNAUTHENTICATED", message: err.message };
   if (err instanceof DomainError && err.code === "UNAVAILABLE") return { status: 503, code: "UNAVAILABLE", message: err.message };
@@ -236,7 +247,7 @@ async function mountGraphql(
       guard.hostAllowed(req.headers.host) && guard.originAllowed(origin || undefined) ? done(true) : done(false, 403, "Forbidden: not a local page"),
   });
   const wsLog = log.child({ transport: "ws" });
-  const serverCleanup = useServer<Record<string, unknown>, { principal?: Principal }>(
+  const serverCleanup = useServer<Record<string, unknown>, { principal?: Principal; closed?: AbortSignal }>(
     {
       schema,
       onConnect: async (ctx) => {
@@ -280,7 +291,9 @@ async function mountGraphql(
       // Each event is executed once per distinct operation, not once per subscriber.
       subscribe: createSharedSubscribe(),
       // A fresh context (and fresh DataLoaders) per operation, never shared across operations.
-      context: (ctx) => makeContext(services, ctx.extra.principal as Principal, wsLog),
+      // The socket's closing is the operations' hang-up: a claimTasks long poll sent over it
+      // stops waiting (and claims nothing more) when the executor is gone, as over HTTP.
+      context: (ctx) => makeContext(services, ctx.extra.principal as Principal, wsLog, socketClosed(ctx.extra)),
       onNext: (_ctx, _id, _payload, _args, result) => {
         if (!result.errors?.length) return;
         return { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, wsLog)) };

@@ -621,6 +621,22 @@ describe("batched claims and completions (executors with several slots)", () => 
     expect(claimed.map((a: any) => a.taskRun.taskId)).toEqual(["only"]);
   });
 
+  it("hands nothing to a long poll sent over a websocket that closed", async () => {
+    const exec = await register("hung-up-ws", 4);
+    await createSpec({ pipeline: { name: "hung-up-ws", tasks: [{ id: "only", command: ["true"], pool: "hung-up-ws" }] } });
+    const ws = server.ws();
+    const abandoned = collect<any>(ws, CLAIM_MANY, { id: exec, max: 4, wait: 20 }, 1, 30_000);
+    abandoned.done.catch(() => undefined);
+    await sleep(500); // the server is waiting for work on that socket
+    await ws.dispose();
+    await sleep(200);
+    const submitted = await submit("hung-up-ws");
+    await sleep(500); // had the poll kept waiting after the socket closed, it would have claimed the task by now
+    expect((await readRun(submitted.id)).tasks[0].status).toBe("QUEUED");
+    const claimed = ok(await server.gql(CLAIM_MANY, { id: exec, max: 4, wait: 5 })).claimTasks;
+    expect(claimed.map((a: any) => a.taskRun.taskId)).toEqual(["only"]);
+  });
+
   // Needs a connection of its own to the server's database, to hold the claim inside its transaction.
   const withDatabase = serverHasDatabase() ? it : it.skip;
   withDatabase("undoes a claim whose executor hung up while the claim's transaction ran", async () => {
