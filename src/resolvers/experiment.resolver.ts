@@ -83,6 +83,7 @@ export class ExperimentResolver {
 
   @FieldResolver(() => RunConnection, { description: "Runs of this experiment, filtered and ordered like `runs`." })
   async runs(@Root() experiment: Experiment, @Ctx() ctx: RequestContext, @Args(() => ExperimentRunsArgs) args: ExperimentRunsArgs) {
-    return toConnection(await ctx.services.runs.searchRuns(ctx, { ...args, experimentIds: [experiment.id] }));
+    const search = { filter: args.filter ?? null, orderBy: args.orderBy ?? null, first: args.first ?? null, after: args.after ?? null };
+    return toConnection(await ctx.loaders.experimentRuns.load(`${JSON.stringify(search)}\u0000${experiment.id}`));
   }
 }

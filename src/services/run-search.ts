@@ -22,6 +22,11 @@ export interface MetricSearchHooks {
 }
 
 /** Run search over PostgreSQL; the filter language is compiled to parameterised SQL. */
+export type RunSearchArgs = { experimentIds?: string[] | null; runIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs;
+
+/** The key of the single page of an ordinary search. */
+const ALL = "";
+
 /** SQL condition: run `r` is not in a deleted experiment. */
 const LIVE_EXPERIMENT = "NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = r.experiment_id AND e.deleted_at IS NOT NULL)";
 
@@ -35,10 +40,19 @@ export class RunSearch {
     this.metrics = metrics;
   }
 
-  async search(
-    _ctx: RequestContext,
-    args: { experimentIds?: string[] | null; runIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs,
-  ): Promise<Page<Run>> {
+  async search(_ctx: RequestContext, args: RunSearchArgs): Promise<Page<Run>> {
+    return (await this.searchPages(args, false)).get(ALL)!;
+  }
+
+  /**
+   * The same search run separately inside each experiment, as one statement (a window per
+   * experiment): `experiments { runs(...) }` costs one search, not one per experiment.
+   */
+  async searchPerExperiment(_ctx: RequestContext | null, args: Omit<RunSearchArgs, "experimentIds">, experimentIds: readonly string[]): Promise<Map<string, Page<Run>>> {
+    return this.searchPages({ ...args, experimentIds: [...experimentIds] }, true);
+  }
+
+  private async searchPages(args: RunSearchArgs, perExperiment: boolean): Promise<Map<string, Page<Run>>> {
     const window = pageWindow(args);
     const ast = parseFilter(args.filter ?? "");
     const orderTerms = parseOrderBy(args.orderBy?.length ? args.orderBy : DEFAULT_RUN_ORDER_BY);
@@ -72,16 +86,29 @@ export class RunSearch {
     const order = await compileOrderBy(orderTerms, { paramOffset: params.length, resolveMetricLastValues });
     params.push(...order.params);
     params.push(window.limit + 1, window.offset);
-    const rows: { id: string }[] = await this.db.query(
-      `SELECT r.id FROM runs r ${order.joins.join(" ")}
-        WHERE ${where.join(" AND ")}
-        ORDER BY ${order.orderBy}
-        LIMIT $${params.length - 1} OFFSET $${params.length}`,
-      params,
-    );
+    const [limitParam, offsetParam] = [`$${params.length - 1}`, `$${params.length}`];
+    const rows: { id: string; experiment_id: string }[] = perExperiment
+      ? await this.db.query(
+          `SELECT id, experiment_id FROM (
+             SELECT r.id, r.experiment_id, row_number() OVER (PARTITION BY r.experiment_id ORDER BY ${order.orderBy}) AS n
+               FROM runs r ${order.joins.join(" ")}
+              WHERE ${where.join(" AND ")}) ranked
+            WHERE n > ${offsetParam} AND n <= ${offsetParam} + ${limitParam}
+            ORDER BY experiment_id, n`,
+          params,
+        )
+      : await this.db.query(
+          `SELECT r.id, r.experiment_id FROM runs r ${order.joins.join(" ")}
+            WHERE ${where.join(" AND ")}
+            ORDER BY ${order.orderBy}
+            LIMIT ${limitParam} OFFSET ${offsetParam}`,
+          params,
+        );
     const runs = rows.length ? await this.db.getRepository(Run).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids: rows.map((r) => r.id) }).getMany() : [];
     const byId = new Map(runs.map((r) => [r.id, r]));
-    return toPage(rows.map((r) => byId.get(r.id) as Run), window);
+    const groups = new Map<string, Run[]>(perExperiment ? (experimentIds ?? []).map((id) => [id, []]) : [[ALL, []]]);
+    for (const row of rows) groups.get(perExperiment ? row.experiment_id : ALL)?.push(byId.get(row.id) as Run);
+    return new Map([...groups].map(([key, list]) => [key, toPage(list, window)]));
   }
 
   private async runIdsOf(experimentIds: string[]): Promise<string[]> {

@@ -368,6 +368,11 @@ export class RunsService {
     return this.search.search(ctx, args);
   }
 
+  /** One search run inside each of the experiments (for `Experiment.runs` of a list of experiments). */
+  async searchRunsPerExperiment(args: { filter?: string | null; orderBy?: string[] | null } & PageArgs, experimentIds: readonly string[]): Promise<Map<string, Page<Run>>> {
+    return this.search.searchPerExperiment(null, args, experimentIds);
+  }
+
   async publishUpdated(run: Run): Promise<void> {
     const event: RunUpdatedEvent = { runId: run.id, experimentId: run.experimentId };
     await this.bus.publish(RUN_EVENTS_TOPIC, event);

@@ -4,7 +4,7 @@ import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers
 let server: TestServer;
 
 beforeAll(async () => {
-  server = await startTestServer();
+  server = await startTestServer({ env: { MLGRAPH_DEBUG_QUERY_COUNTS: "1" } });
 });
 afterAll(async () => {
   await server?.stop();
@@ -71,6 +71,31 @@ describe("experiments", () => {
     ok(await server.gql(`mutation($id: ID!) { restoreExperiment(id: $id) { deletedAt } }`, { id: experiment.id }));
     expect(await listed()).toContain(runId);
     ok(await server.gql(`mutation($r: ID!) { logParams(runId: $r, params: [{key: "lr", value: "0.1"}]) { id } }`, { r: runId }));
+  });
+
+  it("lists each experiment's runs in a fixed number of statements, however many experiments", async () => {
+    const LIST = `{ experiments(first: 100) { edges { node { id name runs(first: 2, orderBy: ["attributes.run_name ASC"]) { edges { node { name experiment { id } } } pageInfo { hasNextPage } } } } } }`;
+    const listing = async () => {
+      const res = await server.gql(LIST);
+      return { experiments: ok(res).experiments.edges.map((e: any) => e.node), statements: (res as any).extensions.queryCounts.postgres as number };
+    };
+    const addExperiments = async (n: number, prefix: string) => {
+      for (let i = 0; i < n; i++) {
+        const e = await createExperiment(`${prefix}-${i}`);
+        for (const name of ["c", "a", "b"]) ok(await server.gql(CREATE_RUN, { input: { experimentId: e.id, name: `${prefix}-${i}-${name}` } }));
+      }
+    };
+    await addExperiments(2, "per-exp-few");
+    const few = await listing();
+    await addExperiments(6, "per-exp-many");
+    const many = await listing();
+    // One search per experiment before: 6 more experiments, 6 more statements.
+    expect(many.statements).toBe(few.statements);
+    for (const e of many.experiments.filter((x: any) => x.name.startsWith("per-exp-"))) {
+      expect(e.runs.edges.map((r: any) => r.node.name)).toEqual([`${e.name}-a`, `${e.name}-b`]);
+      expect(e.runs.edges.every((r: any) => r.node.experiment.id === e.id)).toBe(true);
+      expect(e.runs.pageInfo.hasNextPage).toBe(true);
+    }
   });
 
   it("refuses a duplicate name with CONFLICT and creates nothing", async () => {
