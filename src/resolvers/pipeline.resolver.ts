@@ -48,7 +48,7 @@ export class PipelineResolver {
     @Arg("first", () => Int, { nullable: true, description: "Page size (default 50, at most 1000)." }) first?: number,
     @Arg("after", () => String, { nullable: true, description: "Cursor from a previous page." }) after?: string,
   ) {
-    return toConnection(await ctx.services.pipelineRuns.runsOfPipelines(pipeline.id, { first, after }));
+    return toConnection(await ctx.loaders.runsOfPipeline.load(`${JSON.stringify({ first: first ?? null, after: after ?? null })}\u0000${pipeline.id}`));
   }
 }
 

@@ -3,6 +3,8 @@ import type { AppServices } from "./app-services.js";
 import type { Pipeline } from "../entities/pipeline.entity.js";
 import type { PipelineVersion } from "../entities/pipeline-version.entity.js";
 import type { TaskRun } from "../entities/task-run.entity.js";
+import type { PipelineRun } from "../entities/pipeline-run.entity.js";
+import type { Page } from "./pagination.js";
 import type { Executor } from "../entities/executor.entity.js";
 import type { TaskAttemptView } from "./pipeline-runs.service.js";
 
@@ -22,6 +24,19 @@ export function createPipelineLoaders(services: AppServices) {
     latestPipelineVersion: new DataLoader<string, PipelineVersion | null>(async (ids) => {
       const latest = new Map((await services.pipelines.latestVersionsOf(ids)).map((v) => [v.pipelineId, v]));
       return ids.map((id) => latest.get(id) ?? null);
+    }),
+    /** Key: `${JSON of { first, after }}\u0000${pipelineId}`; one statement per distinct page request. */
+    runsOfPipeline: new DataLoader<string, Page<PipelineRun>>(async (keys) => {
+      const byArgs = new Map<string, string[]>();
+      for (const key of keys) {
+        const at = key.lastIndexOf("\u0000");
+        byArgs.set(key.slice(0, at), [...(byArgs.get(key.slice(0, at)) ?? []), key.slice(at + 1)]);
+      }
+      const pages = new Map<string, Page<PipelineRun>>();
+      for (const [args, pipelineIds] of byArgs) {
+        for (const [id, page] of await services.pipelineRuns.runsOfPipelines(pipelineIds, JSON.parse(args))) pages.set(`${args}\u0000${id}`, page);
+      }
+      return keys.map((k) => pages.get(k)!);
     }),
     tasksOfPipelineRun: new DataLoader<string, TaskRun[]>(async (ids) => {
       const map = await services.pipelineRuns.tasksFor(ids);

@@ -179,18 +179,36 @@ export class PipelineRunsService {
     return toPage(rows, window, total);
   }
 
-  async runsOfPipelines(pipelineId: string, args: PageArgs): Promise<Page<PipelineRun>> {
+  /**
+   * A page of each pipeline's runs, newest first, with each pipeline's total: one statement for
+   * every pipeline a request lists (a window per pipeline), then the rows by id.
+   */
+  async runsOfPipelines(pipelineIds: readonly string[], args: PageArgs): Promise<Map<string, Page<PipelineRun>>> {
     const window = pageWindow(args);
-    const [rows, total] = await this.db
-      .getRepository(PipelineRun)
-      .createQueryBuilder("r")
-      .where("r.pipeline_id = :pipelineId", { pipelineId })
-      .orderBy("r.created_at", "DESC")
-      .addOrderBy("r.id", "ASC")
-      .offset(window.offset)
-      .limit(window.limit + 1)
-      .getManyAndCount();
-    return toPage(rows, window, total);
+    const ranked: { id: string; pipeline_id: string; total: number }[] = await sqlRows(
+      this.db,
+      `SELECT id, pipeline_id, total FROM (
+         SELECT id, pipeline_id, count(*) OVER (PARTITION BY pipeline_id)::int AS total,
+                row_number() OVER (PARTITION BY pipeline_id ORDER BY created_at DESC, id ASC) AS n
+           FROM pipeline_runs WHERE pipeline_id = ANY($1::uuid[])) r
+        WHERE n > $2 AND n <= $2 + $3 + 1 ORDER BY pipeline_id, n`,
+      [[...pipelineIds], window.offset, window.limit],
+    );
+    const rows = ranked.length ? await this.db.getRepository(PipelineRun).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids: ranked.map((r) => r.id) }).getMany() : [];
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const pages = new Map<string, Page<PipelineRun>>();
+    for (const pipelineId of pipelineIds) {
+      const mine = ranked.filter((r) => r.pipeline_id === pipelineId);
+      // A page past the end has no rows to carry the total: count it alone (rare).
+      const total = mine[0]?.total ?? (window.offset > 0 ? await this.countRunsOf(pipelineId) : 0);
+      pages.set(pipelineId, toPage(mine.map((r) => byId.get(r.id)!), window, total));
+    }
+    return pages;
+  }
+
+  private async countRunsOf(pipelineId: string): Promise<number> {
+    const [{ n }] = await sqlRows<{ n: number }>(this.db, "SELECT count(*)::int AS n FROM pipeline_runs WHERE pipeline_id = $1", [pipelineId]);
+    return n;
   }
 
   /**

@@ -114,6 +114,42 @@ describe("pipeline specs", () => {
     expect(runs.totalCount).toBe(0);
   });
 
+  it("pages each pipeline's runs, newest first with its total, in a fixed number of statements however many pipelines", async () => {
+    const LIST = `{ pipelines(first: 200) { edges { node { name runs(first: 2) { totalCount edges { node { id } } pageInfo { hasNextPage endCursor } } } } } }`;
+    const submitted = new Map<string, string[]>();
+    const addPipelines = async (n: number, prefix: string) => {
+      for (let i = 0; i < n; i++) {
+        const name = `${prefix}-${i}`;
+        await createSpec({ pipeline: { name, tasks: [{ id: "a", command: ["true"], pool: "never-claimed" }] } });
+        const ids: string[] = [];
+        for (let r = 0; r < 3; r++) ids.push((await submit(name)).id);
+        submitted.set(name, ids);
+      }
+    };
+    const listing = async () => {
+      const res = await server.gql(LIST);
+      return { pipelines: ok(res).pipelines.edges.map((e: any) => e.node), statements: (res as any).extensions.queryCounts.postgres as number };
+    };
+    await addPipelines(2, "runs-page-few");
+    const few = await listing();
+    await addPipelines(4, "runs-page-many");
+    const many = await listing();
+    expect(many.statements).toBe(few.statements);
+    const mine = many.pipelines.filter((p: any) => submitted.has(p.name));
+    expect(mine).toHaveLength(6);
+    for (const p of mine) {
+      const ids = submitted.get(p.name)!;
+      expect(p.runs.edges.map((e: any) => e.node.id)).toEqual([ids[2], ids[1]]);
+      expect(p.runs).toMatchObject({ totalCount: 3, pageInfo: { hasNextPage: true } });
+    }
+    const one = mine[0];
+    const PAGE = `query($n: String!, $after: String) { pipeline(name: $n) { runs(first: 2, after: $after) { totalCount edges { node { id } } pageInfo { hasNextPage endCursor } } } }`;
+    const second = ok(await server.gql(PAGE, { n: one.name, after: one.runs.pageInfo.endCursor })).pipeline.runs;
+    expect(second).toMatchObject({ totalCount: 3, edges: [{ node: { id: submitted.get(one.name)![0] } }], pageInfo: { hasNextPage: false } });
+    const past = ok(await server.gql(PAGE, { n: one.name, after: second.pageInfo.endCursor })).pipeline.runs;
+    expect(past).toMatchObject({ totalCount: 3, edges: [] });
+  });
+
   it("refuses a run whose pipeline's experiment was deleted, until it is restored", async () => {
     await createSpec({ pipeline: { name: "orphaned-exp", tasks: [{ id: "a", command: ["true"] }] } });
     await submit("orphaned-exp");
