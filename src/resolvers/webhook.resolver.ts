@@ -49,7 +49,7 @@ export class WebhookResolver {
     @Arg("first", () => Int, { nullable: true, description: "Page size (default 50, at most 1000)." }) first?: number,
     @Arg("after", () => String, { nullable: true, description: "Cursor from a previous page." }) after?: string,
   ) {
-    return toConnection(await ctx.services.webhooks.deliveries(ctx, hook.id, { status, first, after }));
+    return toConnection(await ctx.loaders.webhookDeliveries.load(`${JSON.stringify({ status: status ?? null, first: first ?? null, after: after ?? null })}\u0000${hook.id}`));
   }
 }
 

@@ -100,9 +100,12 @@ export class RegistryService {
           // The name as it is now, under the row lock (a concurrent rename may have changed it).
           const [current] = (await em.query(`SELECT name FROM registered_models WHERE id = $1 FOR UPDATE`, [model.id])) as { name: string }[];
           await em.getRepository(RegisteredModel).update({ id: model.id }, changes);
-          // Webhooks scoped to the model follow its new name (they are scoped by name).
+          // Webhooks scoped to the model follow its new name (they are scoped by name), and so do
+          // the pipeline runs that registered a version of it (PipelineRun.registeredModelVersion
+          // finds it by name and number; a model later created under the old name is not it).
           if (current && changes.name !== undefined && changes.name !== current.name) {
             await em.query(`UPDATE webhooks SET model_name = $2 WHERE model_name = $1`, [current.name, changes.name]);
+            await em.query(`UPDATE pipeline_runs SET registered_model_name = $2 WHERE registered_model_name = $1`, [current.name, changes.name]);
           }
         });
       }
@@ -353,15 +356,27 @@ export class RegistryService {
           "requestId",
         );
       }
+      // A request is a move from one stage: once the version left it (another request was
+      // approved meanwhile), approving the old "NONE -> STAGING" would quietly demote a PRODUCTION
+      // version and drop @champion.
+      if (version.stage !== request.fromStage) {
+        throw new DomainError(
+          "CONFLICT",
+          `requestId: the request moves version ${version.version} from ${request.fromStage}, but it is now in ${version.stage}; request the transition again`,
+          "requestId",
+        );
+      }
       request.checks = checks;
       const archived: number[] = [];
+      const archivedIds: string[] = [];
       let championMoved = false;
       if (request.toStage === ModelStage.PRODUCTION) {
-        const previous = returnedRows<{ version: number }>(await em.query(
-          `UPDATE model_versions SET stage = 'ARCHIVED', updated_at = now() WHERE model_id = $1 AND stage = 'PRODUCTION' AND id <> $2 RETURNING version`,
+        const previous = returnedRows<{ id: string; version: number }>(await em.query(
+          `UPDATE model_versions SET stage = 'ARCHIVED', updated_at = now() WHERE model_id = $1 AND stage = 'PRODUCTION' AND id <> $2 RETURNING id, version`,
           [model.id, version.id],
         ));
         archived.push(...previous.map((p) => p.version));
+        archivedIds.push(...previous.map((p) => p.id));
         await em.query(`UPDATE model_versions SET stage = 'PRODUCTION', updated_at = now() WHERE id = $1`, [version.id]);
         await this.pointAlias(em, model.id, CHAMPION_ALIAS, version.id);
         championMoved = true;
@@ -371,6 +386,14 @@ export class RegistryService {
           await em.query(`DELETE FROM model_aliases WHERE model_id = $1 AND alias = $2 AND model_version_id = $3`, [model.id, CHAMPION_ALIAS, version.id]);
         }
       }
+      // Requests still pending for the versions whose stage just changed start from a stage they
+      // are no longer in: they are closed, saying why, rather than left to be approved by mistake.
+      await em.query(
+        `UPDATE stage_transition_requests SET status = 'REJECTED', decided_by = 'mlgraph', decided_by_id = 'mlgraph', decided_at = now(),
+                decision_comment = 'superseded: the version changed stage (request ' || $2 || ' approved)'
+          WHERE model_version_id = ANY($1::uuid[]) AND status = 'PENDING' AND id <> $2`,
+        [[version.id, ...archivedIds], request.id],
+      );
       request.status = StageTransitionStatus.APPROVED;
       request.decidedBy = ctx.principal.name;
       request.decidedById = ctx.principal.id;
@@ -558,17 +581,22 @@ export class RegistryService {
     validateId(requestId, "requestId");
     const found = await em.getRepository(StageTransitionRequest).findOneBy({ id: requestId });
     if (!found) throw new DomainError("NOT_FOUND", `requestId: stage transition request ${JSON.stringify(requestId)} not found`, "requestId");
-    const owner: { model_id: string; name: string }[] = await em.query(
-      `SELECT m.id AS model_id, m.name FROM model_versions v JOIN registered_models m ON m.id = v.model_id WHERE v.id = $1`,
+    // Locked by id: a name read first and locked after could meet a rename (NOT_FOUND) or, worse,
+    // another model that took the old name meanwhile.
+    const [owner] = (await em.query(
+      `SELECT m.id FROM model_versions v JOIN registered_models m ON m.id = v.model_id WHERE v.id = $1 FOR UPDATE OF m`,
       [found.modelVersionId],
-    );
-    const model = await this.lockModel(em, owner[0].name, "requestId");
+    )) as { id: string }[];
+    const model = await em.getRepository(RegisteredModel).findOneByOrFail({ id: owner!.id });
     const [request] = (await em.query(`SELECT id FROM stage_transition_requests WHERE id = $1 FOR UPDATE`, [requestId])) as { id: string }[];
     const current = await em.getRepository(StageTransitionRequest).findOneByOrFail({ id: request.id });
     if (current.status !== StageTransitionStatus.PENDING) {
       throw new DomainError("CONFLICT", `requestId: the request was already ${current.status.toLowerCase()}`, "requestId");
     }
-    if (!options.selfDecisionAllowed && !this.config.registry.allowSelfApproval && current.requestedById === ctx.principal.id) {
+    // On the open loopback server every caller is the same anonymous admin: there is no "someone
+    // else" to approve, and the four-eyes rule cannot hold (auth is the way to get it).
+    const selfApprovalAllowed = options.selfDecisionAllowed || this.config.registry.allowSelfApproval || ctx.principal.kind === "anonymous";
+    if (!selfApprovalAllowed && current.requestedById === ctx.principal.id) {
       throw new DomainError("FORBIDDEN", "requestId: you requested this transition, so someone else must approve it", "requestId");
     }
     const version = await em.getRepository(ModelVersion).findOneByOrFail({ id: current.modelVersionId });

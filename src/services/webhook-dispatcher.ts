@@ -30,9 +30,16 @@ interface ClaimedDelivery {
   secret: string;
 }
 
-const BATCH = 20;
+/** Most deliveries in flight at once (each to a different webhook). */
+const MAX_IN_FLIGHT = 20;
 /** Deliveries of a paused webhook wait, neither sent nor counted as attempts, until it is resumed. */
 const ACTIVE_WEBHOOK = "EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.active)";
+/**
+ * Only a webhook's oldest pending delivery may go: events arrive in the order they happened, and a
+ * retried one is never overtaken (a receiver applying "@champion moved to v1" after "... to v2"
+ * would serve the wrong model). A webhook whose receiver is failing holds its own queue only.
+ */
+const FIRST_IN_LINE = "NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id AND e.status = 'PENDING' AND e.seq < d.seq)";
 const MAX_BACKOFF_MS = 3_600_000;
 const MAX_ERROR_LENGTH = 500;
 
@@ -89,10 +96,17 @@ export class WebhookDispatcher implements BackgroundWorker {
     while (this.running) {
       this.pendingWake = false;
       try {
-        for (;;) {
-          const claimed = await this.claim();
+        // Sends are not awaited as a batch: a receiver that answers slowly holds its own delivery,
+        // not everyone else's. Each finished send wakes the loop (the next in its line is due).
+        while (this.running) {
+          const room = MAX_IN_FLIGHT - this.inFlight.size;
+          if (room <= 0) {
+            await Promise.race(this.inFlight);
+            continue;
+          }
+          const claimed = await this.claim(undefined, room);
           if (claimed.length === 0) break;
-          await Promise.all(claimed.map((d) => this.track(this.send(d))));
+          for (const d of claimed) void this.track(this.send(d));
         }
       } catch (err) {
         this.log.error({ err: (err as Error).message }, "webhook dispatcher: claiming deliveries failed; retrying");
@@ -113,27 +127,32 @@ export class WebhookDispatcher implements BackgroundWorker {
 
   private track(p: Promise<void>): Promise<void> {
     this.inFlight.add(p);
-    return p.finally(() => this.inFlight.delete(p));
+    return p.finally(() => {
+      this.inFlight.delete(p);
+      this.poke();
+    });
   }
 
   private async untilNextDue(): Promise<number> {
     const poll = this.options.pollMs ?? 5000;
     const rows: { due: Date | null }[] = await this.db.query(
-      `SELECT min(d.next_attempt_at) AS due FROM webhook_deliveries d WHERE d.status = 'PENDING' AND ${ACTIVE_WEBHOOK}`,
+      `SELECT min(d.next_attempt_at) AS due FROM webhook_deliveries d WHERE d.status = 'PENDING' AND ${ACTIVE_WEBHOOK} AND ${FIRST_IN_LINE}`,
     );
     const due = rows[0]?.due;
     if (!due) return poll;
     return Math.max(0, Math.min(poll, new Date(due).getTime() - Date.now() + 5));
   }
 
-  private async claim(deliveryId?: string): Promise<ClaimedDelivery[]> {
+  private async claim(deliveryId?: string, limit = MAX_IN_FLIGHT): Promise<ClaimedDelivery[]> {
     const leaseMs = this.options.timeoutMs + 30_000;
+    // A delivery being sent stays PENDING (its lease pushed next_attempt_at ahead), so the next in
+    // its webhook's line waits for its outcome; testWebhook's PING (by id) skips the line.
     const result: unknown = await this.db.query(
       `WITH due AS (
          SELECT d.id FROM webhook_deliveries d
-          WHERE d.status = 'PENDING' AND ${deliveryId ? "d.id = $2" : `d.next_attempt_at <= now() AND ${ACTIVE_WEBHOOK}`}
-          ORDER BY d.next_attempt_at
-          LIMIT ${BATCH}
+          WHERE d.status = 'PENDING' AND ${deliveryId ? "d.id = $2" : `d.next_attempt_at <= now() AND ${ACTIVE_WEBHOOK} AND ${FIRST_IN_LINE}`}
+          ORDER BY d.seq
+          LIMIT ${Math.max(1, Math.floor(limit))}
           FOR UPDATE SKIP LOCKED
        )
        UPDATE webhook_deliveries d

@@ -26,11 +26,12 @@ export async function enqueueWebhookEvent(
   options: { modelName?: string | null } = {},
 ): Promise<number> {
   // A webhook scoped to a model gets that model's registry events, and every run and pipeline
-  // event (those concern no model).
+  // event (those concern no model). A paused webhook's events are queued too: they wait, unsent,
+  // until it is resumed (a serving hook paused for maintenance must not miss a champion change).
   const rows: unknown[] = await em.query(
     `INSERT INTO webhook_deliveries (webhook_id, event, payload, status)
      SELECT id, $1, $2::jsonb, 'PENDING' FROM webhooks
-      WHERE active AND $1 = ANY(events) AND (model_name IS NULL OR $3::text IS NULL OR model_name = $3::text)
+      WHERE $1 = ANY(events) AND (model_name IS NULL OR $3::text IS NULL OR model_name = $3::text)
      RETURNING id`,
     [event, JSON.stringify({ ...payload, occurredAt: new Date().toISOString() }), options.modelName ?? null],
   );
@@ -72,6 +73,10 @@ export class WebhooksService {
     validateText(input.secret, "input.secret", 500);
     if (input.secret.length < 16) throw new DomainError("BAD_USER_INPUT", "input.secret: at least 16 characters, so signatures cannot be guessed", "input.secret");
     const modelName = input.modelName == null ? null : validateText(input.modelName, "input.modelName", LIMITS.nameLength);
+    // A misspelt name would scope the webhook to a model that never sends anything.
+    if (modelName !== null && (await this.db.query(`SELECT 1 FROM registered_models WHERE name = $1`, [modelName])).length === 0) {
+      throw new DomainError("NOT_FOUND", `input.modelName: model ${JSON.stringify(modelName)} not found; create it first`, "input.modelName");
+    }
     const description = input.description == null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
     const repo = this.db.getRepository(Webhook);
     return repo.save(
@@ -123,12 +128,24 @@ export class WebhooksService {
     return this.db.getRepository(WebhookDelivery).findOneByOrFail({ id: delivery.id });
   }
 
-  async deliveries(_ctx: RequestContext, webhookId: string, args: PageArgs & { status?: WebhookDeliveryStatus | null }): Promise<Page<WebhookDelivery>> {
+  /**
+   * A page of each webhook's deliveries, newest first: one statement for every webhook a request
+   * lists (a window per webhook), then the rows by id.
+   */
+  async deliveriesOf(webhookIds: readonly string[], args: PageArgs & { status?: WebhookDeliveryStatus | null }): Promise<Map<string, Page<WebhookDelivery>>> {
     const window = pageWindow(args);
-    const qb = this.db.getRepository(WebhookDelivery).createQueryBuilder("d").where("d.webhook_id = :webhookId", { webhookId });
-    if (args.status) qb.andWhere("d.status = :status", { status: args.status });
-    const rows = await qb.orderBy("d.created_at", "DESC").addOrderBy("d.id").offset(window.offset).limit(window.limit + 1).getMany();
-    return toPage(rows, window);
+    const ranked: { id: string; webhook_id: string }[] = await this.db.query(
+      `SELECT id, webhook_id FROM (
+         SELECT id, webhook_id, row_number() OVER (PARTITION BY webhook_id ORDER BY created_at DESC, seq DESC) AS n
+           FROM webhook_deliveries WHERE webhook_id = ANY($1::uuid[]) AND ($2::text IS NULL OR status = $2::text)) r
+        WHERE n > $3 AND n <= $3 + $4 + 1 ORDER BY webhook_id, n`,
+      [[...webhookIds], args.status ?? null, window.offset, window.limit],
+    );
+    const rows = ranked.length ? await this.db.getRepository(WebhookDelivery).createQueryBuilder("d").where("d.id = ANY(:ids)", { ids: ranked.map((r) => r.id) }).getMany() : [];
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const lists = new Map<string, WebhookDelivery[]>(webhookIds.map((id) => [id, []]));
+    for (const r of ranked) lists.get(r.webhook_id)?.push(byId.get(r.id)!);
+    return new Map([...lists].map(([id, list]) => [id, toPage(list, window)]));
   }
 
   async attemptsFor(deliveryIds: readonly string[]): Promise<Map<string, WebhookDeliveryAttempt[]>> {

@@ -213,6 +213,11 @@ describe("the seed's training pipeline on real executors", () => {
     expect(registered.registeredModelVersion).toMatchObject({ aliases: ["candidate"] });
     const champion = ok(await server.gql(`{ modelVersion(name: "churn", alias: "candidate") { version run { id } } }`)).modelVersion;
     expect(champion.run.id).toBe(byId.train_model.run.id);
+    // The run finds the version it registered after the model is renamed (it lost it before), and back.
+    for (const [from, to] of [["churn", "churn-renamed"], ["churn-renamed", "churn"]]) {
+      ok(await server.gql(`mutation($from: String!, $to: String!) { updateRegisteredModel(input: {name: $from, newName: $to}) { name } }`, { from, to }));
+      expect((await readRun(submitted.id)).registeredModelVersion).toMatchObject({ version: registered.registeredModelVersion.version, aliases: ["candidate"] });
+    }
 
     if (serverHasDatabase()) {
       // The server dies between registering the version and recording it on the run: the run is

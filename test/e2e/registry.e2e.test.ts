@@ -41,8 +41,8 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
   it("registers, aliases @candidate, requests Production, checks the card and thresholds, approves, archives the old champion and notifies serving", async () => {
     const receiver = await startWebhookReceiver(SECRET);
     try {
-      ok(await server.gql(`mutation($i: CreateWebhookInput!) { createWebhook(input: $i) { id } }`, { i: { url: receiver.url, events: ["STAGE_TRANSITION_APPROVED", "ALIAS_SET", "MODEL_VERSION_CREATED"], secret: SECRET, modelName: "churn" } }, admin));
       ok(await server.gql(`mutation { createRegisteredModel(input: {name: "churn", description: "churn risk", tags: [{key: "team", value: "growth"}]}) { name } }`, {}, editor));
+      ok(await server.gql(`mutation($i: CreateWebhookInput!) { createWebhook(input: $i) { id } }`, { i: { url: receiver.url, events: ["STAGE_TRANSITION_APPROVED", "ALIAS_SET", "MODEL_VERSION_CREATED"], secret: SECRET, modelName: "churn" } }, admin));
       ok(
         await server.gql(
           `mutation($p: ApprovalPolicyInput!) { setApprovalPolicy(modelName: "churn", policy: $p) { approvalPolicy { requiredModelCardSections metricThresholds appliesToStages } } }`,
@@ -231,6 +231,48 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
   });
 });
 
+describe("model registry: stage transitions on an open loopback server", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    // No MLGRAPH_ALLOW_SELF_APPROVAL: every caller is the same anonymous admin.
+    server = await startTestServer();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+  const REQUEST = `mutation($n: String!, $v: Int!, $to: ModelStage!) { requestStageTransition(input: {modelName: $n, version: $v, toStage: $to}) { id } }`;
+  const APPROVE = `mutation($id: ID!) { approveStageTransition(requestId: $id) { status modelVersion { stage aliases } } }`;
+
+  it("lets the anonymous admin approve (there is no one else), and closes requests that start from a stage the version left", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "stale"}) { name } }`));
+    ok(await server.gql(`mutation { setApprovalPolicy(modelName: "stale", policy: {appliesToStages: [ARCHIVED]}) { name } }`));
+    const runId = await newRun(server, undefined, "stale-exp");
+    await uploadFile(server, undefined, runId, "model.bin", Buffer.from("m"));
+    for (let i = 0; i < 2; i++) ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "stale", runId: $r, artifactPath: "model.bin", modelCard: "# card"}) { version } }`, { r: runId }));
+
+    const toStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;
+    const toProduction = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "PRODUCTION" })).requestStageTransition;
+    // Refused with FORBIDDEN ("you requested this transition") before: nothing could be promoted.
+    expect(ok(await server.gql(APPROVE, { id: toProduction.id })).approveStageTransition).toEqual({ status: "APPROVED", modelVersion: { stage: "PRODUCTION", aliases: ["champion"] } });
+
+    // The old NONE -> STAGING request would have demoted the PRODUCTION version and dropped @champion.
+    const READ = `query($id: ID!) { stageTransitionRequest(id: $id) { status decisionComment } }`;
+    const stale = await server.gql(APPROVE, { id: toStaging.id });
+    expect(stale.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "requestId" });
+    const closed = ok(await server.gql(READ, { id: toStaging.id })).stageTransitionRequest;
+    expect(closed.status).toBe("REJECTED");
+    expect(closed.decisionComment).toMatch(/superseded/);
+    expect(ok(await server.gql(`{ modelVersion(name: "stale", version: 1) { stage aliases } }`)).modelVersion).toEqual({ stage: "PRODUCTION", aliases: ["champion"] });
+
+    // A pending request of the version that an approval archives is closed too.
+    const backToStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;
+    const v2 = ok(await server.gql(REQUEST, { n: "stale", v: 2, to: "PRODUCTION" })).requestStageTransition;
+    ok(await server.gql(APPROVE, { id: v2.id }));
+    expect(ok(await server.gql(READ, { id: backToStaging.id })).stageTransitionRequest.status).toBe("REJECTED");
+    expect(ok(await server.gql(`{ modelVersion(name: "stale", version: 1) { stage aliases } }`)).modelVersion).toEqual({ stage: "ARCHIVED", aliases: [] });
+  });
+});
+
 describe("model registry: atomic aliases and stages under concurrency", () => {
   let server: TestServer;
   beforeAll(async () => {
@@ -325,7 +367,9 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
           return;
         }
         const approved = await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: req.data.requestStageTransition.id });
-        if (approved.errors) throw new Error(JSON.stringify(approved.errors));
+        // Another approval moved this version meanwhile (promoted, or archived by the next one):
+        // a request from a stage the version left is closed, never applied.
+        if (approved.errors && approved.errors[0].extensions?.code !== "CONFLICT") throw new Error(JSON.stringify(approved.errors));
       }
     });
     await Promise.all(ops);

@@ -128,6 +128,9 @@ describe("webhook deliveries", () => {
       const res = await server.gql(CREATE_WEBHOOK, { input });
       expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field });
     }
+    // A misspelt model would scope the webhook to events that never come.
+    const unknownModel = await server.gql(CREATE_WEBHOOK, { input: { url: "http://127.0.0.1/x", events: ["ALIAS_SET"], secret: SECRET, modelName: "no-such-model" } });
+    expect(unknownModel.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "input.modelName" });
   });
 });
 
@@ -171,6 +174,52 @@ describe("webhook dispatcher: paused webhooks and the attempt deadline", () => {
         listed = await deliveriesOf(hook.id);
       }
       expect(listed).toMatchObject([{ status: "DELIVERED", attemptCount: 2 }]);
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("delivers a webhook's events in the order they happened: a retried one is not overtaken", async () => {
+    // The receiver fails its first request: before, the next event went out meanwhile and the
+    // retry of the first arrived last, so a receiver applying events in order ended on stale state.
+    const receiver = await startWebhookReceiver(SECRET, (n) => (n === 1 ? 500 : 200));
+    try {
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
+      const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "wh-order"}) { id } }`)).createExperiment;
+      const runs: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun;
+        ok(await server.gql(`mutation($r: ID!) { updateRun(input: {runId: $r, status: FINISHED}) { status } }`, { r: run.id }));
+        runs.push(run.id);
+      }
+      await receiver.waitFor((r) => r.filter((x) => x.status === 200).length === 3, 10_000);
+      expect(receiver.received.map((r) => [r.body.data.runId, r.status])).toEqual([
+        [runs[0], 500],
+        [runs[0], 200],
+        [runs[1], 200],
+        [runs[2], 200],
+      ]);
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("queues the events that happen while a webhook is paused and sends them, in order, when it is resumed", async () => {
+    const receiver = await startWebhookReceiver(SECRET, () => 200);
+    try {
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
+      ok(await server.gql(SET_ACTIVE, { id: hook.id, active: false }));
+      await finishARun("wh-paused-a");
+      await finishARun("wh-paused-b");
+      await sleep(700);
+      expect(receiver.received).toHaveLength(0);
+      expect(await deliveriesOf(hook.id)).toMatchObject([{ status: "PENDING", attemptCount: 0 }, { status: "PENDING", attemptCount: 0 }]);
+      ok(await server.gql(SET_ACTIVE, { id: hook.id, active: true }));
+      await receiver.waitFor((r) => r.length === 2, 5000);
+      const [first, second] = receiver.received.map((r) => r.body.createdAt);
+      expect(first! <= second!).toBe(true);
       ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
       await receiver.close();

@@ -4,6 +4,7 @@ import { Pipelines1764150000300 } from "./0300-pipelines.migration.js";
 import { PipelineOnSuccess1764150000400 } from "./0400-pipeline-on-success.migration.js";
 import { PipelineRunSubmitter1764150000500 } from "./0500-pipeline-run-submitter.migration.js";
 import { ExecutorRetention1764150000600 } from "./0600-executor-retention.migration.js";
+import { WebhookDeliveryOrder1764150000700 } from "./0700-webhook-delivery-order.migration.js";
 
 /** Ordered PostgreSQL migrations; features append theirs (timestamps keep the order). */
-export const migrations = [Tracking1764150000001, Registry1764150000200, Pipelines1764150000300, PipelineOnSuccess1764150000400, PipelineRunSubmitter1764150000500, ExecutorRetention1764150000600];
+export const migrations = [Tracking1764150000001, Registry1764150000200, Pipelines1764150000300, PipelineOnSuccess1764150000400, PipelineRunSubmitter1764150000500, ExecutorRetention1764150000600, WebhookDeliveryOrder1764150000700];
