@@ -22,9 +22,11 @@ export function liveStream<E, T>(
     map: (event: E) => Promise<T | null> | T | null;
     /** `queuedEvents()`: live events received meanwhile and not yet handled (for the seam). */
     replay?: (seam: { queuedEvents(): number }) => AsyncIterable<T> | Iterable<T> | Promise<Iterable<T>>;
+    /** Bounds what a subscriber that stopped reading may hold queued, by weight (see iterateTopic). */
+    queueLimit?: { weigh: (event: E) => number; max: number };
   },
 ): AsyncGenerator<T> {
-  const events = iterateTopic<E>(ctx.services.bus, topic);
+  const events = iterateTopic<E>(ctx.services.bus, topic, options.queueLimit ? { weigh: options.queueLimit.weigh, maxQueuedWeight: options.queueLimit.max } : {});
   // A quiet topic brings no event to re-check the credential on: a revoked token's stream would
   // stay open, holding its bus subscription (a Redis channel), for as long as the socket lives.
   const recheck =

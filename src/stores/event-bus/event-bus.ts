@@ -18,9 +18,19 @@ export interface EventBus {
 export function iterateTopic<T>(
   bus: EventBus,
   topic: string,
-  options: { maxQueue?: number; onSubscribed?: () => void } = {},
+  options: {
+    maxQueue?: number;
+    onSubscribed?: () => void;
+    /** The size of an event (e.g. its points) for `maxQueuedWeight`; events count 1 by default. */
+    weigh?: (payload: T) => number;
+    /** Most total weight queued: 10,000 events of 10,000 points each would be 100M points held. */
+    maxQueuedWeight?: number;
+  } = {},
 ): AsyncIterableIterator<T> & { ready: Promise<void>; readonly queued: number } {
   const maxQueue = options.maxQueue ?? 10_000;
+  const weigh = options.weigh;
+  const maxWeight = options.maxQueuedWeight ?? Number.POSITIVE_INFINITY;
+  let queuedWeight = 0;
   const queue: T[] = [];
   let waiting: ((r: IteratorResult<T>) => void) | null = null;
   let failed: ((e: Error) => void) | null = null;
@@ -38,7 +48,11 @@ export function iterateTopic<T>(
       } else if (queue.length >= maxQueue) {
         error = new Error(`subscription fell behind by more than ${maxQueue} events`);
         void finish();
+      } else if (weigh && queuedWeight + weigh(payload as T) > maxWeight) {
+        error = new Error(`subscription fell behind by more than ${maxWeight} queued items`);
+        void finish();
       } else {
+        if (weigh) queuedWeight += weigh(payload as T);
         queue.push(payload as T);
       }
     })
@@ -72,7 +86,11 @@ export function iterateTopic<T>(
       return queue.length;
     },
     next(): Promise<IteratorResult<T>> {
-      if (queue.length > 0) return Promise.resolve({ value: queue.shift() as T, done: false });
+      if (queue.length > 0) {
+        const value = queue.shift() as T;
+        if (weigh) queuedWeight -= weigh(value);
+        return Promise.resolve({ value, done: false });
+      }
       if (error) return Promise.reject(error);
       if (done) return Promise.resolve({ value: undefined, done: true });
       return new Promise<IteratorResult<T>>((resolve, reject) => {

@@ -26,6 +26,12 @@ export interface GroupCommitOptions {
   windowMs?: number;
   /** A group is flushed as soon as it holds this many points; default 100,000. */
   maxRows?: number;
+  /**
+   * Most points waiting for their INSERT; default 2,000,000 (about 20 groups). While the store is
+   * slow (an INSERT timing out and then waited for), calls beyond it are refused UNAVAILABLE, which
+   * clients retry, instead of piling up in the server's memory.
+   */
+  maxQueuedRows?: number;
 }
 
 type QueryKind = "query" | "command" | "insert";
@@ -93,6 +99,7 @@ const EXISTING_BATCHES_SQL =
 export class MetricWriter {
   private readonly windowMs: number;
   private readonly maxRows: number;
+  private readonly maxQueuedRows: number;
   private queue: PendingBatch[] = [];
   private queuedRows = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -109,6 +116,7 @@ export class MetricWriter {
   ) {
     this.windowMs = options.windowMs ?? 3;
     this.maxRows = options.maxRows ?? 100_000;
+    this.maxQueuedRows = options.maxQueuedRows ?? 2_000_000;
     if (!(this.windowMs >= 0) || !(this.maxRows >= 1)) {
       throw new DomainError("BAD_USER_INPUT", "groupCommit: windowMs must be >= 0 and maxRows >= 1");
     }
@@ -133,6 +141,11 @@ export class MetricWriter {
 
   private enqueue(runId: string, batchId: string, columns: MetricColumns): Promise<LogPointsResult> {
     if (columns.keys.length === 0) return Promise.resolve({ stored: 0, deduplicated: false });
+    if (this.queuedRows > 0 && this.queuedRows + columns.keys.length > this.maxQueuedRows) {
+      return Promise.reject(
+        new DomainError("UNAVAILABLE", `the metric store is behind (${this.queuedRows} points waiting to be stored); retry shortly`),
+      );
+    }
     return new Promise<LogPointsResult>((resolve, reject) => {
       this.queue.push({ runId, batchId, columns, resolve, reject });
       this.queuedRows += columns.keys.length;

@@ -126,6 +126,33 @@ describe("MetricWriter", () => {
     expect(inserts.length).toBe(3);
   });
 
+  it("refuses a call UNAVAILABLE while more points than maxQueuedRows wait for a slow store, and takes calls again once they are stored", async () => {
+    let release!: () => void;
+    const slow = new Promise<void>((r) => (release = r));
+    const calls: string[] = [];
+    const client = {
+      async command({ query }: { query: string }) {
+        calls.push(query);
+        await slow;
+        return {};
+      },
+      async query() {
+        return { json: async () => [] };
+      },
+    } as unknown as ClickHouseClient;
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 1, maxRows: 5, maxQueuedRows: 8 });
+    const first = writer.write("a", points(5)); // in flight, held by the slow store
+    await new Promise((r) => setTimeout(r, 20));
+    const queued = writer.write("b", points(5)); // waits behind it
+    await expect(writer.write("c", points(4))).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    release();
+    await expect(Promise.all([first, queued])).resolves.toEqual([
+      { stored: 5, deduplicated: false },
+      { stored: 5, deduplicated: false },
+    ]);
+    await expect(writer.write("c", points(4))).resolves.toEqual({ stored: 4, deduplicated: false });
+  });
+
   it("answers batches whose idempotency key is already stored without writing them", async () => {
     const { client, calls } = fakeClient({ existing: [["a", "key-1"]] });
     const writer = new MetricWriter(client, {}, () => {}, { windowMs: 1 });
