@@ -68,6 +68,8 @@ const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
 const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
+/** Most lines one appendTaskLogs call takes (the server's limit). */
+const MAX_LOG_LINES_PER_CALL = 5_000;
 /** Longest wait between two tries of reporting an outcome. */
 const COMPLETION_RETRY_MAX_MS = 5_000;
 /** One completion request's time limit. */
@@ -261,16 +263,7 @@ export class ExecutorAgent {
       if (pending.length === 0 || leaseLost) return flushing;
       const lines = pending;
       pending = [];
-      flushing = flushing.then(() =>
-        this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`, {
-          id: a.taskRun.id,
-          lease: a.leaseToken,
-          lines,
-        }).then(
-          () => undefined,
-          (err: Error) => log.warn({ err: err.message }, "could not send logs"),
-        ),
-      );
+      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log));
       return flushing;
     };
     log.info({ argv: a.command, gpus: a.gpus }, "task started");
@@ -402,6 +395,36 @@ export class ExecutorAgent {
         const delayMs = Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt);
         log.warn({ err: (err as Error).message, outcome: completion.outcome, retryInMs: delayMs }, "completeTask failed; retrying");
         await new Promise((r) => setTimeout(r, delayMs));
+      }
+    }
+  }
+
+  /**
+   * Sends an attempt's log lines in calls the server takes (one output chunk can hold far more
+   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call answered
+   * UNAVAILABLE or RATE_LIMITED stored nothing and is sent again a few times; any other failure is
+   * logged and its lines dropped (resending after a lost answer could store them twice).
+   */
+  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger): Promise<void> {
+    for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
+      const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`, {
+            id: taskRunId,
+            lease: leaseToken,
+            lines: chunk,
+          });
+          break;
+        } catch (err) {
+          const refusedForNow = err instanceof GraphqlError && (err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED");
+          if (!refusedForNow || attempt >= 4) {
+            log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
+            if (err instanceof GraphqlError && err.code === "CONFLICT") return; // the lease is gone: so is every later chunk
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+        }
       }
     }
   }

@@ -974,6 +974,18 @@ describe("batched claims and completions (executors with several slots)", () => 
 });
 
 describe("GPUs and cancellation", () => {
+  it("keeps every line of a task that prints more lines at once than one log call takes", async () => {
+    // One output chunk of `seq` holds thousands of lines: sent as one call, all were refused (at most 5,000 per call).
+    await executor(["--pool", "chatty", "--gpus", "none", "--cpu", "4", "--memory-mb", "4096"]);
+    await createSpec({ pipeline: { name: "chatty", tasks: [shellTask("talk", "seq 1 12000", { pool: "chatty" })] } });
+    const submitted = await submit("chatty");
+    const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 60_000);
+    expect(run.status).toBe("SUCCEEDED");
+    const task = ok(await server.gql(`query($id: ID!) { pipelineRun(id: $id) { tasks { logLines logs(fromLine: 11990, limit: 20) } } }`, { id: submitted.id })).pipelineRun.tasks[0];
+    expect(task.logLines).toBe(12000);
+    expect(task.logs).toEqual(Array.from({ length: 10 }, (_, i) => String(11991 + i)));
+  });
+
   it("never runs two tasks on one GPU of a 2-GPU executor", async () => {
     const file = path.join(scratch, "gpu-usage.log");
     await executor(["--pool", "gpu2", "--gpus", "2", "--concurrency", "4", "--cpu", "16", "--memory-mb", "65536"]);
