@@ -3,6 +3,7 @@ import { Experiment } from "../entities/experiment.entity.js";
 import type { RequestContext } from "../services/context.js";
 import { Tag, TagInput, toConnection } from "./types/common.types.js";
 import { CreateExperimentInput, ExperimentConnection, RunConnection, UpdateExperimentInput } from "./types/tracking.types.js";
+import { argsKey } from "../services/grouped-loader.js";
 
 @ArgsType()
 class ExperimentRunsArgs {
@@ -84,6 +85,6 @@ export class ExperimentResolver {
   @FieldResolver(() => RunConnection, { description: "Runs of this experiment, filtered and ordered like `runs`." })
   async runs(@Root() experiment: Experiment, @Ctx() ctx: RequestContext, @Args(() => ExperimentRunsArgs) args: ExperimentRunsArgs) {
     const search = { filter: args.filter ?? null, orderBy: args.orderBy ?? null, first: args.first ?? null, after: args.after ?? null };
-    return toConnection(await ctx.loaders.experimentRuns.load(`${JSON.stringify(search)}\u0000${experiment.id}`));
+    return toConnection(await ctx.loaders.experimentRuns.load(argsKey(search, experiment.id)));
   }
 }

@@ -8,6 +8,7 @@ import { ModelVersion } from "../entities/model-version.entity.js";
 import type { RequestContext } from "../services/context.js";
 import { toConnection } from "./types/common.types.js";
 import { Checkpoint, PipelineRunConnection, SubmitPipelineRunInput, TaskAttempt, TaskLogBatch } from "./types/pipeline.types.js";
+import { argsKey } from "../services/grouped-loader.js";
 
 @Resolver(() => PipelineRun)
 export class PipelineRunResolver {
@@ -135,7 +136,7 @@ export class TaskRunResolver {
     @Arg("limit", () => Int, { nullable: true, description: "At most this many (default 1000, at most 10,000)." }) limit?: number,
   ) {
     ctx.services.pipelineRuns.validateLogWindow(fromLine ?? 0, limit ?? 1000);
-    return ctx.loaders.logsOfTaskRun.load(`${fromLine ?? 0}\u0000${limit ?? 1000}\u0000${task.id}`);
+    return ctx.loaders.logsOfTaskRun.load(argsKey({ fromLine: fromLine ?? 0, limit: limit ?? 1000 }, task.id));
   }
 
   @FieldResolver(() => [TaskAttempt], { description: "Every attempt, oldest first." })

@@ -4,6 +4,7 @@ import { PipelineVersion } from "../entities/pipeline-version.entity.js";
 import type { RequestContext } from "../services/context.js";
 import { toConnection } from "./types/common.types.js";
 import { CreatePipelineInput, PipelineConnection, PipelineRunConnection } from "./types/pipeline.types.js";
+import { argsKey } from "../services/grouped-loader.js";
 
 @Resolver(() => Pipeline)
 export class PipelineResolver {
@@ -48,7 +49,7 @@ export class PipelineResolver {
     @Arg("first", () => Int, { nullable: true, description: "Page size (default 50, at most 1000)." }) first?: number,
     @Arg("after", () => String, { nullable: true, description: "Cursor from a previous page." }) after?: string,
   ) {
-    return toConnection(await ctx.loaders.runsOfPipeline.load(`${JSON.stringify({ first: first ?? null, after: after ?? null })}\u0000${pipeline.id}`));
+    return toConnection(await ctx.loaders.runsOfPipeline.load(argsKey({ first: first ?? null, after: after ?? null }, pipeline.id)));
   }
 }
 

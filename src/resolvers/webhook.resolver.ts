@@ -4,6 +4,7 @@ import { Webhook, WebhookDelivery, WebhookDeliveryAttempt, WebhookDeliveryStatus
 import type { RequestContext } from "../services/context.js";
 import { toConnection } from "./types/common.types.js";
 import { CreateWebhookInput, WebhookDeliveryConnection } from "./types/registry.types.js";
+import { argsKey } from "../services/grouped-loader.js";
 
 @Resolver(() => Webhook)
 export class WebhookResolver {
@@ -49,7 +50,7 @@ export class WebhookResolver {
     @Arg("first", () => Int, { nullable: true, description: "Page size (default 50, at most 1000)." }) first?: number,
     @Arg("after", () => String, { nullable: true, description: "Cursor from a previous page." }) after?: string,
   ) {
-    return toConnection(await ctx.loaders.webhookDeliveries.load(`${JSON.stringify({ status: status ?? null, first: first ?? null, after: after ?? null })}\u0000${hook.id}`));
+    return toConnection(await ctx.loaders.webhookDeliveries.load(argsKey({ status: status ?? null, first: first ?? null, after: after ?? null }, hook.id)));
   }
 }
 

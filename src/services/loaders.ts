@@ -3,7 +3,8 @@ import type { Experiment } from "../entities/experiment.entity.js";
 import type { Run } from "../entities/run.entity.js";
 import type { ArtifactRecord } from "../entities/artifact.entity.js";
 import type { KeyValue } from "./validation.js";
-import type { Page } from "./pagination.js";
+import { EMPTY_PAGE, type Page, type PageArgs } from "./pagination.js";
+import { loaderByArgs } from "./grouped-loader.js";
 import type { RunInputView } from "./runs.service.js";
 import { runArtifactsCacheKey, type RunArtifactsRequest } from "./artifacts.service.js";
 import type { AppServices } from "./app-services.js";
@@ -29,19 +30,11 @@ export function createLoaders(services: AppServices) {
   return {
     experimentById: new DataLoader<string, Experiment | null>(async (ids) => byKey(ids, await services.experiments.byIds(ids), (e) => e.id)),
     experimentTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.experiments.tagsFor(ids))),
-    /** Key: `${JSON of the search args}\u0000${experimentId}`; one search per distinct args. */
-    experimentRuns: new DataLoader<string, Page<Run>>(async (keys) => {
-      const byArgs = new Map<string, string[]>();
-      for (const key of keys) {
-        const at = key.lastIndexOf("\u0000");
-        byArgs.set(key.slice(0, at), [...(byArgs.get(key.slice(0, at)) ?? []), key.slice(at + 1)]);
-      }
-      const pages = new Map<string, Page<Run>>();
-      for (const [args, experimentIds] of byArgs) {
-        for (const [id, page] of await services.runs.searchRunsPerExperiment(JSON.parse(args), experimentIds)) pages.set(`${args}\u0000${id}`, page);
-      }
-      return keys.map((k) => pages.get(k)!);
-    }),
+    /** Experiment.runs: one search per distinct arguments, a window per experiment. */
+    experimentRuns: loaderByArgs<{ filter: string | null; orderBy: string[] | null } & PageArgs, Page<Run>>(
+      (experimentIds, args) => services.runs.searchRunsPerExperiment(args, experimentIds),
+      EMPTY_PAGE,
+    ),
     runById: new DataLoader<string, Run | null>(async (ids) => byKey(ids, await services.runs.byIds(ids), (r) => r.id)),
     runParams: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.paramsFor(ids))),
     runTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.tagsFor(ids))),

@@ -48,3 +48,6 @@ export function toPage<T>(rows: T[], window: { offset: number; limit: number }, 
     totalCount,
   };
 }
+
+/** The page of a parent with no rows (what a per-parent loader answers for one it found nothing for). */
+export const EMPTY_PAGE: Page<never> = { items: [], offset: 0, hasNextPage: false, hasPreviousPage: false };

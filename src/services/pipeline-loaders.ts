@@ -4,7 +4,8 @@ import type { Pipeline } from "../entities/pipeline.entity.js";
 import type { PipelineVersion } from "../entities/pipeline-version.entity.js";
 import type { TaskRun } from "../entities/task-run.entity.js";
 import type { PipelineRun } from "../entities/pipeline-run.entity.js";
-import type { Page } from "./pagination.js";
+import { EMPTY_PAGE, type Page, type PageArgs } from "./pagination.js";
+import { loaderByArgs } from "./grouped-loader.js";
 import type { Executor } from "../entities/executor.entity.js";
 import type { TaskAttemptView } from "./pipeline-runs.service.js";
 
@@ -25,19 +26,8 @@ export function createPipelineLoaders(services: AppServices) {
       const latest = new Map((await services.pipelines.latestVersionsOf(ids)).map((v) => [v.pipelineId, v]));
       return ids.map((id) => latest.get(id) ?? null);
     }),
-    /** Key: `${JSON of { first, after }}\u0000${pipelineId}`; one statement per distinct page request. */
-    runsOfPipeline: new DataLoader<string, Page<PipelineRun>>(async (keys) => {
-      const byArgs = new Map<string, string[]>();
-      for (const key of keys) {
-        const at = key.lastIndexOf("\u0000");
-        byArgs.set(key.slice(0, at), [...(byArgs.get(key.slice(0, at)) ?? []), key.slice(at + 1)]);
-      }
-      const pages = new Map<string, Page<PipelineRun>>();
-      for (const [args, pipelineIds] of byArgs) {
-        for (const [id, page] of await services.pipelineRuns.runsOfPipelines(pipelineIds, JSON.parse(args))) pages.set(`${args}\u0000${id}`, page);
-      }
-      return keys.map((k) => pages.get(k)!);
-    }),
+    /** Pipeline.runs: one statement per distinct page request, a window per pipeline. */
+    runsOfPipeline: loaderByArgs<PageArgs, Page<PipelineRun>>((pipelineIds, args) => services.pipelineRuns.runsOfPipelines(pipelineIds, args), EMPTY_PAGE),
     tasksOfPipelineRun: new DataLoader<string, TaskRun[]>(async (ids) => {
       const map = await services.pipelineRuns.tasksFor(ids);
       return ids.map((id) => map.get(id) ?? []);
@@ -52,22 +42,8 @@ export function createPipelineLoaders(services: AppServices) {
       const map = await services.pipelineRuns.attemptsFor(ids);
       return ids.map((id) => map.get(id) ?? []);
     }),
-    /** Keyed `fromLine \0 limit \0 taskRunId`: one statement per distinct window. */
-    logsOfTaskRun: new DataLoader<string, string[]>(async (keys) => {
-      const byWindow = new Map<string, string[]>();
-      for (const key of keys) {
-        const at = key.lastIndexOf("\u0000");
-        const window = key.slice(0, at);
-        byWindow.set(window, [...(byWindow.get(window) ?? []), key.slice(at + 1)]);
-      }
-      const lines = new Map<string, string[]>();
-      for (const [window, ids] of byWindow) {
-        const [fromLine, limit] = window.split("\u0000").map(Number);
-        const map = await services.pipelineRuns.logsFor(ids, fromLine!, limit!);
-        for (const id of ids) lines.set(`${window}\u0000${id}`, map.get(id) ?? []);
-      }
-      return keys.map((k) => lines.get(k) ?? []);
-    }),
+    /** TaskRun.logs: one statement per distinct (fromLine, limit). */
+    logsOfTaskRun: loaderByArgs<{ fromLine: number; limit: number }, string[]>((ids, w) => services.pipelineRuns.logsFor(ids, w.fromLine, w.limit), []),
     /** Run id → id of the task run whose attempt it was. */
     taskRunIdOfRun: new DataLoader<string, string | null>(async (ids) => {
       const rows = await services.pipelineRuns.taskRunsByRunIds(ids);

@@ -2,8 +2,9 @@ import DataLoader from "dataloader";
 import type { RegisteredModel } from "../entities/registered-model.entity.js";
 import type { ModelVersion } from "../entities/model-version.entity.js";
 import type { StageTransitionRequest } from "../entities/stage-transition-request.entity.js";
-import type { WebhookDelivery, WebhookDeliveryAttempt } from "../entities/webhook.entity.js";
-import type { Page } from "./pagination.js";
+import type { WebhookDelivery, WebhookDeliveryAttempt, WebhookDeliveryStatus } from "../entities/webhook.entity.js";
+import { EMPTY_PAGE, type Page, type PageArgs } from "./pagination.js";
+import { loaderByArgs } from "./grouped-loader.js";
 import type { KeyValue } from "./validation.js";
 import type { ModelLineage } from "./lineage.service.js";
 import type { AppServices } from "./app-services.js";
@@ -56,19 +57,11 @@ export function createRegistryLoaders(services: AppServices) {
       const lineages = await services.lineage.ofRuns(runIds);
       return runIds.map((id) => lineages.get(id)!);
     }),
-    /** Key: `${JSON of { status, first, after }}\u0000${webhookId}`; one statement per distinct page request. */
-    webhookDeliveries: new DataLoader<string, Page<WebhookDelivery>>(async (keys) => {
-      const byArgs = new Map<string, string[]>();
-      for (const key of keys) {
-        const at = key.lastIndexOf("\u0000");
-        byArgs.set(key.slice(0, at), [...(byArgs.get(key.slice(0, at)) ?? []), key.slice(at + 1)]);
-      }
-      const pages = new Map<string, Page<WebhookDelivery>>();
-      for (const [args, ids] of byArgs) {
-        for (const [id, page] of await services.webhooks.deliveriesOf(ids, JSON.parse(args))) pages.set(`${args}\u0000${id}`, page);
-      }
-      return keys.map((k) => pages.get(k)!);
-    }),
+    /** Webhook.deliveries: one statement per distinct page request, a window per webhook. */
+    webhookDeliveries: loaderByArgs<PageArgs & { status: WebhookDeliveryStatus | null }, Page<WebhookDelivery>>(
+      (ids, args) => services.webhooks.deliveriesOf(ids, args),
+      EMPTY_PAGE,
+    ),
     webhookDeliveryAttempts: new DataLoader<string, WebhookDeliveryAttempt[]>(async (ids) => listsFor(ids, await services.webhooks.attemptsFor(ids))),
   };
 }
