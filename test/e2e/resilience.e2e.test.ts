@@ -34,19 +34,25 @@ async function readyz(server: TestServer): Promise<number> {
   return (await fetch(server.url.replace(/\/graphql$/, "/readyz"))).status;
 }
 
+/** A fresh database reached through a TCP proxy the test can cut, and a server on it. */
+async function serverBehindProxy(env: Record<string, string> = {}) {
+  const db = (await createTestDatabase())!;
+  const url = new URL(db.url);
+  const proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
+  await proxy.start();
+  url.hostname = "127.0.0.1";
+  url.port = String(proxy.port);
+  const server = await startTestServer({ databaseUrl: url.toString(), env });
+  return { db, proxy, server };
+}
+
 (hasPg ? describe : describe.skip)("PostgreSQL outage under load", () => {
   let db: Awaited<ReturnType<typeof createTestDatabase>>;
   let proxy: TcpProxy;
   let server: TestServer;
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const url = new URL(db!.url);
-    proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
-    await proxy.start();
-    url.hostname = "127.0.0.1";
-    url.port = String(proxy.port);
-    server = await startTestServer({ databaseUrl: url.toString() });
+    ({ db, proxy, server } = await serverBehindProxy());
   });
   afterAll(async () => {
     await server?.stop();
@@ -133,13 +139,7 @@ async function readyz(server: TestServer): Promise<number> {
   let token: string;
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const url = new URL(db!.url);
-    proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
-    await proxy.start();
-    url.hostname = "127.0.0.1";
-    url.port = String(proxy.port);
-    server = await startTestServer({ databaseUrl: url.toString(), env: { MLGRAPH_AUTH: "required" } });
+    ({ db, proxy, server } = await serverBehindProxy({ MLGRAPH_AUTH: "required" }));
     token = /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1];
   });
   afterAll(async () => {
