@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { ClickHouseClient, ClickHouseSettings } from "@clickhouse/client";
-import { ROLLUP_SELECT } from "./metric-migrations.js";
+import { ROLLUP_SELECT, SUMMARY_COLUMNS, SUMMARY_SELECT } from "./metric-migrations.js";
 
 /**
  * ClickHouse stores an INSERT as one part of the raw table and then one part per materialized
@@ -95,12 +95,10 @@ export class InsertJournal {
  * max and last are idempotent states, so inserting them again changes nothing; only the count
  * is a sum, and it gets exactly the difference. Rows already complete are left alone.
  */
-const REPAIR_SUMMARIES_SQL = `INSERT INTO metric_summaries (run_id, key, min_value, max_value, last_value, last_point, point_count)
-SELECT r.run_id, r.key, r.min_value, r.max_value, r.last_value, r.last_point, r.point_count - s.point_count
+const REPAIR_SUMMARIES_SQL = `INSERT INTO metric_summaries (${SUMMARY_COLUMNS})
+SELECT r.run_id, r.key, r.min_value, r.max_value, r.last_value, r.last_point, r.point_count - s.point_count, r.latest_value
 FROM (
-    SELECT run_id, key, min(value) AS min_value, max(value) AS max_value, argMaxState(value, (step, ts)) AS last_value,
-           max((step, ts)) AS last_point, count() AS point_count
-    FROM metrics WHERE run_id IN {runs:Array(String)} GROUP BY run_id, key
+${SUMMARY_SELECT.replace("{from}", "metrics WHERE run_id IN {runs:Array(String)}")}
 ) AS r
 LEFT JOIN (
     SELECT run_id, key, sum(point_count) AS point_count FROM metric_summaries WHERE run_id IN {runs:Array(String)} GROUP BY run_id, key

@@ -98,6 +98,18 @@ class DdlBuilder {
     return `ALTER TABLE ${this.storage(table)}${this.onCluster} ${clause}`;
   }
 
+  /** Adds a column to a table made by {@link table}: its storage and, on a cluster, the Distributed table. */
+  addColumn(table: string, column: string): string[] {
+    const alters = [`ALTER TABLE ${this.storage(table)}${this.onCluster} ADD COLUMN IF NOT EXISTS ${column}`];
+    if (this.cluster) alters.push(`ALTER TABLE ${table}${this.onCluster} ADD COLUMN IF NOT EXISTS ${column}`);
+    return alters;
+  }
+
+  /** Replaces a materialized view's query in place: no insert falls between an old and a new view. */
+  modifyViewQuery(spec: Omit<ViewSpec, "to">): string {
+    return `ALTER TABLE ${this.storage(spec.name)}${this.onCluster} MODIFY QUERY ${spec.select.replace("{from}", this.storage(spec.from))}`;
+  }
+
   dropView(name: string): string {
     return `DROP VIEW IF EXISTS ${this.storage(name)}${this.onCluster}`;
   }
@@ -228,8 +240,34 @@ export function metricStoreMigrations(options: MetricSchemaOptions = {}): Metric
         ...ddl.dropTable("metric_batches"),
       ],
     },
+    {
+      version: 4,
+      name: "metric_summaries.latest_value: the last value by (step, timestamp, value), as MLflow breaks ties",
+      // last_value picked any of the points sharing the last (step, timestamp): logMetrics stamps a
+      // call's points with one `now` and step defaults to 0, so a key logged twice in one call tied.
+      // MLflow's latest metric compares (step, timestamp, value): the largest value wins a tie.
+      // The view feeds the new state from now on (changed in place, so no insert misses it); the
+      // backfill derives it for existing rows, re-inserting their idempotent states with count 0.
+      statements: [
+        ...ddl.addColumn("metric_summaries", `latest_value AggregateFunction(argMax, Float64, ${LATEST_KEY})`),
+        ddl.modifyViewQuery({ name: "metric_summaries_mv", from: "metrics", select: SUMMARY_SELECT }),
+        ddl.backfill("metric_summaries", SUMMARY_COLUMNS, SUMMARY_SELECT.replace("count() AS point_count", "toUInt64(0) AS point_count")),
+      ],
+    },
   ];
 }
+
+/** What orders the points of a series for its last value: (step, timestamp, value). */
+const LATEST_KEY = "Tuple(Int64, DateTime64(3, 'UTC'), Float64)";
+
+/** The columns of metric_summaries the view (and a repair) fills. */
+export const SUMMARY_COLUMNS = "run_id, key, min_value, max_value, last_value, last_point, point_count, latest_value";
+
+/** Per (run, key): min, max, last and the count of points (metric_summaries_mv since migration 4). */
+export const SUMMARY_SELECT =
+  "SELECT\n    run_id,\n    key,\n    min(value) AS min_value,\n    max(value) AS max_value,\n" +
+  "    argMaxState(value, (step, ts)) AS last_value,\n    max((step, ts)) AS last_point,\n" +
+  "    count() AS point_count,\n    argMaxState(value, (step, ts, value)) AS latest_value\nFROM {from}\nGROUP BY run_id, key";
 
 /** Skip index that lets an idempotency lookup skip the granules of a run without the batch. */
 const BATCH_ID_INDEX = "batch_id_bloom";

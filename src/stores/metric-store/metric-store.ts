@@ -442,7 +442,7 @@ export class MetricStore {
     const runFilter = runIds === undefined ? "" : " AND run_id IN {runs:Array(String)}";
     const rows = await this.select<{ run_id: string }>(
       `SELECT run_id FROM metric_summaries WHERE key = {key:String}${runFilter}\n` +
-        `GROUP BY run_id HAVING argMaxMerge(last_value) ${op} {value:Float64}`,
+        `GROUP BY run_id HAVING argMaxMerge(latest_value) ${op} {value:Float64}`,
       { key, value, runs: runIds ? unique(runIds) : undefined },
     );
     return rows.map((r) => r.run_id);
@@ -456,7 +456,7 @@ export class MetricStore {
     if (runIds !== undefined && runIds.length === 0) return new Map();
     const runFilter = runIds === undefined ? "" : "run_id IN {runs:Array(String)} AND ";
     const rows = await this.select<{ run_id: string; last: number }>(
-      "SELECT run_id, argMaxMerge(last_value) AS last FROM metric_summaries\n" +
+      "SELECT run_id, argMaxMerge(latest_value) AS last FROM metric_summaries\n" +
         `WHERE ${runFilter}key = {key:String} GROUP BY run_id`,
       { runs: runIds ? unique(runIds) : undefined, key },
     );
@@ -536,7 +536,7 @@ export const ROLLUP_MIN_FACTOR = 256;
 const SUMMARY_AGGREGATES = [
   "min(min_value)",
   "max(max_value)",
-  "argMaxMerge(last_value)",
+  "argMaxMerge(latest_value)",
   "tupleElement(max(last_point), 1)",
   "toUnixTimestamp64Milli(tupleElement(max(last_point), 2))",
   "sum(point_count)",

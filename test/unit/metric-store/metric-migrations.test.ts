@@ -52,6 +52,20 @@ describe("metric store DDL", () => {
     ]);
   });
 
+  it("version 4: a latest_value column on the summaries (local and Distributed), the view's query changed in place, then a backfill with count 0", () => {
+    const single = metricStoreMigrations().find((m) => m.version === 4)!.statements;
+    expect(single[0]).toBe("ALTER TABLE metric_summaries ADD COLUMN IF NOT EXISTS latest_value AggregateFunction(argMax, Float64, Tuple(Int64, DateTime64(3, 'UTC'), Float64))");
+    expect(single[1]).toMatch(/^ALTER TABLE metric_summaries_mv MODIFY QUERY SELECT[\s\S]*argMaxState\(value, \(step, ts, value\)\) AS latest_value\nFROM metrics\nGROUP BY run_id, key$/);
+    expect(single[2]).toMatch(/^INSERT INTO metric_summaries \(run_id, key, min_value, max_value, last_value, last_point, point_count, latest_value\)\nSELECT[\s\S]*toUInt64\(0\) AS point_count[\s\S]*FROM metrics\nGROUP BY run_id, key$/);
+    expect(single).toHaveLength(3);
+    const cluster = metricStoreMigrations({ cluster: "prod" }).find((m) => m.version === 4)!.statements;
+    expect(cluster.slice(0, 3)).toEqual([
+      "ALTER TABLE metric_summaries_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS latest_value AggregateFunction(argMax, Float64, Tuple(Int64, DateTime64(3, 'UTC'), Float64))",
+      "ALTER TABLE metric_summaries ON CLUSTER prod ADD COLUMN IF NOT EXISTS latest_value AggregateFunction(argMax, Float64, Tuple(Int64, DateTime64(3, 'UTC'), Float64))",
+      expect.stringMatching(/^ALTER TABLE metric_summaries_mv_local ON CLUSTER prod MODIFY QUERY SELECT[\s\S]*FROM metrics_local\nGROUP BY run_id, key$/),
+    ]);
+  });
+
   it("cluster: replicated local tables, Distributed tables over them, views on the local tables", () => {
     const statements = metricStoreMigrations({ cluster: "prod" }).flatMap((m) => m.statements);
     for (const s of statements.filter((s) => !s.startsWith("INSERT"))) {
@@ -95,8 +109,9 @@ describe("metric store DDL", () => {
     // The backfill goes through the Distributed tables: it reads every shard and routes each row
     // to its run's shard, synchronously so the migration is recorded only after it landed.
     const inserts = statements.filter((s) => s.startsWith("INSERT"));
-    expect(inserts).toHaveLength(1);
+    expect(inserts).toHaveLength(2);
     expect(inserts[0]).toMatch(/^INSERT INTO metric_rollup \(run_id, [\s\S]*\nFROM metrics\nGROUP BY run_id, key, bucket\nSETTINGS insert_distributed_sync = 1$/);
+    expect(inserts[1]).toMatch(/^INSERT INTO metric_summaries \(run_id, [\s\S]*\nFROM metrics\nGROUP BY run_id, key\nSETTINGS insert_distributed_sync = 1$/);
     expect(migrationsTableStatement({ cluster: "prod" })).toBe(
       "CREATE TABLE IF NOT EXISTS schema_migrations ON CLUSTER prod\n(\n    version UInt32,\n    name String,\n" +
         "    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)\n)\n" +

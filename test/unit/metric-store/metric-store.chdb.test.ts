@@ -64,8 +64,17 @@ async function seedVersion2Store(dir: string): Promise<void> {
     format: "JSONEachRow",
   });
   await client.command({ query: "TRUNCATE TABLE metric_batches" });
+  // Points tied on (step, timestamp), stored before migration 4: its backfill must give the
+  // largest of them as the last value.
+  await client.insert({
+    table: "metrics",
+    values: [4, 9, 2].map((value) => ({ run_id: TIED_BEFORE_UPGRADE, key: "loss", step: 3, ts: 5000, value, batch_id: "" })),
+    format: "JSONEachRow",
+  });
   await close();
 }
+
+const TIED_BEFORE_UPGRADE = "tied-before-upgrade";
 
 /** Runs whose last INSERT was cut short between its raw part and its views' parts (a kill -9). */
 const INTERRUPTED_RUN = "interrupted-insert";
@@ -117,9 +126,9 @@ afterAll(async () => {
 
 describe("migrations", () => {
   it("apply once, only those not yet recorded, and are skipped on reopen", async () => {
-    // The directory held a version-2 store: opening it ran migration 3 and nothing before it.
+    // The directory held a version-2 store: opening it ran migrations 3 and 4 and nothing before them.
     const ddl = firstOpen.filter((e) => !/^(CREATE TABLE IF NOT EXISTS schema_migrations|SELECT DISTINCT version|INSERT INTO schema_migrations)/.test(e.sql));
-    expect(ddl.map((e) => e.sql)).toEqual(metricStoreMigrations().find((m) => m.version === 3)!.statements);
+    expect(ddl.map((e) => e.sql)).toEqual(metricStoreMigrations().filter((m) => m.version >= 3).flatMap((m) => m.statements));
     expect(fs.existsSync(path.join(dataDir, "clickhouse"))).toBe(true);
     // The reopen ran only the migrations-table DDL (IF NOT EXISTS) and the version lookup.
     expect(reopen.length).toBe(1);
@@ -134,6 +143,13 @@ describe("migrations", () => {
     const { client } = store as unknown as { client: ClickHouseClient };
     const rs = await client.query({ query: "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name", format: "JSONEachRow" });
     expect((await rs.json<{ name: string }>()).map((t) => t.name)).toEqual(["metric_rollup", "metric_rollup_mv", "metric_summaries", "metric_summaries_mv", "metrics", "schema_migrations"]);
+  });
+});
+
+describe("migration 4", () => {
+  it("gives series stored before it the largest of the values tied on the last (step, timestamp), and keeps their counts", async () => {
+    expect((await store.summaries([{ runId: TIED_BEFORE_UPGRADE, key: "loss" }])).get(TIED_BEFORE_UPGRADE)?.get("loss")).toMatchObject({ last: 9, count: 3, lastStep: 3 });
+    expect((await store.summaries([{ runId: UPGRADED_RUN, key: "loss" }])).get(UPGRADED_RUN)?.get("loss")).toMatchObject({ last: 0.5, count: 2 });
   });
 });
 
@@ -240,6 +256,18 @@ describe("reads", () => {
     expect(s).toEqual({ min: -2, max: 7, last: 0.3, lastStep: 9, lastTimestamp: 600, count: 5 });
     const absent = await store.summaries([{ runId: "order-run", key: "nope" }]);
     expect(absent.size).toBe(0);
+  });
+
+  it("summaries: of points tied on the last (step, timestamp), the largest value is the last, as in MLflow, whatever the order they came in", async () => {
+    // logMetrics stamps a call's points with one `now` and step defaults to 0: a key logged twice
+    // in one call ties. The last used to be whichever state ClickHouse kept first.
+    for (const values of [[1, 3, 2], [0, 2.5]]) {
+      await store.logPoints("tie-run", values.map((value) => ({ key: "loss", step: 0, value, timestamp: 1_000 })));
+    }
+    expect((await store.summaries([{ runId: "tie-run", key: "loss" }])).get("tie-run")?.get("loss")).toEqual({ min: 0, max: 3, last: 3, lastStep: 0, lastTimestamp: 1_000, count: 5 });
+    // Run search's metric terms read the same last value.
+    expect(await store.runIdsMatching(["tie-run"], "loss", "=", 3)).toEqual(["tie-run"]);
+    expect((await store.lastValues(["tie-run"], "loss")).get("tie-run")).toBe(3);
   });
 
   it("summaries of 100 runs x 10 keys take one query", async () => {
