@@ -76,7 +76,7 @@ export class MetricStreamService {
         ? undefined
         : (seam: { queuedEvents(): number }) => {
             replayed = new Set();
-            return this.replayPages(ctx, runId, keys, fromStep, replayed, () => {
+            return this.replayPages(ctx, runId, keys, fromStep, replayed, seenBatches, () => {
               seamClosesAt = Date.now() + SEAM_WINDOW_MS;
               queuedAtSeam = seam.queuedEvents();
               // Dropped when the seam closes even if no live event comes (a finished run's replay
@@ -91,8 +91,16 @@ export class MetricStreamService {
             });
           };
 
+    // Keys of the batches this subscriber got (live or replayed), so a batch announced again by a
+    // retry reaches only those that never had it. Bounded: a retry comes soon after its batch.
+    const seenBatches = new RecentKeys(SEEN_BATCHES);
+
     return liveStream<MetricBatchEvent, MetricBatchEvent>(ctx, metricsTopic(runId), {
       map: (event) => {
+        if (event.batchId !== undefined) {
+          if (event.repeat && seenBatches.has(event.batchId)) return null;
+          seenBatches.add(event.batchId);
+        }
         if (queuedAtSeam > 0) queuedAtSeam--;
         else if (replayed && Date.now() > seamClosesAt) replayed = undefined;
         // The common case (all keys, no replay) passes the published batch through untouched.
@@ -122,12 +130,17 @@ export class MetricStreamService {
     keys: string[] | undefined,
     fromStep: number,
     replayed: Set<number>,
+    seenBatches: RecentKeys,
     onDone: () => void,
   ): AsyncGenerator<MetricBatchEvent> {
     let after: KeyedMetricPoint | undefined;
     try {
       for (;;) {
-        const points = await ctx.services.metrics.pointsFrom(runId, keys, fromStep, REPLAY_PAGE_SIZE, after);
+        const stored = await ctx.services.metrics.pointsFrom(runId, keys, fromStep, REPLAY_PAGE_SIZE, after);
+        const points: KeyedMetricPoint[] = stored.map(({ key, step, value, timestamp, batchId }) => {
+          if (batchId) seenBatches.add(batchId);
+          return { key, step, value, timestamp };
+        });
         for (const p of points) replayed.add(identity(p));
         if (points.length) yield { runId, points };
         if (points.length < REPLAY_PAGE_SIZE) return;
@@ -145,4 +158,24 @@ function validateKeys(keys: string[]): string[] {
     if (typeof k !== "string" || !METRIC_KEY_PATTERN.test(k)) throw new DomainError("BAD_USER_INPUT", `keys[${i}]: not a valid metric key`, `keys[${i}]`);
   });
   return keys;
+}
+
+/** Batch keys a subscriber remembers having received. */
+export const SEEN_BATCHES = 10_000;
+
+/** A set of the most recently added keys, at most `capacity` (the oldest are forgotten first). */
+export class RecentKeys {
+  private readonly keys = new Set<string>();
+
+  constructor(private readonly capacity: number) {}
+
+  has(key: string): boolean {
+    return this.keys.has(key);
+  }
+
+  add(key: string): void {
+    this.keys.delete(key); // re-added as the most recent
+    this.keys.add(key);
+    if (this.keys.size > this.capacity) this.keys.delete(this.keys.values().next().value!);
+  }
 }

@@ -8,6 +8,7 @@ import type {
   MetricStore,
   MetricFigures,
   MetricSummary,
+  StoredMetricPoint,
 } from "../stores/metric-store/index.js";
 import { MAX_HISTORY_POINTS } from "../stores/metric-store/index.js";
 import type { RequestContext } from "./context.js";
@@ -23,6 +24,14 @@ export const metricsTopic = (runId: string) => `run:${runId}:metrics`;
 export interface MetricBatchEvent {
   runId: string;
   points: KeyedMetricPoint[];
+  /** The call's idempotency key, when it had one: subscribers recognise a batch announced again by it. */
+  batchId?: string;
+  /**
+   * Announced again by a retry that found the batch already stored: the first announcement may
+   * never have gone out (the server died between storing and announcing). Subscribers that saw
+   * the batch drop it.
+   */
+  repeat?: boolean;
 }
 
 /** One point as the GraphQL input carries it (step defaults to 0 as in MLflow, timestamp to now). */
@@ -104,7 +113,10 @@ export class MetricsService {
       await this.announce(
         storedRunId,
         input.map((p) => ({ key: p.key, step: p.step, value: p.value, timestamp: typeof p.timestamp === "number" ? p.timestamp : p.timestamp.getTime() })),
+        idempotencyKey,
       );
+    } else if (result.deduplicated && idempotencyKey) {
+      await this.announceAgain(storedRunId, idempotencyKey);
     }
     ingestedPoints.inc(result.stored);
     return { accepted: result.stored, deduplicated: result.deduplicated };
@@ -117,7 +129,9 @@ export class MetricsService {
     const result = await this.store.logColumns(storedRunId, { ...columns, timestamps }, idempotencyKey ?? undefined);
     if (result.stored > 0) {
       const points: KeyedMetricPoint[] = columns.keys.map((key, i) => ({ key, step: columns.steps[i], value: columns.values[i], timestamp: timestamps[i] }));
-      await this.announce(storedRunId, points);
+      await this.announce(storedRunId, points, idempotencyKey);
+    } else if (result.deduplicated && idempotencyKey) {
+      await this.announceAgain(storedRunId, idempotencyKey);
     }
     ingestedPoints.inc(result.stored);
     return { accepted: result.stored, deduplicated: result.deduplicated };
@@ -127,9 +141,24 @@ export class MetricsService {
    * Published only after the INSERT was acknowledged, so a subscriber never receives a point that
    * a replay read at the same moment could not find (see MetricStreamService for the seam).
    */
-  private async announce(runId: string, points: KeyedMetricPoint[]): Promise<void> {
-    const event: MetricBatchEvent = { runId, points };
+  private async announce(runId: string, points: KeyedMetricPoint[], batchId?: string | null, repeat = false): Promise<void> {
+    const event: MetricBatchEvent = { runId, points, ...(batchId ? { batchId } : {}), ...(repeat ? { repeat } : {}) };
     await this.bus.publish(metricsTopic(runId), event);
+  }
+
+  /**
+   * A retry answered `deduplicated` announces the batch again, as it was stored (its defaulted
+   * timestamps are the first call's): if the server that stored it died before announcing,
+   * live subscribers would otherwise never get it. Those that did get it drop it by its key.
+   * Best effort: the write itself has succeeded.
+   */
+  private async announceAgain(runId: string, batchId: string): Promise<void> {
+    try {
+      const points = await this.store.pointsOfBatch(runId, batchId);
+      if (points.length) await this.announce(runId, points, batchId, true);
+    } catch {
+      // The points stay readable (replay, history); only this second announcement is lost.
+    }
   }
 
   /** Metric keys per run (one query for all runs). */
@@ -155,7 +184,7 @@ export class MetricsService {
   }
 
   /** Replay page for subscriptions (ordered by step, key, timestamp). */
-  pointsFrom(runId: string, keys: readonly string[] | undefined, fromStep: number, limit: number, after?: KeyedMetricPoint): Promise<KeyedMetricPoint[]> {
+  pointsFrom(runId: string, keys: readonly string[] | undefined, fromStep: number, limit: number, after?: KeyedMetricPoint): Promise<StoredMetricPoint[]> {
     return this.store.pointsFrom(runId, keys, fromStep, limit, after);
   }
 

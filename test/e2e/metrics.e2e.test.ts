@@ -222,6 +222,31 @@ describe("metricsLogged", () => {
     expect(Math.max(...steps)).toBe(BATCHES * PER_BATCH - 1);
   });
 
+  it("announces a batch again when its retry is answered deduplicated: to subscribers that never had it, once, and to no one twice", async () => {
+    // The first announcement can be lost (the server dies between storing and announcing); the
+    // retry is then answered `deduplicated`. Subscribers who did get the batch drop the repeat.
+    const run = await createRun("repeat");
+    const before = stream(server.ws(), { run });
+    await sleep(300);
+    const batch = [0, 1, 2].map((step) => ({ key: "loss", step, value: step / 10 }));
+    expect(await log(run, batch, "batch-1")).toEqual({ accepted: 3, deduplicated: false });
+    await before.until(() => before.points.length >= 3);
+    const after = stream(server.ws(), { run }); // live only: never saw batch-1
+    const replaying = stream(server.ws(), { run, from: 0 }); // read batch-1 in its replay
+    await replaying.until(() => replaying.points.length >= 3);
+    await sleep(300);
+    expect(await log(run, batch, "batch-1")).toEqual({ accepted: 0, deduplicated: true });
+    await log(run, [{ key: "loss", step: 3, value: 0.3 }], "batch-2"); // a marker after the repeat
+    for (const sub of [before, after, replaying]) await sub.until(() => sub.points.some((p) => p.step === 3));
+    await sleep(300);
+    for (const sub of [before, after, replaying]) sub.unsubscribe();
+    expect(before.points.map((p) => p.step)).toEqual([0, 1, 2, 3]);
+    expect(after.points.map((p) => p.step)).toEqual([0, 1, 2, 3]);
+    expect(replaying.points.map((p) => p.step)).toEqual([0, 1, 2, 3]);
+    // The repeat carries the points as stored (the retry's own defaulted timestamps are later).
+    expect(after.points.slice(0, 3)).toEqual(before.points.slice(0, 3));
+  });
+
   it("replays a step holding more points than a page in bounded pages, each point once", async () => {
     // 25,000 points of one key at step 0 (logged without steps). The replay used to read the
     // whole step as one page (and one websocket message); now it pages by point.

@@ -6,6 +6,7 @@ export type {
   MetricFigures,
   MetricPoint,
   KeyedMetricPoint,
+  StoredMetricPoint,
   HistoryRequest,
   ComparisonOperator,
 } from "./metric-store.js";

@@ -68,6 +68,11 @@ export interface KeyedMetricPoint extends MetricPoint {
   key: string;
 }
 
+/** A stored point as a replay reads it: with the idempotency key of the batch it came in ("" without one). */
+export interface StoredMetricPoint extends KeyedMetricPoint {
+  batchId: string;
+}
+
 export interface HistoryRequest {
   runId: string;
   key: string;
@@ -401,7 +406,7 @@ export class MetricStore {
     fromStep: number,
     limit = 10_000,
     after?: KeyedMetricPoint,
-  ): Promise<KeyedMetricPoint[]> {
+  ): Promise<StoredMetricPoint[]> {
     if (!Number.isSafeInteger(limit) || limit < 1) throw new DomainError("BAD_USER_INPUT", "limit: must be a positive integer", "limit");
     if (keys !== undefined && keys.length === 0) return [];
     const keyFilter = keys === undefined ? "" : " AND key IN {keys:Array(String)}";
@@ -411,8 +416,8 @@ export class MetricStore {
       ? // The plain bound on step lets the read skip the steps before the page (the tuple alone may not).
         " AND step >= {afterStep:Int64} AND (step, key, ts, value) > ({afterStep:Int64}, {afterKey:String}, fromUnixTimestamp64Milli({afterTs:Int64}, 'UTC'), {afterValue:Float64})"
       : "";
-    const rows = await this.select<{ key: string; step: number; value: number; timestamp: number }>(
-      `SELECT key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n` +
+    const rows = await this.select<{ key: string; step: number; value: number; timestamp: number; batch_id: string }>(
+      `SELECT key, step, value, toUnixTimestamp64Milli(ts) AS timestamp, batch_id FROM metrics\n` +
         `WHERE run_id = {run:String}${keyFilter} AND step >= {from:Int64}${afterFilter}\n` +
         `ORDER BY step, key, ts, value\nLIMIT {limit:UInt64}`,
       {
@@ -422,6 +427,16 @@ export class MetricStore {
         limit,
         ...(after ? { afterStep: after.step, afterKey: after.key, afterTs: after.timestamp, afterValue: after.value } : {}),
       },
+    );
+    return rows.map((r) => ({ key: r.key, step: Number(r.step), value: r.value, timestamp: Number(r.timestamp), batchId: r.batch_id }));
+  }
+
+  /** The points stored with idempotency key `batchId` for a run (at most one call's 10,000). */
+  async pointsOfBatch(runId: string, batchId: string): Promise<KeyedMetricPoint[]> {
+    const rows = await this.select<{ key: string; step: number; value: number; timestamp: number }>(
+      "SELECT key, step, value, toUnixTimestamp64Milli(ts) AS timestamp FROM metrics\n" +
+        "WHERE run_id = {run:String} AND batch_id = {batch:String}\nORDER BY step, key, ts, value\nLIMIT 10000",
+      { run: runId, batch: batchId },
     );
     return rows.map((r) => ({ key: r.key, step: Number(r.step), value: r.value, timestamp: Number(r.timestamp) }));
   }
