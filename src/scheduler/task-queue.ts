@@ -771,12 +771,18 @@ export class TaskQueue {
     return finished;
   }
 
-  /** After the finishing transaction committed: announce, run on_success. */
+  /**
+   * After the finishing transaction committed: announce, then start the on_success actions without
+   * waiting for them. A registration waiting on a busy model must not hold the executor's
+   * completion call (past its timeout it resends and is answered CONFLICT, and its other
+   * completions queue behind). The run stays due until its action records a result, so one cut
+   * short by a crash is run again by the scheduler.
+   */
   async afterFinish(_ctx: RequestContext, effects: FinishEffects, events: PendingEvents): Promise<void> {
     await this.announce(events);
     for (const pipelineRunId of effects.succeededPipelineRunIds) {
       if (!this.onPipelineSucceeded) break;
-      await this.onPipelineSucceeded(pipelineRunId).catch((err: Error) => this.log.error({ err: err.message, pipelineRunId }, "on_success action failed"));
+      void this.onPipelineSucceeded(pipelineRunId).catch((err: Error) => this.log.error({ err: err.message, pipelineRunId }, "on_success action failed"));
     }
   }
 

@@ -680,6 +680,46 @@ describe("batched claims and completions (executors with several slots)", () => 
 
   // Needs a connection of its own to the server's database, to hold the claim inside its transaction.
   const withDatabase = serverHasDatabase() ? it : it.skip;
+  withDatabase("answers the completion that finishes a run at once, while its on_success registration waits on a busy model", async () => {
+    const exec = await register("slow-registry", 4);
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "busy-model"}) { name } }`));
+    await createSpec({
+      pipeline: {
+        name: "slow-registry",
+        tasks: [{ id: "train", command: ["true"], pool: "slow-registry" }],
+        on_success: { register_model: { task: "train", artifact_path: "model.bin", model_name: "busy-model" } },
+      },
+    });
+    const submitted = await submit("slow-registry");
+    const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    const bytes = Buffer.from("weights");
+    const up = ok(
+      await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, {
+        i: { runId: claim.runId, path: "model.bin", size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") },
+      }),
+    ).createArtifactUpload;
+    expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
+    ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }));
+    // The test holds the model's row: registering a version waits for it.
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    try {
+      await db.query("BEGIN");
+      await db.query("SELECT 1 FROM registered_models WHERE name = 'busy-model' FOR UPDATE");
+      const startedAt = Date.now();
+      ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: claim.taskRun.id, leaseToken: claim.leaseToken, outcome: "SUCCEEDED" }] }));
+      // It used to answer only once the registration was done: here, never while the row is held.
+      expect(Date.now() - startedAt).toBeLessThan(2000);
+      expect((await readRun(submitted.id)).registeredModelVersion).toBeNull();
+      await db.query("COMMIT");
+      const registered = await waitFor("the registration", async () => (await readRun(submitted.id)).registeredModelVersion);
+      expect(registered.version).toBe(1);
+    } finally {
+      await db.query("ROLLBACK").catch(() => undefined);
+      await db.end();
+    }
+  });
+
   withDatabase("undoes a claim whose executor hung up while the claim's transaction ran", async () => {
     const exec = await register("hung-up-mid-claim", 4);
     await createSpec({
