@@ -146,6 +146,8 @@ export class TaskQueue {
   private readonly executorPools = new Map<string, string>();
   /** Set by the container: on_success actions (register_model). */
   onPipelineSucceeded: PipelineSucceededHook | null = null;
+  /** on_success actions started after a completion and still running. */
+  private readonly onSuccessActions = new Set<Promise<void>>();
   /** Set by the container when a webhook outbox exists. */
   onPipelineFinishedTx: PipelineFinishedTxHook | null = null;
   /** Set by the container: after a finishing transaction committed (wakes the webhook dispatcher). */
@@ -782,7 +784,9 @@ export class TaskQueue {
     await this.announce(events);
     for (const pipelineRunId of effects.succeededPipelineRunIds) {
       if (!this.onPipelineSucceeded) break;
-      void this.onPipelineSucceeded(pipelineRunId).catch((err: Error) => this.log.error({ err: err.message, pipelineRunId }, "on_success action failed"));
+      const action = this.onPipelineSucceeded(pipelineRunId).catch((err: Error) => this.log.error({ err: err.message, pipelineRunId }, "on_success action failed"));
+      this.onSuccessActions.add(action);
+      void action.finally(() => this.onSuccessActions.delete(action));
     }
   }
 
@@ -796,6 +800,9 @@ export class TaskQueue {
 
   async close(): Promise<void> {
     await this.notifier.close();
+    // Actions started by completions finish before the stores close (one cut short would be run
+    // again by the scheduler, but a clean stop should not leave that to it).
+    await Promise.allSettled([...this.onSuccessActions]);
   }
 }
 

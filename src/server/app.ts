@@ -74,11 +74,6 @@ function abandonedSignal(res: import("express").Response): AbortSignal {
   return controller.signal;
 }
 
-/**
- * What a failed `authenticate()` answers. Only a refused credential is 401 UNAUTHENTICATED: a
- * store or OIDC issuer that is away says nothing about the credential, and clients (executors
- * reporting a finished task) give up on 401 but retry 503 UNAVAILABLE.
- */
 /** Aborted when the websocket closes; one signal per socket, shared by its operations. */
 function socketClosed(extra: { socket: import("ws").WebSocket; closed?: AbortSignal }): AbortSignal {
   if (!extra.closed) {
@@ -90,6 +85,11 @@ function socketClosed(extra: { socket: import("ws").WebSocket; closed?: AbortSig
   return extra.closed;
 }
 
+/**
+ * What a failed `authenticate()` answers. Only a refused credential is 401 UNAUTHENTICATED: a
+ * store or OIDC issuer that is away says nothing about the credential, and clients (executors
+ * reporting a finished task) give up on 401 but retry 503 UNAVAILABLE.
+ */
 function authFailure(err: unknown, log: Logger): { status: number; code: string; message: string } {
   if (err instanceof DomainError && err.code === "UNAUTHENTICATED") return { status: 401, code: "UNAUTHENTICATED", message: err.message };
   if (err instanceof DomainError && err.code === "UNAVAILABLE") return { status: 503, code: "UNAVAILABLE", message: err.message };
@@ -289,7 +289,7 @@ async function mountGraphql(
         return;
       },
       // Each event is executed once per distinct operation, not once per subscriber.
-      subscribe: createSharedSubscribe(),
+      subscribe: createSharedSubscribe((ctx) => ({ ...(ctx as RequestContext), loaders: createLoaders((ctx as RequestContext).services) })),
       // A fresh context (and fresh DataLoaders) per operation, never shared across operations.
       // The socket's closing is the operations' hang-up: a claimTasks long poll sent over it
       // stops waiting (and claims nothing more) when the executor is gone, as over HTTP.

@@ -15,7 +15,14 @@ type ResultOrPromise = ExecutionResult | Promise<ExecutionResult>;
  * an event reaches this mapping), and the payload types have no per-principal fields. Events that
  * a stream rewrites per subscriber (a filtered batch) are new objects and simply are not shared.
  */
-export function createSharedSubscribe(): (args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
+export function createSharedSubscribe(
+  /**
+   * The context one event executes with, made from the subscription's: a subscription lives for
+   * hours, and per-request caches (DataLoaders) kept in its context would answer every later event
+   * with the first one's rows (a task's attempts stuck at `[]`).
+   */
+  contextForEvent: (subscriptionContext: unknown) => unknown = (c) => c,
+): (args: ExecutionArgs) => Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
   const resultsByEvent = new WeakMap<object, Map<string, ResultOrPromise>>();
   return async (args) => {
     const source = await createSourceEventStream(args);
@@ -26,7 +33,7 @@ export function createSharedSubscribe(): (args: ExecutionArgs) => Promise<AsyncI
     const operationKey = JSON.stringify([role, args.operationName ?? null, args.document.loc?.source.body ?? "", args.variableValues ?? {}]);
     const shareable = args.document.loc !== undefined;
     return mapAsyncIterable(source, (payload): ResultOrPromise => {
-      const run = () => execute({ ...args, rootValue: payload });
+      const run = () => execute({ ...args, rootValue: payload, contextValue: contextForEvent(args.contextValue) });
       if (!shareable || payload === null || typeof payload !== "object") return run();
       let byOperation = resultsByEvent.get(payload);
       if (!byOperation) resultsByEvent.set(payload, (byOperation = new Map()));

@@ -97,12 +97,12 @@ export class MetricStreamService {
 
     return liveStream<MetricBatchEvent, MetricBatchEvent>(ctx, metricsTopic(runId), {
       map: (event) => {
+        if (queuedAtSeam > 0) queuedAtSeam--;
+        else if (replayed && Date.now() > seamClosesAt) replayed = undefined;
         if (event.batchId !== undefined) {
           if (event.repeat && seenBatches.has(event.batchId)) return null;
           seenBatches.add(event.batchId);
         }
-        if (queuedAtSeam > 0) queuedAtSeam--;
-        else if (replayed && Date.now() > seamClosesAt) replayed = undefined;
         // The common case (all keys, no replay) passes the published batch through untouched.
         if (!keySet && fromStep === undefined && !replayed) return event;
         const seen = replayed;

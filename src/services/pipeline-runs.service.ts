@@ -181,35 +181,34 @@ export class PipelineRunsService {
 
   /**
    * A page of each pipeline's runs, newest first, with each pipeline's total: one statement for
-   * every pipeline a request lists (a window per pipeline), then the rows by id.
+   * every pipeline a request lists, each page read through the (pipeline_id, created_at) index
+   * (LIMIT per pipeline, so a page of 5 never sorts a pipeline's 100,000 runs), then the rows by id.
    */
   async runsOfPipelines(pipelineIds: readonly string[], args: PageArgs): Promise<Map<string, Page<PipelineRun>>> {
     const window = pageWindow(args);
-    const ranked: { id: string; pipeline_id: string; total: number }[] = await sqlRows(
+    const ranked: { id: string | null; pipeline_id: string; total: number }[] = await sqlRows(
       this.db,
-      `SELECT id, pipeline_id, total FROM (
-         SELECT id, pipeline_id, count(*) OVER (PARTITION BY pipeline_id)::int AS total,
-                row_number() OVER (PARTITION BY pipeline_id ORDER BY created_at DESC, id ASC) AS n
-           FROM pipeline_runs WHERE pipeline_id = ANY($1::uuid[])) r
-        WHERE n > $2 AND n <= $2 + $3 + 1 ORDER BY pipeline_id, n`,
-      [[...pipelineIds], window.offset, window.limit],
+      `SELECT r.id, p.id AS pipeline_id, c.total FROM unnest($1::uuid[]) WITH ORDINALITY AS p(id, n)
+       CROSS JOIN LATERAL (SELECT count(*)::int AS total FROM pipeline_runs WHERE pipeline_id = p.id) c
+       LEFT JOIN LATERAL (
+         SELECT id, created_at FROM pipeline_runs WHERE pipeline_id = p.id ORDER BY created_at DESC, id ASC OFFSET $2 LIMIT $3 + 1
+       ) r ON true
+       ORDER BY p.n, r.created_at DESC, r.id ASC`,
+      [[...new Set(pipelineIds)], window.offset, window.limit],
     );
-    const rows = ranked.length ? await this.db.getRepository(PipelineRun).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids: ranked.map((r) => r.id) }).getMany() : [];
+    const ids = ranked.flatMap((r) => (r.id ? [r.id] : []));
+    const rows = ids.length ? await this.db.getRepository(PipelineRun).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids }).getMany() : [];
     const byId = new Map(rows.map((r) => [r.id, r]));
-    const pages = new Map<string, Page<PipelineRun>>();
-    for (const pipelineId of pipelineIds) {
-      const mine = ranked.filter((r) => r.pipeline_id === pipelineId);
-      // A page past the end has no rows to carry the total: count it alone (rare).
-      const total = mine[0]?.total ?? (window.offset > 0 ? await this.countRunsOf(pipelineId) : 0);
-      pages.set(pipelineId, toPage(mine.map((r) => byId.get(r.id)!), window, total));
+    const lists = new Map<string, { runs: PipelineRun[]; total: number }>(pipelineIds.map((id) => [id, { runs: [], total: 0 }]));
+    for (const r of ranked) {
+      const entry = lists.get(r.pipeline_id);
+      if (!entry) continue;
+      entry.total = r.total;
+      if (r.id) entry.runs.push(byId.get(r.id)!);
     }
-    return pages;
+    return new Map([...lists].map(([id, { runs, total }]) => [id, toPage(runs, window, total)]));
   }
 
-  private async countRunsOf(pipelineId: string): Promise<number> {
-    const [{ n }] = await sqlRows<{ n: number }>(this.db, "SELECT count(*)::int AS n FROM pipeline_runs WHERE pipeline_id = $1", [pipelineId]);
-    return n;
-  }
 
   /**
    * Cancels queued and waiting tasks at once and asks running ones to stop (their executors learn

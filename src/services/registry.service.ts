@@ -387,13 +387,25 @@ export class RegistryService {
         }
       }
       // Requests still pending for the versions whose stage just changed start from a stage they
-      // are no longer in: they are closed, saying why, rather than left to be approved by mistake.
-      await em.query(
-        `UPDATE stage_transition_requests SET status = 'REJECTED', decided_by = 'mlgraph', decided_by_id = 'mlgraph', decided_at = now(),
-                decision_comment = 'superseded: the version changed stage (request ' || $2 || ' approved)'
-          WHERE model_version_id = ANY($1::uuid[]) AND status = 'PENDING' AND id <> $2`,
-        [[version.id, ...archivedIds], request.id],
-      );
+      // are no longer in: they are closed as rejected, saying why, and announced like any
+      // rejection (approval bots watching them hear that they closed), rather than left to be
+      // approved by mistake.
+      const supersededComment = `superseded: the version changed stage (request ${request.id} approved)`;
+      const superseded = returnedRows<{ id: string; to_stage: string; version: number }>(await em.query(
+        `UPDATE stage_transition_requests r SET status = 'REJECTED', decided_by = 'mlgraph', decided_by_id = 'mlgraph', decided_at = now(), decision_comment = $3
+           FROM model_versions v
+          WHERE v.id = r.model_version_id AND r.model_version_id = ANY($1::uuid[]) AND r.status = 'PENDING' AND r.id <> $2
+          RETURNING r.id, r.to_stage, v.version`,
+        [[version.id, ...archivedIds], request.id, supersededComment],
+      ));
+      for (const closed of superseded) {
+        await enqueueWebhookEvent(
+          em,
+          WebhookEvent.STAGE_TRANSITION_REJECTED,
+          { modelName: model.name, version: closed.version, requestId: closed.id, toStage: closed.to_stage, rejectedBy: "mlgraph", comment: supersededComment },
+          { modelName: model.name },
+        );
+      }
       request.status = StageTransitionStatus.APPROVED;
       request.decidedBy = ctx.principal.name;
       request.decidedById = ctx.principal.id;
@@ -403,9 +415,12 @@ export class RegistryService {
       const payload = { modelName: model.name, version: version.version, requestId: request.id, fromStage: version.stage, toStage: request.toStage, archivedVersions: archived, approvedBy: ctx.principal.name, comment: decisionComment };
       await enqueueWebhookEvent(em, WebhookEvent.STAGE_TRANSITION_APPROVED, payload, { modelName: model.name });
       if (championMoved) await enqueueWebhookEvent(em, WebhookEvent.ALIAS_SET, { modelName: model.name, alias: CHAMPION_ALIAS, version: version.version }, { modelName: model.name });
-      return { saved, model, version, championMoved };
+      return { saved, model, version, championMoved, superseded };
     });
     await this.announce({ type: WebhookEvent.STAGE_TRANSITION_APPROVED, modelName: outcome.model.name, version: outcome.version.version, toStage: outcome.saved.toStage, requestId: outcome.saved.id });
+    for (const closed of outcome.superseded) {
+      await this.announce({ type: WebhookEvent.STAGE_TRANSITION_REJECTED, modelName: outcome.model.name, version: closed.version, toStage: closed.to_stage as ModelStage, requestId: closed.id });
+    }
     if (outcome.championMoved) await this.announce({ type: WebhookEvent.ALIAS_SET, modelName: outcome.model.name, version: outcome.version.version, alias: CHAMPION_ALIAS });
     return outcome.saved;
   }
@@ -595,7 +610,9 @@ export class RegistryService {
     }
     // On the open loopback server every caller is the same anonymous admin: there is no "someone
     // else" to approve, and the four-eyes rule cannot hold (auth is the way to get it).
-    const selfApprovalAllowed = options.selfDecisionAllowed || this.config.registry.allowSelfApproval || ctx.principal.kind === "anonymous";
+    // (Only that caller: the scheduler's own identity is "anonymous" in kind too, but never approves.)
+    const openServerCaller = ctx.principal.kind === "anonymous" && ctx.principal.id === "anonymous";
+    const selfApprovalAllowed = options.selfDecisionAllowed || this.config.registry.allowSelfApproval || openServerCaller;
     if (!selfApprovalAllowed && current.requestedById === ctx.principal.id) {
       throw new DomainError("FORBIDDEN", "requestId: you requested this transition, so someone else must approve it", "requestId");
     }

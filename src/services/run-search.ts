@@ -87,7 +87,10 @@ export class RunSearch {
     params.push(...order.params);
     params.push(window.limit + 1, window.offset);
     const [limitParam, offsetParam] = [`$${params.length - 1}`, `$${params.length}`];
-    const rows: { id: string; experiment_id: string }[] = perExperiment
+    // One experiment's page is the plain query (LIMIT lets PostgreSQL stop early through the
+    // (experiment_id, start_time) index); a window per experiment only when there are several.
+    const windowed = perExperiment && (experimentIds?.length ?? 0) > 1;
+    const rows: { id: string; experiment_id: string }[] = windowed
       ? await this.db.query(
           `SELECT id, experiment_id FROM (
              SELECT r.id, r.experiment_id, row_number() OVER (PARTITION BY r.experiment_id ORDER BY ${order.orderBy}) AS n

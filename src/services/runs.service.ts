@@ -267,7 +267,8 @@ export class RunsService {
       // Set-based and in one sorted order: a row-by-row upsert locked every existing dataset (ON
       // CONFLICT DO UPDATE locks even when nothing changes), so two runs logging [train, val] and
       // [val, train] at once deadlocked. DO NOTHING takes no lock on existing rows, and the
-      // source URI is filled in only where it was missing, locking just those rows in id order.
+      // source URI is filled in only where it was missing, locking just those rows in id order (NO KEY
+      // UPDATE: run_inputs' foreign-key checks take KEY SHARE on datasets, which it does not block).
       await em.query(
         `INSERT INTO datasets (name, digest, source_uri)
          SELECT name, digest, source_uri FROM unnest($1::text[], $2::text[], $3::text[]) AS d(name, digest, source_uri)
@@ -288,7 +289,7 @@ export class RunsService {
       if (toFill.length) {
         await em.query(
           `UPDATE datasets x SET source_uri = u.source_uri
-           FROM (SELECT id FROM datasets WHERE id = ANY($1::uuid[]) AND source_uri IS NULL ORDER BY id FOR UPDATE) locked
+           FROM (SELECT id FROM datasets WHERE id = ANY($1::uuid[]) AND source_uri IS NULL ORDER BY id FOR NO KEY UPDATE) locked
            JOIN unnest($1::uuid[], $2::text[]) AS u(id, source_uri) ON u.id = locked.id
            WHERE x.id = locked.id AND x.source_uri IS NULL`,
           [toFill.map((f) => f.id), toFill.map((f) => f.sourceUri)],

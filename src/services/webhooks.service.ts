@@ -12,7 +12,7 @@ import type { WebhookDispatcher } from "./webhook-dispatcher.js";
 export const WEBHOOK_OUTBOX_TOPIC = "webhooks:outbox";
 
 /**
- * Writes one outbox row per active webhook subscribed to `event`, inside the caller's
+ * Writes one outbox row per webhook subscribed to `event` (paused ones too), inside the caller's
  * transaction, so a delivery exists exactly when the change committed. After the commit call
  * {@link announceWebhookEvents} so the dispatcher sends at once instead of at its next poll.
  *
@@ -130,16 +130,20 @@ export class WebhooksService {
 
   /**
    * A page of each webhook's deliveries, newest first: one statement for every webhook a request
-   * lists (a window per webhook), then the rows by id.
+   * lists, each page read with its own LIMIT (a page never sorts a webhook's whole history), then
+   * the rows by id.
    */
   async deliveriesOf(webhookIds: readonly string[], args: PageArgs & { status?: WebhookDeliveryStatus | null }): Promise<Map<string, Page<WebhookDelivery>>> {
     const window = pageWindow(args);
     const ranked: { id: string; webhook_id: string }[] = await this.db.query(
-      `SELECT id, webhook_id FROM (
-         SELECT id, webhook_id, row_number() OVER (PARTITION BY webhook_id ORDER BY created_at DESC, seq DESC) AS n
-           FROM webhook_deliveries WHERE webhook_id = ANY($1::uuid[]) AND ($2::text IS NULL OR status = $2::text)) r
-        WHERE n > $3 AND n <= $3 + $4 + 1 ORDER BY webhook_id, n`,
-      [[...webhookIds], args.status ?? null, window.offset, window.limit],
+      `SELECT d.id, w.id AS webhook_id FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
+       CROSS JOIN LATERAL (
+         SELECT id, created_at, seq FROM webhook_deliveries
+          WHERE webhook_id = w.id AND ($2::text IS NULL OR status = $2::text)
+          ORDER BY created_at DESC, seq DESC OFFSET $3 LIMIT $4 + 1
+       ) d
+       ORDER BY w.n, d.created_at DESC, d.seq DESC`,
+      [[...new Set(webhookIds)], args.status ?? null, window.offset, window.limit],
     );
     const rows = ranked.length ? await this.db.getRepository(WebhookDelivery).createQueryBuilder("d").where("d.id = ANY(:ids)", { ids: ranked.map((r) => r.id) }).getMany() : [];
     const byId = new Map(rows.map((r) => [r.id, r]));

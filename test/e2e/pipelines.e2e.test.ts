@@ -485,8 +485,10 @@ describe("leases", () => {
   it("attributes a transition a task requests to whoever submitted the pipeline run, who then cannot approve it", async () => {
     const exec = ok(await server.gql(`mutation { registerExecutor(input: {pool: "on-behalf", cpu: 1, memoryMb: 512}) { id } }`)).registerExecutor.id;
     await createSpec({ pipeline: { name: "on-behalf", tasks: [{ id: "train", command: ["true"], pool: "on-behalf" }] } });
-    // Submitted by this server's anonymous (open loopback) admin.
-    await submit("on-behalf");
+    // Submitted with alice's token (the open server's anonymous admin may approve its own
+    // requests: there is no one else on it).
+    const alice = ok(await server.gql(`mutation { createApiToken(input: {name: "alice", role: "admin"}) { secret } }`)).createApiToken.secret;
+    ok(await server.gql(SUBMIT, { input: { pipelineName: "on-behalf" } }, alice));
     const a = ok(await server.gql(`mutation($id: ID!) { claimTask(executorId: $id, waitSeconds: 5) { taskRun { id } leaseToken runId env } }`, { id: exec })).claimTask;
     const taskToken = a.env.MLGRAPH_TOKEN as string;
     const bytes = Buffer.from("weights from the task");
@@ -503,11 +505,11 @@ describe("leases", () => {
     const request = ok(
       await server.gql(`mutation { requestStageTransition(input: {modelName: "on-behalf-model", version: 1, toStage: STAGING}) { id requestedBy } }`, {}, taskToken),
     ).requestStageTransition;
-    expect(request.requestedBy).toBe("anonymous (open loopback server) via task train #1");
+    expect(request.requestedBy).toBe("alice via task train #1");
     // The submitter approving what their own pipeline asked for is self-approval (previously the
     // request counted as the task token's, so the submitter could approve it).
     const APPROVE = `mutation($id: ID!) { approveStageTransition(requestId: $id) { status decidedBy } }`;
-    const bySubmitter = await server.gql(APPROVE, { id: request.id });
+    const bySubmitter = await server.gql(APPROVE, { id: request.id }, alice);
     expect(bySubmitter.errors?.[0].extensions).toMatchObject({ code: "FORBIDDEN", field: "requestId" });
     const other = ok(await server.gql(`mutation { createApiToken(input: {name: "second-approver", role: "admin"}) { secret } }`)).createApiToken.secret;
     expect(ok(await server.gql(APPROVE, { id: request.id }, other)).approveStageTransition).toEqual({ status: "APPROVED", decidedBy: "second-approver" });
@@ -945,6 +947,27 @@ describe("batched claims and completions (executors with several slots)", () => 
     const many = await statementsFor(12);
     // Each task used to cost a statement for its logs, one for its attempts and one for its run's task run.
     expect(many).toBe(few);
+  });
+
+  it("gives each subscription event its own reads: a task's attempts are current in every taskRunUpdated", async () => {
+    // A subscription's context lives as long as it does: its loaders cached the first event's rows.
+    const exec = await register("fresh-reads", 1);
+    await createSpec({ pipeline: { name: "fresh-reads", tasks: [{ id: "a", command: ["true"], pool: "fresh-reads" }] } });
+    const submitted = await submit("fresh-reads");
+    const ws = server.ws();
+    const updates = collect<any>(ws, `subscription($id: ID!) { taskRunUpdated(pipelineRunId: $id) { status attempts { outcome } } }`, { id: submitted.id }, 100, 30_000);
+    try {
+      await sleep(300);
+      const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+      await waitFor("the claim's event", () => updates.events.some((e) => e.data?.taskRunUpdated.status === "CLAIMED" || e.data?.taskRunUpdated.status === "RUNNING"));
+      ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: claim.taskRun.id, leaseToken: claim.leaseToken, outcome: "SUCCEEDED" }] }));
+      const finished = await waitFor("the completion's event", () => updates.events.find((e) => e.data?.taskRunUpdated.status === "SUCCEEDED"));
+      expect(finished.data.taskRunUpdated.attempts).toEqual([{ outcome: "SUCCEEDED" }]);
+    } finally {
+      updates.unsubscribe();
+      updates.done.catch(() => undefined);
+      await ws.dispose();
+    }
   });
 
   it("reports a pipeline run's progress through pipelineRunUpdated, task by task, not only its end", async () => {

@@ -252,6 +252,8 @@ describe("model registry: stage transitions on an open loopback server", () => {
 
     const toStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;
     const toProduction = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "PRODUCTION" })).requestStageTransition;
+    const events = collect<{ registryEvents: { type: string; requestId: string | null } }>(server.ws(), `subscription { registryEvents(modelName: "stale") { type requestId } }`, {}, 3, 15_000);
+    await sleep(300);
     // Refused with FORBIDDEN ("you requested this transition") before: nothing could be promoted.
     expect(ok(await server.gql(APPROVE, { id: toProduction.id })).approveStageTransition).toEqual({ status: "APPROVED", modelVersion: { stage: "PRODUCTION", aliases: ["champion"] } });
 
@@ -263,6 +265,9 @@ describe("model registry: stage transitions on an open loopback server", () => {
     expect(closed.status).toBe("REJECTED");
     expect(closed.decisionComment).toMatch(/superseded/);
     expect(ok(await server.gql(`{ modelVersion(name: "stale", version: 1) { stage aliases } }`)).modelVersion).toEqual({ stage: "PRODUCTION", aliases: ["champion"] });
+    // Its closing is announced like any rejection.
+    const seen = (await events.done).map((e) => e.data!.registryEvents);
+    expect(seen).toContainEqual({ type: "STAGE_TRANSITION_REJECTED", requestId: toStaging.id });
 
     // A pending request of the version that an approval archives is closed too.
     const backToStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;
