@@ -139,9 +139,11 @@ export interface DownloadOptions {
 }
 
 /**
- * Downloads one artifact file, or every file below an artifact folder, into `destination` (a
- * file path for a file; a folder for a folder). Each file's SHA-256 is checked against the one
- * the server recorded. Resolves with the local paths written.
+ * Downloads one artifact file, or every file below an artifact folder, into `destination` (for a
+ * file: a file path, or an existing folder to write it into under its own name; for a folder: a
+ * folder). Each file's SHA-256 is checked against the one the server recorded. A file is written
+ * to `<target>.partial` and renamed when complete; on any failure the partial file is removed.
+ * Resolves with the local paths written.
  */
 export async function downloadArtifact(client: MetricRequester, runId: string, artifactPath: string, destination: string, options: DownloadOptions = {}): Promise<string[]> {
   const wanted = artifactPath.replace(/^\/+|\/+$/g, "");
@@ -156,8 +158,15 @@ export async function downloadArtifact(client: MetricRequester, runId: string, a
   const totalBytes = files.reduce((n, f) => n + f.size, 0);
   let doneBytes = 0;
   const written: string[] = [];
+  // `--out ./models` for a single file means inside that folder, as cp does (writing to the
+  // folder's own path failed with EISDIR, after creating `models.partial` next to it).
+  const intoFolder = exact ? await fs.promises.stat(destination).then((s) => s.isDirectory(), () => false) : false;
   for (const file of files) {
-    const target = exact ? destination : path.join(destination, ...file.path.slice(wanted.length).split("/").filter(Boolean));
+    const target = exact
+      ? intoFolder
+        ? path.join(destination, path.posix.basename(file.path))
+        : destination
+      : path.join(destination, ...file.path.slice(wanted.length).split("/").filter(Boolean));
     await fs.promises.mkdir(path.dirname(target), { recursive: true });
     if (!file.downloadUrl) throw new MlgraphError(`no download URL for ${file.path}`, "INTERNAL_SERVER_ERROR");
     const res = await fetch(file.downloadUrl).catch((err: unknown) => {
@@ -174,13 +183,25 @@ export async function downloadArtifact(client: MetricRequester, runId: string, a
       },
     });
     const partial = `${target}.partial`;
-    await streamPipeline(Readable.fromWeb(res.body as import("node:stream/web").ReadableStream), counter, fs.createWriteStream(partial));
-    const digest = hash.digest("hex");
-    if (file.sha256 && digest !== file.sha256) {
-      await fs.promises.rm(partial, { force: true });
-      throw new MlgraphError(`${file.path}: SHA-256 mismatch after download (got ${digest}, expected ${file.sha256})`, "UNAVAILABLE");
+    try {
+      try {
+        await streamPipeline(Readable.fromWeb(res.body as import("node:stream/web").ReadableStream), counter, fs.createWriteStream(partial));
+      } catch (err) {
+        // A local file error (no space, no permission) is the caller's to see as it is; anything
+        // else is the connection dropping mid-body: say which file, retryable.
+        if (err instanceof MlgraphError || (err as { syscall?: unknown } | null)?.syscall !== undefined) throw err;
+        throw new MlgraphError(`download of ${file.path} failed: ${err instanceof Error ? err.message : String(err)}`, "NETWORK_ERROR", undefined, undefined, [], { cause: err });
+      }
+      const digest = hash.digest("hex");
+      if (file.sha256 && digest !== file.sha256) {
+        throw new MlgraphError(`${file.path}: SHA-256 mismatch after download (got ${digest}, expected ${file.sha256})`, "UNAVAILABLE");
+      }
+      await fs.promises.rename(partial, target);
+    } catch (err) {
+      // A half-written file must not be left behind to be mistaken for the artifact.
+      await fs.promises.rm(partial, { force: true }).catch(() => undefined);
+      throw err;
     }
-    await fs.promises.rename(partial, target);
     written.push(target);
   }
   return written;

@@ -58,8 +58,16 @@ interface Point {
   timestamp: number;
 }
 
+/** Points sealed together; `start` is the sequence number of the first (points are numbered as sealed). */
+interface Chunk {
+  points: Point[];
+  start: number;
+}
+
 interface Batch {
   points: Point[];
+  /** Sequence number of its first point: a batch is one or more consecutive chunks. */
+  start: number;
   /** Generated once per batch and reused on every retry of it. */
   idempotencyKey: string;
 }
@@ -95,13 +103,17 @@ export class MetricLogger {
   private readonly maxDelay: number;
   private readonly onError?: MetricLoggerOptions["onError"];
   /** Sealed chunks waiting to be sent, oldest first; `tail` is the chunk log() appends to. */
-  private readonly sealed: Point[][] = [];
+  private readonly sealed: Chunk[] = [];
   private tail: Point[] = [];
   private inFlight: Batch | undefined;
   private pumping = false;
   private closed = false;
   private readonly timer: NodeJS.Timeout;
-  /** Sequence numbers: points sealed so far, and points settled (delivered, dropped or refused). */
+  /**
+   * Points sealed so far (the next sequence number) and points settled (delivered, dropped or
+   * refused). The count is for stats only: flush() waits on sequence numbers, since chunks settle
+   * out of order (newer chunks are dropped during an outage while an older batch is in flight).
+   */
   private sealedCount = 0;
   private settledCount = 0;
   private readonly waiters: { through: number; resolve: () => void }[] = [];
@@ -164,7 +176,7 @@ export class MetricLogger {
   async flush(): Promise<void> {
     this.sealAndPump();
     const through = this.sealedCount;
-    if (this.settledCount < through) await new Promise<void>((resolve) => this.waiters.push({ through, resolve }));
+    if (this.unsettledFrom() < through) await new Promise<void>((resolve) => this.waiters.push({ through, resolve }));
     const failure = this.firstFailure;
     this.firstFailure = undefined;
     if (failure) throw failure;
@@ -189,7 +201,7 @@ export class MetricLogger {
 
   private sealAndPump(): void {
     if (this.tail.length > 0) {
-      this.sealed.push(this.tail);
+      this.sealed.push({ points: this.tail, start: this.sealedCount });
       this.sealedCount += this.tail.length;
       this.tail = [];
       this.enforceBound();
@@ -201,7 +213,7 @@ export class MetricLogger {
   private enforceBound(): void {
     let waiting = this.sealedCount - this.settledCount - (this.inFlight?.points.length ?? 0);
     while (waiting > this.maxBuffered && this.sealed.length > 1) {
-      const oldest = this.sealed.shift()!;
+      const oldest = this.sealed.shift()!.points;
       waiting -= oldest.length;
       this.counters.dropped += oldest.length;
       this.settle(oldest.length);
@@ -214,14 +226,15 @@ export class MetricLogger {
       while (this.sealed.length > 0) {
         // After an outage the backlog leaves in requests of up to MAX_BATCH points, so catching up
         // takes a few round trips rather than one per batchSize.
-        let points = this.sealed.shift()!;
-        if (this.sealed.length > 0 && points.length + this.sealed[0].length <= MAX_BATCH) {
+        const first = this.sealed.shift()!;
+        let points = first.points;
+        if (this.sealed.length > 0 && points.length + this.sealed[0].points.length <= MAX_BATCH) {
           points = points.slice();
-          while (this.sealed.length > 0 && points.length + this.sealed[0].length <= MAX_BATCH) {
-            for (const p of this.sealed.shift()!) points.push(p);
+          while (this.sealed.length > 0 && points.length + this.sealed[0].points.length <= MAX_BATCH) {
+            for (const p of this.sealed.shift()!.points) points.push(p);
           }
         }
-        this.inFlight = { points, idempotencyKey: crypto.randomUUID() };
+        this.inFlight = { points, start: first.start, idempotencyKey: crypto.randomUUID() };
         await this.deliver(this.inFlight);
         this.inFlight = undefined;
         this.settle(points.length);
@@ -271,10 +284,19 @@ export class MetricLogger {
     return new Promise((resolve) => setTimeout(resolve, ms));
   }
 
+  /**
+   * The lowest sequence number not settled yet: the batch in flight is older than every sealed
+   * chunk, and sealed chunks are in order, so everything below this one is settled.
+   */
+  private unsettledFrom(): number {
+    return this.inFlight?.start ?? this.sealed[0]?.start ?? this.sealedCount;
+  }
+
   private settle(count: number): void {
     this.settledCount += count;
+    const settledBelow = this.unsettledFrom();
     for (let i = this.waiters.length - 1; i >= 0; i--) {
-      if (this.waiters[i].through <= this.settledCount) {
+      if (this.waiters[i].through <= settledBelow) {
         this.waiters[i].resolve();
         this.waiters.splice(i, 1);
       }

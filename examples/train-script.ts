@@ -3,7 +3,7 @@
  * buffered logger (the loop never waits on the network), a model artifact, and a registered
  * model version with an alias. Compiled by the test suite (test/unit/client/examples-compile.test.ts).
  *
- *   npx tsc -p tsconfig.json && node dist/examples/train-script.js     (MLGRAPH_URL, MLGRAPH_TOKEN)
+ *   npx tsc -p examples && node dist/examples/train-script.js     (MLGRAPH_URL, MLGRAPH_TOKEN)
  */
 import fs from "node:fs";
 import os from "node:os";

@@ -5,7 +5,8 @@
     run = ml.start_run("churn", name="baseline", params={"lr": 0.01})
     for step in range(100):
         run.log_metric("loss", 1 / (step + 1), step)   # buffered; a background thread flushes
-    run.finish()                       # flushes, then marks the run FINISHED
+    run.finish()                       # flushes, then marks the run FINISHED (a run left open is
+                                       # finished at interpreter exit, FAILED after an uncaught error)
     ml.compare_runs([run.id, other.id], baseline=run.id)
     ml.register_model("churn", run_id=run.id, artifact_path="model")
     ml.set_alias("churn", "champion", 1)
@@ -14,13 +15,17 @@ Errors raise MlgraphError with .code (the server's extensions.code, or NETWORK_E
 """
 from __future__ import annotations
 
+import atexit
+import collections
 import http.client
 import json
 import math
+import numbers
 import operator
 import os
 import random
 import re
+import sys
 import threading
 import time
 import urllib.error
@@ -61,19 +66,22 @@ class Client:
         self.timeout = timeout
 
     # -- transport -------------------------------------------------------------------------
-    def query(self, document: str, variables: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        """Sends a query or mutation; returns `data` or raises MlgraphError."""
+    def query(self, document: str, variables: Optional[Dict[str, Any]] = None, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """Sends a query or mutation; returns `data` or raises MlgraphError. `timeout` (seconds)
+        overrides the client's for this request."""
         try:
             # allow_nan=False: NaN/Infinity are not JSON; the server would refuse the body.
-            body = json.dumps({"query": document, "variables": variables or {}}, allow_nan=False).encode("utf-8")
+            body = json.dumps({"query": document, "variables": variables or {}}, allow_nan=False, default=_json_default).encode("utf-8")
         except ValueError as e:
             raise MlgraphError("variables: %s (NaN and Infinity cannot be sent)" % e, "BAD_USER_INPUT", "variables") from e
+        except TypeError as e:  # a value JSON has no form for (an array, an object)
+            raise MlgraphError("variables: %s" % e, "BAD_USER_INPUT", "variables") from e
         headers = {"content-type": "application/json", "accept": "application/json"}
         if self.token:
             headers["authorization"] = "Bearer " + self.token
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout if timeout is None else timeout) as response:
                 payload = json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as e:  # GraphQL errors may come with a 4xx/5xx status
             try:
@@ -122,8 +130,8 @@ class Client:
     def set_tags(self, run_id: str, tags: Dict[str, str]) -> None:
         self.query("mutation($r: ID!, $t: [TagInput!]!) { setRunTags(runId: $r, tags: $t) { id } }", {"r": run_id, "t": _pairs(tags)})
 
-    def finish_run(self, run_id: str, status: str = "FINISHED") -> Dict[str, Any]:
-        return self.query("mutation($i: UpdateRunInput!) { updateRun(input: $i) { id status endTime } }", {"i": {"runId": run_id, "status": status}})["updateRun"]
+    def finish_run(self, run_id: str, status: str = "FINISHED", timeout: Optional[float] = None) -> Dict[str, Any]:
+        return self.query("mutation($i: UpdateRunInput!) { updateRun(input: $i) { id status endTime } }", {"i": {"runId": run_id, "status": status}}, timeout=timeout)["updateRun"]
 
     def log_metrics(self, run_id: str, points: List[Dict[str, Any]], idempotency_key: Optional[str] = None) -> Dict[str, Any]:
         """One unbuffered batch: points are {key, value, step[, timestamp]}. Prefer Run.log_metric in loops."""
@@ -147,7 +155,12 @@ class Client:
         return (run or {}).get("metric", {}).get("history", []) if run and run.get("metric") else []
 
     def search_runs(self, experiment: Optional[str] = None, filter: Optional[str] = None, order_by: Optional[List[str]] = None, first: int = 100) -> List[Dict[str, Any]]:
-        ids = [self.experiment(experiment, create=False)["id"]] if experiment else None
+        ids = None
+        if experiment:
+            found = self.experiment(experiment, create=False)
+            if found is None:
+                raise MlgraphError("experiment %r not found" % (experiment,), "NOT_FOUND", "experiment")
+            ids = [found["id"]]
         data = self.query(
             "query($e: [ID!], $f: String, $o: [String!], $n: Int) { runs(experimentIds: $e, filter: $f, orderBy: $o, first: $n) {"
             " edges { node { id name status params { key value } metrics { key summary { last } } } } } }",
@@ -213,32 +226,48 @@ class Client:
 
 
 class Run:
-    """A run with a buffered metric logger: log_metric appends to memory; a daemon thread flushes by size and time."""
+    """A run with a buffered metric logger: log_metric appends to memory; a daemon thread flushes by size and time.
 
-    def __init__(self, client: Client, run_id: str, name: str, batch_size: int = 500, flush_interval: float = 1.0, max_buffered: int = 1_000_000):
+    A run still open when the interpreter exits (a script that never called finish()) is flushed and
+    finished by an atexit hook, FAILED when the exit is an uncaught exception, waiting at most
+    `exit_timeout` seconds for a server that is down (the points left are reported on stderr)."""
+
+    def __init__(self, client: Client, run_id: str, name: str, batch_size: int = 500, flush_interval: float = 1.0, max_buffered: int = 1_000_000,
+                 exit_timeout: float = 10.0):
         self.client = client
         self.id = run_id
         self.name = name
         self._batch_size = batch_size
         self._max_buffered = max_buffered
-        self._buffer: List[Dict[str, Any]] = []
+        # deque(maxlen): appending to a full buffer drops the oldest point in O(1). `del list[0]` on
+        # a million points moved them all on every log_metric during an outage (~30x slower).
+        self._buffer: "collections.deque[Dict[str, Any]]" = collections.deque(maxlen=max_buffered)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
         self._closed = False
+        # finish() was called (later log_metric calls raise, later finish() calls do nothing), and
+        # what ending the run answered (None until the server confirmed it).
+        self._finishing: Optional[str] = None
+        self._ended: Optional[Dict[str, Any]] = None
+        self._exit_timeout = exit_timeout
         self.dropped = 0
         self.rejected = 0
         self.errors: List[MlgraphError] = []
         self._flush_interval = flush_interval
         self._thread = threading.Thread(target=self._flusher, name="mlgraph-metrics-%s" % run_id[:8], daemon=True)
         self._thread.start()
+        _open_runs.add(self)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         """Buffers one point; never waits on the network. Raises ValueError for a point the server
         would refuse (it refuses a whole batch for one bad point): a key outside 1-250 of letters,
         digits, _ . - / and spaces, a step that is not a whole number >= 0. A non-finite value
-        (NaN, inf) is skipped and counted in `rejected`."""
+        (NaN, inf) is skipped and counted in `rejected`. Raises MlgraphError (CONFLICT) once the
+        run was finished: the point could never be sent."""
+        if self._finishing is not None:
+            raise MlgraphError("log_metric(%r): run %s was already finished; start a new run" % (key, self.id), "CONFLICT", "run")
         value = float(value)
         if not math.isfinite(value):
             # A diverging loss is data, not a bug: counted (like the TypeScript logger), not raised.
@@ -250,10 +279,9 @@ class Run:
         step = _whole_step(key, step)
         point = {"key": key, "value": value, "step": step, "timestamp": _now_iso()}
         with self._lock:
-            self._buffer.append(point)
-            if len(self._buffer) > self._max_buffered:  # a long outage: keep the newest
-                del self._buffer[0]
+            if len(self._buffer) == self._max_buffered:  # a long outage: the deque drops the oldest
                 self.dropped += 1
+            self._buffer.append(point)
             if len(self._buffer) >= self._batch_size:
                 self._wake.set()
 
@@ -285,20 +313,48 @@ class Run:
 
     def finish(self, status: str = "FINISHED") -> Dict[str, Any]:
         """Flushes the metrics, stops the flusher and ends the run. The run is ended even when the
-        flush fails (a refused batch, an outage past the timeout); that error is raised after."""
+        flush fails (a refused batch, an outage past the timeout); that error is raised after.
+        Once called, later calls do not change the run: they return what the first one got (a
+        `finish("FAILED")` from `__exit__` after an explicit finish() must not turn FINISHED into
+        FAILED), or, if the server did not confirm the end then, retry ending it with the first
+        call's status."""
+        return self._finish(status, flush_timeout=300.0, request_timeout=None, join_timeout=5.0)
+
+    def _finish(self, status: str, flush_timeout: float, request_timeout: Optional[float], join_timeout: float) -> Dict[str, Any]:
+        with self._lock:
+            first_call = self._finishing is None
+            if first_call:
+                self._finishing = status
+        if not first_call:
+            if self._ended is None:
+                self._ended = self.client.finish_run(self.id, self._finishing or status, timeout=request_timeout)
+            return self._ended
+        _open_runs.discard(self)
         flush_error: Optional[BaseException] = None
         try:
-            self.flush()
+            self.flush(flush_timeout)
         except MlgraphError as e:
             flush_error = e
         finally:
             self._closed = True
             self._wake.set()
-            self._thread.join(timeout=5)
-        ended = self.client.finish_run(self.id, status)
+            self._thread.join(timeout=join_timeout)
+        self._ended = self.client.finish_run(self.id, status, timeout=request_timeout)
         if flush_error is not None:
             raise flush_error
-        return ended
+        return self._ended
+
+    def _finish_at_exit(self, status: str, deadline: float) -> None:
+        """The atexit path: bounded by `deadline` however the server behaves; reports, never raises."""
+        try:
+            flush_timeout = max(0.0, deadline - time.monotonic())
+            # The request that ends the run gets at least a second, even after a flush that used
+            # up the time: a server that is up answers it at once, one that is down refuses it.
+            self._finish(status, flush_timeout=flush_timeout, request_timeout=max(1.0, deadline - time.monotonic()), join_timeout=0.1)
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, exit goes on
+            with self._lock:
+                unsent = len(self._buffer) + self._in_flight
+            sys.stderr.write("mlgraph: at exit, run %s: %s%s\n" % (self.id, e, "; %d metric points not delivered" % unsent if unsent else ""))
 
     def __enter__(self) -> "Run":
         return self
@@ -320,8 +376,8 @@ class Run:
             self._wake.clear()
             while True:
                 with self._lock:
-                    batch = self._buffer[: min(len(self._buffer), 10_000)]
-                    del self._buffer[: len(batch)]
+                    popleft = self._buffer.popleft
+                    batch = [popleft() for _ in range(min(len(self._buffer), 10_000))]
                     self._in_flight = len(batch)
                 if not batch:
                     break
@@ -358,6 +414,38 @@ class Run:
             delay = min(delay * 2, 5.0)
 
 
+# Runs not finished yet, ended by the atexit hook below. Strong references cost nothing extra: each
+# open run's flusher thread holds it anyway until finish().
+_open_runs: "set[Run]" = set()
+
+
+def _finish_open_runs() -> None:
+    """atexit: flush and end every run the script left open (MLflow ends its active run at exit
+    too), so the last points are not lost with the daemon flusher thread. An exit by an uncaught
+    exception (the interpreter sets sys.last_type before exit handlers run) ends them FAILED.
+    Every run shares one deadline: a server that is down delays the exit by about the longest
+    exit_timeout, not that much per run."""
+    runs = list(_open_runs)
+    if not runs:
+        return
+    status = "FAILED" if getattr(sys, "last_type", None) is not None else "FINISHED"
+    deadline = time.monotonic() + max(run._exit_timeout for run in runs)
+    for run in runs:
+        run._finish_at_exit(status, deadline)
+
+
+atexit.register(_finish_open_runs)
+
+
+def _json_default(value: Any) -> Any:
+    """numpy scalars (np.float32, np.int64, ...) are not JSON; `.item()` gives the Python number.
+    Anything else (an array, an object) stays refused: TypeError, reported as BAD_USER_INPUT."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        return item()
+    raise TypeError("Object of type %s is not JSON serializable" % type(value).__name__)
+
+
 def _pairs(values: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, str]]]:
     if values is None:
         return None
@@ -365,14 +453,17 @@ def _pairs(values: Optional[Dict[str, Any]]) -> Optional[List[Dict[str, str]]]:
 
 
 def _whole_step(key: str, step: Any) -> int:
-    """The step as an int (numpy integers and whole floats included), or ValueError."""
+    """The step as an int (numpy integers and whole floats of any width included), or ValueError."""
     if isinstance(step, bool):
         raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step))
     try:
         whole = operator.index(step)
     except TypeError:
-        if isinstance(step, float) and step.is_integer():
-            whole = int(step)
+        # np.float64 is a float subclass but np.float32 is not: both are numbers.Real, and a
+        # narrower float converts to a Python float exactly.
+        as_float = float(step) if isinstance(step, numbers.Real) else None
+        if as_float is not None and as_float.is_integer():
+            whole = int(as_float)
         else:
             raise ValueError("log_metric(%r): step %r is not a whole number from 0 to 2^53-1" % (key, step)) from None
     if not 0 <= whole <= 2**53 - 1:
@@ -385,12 +476,23 @@ def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % int((t % 1) * 1000)
 
 
+_PUT_RETRIES = 3
+
+
 def _put(url: str, content: bytes, headers: Dict[str, str]) -> str:
-    request = urllib.request.Request(url, data=content, headers=dict(headers, **{"content-length": str(len(content))}), method="PUT")
-    try:
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return response.headers.get("etag", "")
-    except urllib.error.HTTPError as e:
-        raise MlgraphError("upload PUT answered HTTP %d: %s" % (e.code, e.read()[:200]), "UNAVAILABLE" if e.code >= 500 else "BAD_USER_INPUT") from e
-    except (urllib.error.URLError, OSError) as e:
-        raise MlgraphError("upload PUT failed: %s" % e, "NETWORK_ERROR") from e
+    """PUTs bytes, retrying a dropped connection or a 5xx up to 3 times with backoff (a part PUT is
+    idempotent: the same bytes to the same URL), as the TypeScript client does. A 4xx is final."""
+    for attempt in range(_PUT_RETRIES + 1):
+        request = urllib.request.Request(url, data=content, headers=dict(headers, **{"content-length": str(len(content))}), method="PUT")
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return response.headers.get("etag", "")
+        except urllib.error.HTTPError as e:
+            error = MlgraphError("upload PUT answered HTTP %d: %s" % (e.code, e.read()[:200]), "UNAVAILABLE" if e.code >= 500 else "BAD_USER_INPUT")
+            if e.code < 500 or attempt == _PUT_RETRIES:
+                raise error from e
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            if attempt == _PUT_RETRIES:
+                raise MlgraphError("upload PUT failed: %s" % getattr(e, "reason", e), "NETWORK_ERROR") from e
+        time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")

@@ -123,6 +123,61 @@ export function keyValues(flag: string, items: string[] | undefined): Record<str
   return out;
 }
 
+/** One page of a connection as a list command reads it. */
+export interface Page<T> {
+  rows: T[];
+  hasNextPage: boolean;
+  endCursor?: string | null;
+  totalCount?: number | null;
+}
+
+/**
+ * Reads up to `limit` rows of a connection page by page, following endCursor. A list command must
+ * not turn `--limit 300` into one `first: 300`: the server caps a page at 1,000 rows and refuses a
+ * query whose complexity is over its limit (QUERY_TOO_COMPLEX; a page of runs weighs ~925, so 270
+ * of them pass the default MLGRAPH_MAX_COMPLEXITY of 250,000). `pageSize` is what the command's
+ * query fits under the default limit; a server configured lower answers QUERY_TOO_COMPLEX and the
+ * page is halved and asked again. `truncated`: the output stopped at `limit` while more exist.
+ */
+export async function readPages<T>(
+  limit: number,
+  pageSize: number,
+  fetchPage: (first: number, after: string | undefined) => Promise<Page<T>>,
+): Promise<{ rows: T[]; truncated: boolean; totalCount?: number }> {
+  const rows: T[] = [];
+  let after: string | undefined;
+  let size = pageSize;
+  let totalCount: number | undefined;
+  for (;;) {
+    const first = Math.min(size, limit - rows.length);
+    let page: Page<T>;
+    try {
+      page = await fetchPage(first, after);
+    } catch (err) {
+      if (err instanceof MlgraphError && err.code === "QUERY_TOO_COMPLEX" && first > 1) {
+        size = Math.ceil(first / 2);
+        continue;
+      }
+      throw err;
+    }
+    for (const row of page.rows) rows.push(row);
+    totalCount = page.totalCount ?? totalCount;
+    if (!page.hasNextPage || !page.endCursor || page.rows.length === 0) return { rows, truncated: false, totalCount };
+    if (rows.length >= limit) return { rows, truncated: true, totalCount };
+    after = page.endCursor;
+  }
+}
+
+/**
+ * Says on stderr that a list stopped at --limit while more rows exist: stdout (a table, or JSON a
+ * script parses) stays as it was, and nobody mistakes the first page for everything.
+ */
+export function noteTruncated(what: string, result: { rows: unknown[]; truncated: boolean; totalCount?: number }): void {
+  if (!result.truncated) return;
+  const of = result.totalCount !== undefined ? ` of ${result.totalCount}` : "";
+  process.stderr.write(`note: showing the first ${result.rows.length}${of} ${what}; more exist (raise --limit)\n`);
+}
+
 /** commander collector for repeatable options. */
 export const collectRepeated = (value: string, previous: string[] = []) => [...previous, value];
 

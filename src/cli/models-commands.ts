@@ -14,10 +14,12 @@ import {
   type ModelStage,
   type TransitionRequestFieldsFragment,
 } from "../../client/index.js";
-import { action, connect, notFound, printJson, printTable, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
+import { action, connect, notFound, noteTruncated, printJson, printTable, readPages, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
 import { positiveInt } from "./runs-commands.js";
 
 const STAGES: ModelStage[] = ["NONE", "STAGING", "PRODUCTION", "ARCHIVED"];
+/** Rows per request, under the server's default complexity limit (~285 per model or version row; see readPages). */
+const MODEL_PAGE = 500;
 
 /** `mlgraph models list|versions|register|alias|promote|approve|reject`. */
 export function registerModelCommands(program: Command): void {
@@ -25,8 +27,14 @@ export function registerModelCommands(program: Command): void {
 
   withConnection(models.command("list").description("registered models").option("-f, --filter <expr>", "filter, e.g. \"name LIKE 'churn%'\"").option("--limit <n>", "at most this many", "50")).action(
     action(async (flags: ConnectionFlags & { filter?: string; limit: string }) => {
-      const { registeredModels } = await connect(flags).request(ListRegisteredModelsDocument, { filter: flags.filter, first: positiveInt("--limit", flags.limit) });
-      const rows = registeredModels.edges.map((e) => e.node);
+      const limit = positiveInt("--limit", flags.limit);
+      const client = connect(flags);
+      const result = await readPages(limit, MODEL_PAGE, async (first, after) => {
+        const { registeredModels } = await client.request(ListRegisteredModelsDocument, { filter: flags.filter, first, after });
+        return { rows: registeredModels.edges.map((e) => e.node), ...registeredModels.pageInfo };
+      });
+      noteTruncated("models", result);
+      const rows = result.rows;
       if (flags.json) return printJson(rows);
       printTable(
         ["NAME", "LATEST", "STAGE", "ALIASES", "UPDATED"],
@@ -37,9 +45,15 @@ export function registerModelCommands(program: Command): void {
 
   withConnection(models.command("versions <model>").description("a model's versions, newest first").option("--limit <n>", "at most this many", "50")).action(
     action(async (name: string, flags: ConnectionFlags & { limit: string }) => {
-      const { registeredModel } = await connect(flags).request(GetRegisteredModelDocument, { name, first: positiveInt("--limit", flags.limit) });
-      if (!registeredModel) throw notFound(`registered model ${JSON.stringify(name)} not found`);
-      const rows = registeredModel.versions.edges.map((e) => e.node);
+      const limit = positiveInt("--limit", flags.limit);
+      const client = connect(flags);
+      const result = await readPages(limit, MODEL_PAGE, async (first, after) => {
+        const { registeredModel } = await client.request(GetRegisteredModelDocument, { name, first, after });
+        if (!registeredModel) throw notFound(`registered model ${JSON.stringify(name)} not found`);
+        return { rows: registeredModel.versions.edges.map((e) => e.node), ...registeredModel.versions.pageInfo };
+      });
+      noteTruncated("versions", result);
+      const rows = result.rows;
       if (flags.json) return printJson(rows);
       printTable(
         ["VERSION", "STAGE", "ALIASES", "STATUS", "RUN", "CREATED", "ARTIFACT"],

@@ -8,13 +8,24 @@ import {
   SubmitPipelineRunDocument,
   TaskLogsDocument,
   TaskRunLogsDocument,
+  isRetryable,
   type MlgraphClient,
 } from "../../client/index.js";
-import { action, collectRepeated, connect, keyValues, notFound, printJson, printTable, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
+import { action, collectRepeated, connect, keyValues, notFound, noteTruncated, printJson, printTable, readPages, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
 import { positiveInt } from "./runs-commands.js";
 
 const FINAL_PIPELINE = new Set(["SUCCEEDED", "FAILED", "CANCELLED"]);
 const FINAL_TASK = new Set(["SUCCEEDED", "FAILED", "CANCELLED", "UPSTREAM_FAILED"]);
+/** Rows per request for `pipeline list` (the server caps a page at 1,000; see readPages). */
+const PIPELINE_PAGE = 500;
+/** Most lines one read returns (the server's MAX_LOG_LINES_PER_READ). */
+const LOG_PAGE = 10_000;
+/**
+ * `submit --wait` rides out a server restart or a dropped connection (retryable errors, with
+ * backoff up to WAIT_RETRY_MAX_DELAY_MS); it gives up once polls have failed for this long.
+ */
+const WAIT_RETRY_GIVE_UP_MS = 10 * 60_000;
+const WAIT_RETRY_MAX_DELAY_MS = 15_000;
 
 /** `mlgraph pipeline create|list|submit|status|logs`. */
 export function registerPipelineCommands(program: Command): void {
@@ -36,8 +47,14 @@ export function registerPipelineCommands(program: Command): void {
 
   withConnection(pipeline.command("list").description("list pipelines").option("--limit <n>", "at most this many", "50")).action(
     action(async (flags: ConnectionFlags & { limit: string }) => {
-      const { pipelines } = await connect(flags).request(ListPipelinesDocument, { first: positiveInt("--limit", flags.limit) });
-      const rows = pipelines.edges.map((e) => e.node);
+      const limit = positiveInt("--limit", flags.limit);
+      const client = connect(flags);
+      const result = await readPages(limit, PIPELINE_PAGE, async (first, after) => {
+        const { pipelines } = await client.request(ListPipelinesDocument, { first, after });
+        return { rows: pipelines.edges.map((e) => e.node), ...pipelines.pageInfo };
+      });
+      noteTruncated("pipelines", result);
+      const rows = result.rows;
       if (flags.json) return printJson(rows);
       printTable(["NAME", "VERSION", "UPDATED", "DESCRIPTION"], rows.map((p) => [p.name, p.latestVersion.version, p.updatedAt, p.description]));
     }),
@@ -56,9 +73,10 @@ export function registerPipelineCommands(program: Command): void {
     action(async (name: string, flags: ConnectionFlags & { param?: string[]; version?: string; priority?: string; wait?: boolean }) => {
       const client = connect(flags);
       const params = keyValues("--param", flags.param);
-      const { submitPipelineRun: run } = await client.request(SubmitPipelineRunDocument, {
-        input: { pipelineName: name, params, version: flags.version ? positiveInt("--version", flags.version) : undefined, priority: flags.priority ? Number(flags.priority) : undefined },
-      });
+      // Checked here: Number("high") is NaN, which JSON sends as null, i.e. the default priority.
+      const version = flags.version === undefined ? undefined : positiveInt("--version", flags.version);
+      const priority = flags.priority === undefined ? undefined : integer("--priority", flags.priority);
+      const { submitPipelineRun: run } = await client.request(SubmitPipelineRunDocument, { input: { pipelineName: name, params, version, priority } });
       if (!flags.wait) {
         if (flags.json) return printJson(run);
         process.stdout.write(`submitted pipeline run ${run.id} (${run.pipelineName} v${run.pipelineVersion.version}), status ${run.status}\n`);
@@ -93,10 +111,18 @@ export function registerPipelineCommands(program: Command): void {
       const fromLine = Number(flags.fromLine);
       if (!Number.isInteger(fromLine) || fromLine < 0) throw usage(`--from-line: expected a non-negative integer, got ${JSON.stringify(flags.fromLine)}`);
       if (!flags.follow) {
-        const { taskRun } = await client.request(TaskRunLogsDocument, { id: taskRunId, fromLine, limit: 10_000 });
-        if (!taskRun) throw notFound(`task run ${taskRunId} not found`);
-        for (const line of taskRun.logs) process.stdout.write(line + "\n");
-        return;
+        // One read returns at most LOG_PAGE lines: page until the line count the task had when
+        // the command started (lines written after are for --follow).
+        let next = fromLine;
+        let end: number | undefined;
+        for (;;) {
+          const { taskRun } = await client.request(TaskRunLogsDocument, { id: taskRunId, fromLine: next, limit: LOG_PAGE });
+          if (!taskRun) throw notFound(`task run ${taskRunId} not found`);
+          end ??= taskRun.logLines;
+          if (taskRun.logs.length > 0) process.stdout.write(taskRun.logs.join("\n") + "\n");
+          next += taskRun.logs.length;
+          if (taskRun.logs.length === 0 || next >= end) return;
+        }
       }
       await followLogs(client, taskRunId, fromLine);
     }),
@@ -121,8 +147,26 @@ function printPipelineRun(run: PipelineRunView): void {
 
 async function waitForPipelineRun(client: MlgraphClient, id: string, progress: boolean): Promise<PipelineRunView> {
   let lastLine = "";
+  let failingSince: number | undefined;
+  let retries = 0;
   for (;;) {
-    const run = await fetchRun(client, id);
+    let run: Awaited<ReturnType<typeof fetchRun>>;
+    try {
+      run = await fetchRun(client, id);
+    } catch (err) {
+      // A pipeline can run for hours; a server restart or a dropped connection meanwhile is no
+      // reason to stop waiting for it (the run goes on without us).
+      const now = Date.now();
+      failingSince ??= now;
+      if (!isRetryable(err) || now - failingSince > WAIT_RETRY_GIVE_UP_MS) throw err;
+      if (progress && retries === 0) process.stderr.write(`pipeline run ${id}: ${err instanceof Error ? err.message : String(err)}; retrying\n`);
+      const cap = Math.min(WAIT_RETRY_MAX_DELAY_MS, 500 * 2 ** Math.min(retries++, 10));
+      await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
+      continue;
+    }
+    if (progress && failingSince !== undefined) process.stderr.write(`pipeline run ${id}: reachable again\n`);
+    failingSince = undefined;
+    retries = 0;
     if (!run) throw notFound(`pipeline run ${id} not found`);
     const line = `${run.status} ${run.tasksDone}/${run.tasksTotal}`;
     if (progress && line !== lastLine) process.stderr.write(`pipeline run ${id}: ${line}\n`);
@@ -158,4 +202,11 @@ async function followLogs(client: MlgraphClient, taskRunId: string, fromLine: nu
     clearInterval(watcher);
     await client.close();
   }
+}
+
+/** A whole number, negative allowed (priorities are); the server checks the range. */
+function integer(flag: string, text: string): number {
+  const n = Number(text);
+  if (text.trim() === "" || !Number.isSafeInteger(n)) throw usage(`${flag}: expected an integer, got ${JSON.stringify(text)}`);
+  return n;
 }

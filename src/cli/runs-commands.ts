@@ -9,7 +9,15 @@ import {
   RunUpdatedDocument,
   type MlgraphClient,
 } from "../../client/index.js";
-import { action, collectRepeated, connect, formatNumber, notFound, printJson, printTable, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
+import { action, collectRepeated, connect, formatNumber, notFound, noteTruncated, printJson, printTable, readPages, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
+import { PrintedPoints } from "./printed-points.js";
+
+/**
+ * Rows per request, under the server's default complexity limit (see readPages): a run row carries
+ * params, tags and metric summaries (~925 each), an experiment row ~265.
+ */
+const RUN_PAGE = 200;
+const EXPERIMENT_PAGE = 500;
 
 /** `mlgraph experiments list`. */
 export function registerExperimentCommands(program: Command): void {
@@ -22,8 +30,14 @@ export function registerExperimentCommands(program: Command): void {
       .option("--deleted", "include soft-deleted experiments"),
   ).action(
     action(async (flags: ConnectionFlags & { limit: string; deleted?: boolean }) => {
-      const { experiments: page } = await connect(flags).request(ListExperimentsDocument, { first: positiveInt("--limit", flags.limit), includeDeleted: flags.deleted ?? false });
-      const rows = page.edges.map((e) => e.node);
+      const limit = positiveInt("--limit", flags.limit);
+      const client = connect(flags);
+      const result = await readPages(limit, EXPERIMENT_PAGE, async (first, after) => {
+        const { experiments: page } = await client.request(ListExperimentsDocument, { first, after, includeDeleted: flags.deleted ?? false });
+        return { rows: page.edges.map((e) => e.node), ...page.pageInfo, totalCount: page.totalCount };
+      });
+      noteTruncated("experiments", result);
+      const rows = result.rows;
       if (flags.json) return printJson(rows);
       printTable(["ID", "NAME", "CREATED", "TAGS"], rows.map((x) => [x.id, x.name, x.createdAt, x.tags.map((t) => `${t.key}=${t.value}`).join(",")]));
     }),
@@ -44,10 +58,15 @@ export function registerRunCommands(program: Command): void {
       .option("--limit <n>", "at most this many", "50"),
   ).action(
     action(async (flags: ConnectionFlags & { experiment?: string[]; filter?: string; orderBy?: string[]; limit: string }) => {
+      const limit = positiveInt("--limit", flags.limit);
       const client = connect(flags);
       const experimentIds = flags.experiment ? await Promise.all(flags.experiment.map((e) => experimentId(client, e))) : undefined;
-      const { runs: page } = await client.request(ListRunsDocument, { experimentIds, filter: flags.filter, orderBy: flags.orderBy, first: positiveInt("--limit", flags.limit) });
-      const rows = page.edges.map((e) => e.node);
+      const result = await readPages(limit, RUN_PAGE, async (first, after) => {
+        const { runs: page } = await client.request(ListRunsDocument, { experimentIds, filter: flags.filter, orderBy: flags.orderBy, first, after });
+        return { rows: page.edges.map((e) => e.node), ...page.pageInfo, totalCount: page.totalCount };
+      });
+      noteTruncated("runs", result);
+      const rows = result.rows;
       if (flags.json) return printJson(rows);
       const metricKeys = [...new Set(rows.flatMap((r) => r.metrics.map((m) => m.key)))].sort().slice(0, 6);
       printTable(
@@ -134,6 +153,9 @@ export function registerRunCommands(program: Command): void {
           return;
         }
         const points = client.subscribe(MetricsLoggedDocument, { runId, keys: flags.metric, fromStep });
+        // After a reconnect graphql-ws resubscribes with the same fromStep and the server replays
+        // everything from it again: what was printed already is skipped (see PrintedPoints).
+        const printed = fromStep === undefined ? undefined : new PrintedPoints();
         // The watch ends with the run (its last points get half a second), with a failure of the
         // status stream, or, for a run that had already ended, once its replay has gone quiet.
         ended.then(
@@ -175,6 +197,7 @@ export function registerRunCommands(program: Command): void {
           for await (const batch of points) {
             lastBatchAt = Date.now();
             for (const p of batch.metricsLogged.points) {
+              if (printed && !printed.firstTime(p)) continue;
               if (flags.json) process.stdout.write(JSON.stringify(p) + "\n");
               else process.stdout.write(`${p.timestamp}  step ${String(p.step).padStart(6)}  ${p.key} = ${formatNumber(p.value)}\n`);
             }

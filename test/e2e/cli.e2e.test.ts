@@ -1,5 +1,6 @@
 /** The `mlgraph` client commands as a shell user runs them: child processes against a live server. */
 import { startExecutor } from "../helpers/executors";
+import { TcpProxy } from "../helpers/tcp-proxy";
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -22,6 +23,30 @@ interface Result {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+/** Runs the CLI in the background, collecting its output as it comes. */
+function spawnCli(args: string[], url = server.url) {
+  const child = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH ?? "", MLGRAPH_URL: url } });
+  const out = { stdout: "", stderr: "" };
+  child.stdout.on("data", (d: Buffer) => (out.stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (out.stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  return { child, out, exited };
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 20_000): Promise<void> {
+  for (const started = Date.now(); !condition(); await sleep(100)) {
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+  }
+}
+
+/** A proxy in front of the test server: cut() drops every connection (a network blip). */
+async function proxyToServer(): Promise<{ proxy: TcpProxy; url: string }> {
+  const target = new URL(server.url);
+  const proxy = new TcpProxy(target.hostname, Number(target.port));
+  await proxy.start();
+  return { proxy, url: `http://127.0.0.1:${proxy.port}${target.pathname}` };
 }
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<Result> {
@@ -204,13 +229,16 @@ describe("mlgraph CLI", () => {
     expect(versions.stdout).toMatch(/1\s+NONE\s+@champion/);
     expect((await cli(["models", "list"])).stdout).toMatch(/cli-churn\s+1\s+NONE\s+@champion=v1/);
 
-    const promote = await cli(["models", "promote", "cli-churn", "1"]);
+    // Requested with a token: the open loopback admin (no token) may approve its own requests,
+    // there being no one else; a named requester may not.
+    const requester = /secret \(shown only once\): (\S+)/.exec((await cli(["token", "create", "requester", "--role", "admin"])).stdout)![1];
+    const promote = await cli(["models", "promote", "cli-churn", "1"], { MLGRAPH_TOKEN: requester });
     expect(promote.code).toBe(0);
     expect(promote.stdout).toMatch(/NONE -> PRODUCTION/);
     const requestId = /request (\S+):/.exec(promote.stdout)![1];
     if (/: PENDING/.test(promote.stdout)) {
       // The requester may not approve their own request: a second admin does.
-      const self = await cli(["models", "approve", requestId]);
+      const self = await cli(["models", "approve", requestId], { MLGRAPH_TOKEN: requester });
       expect(self.code).toBe(4);
       expect(self.stderr).toMatch(/someone else must approve/);
       const approver = /secret \(shown only once\): (\S+)/.exec((await cli(["token", "create", "approver", "--role", "admin"])).stdout)![1];
@@ -275,5 +303,123 @@ describe("mlgraph CLI", () => {
     } finally {
       await executor.stop();
     }
+  });
+
+  it("watch --from-step prints each point once across a reconnect (the resubscription's replay printed them all again)", async () => {
+    const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "watch-reconnect"}) { id } }`, { e: runs.experimentId })).createRun;
+    const logStep = async (s: number) =>
+      ok(await server.gql(`mutation($id: ID!, $s: SafeInt!) { logMetrics(runId: $id, points: [{key: "acc", value: 0.5, step: $s}]) { accepted } }`, { id: run.id, s }));
+    for (let step = 0; step < 3; step++) await logStep(step);
+    const { proxy, url } = await proxyToServer();
+    const watch = spawnCli(["runs", "watch", run.id, "--from-step", "0"], url);
+    try {
+      await until("the replay", () => (watch.out.stdout.match(/acc = /g) ?? []).length >= 3);
+      proxy.cut();
+      await sleep(500);
+      proxy.restore();
+      // graphql-ws reconnects (backoff from 250 ms) and resubscribes with fromStep 0: the server
+      // replays steps 0-2 again; give that time to arrive before the next point.
+      await sleep(4000);
+      await logStep(3);
+      await until("the live point after the reconnect", () => /step\s+3\s+acc/.test(watch.out.stdout));
+      ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { id } }`, { id: run.id }));
+      expect(await Promise.race([watch.exited, sleep(20_000).then(() => "timeout")])).toBe(0);
+    } finally {
+      watch.child.kill();
+      await proxy.stop();
+    }
+    const steps = watch.out.stdout.split("\n").filter(Boolean).map((l) => Number(/step\s+(\d+)/.exec(l)![1]));
+    expect(steps).toEqual([0, 1, 2, 3]);
+  });
+
+  it("list commands page past the server's page limits and note on stderr when --limit cut the list (they stopped at one page, or failed QUERY_TOO_COMPLEX)", async () => {
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "cli-many"}) { id } }`)).createExperiment;
+    for (let i = 0; i < 230; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, (_, j) => server.gql(`mutation($e: ID!, $n: String!) { createRun(input: {experimentId: $e, name: $n}) { id } }`, { e: exp.id, n: `many-${i + j}` }).then(ok)));
+    }
+    const list = async (limit: string[]) => {
+      const r = await cli(["runs", "list", "--experiment", "cli-many", ...limit, "--json"]);
+      expect(r.code).toBe(0);
+      const rows = JSON.parse(r.stdout) as { id: string }[];
+      expect(new Set(rows.map((x) => x.id)).size).toBe(rows.length);
+      return { count: rows.length, stderr: r.stderr };
+    };
+    expect(await list(["--limit", "300"])).toEqual({ count: 230, stderr: "" });
+    expect(await list(["--limit", "230"])).toEqual({ count: 230, stderr: "" });
+    const cut = await list(["--limit", "210"]);
+    expect(cut.count).toBe(210);
+    expect(cut.stderr).toBe("note: showing the first 210 runs; more exist (raise --limit)\n");
+    expect((await list([])).count).toBe(50);
+
+    for (const args of [["experiments", "list"], ["models", "list"], ["models", "versions", "cli-churn"], ["pipeline", "list"]]) {
+      const r = await cli([...args, "--limit", "2000", "--json"]);
+      expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 0, stderr: "" });
+      expect(Array.isArray(JSON.parse(r.stdout))).toBe(true);
+    }
+    const oneExperiment = await cli(["experiments", "list", "--limit", "1"]);
+    expect(oneExperiment.stderr).toMatch(/^note: showing the first 1 of \d+ experiments; more exist \(raise --limit\)\n$/);
+  });
+
+  it("pipeline submit --priority refuses what is not an integer, naming the flag (it submitted at the default priority)", async () => {
+    for (const bad of ["high", "1.5", ""]) {
+      const r = await cli(["pipeline", "submit", "cli-pipe", "--priority", bad]);
+      expect({ bad, code: r.code }).toEqual({ bad, code: 2 });
+      expect(r.stderr).toContain(`--priority: expected an integer, got ${JSON.stringify(bad)}`);
+    }
+    expect((await cli(["pipeline", "submit", "cli-pipe", "--priority", "5"])).code).toBe(0);
+  });
+
+  it("artifacts download of one file into an existing folder writes it inside, under its name (EISDIR, and a .partial left behind)", async () => {
+    const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "download-into"}) { id } }`, { e: runs.experimentId })).createRun;
+    const file = path.join(tmp, "weights.txt");
+    fs.writeFileSync(file, "w=1\n");
+    expect((await cli(["artifacts", "upload", run.id, file, "--path", "model/weights.txt"])).code).toBe(0);
+    const into = path.join(tmp, "into");
+    fs.mkdirSync(into);
+    const r = await cli(["artifacts", "download", run.id, "model/weights.txt", "--out", into]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(fs.readFileSync(path.join(into, "weights.txt"), "utf8")).toBe("w=1\n");
+    expect(fs.existsSync(`${into}.partial`)).toBe(false);
+  });
+
+  describe("a pipeline with a long log", () => {
+    let taskRunId: string;
+
+    it("pipeline submit --wait rides out a dropped connection while waiting (it exited 1 at the first network error)", async () => {
+      const spec = path.join(tmp, "chatty.yaml");
+      fs.writeFileSync(spec, `pipeline:\n  name: cli-chatty\n  tasks:\n    - id: chatty\n      command: ["python3", "-c", "for i in range(12345): print(i)"]\n`);
+      expect((await cli(["pipeline", "create", spec])).code).toBe(0);
+      const { proxy, url } = await proxyToServer();
+      const wait = spawnCli(["pipeline", "submit", "cli-chatty", "--wait"], url);
+      try {
+        await until("the submitted run", () => /QUEUED 0\/1/.test(wait.out.stderr));
+        proxy.cut();
+        await sleep(3000); // a few polls fail meanwhile
+        proxy.restore();
+        const executor = await startExecutor(server.url, ["--pool", "default", "--concurrency", "1"]);
+        try {
+          expect(await Promise.race([wait.exited, sleep(60_000).then(() => "timeout")])).toBe(0);
+        } finally {
+          await executor.stop();
+        }
+      } finally {
+        wait.child.kill();
+        await proxy.stop();
+      }
+      expect(wait.out.stderr).toMatch(/retrying/);
+      taskRunId = /chatty\s+SUCCEEDED\s+\S+\s+\S+\s+\S+\s+(\S+)/.exec(wait.out.stdout)![1];
+    });
+
+    it("pipeline logs prints every line past the 10,000 of one read (it stopped there silently)", async () => {
+      expect(taskRunId).toBeDefined();
+      const r = await cli(["pipeline", "logs", taskRunId]);
+      expect(r.code).toBe(0);
+      const lines = r.stdout.split("\n").slice(0, -1);
+      expect(lines.length).toBe(12345);
+      expect(lines.every((l, i) => l === String(i))).toBe(true);
+      const tail = await cli(["pipeline", "logs", taskRunId, "--from-line", "12000"]);
+      expect(tail.stdout.split("\n").slice(0, -1)).toEqual(Array.from({ length: 345 }, (_, i) => String(12000 + i)));
+    });
   });
 });

@@ -98,6 +98,179 @@ except m.MlgraphError as e:
     ]);
   });
 
+  /** Runs a Python script with the client importable as `m`; argv[1] is the server's URL. */
+  function py(body: string, args: string[] = [server.url]): Promise<{ code: number; stdout: string; stderr: string; seconds: number }> {
+    const script = `import sys, time\nsys.path.insert(0, ${JSON.stringify(path.join(ROOT, "client/python"))})\nimport mlgraph_client as m\n${body}`;
+    const started = Date.now();
+    return new Promise((resolve) => {
+      execFile("python3", ["-c", script, ...args], { env: { PATH: process.env.PATH ?? "" }, timeout: 60_000 }, (err, out, errOut) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout: out, stderr: errOut, seconds: (Date.now() - started) / 1000 }),
+      );
+    });
+  }
+
+  it("python client: a script that ends without finish() has its points delivered and its run ended at exit (they were lost)", async () => {
+    const log = `
+c = m.Client(sys.argv[1])
+run = c.start_run("python-atexit", name=sys.argv[2])
+for i in range(100):
+    run.log_metric("loss", 1.0 / (i + 1), i)
+print(run.id)
+`;
+    const clean = await py(log, [server.url, "clean"]);
+    expect(clean.code).toBe(0);
+    const crashed = await py(log + `raise RuntimeError("training blew up")\n`, [server.url, "crashed"]);
+    expect(crashed.code).toBe(1);
+    const status = async (id: string) => ok(await server.gql(`query($id: ID!) { run(id: $id) { status metric(key: "loss") { summary { count } } } }`, { id })).run;
+    expect(await status(clean.stdout.trim())).toEqual({ status: "FINISHED", metric: { summary: { count: 100 } } });
+    // An uncaught exception ends it FAILED, its points delivered all the same.
+    expect(await status(crashed.stdout.trim())).toEqual({ status: "FAILED", metric: { summary: { count: 100 } } });
+
+    // Server down: the exit waits about exit_timeout, not forever, and says what was lost.
+    const down = await py(
+      `run = m.Run(m.Client(sys.argv[1]), "00000000-0000-4000-8000-000000000000", "down", exit_timeout=2)\nfor i in range(10):\n    run.log_metric("loss", 0.5, i)\n`,
+      ["http://127.0.0.1:9/graphql"],
+    );
+    expect(down.code).toBe(0);
+    expect(down.seconds).toBeLessThan(10);
+    expect(down.stderr).toMatch(/at exit, run 00000000-0000-4000-8000-000000000000: .*10 metric points not delivered/);
+  });
+
+  it("python client: log_metric after finish() raises, and a second finish() changes nothing (it hung 300 s, or flipped FINISHED to FAILED)", async () => {
+    const r = await py(`
+c = m.Client(sys.argv[1])
+run = c.start_run("python-twice", name="twice")
+run.log_metric("loss", 1.0, 0)
+print("first", run.finish()["status"])
+try:
+    run.log_metric("loss", 2.0, 1)
+    print("logged after finish")
+except m.MlgraphError as e:
+    print("log after finish raised", e.code)
+started = time.time()
+print("second", run.finish()["status"], time.time() - started < 5)
+try:
+    with c.start_run("python-twice", name="with") as inner:
+        inner.log_metric("loss", 1.0, 0)
+        inner.finish()
+        raise KeyError("after the explicit finish")
+except KeyError:
+    pass
+print("with", c.get_run(inner.id)["status"])
+print("run", c.get_run(run.id)["status"], c.get_run(run.id)["metrics"][0]["summary"]["count"])
+`);
+    if (r.code !== 0) throw new Error(`python exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout.trim().split("\n")).toEqual(["first FINISHED", "log after finish raised CONFLICT", "second FINISHED True", "with FINISHED", "run FINISHED 1"]);
+  });
+
+  it("python client: log_metric stays O(1) once the buffer is full during an outage (each call moved the whole list)", async () => {
+    const r = await py(
+      `
+run = m.Run(m.Client(sys.argv[1]), "00000000-0000-4000-8000-000000000000", "down", max_buffered=400_000)
+t = time.perf_counter()
+for i in range(400_000):
+    run.log_metric("loss", 0.5, i)
+below = (time.perf_counter() - t) / 400_000
+t = time.perf_counter()
+for i in range(20_000):
+    run.log_metric("loss", 0.5, i)
+at = (time.perf_counter() - t) / 20_000
+print("ratio %.2f" % (at / below))
+print("dropped", run.dropped > 0, "kept", len(run._buffer) <= 400_000, flush=True)
+import os
+os._exit(0)  # the server is down: skip the exit hook's wait for it
+`,
+      ["http://127.0.0.1:9/graphql"],
+    );
+    if (r.code !== 0) throw new Error(`python exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+    const [ratio, rest] = r.stdout.trim().split("\n");
+    // Below the bound a call costs a few µs; at the bound it cost ~9x that with 400,000 points held.
+    expect(Number(ratio.split(" ")[1])).toBeLessThan(3);
+    expect(rest).toBe("dropped True kept True");
+  });
+
+  it("python client: helpers raise MlgraphError, not TypeError (missing experiment, numpy values), and take numpy float steps", async () => {
+    // numpy where installed; otherwise a stand-in with what matters: not a float, has .item()/shape.
+    const r = await py(`
+try:
+    import numpy as np
+    f32, i64, arr = np.float32, np.int64, (lambda v: np.array(v))
+except ImportError:
+    import numbers
+    class f32:
+        shape = ()
+        def __init__(self, v): self.v = v
+        def item(self): return float(self.v)
+        def __float__(self): return float(self.v)
+    numbers.Real.register(f32)
+    i64 = int
+    class arr:
+        shape = (2,)
+        def __init__(self, v): pass
+c = m.Client(sys.argv[1])
+try:
+    c.search_runs("no-such-experiment")
+except m.MlgraphError as e:
+    print("search_runs", e.code, e.field)
+run = c.start_run("python-numpy", name="np")
+print(c.log_metrics(run.id, [{"key": "x", "value": f32(0.5), "step": i64(0)}])["accepted"])
+try:
+    c.log_metrics(run.id, [{"key": "x", "value": arr([1.0, 2.0]), "step": 1}])
+except m.MlgraphError as e:
+    print("array", e.code, e.field)
+run.log_metric("loss", f32(0.25), f32(7.0))
+try:
+    run.log_metric("loss", 1.0, f32(7.5))
+except ValueError:
+    print("fractional step refused")
+run.finish()
+print("history", c.metric_history(run.id, "loss"))
+`);
+    if (r.code !== 0) throw new Error(`python exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout.trim().split("\n").slice(0, 4)).toEqual(["search_runs NOT_FOUND experiment", "1", "array BAD_USER_INPUT variables", "fractional step refused"]);
+    expect(r.stdout).toMatch(/history \[\{'step': 7, 'value': 0\.25, /);
+  });
+
+  it("python client: an artifact part PUT is retried after a dropped connection and a 5xx, not after a 4xx", async () => {
+    const r = await py(`
+import http.server, threading
+answers = []
+class Part(http.server.BaseHTTPRequestHandler):
+    def do_PUT(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        answer = script.pop(0) if script else 200
+        answers.append(answer)
+        if answer == "drop":
+            self.connection.close()
+            return
+        self.send_response(answer)
+        self.send_header("etag", '"e1"')
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Part)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+url = "http://127.0.0.1:%d/part" % srv.server_address[1]
+script = ["drop", 503]
+print("etag", m._put(url, b"x" * 1000, {}), answers)
+answers.clear()
+script = [403]
+try:
+    m._put(url, b"x", {})
+except m.MlgraphError as e:
+    print("4xx", e.code, answers)
+answers.clear()
+script = [503] * 10
+try:
+    m._put(url, b"x", {})
+except m.MlgraphError as e:
+    print("5xx", e.code, len(answers))
+`);
+    if (r.code !== 0) throw new Error(`python exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+    expect(r.stdout.trim().split("\n")).toEqual([`etag "e1" ['drop', 503, 200]`, "4xx BAD_USER_INPUT [403]", "5xx UNAVAILABLE 4"]);
+  });
+
   it("fails loudly (non-zero exit, the error code) when the server is not there", async () => {
     const code = await new Promise<number>((resolve) => {
       execFile("python3", [path.join(ROOT, "examples/notebook.py")], { env: { PATH: process.env.PATH ?? "", MLGRAPH_URL: "http://127.0.0.1:9/graphql" }, timeout: 60_000 }, (err) =>

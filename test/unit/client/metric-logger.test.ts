@@ -147,4 +147,33 @@ describe("MetricLogger", () => {
     expect(steps.slice(-50)).toEqual(Array.from({ length: 50 }, (_, i) => 150 + i));
     expect(logger.stats.dropped + logger.stats.delivered).toBe(200);
   });
+
+  it("flush() waits for the older batch in flight even when newer chunks were dropped meanwhile", async () => {
+    // flush() used to count settled points: dropping 20 newer points during an outage made up for
+    // the 10 older ones still in flight, and flush() resolved before they were delivered.
+    let down = true;
+    const inner = fakeServer();
+    const requester: MetricRequester = {
+      request: async (doc, vars) => {
+        if (down) throw new MlgraphError("down", "NETWORK_ERROR");
+        return inner.requester.request(doc, vars);
+      },
+    };
+    const logger = new MetricLogger(requester, "run-1", { batchSize: 10, maxBufferedPoints: 10, flushIntervalMs: 60_000, ...fast });
+    for (let i = 0; i < 40; i++) logger.log("loss", i, i); // 0-9 in flight; 10-29 dropped
+    let flushed = false;
+    const flushing = logger.flush().then(() => (flushed = true));
+    for (let i = 40; i < 60; i++) logger.log("loss", i, i); // drops 30-49: as many as were pending at flush()
+    try {
+      expect(logger.stats.dropped).toBe(40);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(flushed).toBe(false);
+    } finally {
+      down = false; // also when an expectation fails: the retry loop must end for jest to exit
+    }
+    await flushing;
+    expect(inner.all().map((p) => p.step).slice(0, 10)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    await logger.close();
+    expect(logger.stats).toMatchObject({ delivered: 20, dropped: 40, pending: 0 });
+  });
 });
