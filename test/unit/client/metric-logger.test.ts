@@ -28,6 +28,19 @@ function fakeServer(script: ("network" | "unavailable" | "bad-input" | "ok-but-l
 
 const fast = { retryInitialDelayMs: 1, retryMaxDelayMs: 5 };
 
+/** A fake server that refuses every request with NETWORK_ERROR until `setDown(false)`. */
+function serverThatIsDown() {
+  let down = true;
+  const inner = fakeServer();
+  const requester: MetricRequester = {
+    request: async (doc, vars) => {
+      if (down) throw new MlgraphError("down", "NETWORK_ERROR");
+      return inner.requester.request(doc, vars);
+    },
+  };
+  return { inner, requester, setDown: (value: boolean) => (down = value) };
+}
+
 describe("MetricLogger", () => {
   it("refuses a point the server would refuse on its own, so the rest of its batch is delivered", async () => {
     // Previously only non-finite values were checked: one fractional step or bad key made the
@@ -128,18 +141,11 @@ describe("MetricLogger", () => {
   });
 
   it("keeps at most maxBufferedPoints during an outage, dropping the oldest, and delivers the rest after", async () => {
-    let down = true;
-    const inner = fakeServer();
-    const requester: MetricRequester = {
-      request: async (doc, vars) => {
-        if (down) throw new MlgraphError("down", "NETWORK_ERROR");
-        return inner.requester.request(doc, vars);
-      },
-    };
+    const { inner, requester, setDown } = serverThatIsDown();
     const logger = new MetricLogger(requester, "run-1", { batchSize: 10, maxBufferedPoints: 50, flushIntervalMs: 60_000, ...fast });
     for (let i = 0; i < 200; i++) logger.log("loss", i, i);
     expect(logger.stats.dropped).toBeGreaterThan(0);
-    down = false;
+    setDown(false);
     await logger.close();
     const steps = inner.all().map((p) => p.step);
     // The in-flight batch (steps 0-9) survives, then the newest points; nothing is duplicated.
@@ -151,14 +157,7 @@ describe("MetricLogger", () => {
   it("flush() waits for the older batch in flight even when newer chunks were dropped meanwhile", async () => {
     // flush() used to count settled points: dropping 20 newer points during an outage made up for
     // the 10 older ones still in flight, and flush() resolved before they were delivered.
-    let down = true;
-    const inner = fakeServer();
-    const requester: MetricRequester = {
-      request: async (doc, vars) => {
-        if (down) throw new MlgraphError("down", "NETWORK_ERROR");
-        return inner.requester.request(doc, vars);
-      },
-    };
+    const { inner, requester, setDown } = serverThatIsDown();
     const logger = new MetricLogger(requester, "run-1", { batchSize: 10, maxBufferedPoints: 10, flushIntervalMs: 60_000, ...fast });
     for (let i = 0; i < 40; i++) logger.log("loss", i, i); // 0-9 in flight; 10-29 dropped
     let flushed = false;
@@ -169,7 +168,7 @@ describe("MetricLogger", () => {
       await new Promise((r) => setTimeout(r, 50));
       expect(flushed).toBe(false);
     } finally {
-      down = false; // also when an expectation fails: the retry loop must end for jest to exit
+      setDown(false); // also when an expectation fails: the retry loop must end for jest to exit
     }
     await flushing;
     expect(inner.all().map((p) => p.step).slice(0, 10)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
