@@ -258,7 +258,9 @@ class Run:
         self._flush_interval = flush_interval
         self._thread = threading.Thread(target=self._flusher, name="mlgraph-metrics-%s" % run_id[:8], daemon=True)
         self._thread.start()
-        _open_runs.add(self)
+        self._pid = os.getpid()  # a forked child's exit must not end its parent's run
+        with _open_runs_lock:
+            _open_runs.add(self)
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         """Buffers one point; never waits on the network. Raises ValueError for a point the server
@@ -325,11 +327,15 @@ class Run:
             first_call = self._finishing is None
             if first_call:
                 self._finishing = status
+            elif self._ended is None and status == "FAILED":
+                # The first call never got the run ended (Ctrl-C during its flush, an outage):
+                # a failure reported since (by __exit__) is what the run's end should say.
+                self._finishing = status
         if not first_call:
             if self._ended is None:
                 self._ended = self.client.finish_run(self.id, self._finishing or status, timeout=request_timeout)
+                self._forget()
             return self._ended
-        _open_runs.discard(self)
         flush_error: Optional[BaseException] = None
         try:
             self.flush(flush_timeout)
@@ -339,18 +345,24 @@ class Run:
             self._closed = True
             self._wake.set()
             self._thread.join(timeout=join_timeout)
-        self._ended = self.client.finish_run(self.id, status, timeout=request_timeout)
+        # Still an open run until the server confirmed its end: the atexit hook tries again.
+        self._ended = self.client.finish_run(self.id, self._finishing or status, timeout=request_timeout)
+        self._forget()
         if flush_error is not None:
             raise flush_error
         return self._ended
+
+    def _forget(self) -> None:
+        with _open_runs_lock:
+            _open_runs.discard(self)
 
     def _finish_at_exit(self, status: str, deadline: float) -> None:
         """The atexit path: bounded by `deadline` however the server behaves; reports, never raises."""
         try:
             flush_timeout = max(0.0, deadline - time.monotonic())
-            # The request that ends the run gets at least a second, even after a flush that used
-            # up the time: a server that is up answers it at once, one that is down refuses it.
-            self._finish(status, flush_timeout=flush_timeout, request_timeout=max(1.0, deadline - time.monotonic()), join_timeout=0.1)
+            # The request that ends the run gets half a second at least, even after a flush that
+            # used up the time: a server that is up answers it at once, one that is down refuses it.
+            self._finish(status, flush_timeout=flush_timeout, request_timeout=max(0.5, deadline - time.monotonic()), join_timeout=0.1)
         except Exception as e:  # noqa: BLE001 - whatever went wrong, exit goes on
             with self._lock:
                 unsent = len(self._buffer) + self._in_flight
@@ -414,24 +426,45 @@ class Run:
             delay = min(delay * 2, 5.0)
 
 
-# Runs not finished yet, ended by the atexit hook below. Strong references cost nothing extra: each
-# open run's flusher thread holds it anyway until finish().
+# Runs not ended yet (until the server confirmed it), ended by the atexit hook below. Strong
+# references cost nothing extra: each open run's flusher thread holds it anyway until finish().
 _open_runs: "set[Run]" = set()
+_open_runs_lock = threading.Lock()
+
+# Whether the script is ending by an uncaught exception: sys.excepthook runs before exit handlers.
+# (Not sys.last_type: IPython sets it for every traceback it shows, even a typo in an old cell.)
+_uncaught_exception = False
+_previous_excepthook = sys.excepthook
+
+
+def _note_uncaught_exception(exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    global _uncaught_exception
+    _uncaught_exception = True
+    _previous_excepthook(exc_type, exc, tb)
+
+
+sys.excepthook = _note_uncaught_exception
 
 
 def _finish_open_runs() -> None:
     """atexit: flush and end every run the script left open (MLflow ends its active run at exit
-    too), so the last points are not lost with the daemon flusher thread. An exit by an uncaught
-    exception (the interpreter sets sys.last_type before exit handlers run) ends them FAILED.
-    Every run shares one deadline: a server that is down delays the exit by about the longest
-    exit_timeout, not that much per run."""
-    runs = list(_open_runs)
+    too), so the last points are not lost with the daemon flusher thread; FAILED when the script
+    ends by an uncaught exception. The runs are ended side by side under one deadline: a server
+    that is down delays the exit by about the longest exit_timeout, however many runs are open;
+    those still not ended then are reported on stderr."""
+    with _open_runs_lock:
+        runs = [run for run in _open_runs if run._pid == os.getpid()]
     if not runs:
         return
-    status = "FAILED" if getattr(sys, "last_type", None) is not None else "FINISHED"
+    status = "FAILED" if _uncaught_exception else "FINISHED"
     deadline = time.monotonic() + max(run._exit_timeout for run in runs)
-    for run in runs:
-        run._finish_at_exit(status, deadline)
+    threads = [threading.Thread(target=run._finish_at_exit, args=(status, deadline), daemon=True) for run in runs]
+    for thread in threads:
+        thread.start()
+    for run, thread in zip(runs, threads):
+        thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
+        if thread.is_alive():
+            sys.stderr.write("mlgraph: at exit, run %s was not ended: the server did not answer in time\n" % run.id)
 
 
 atexit.register(_finish_open_runs)

@@ -136,6 +136,58 @@ print(run.id)
     expect(down.stderr).toMatch(/at exit, run 00000000-0000-4000-8000-000000000000: .*10 metric points not delivered/);
   });
 
+  it("python client: a run whose end was not confirmed stays open for the exit hook, a later failure wins, and many open runs share one exit deadline", async () => {
+    const status = async (id: string) => ok(await server.gql(`query($id: ID!) { run(id: $id) { status } }`, { id })).run.status;
+    // finish() meets an outage once: the run was dropped from the open runs before the server
+    // confirmed its end, so it stayed RUNNING for good.
+    const refusedOnce = await py(`
+c = m.Client(sys.argv[1])
+run = c.start_run("python-end-retry", name="refused-once")
+real, calls = c.finish_run, []
+def flaky(run_id, status="FINISHED", timeout=None):
+    calls.append(status)
+    if len(calls) == 1:
+        raise m.MlgraphError("server away", "UNAVAILABLE")
+    return real(run_id, status, timeout=timeout)
+c.finish_run = flaky
+try:
+    run.finish()
+except m.MlgraphError:
+    pass
+print(run.id)
+`);
+    expect(refusedOnce.code).toBe(0);
+    expect(await status(refusedOnce.stdout.trim())).toBe("FINISHED");
+    // Ctrl-C during the flush of a with block's finish(): the run ends FAILED (it was sent FINISHED).
+    const interrupted = await py(`
+c = m.Client(sys.argv[1])
+run = c.start_run("python-end-retry", name="interrupted")
+print(run.id, flush=True)
+def interrupt(timeout=300.0):
+    raise KeyboardInterrupt()
+run.flush = interrupt
+with run:
+    run.log_metric("loss", 1.0, 0)
+`);
+    expect(interrupted.code).not.toBe(0);
+    expect(await status(interrupted.stdout.trim())).toBe("FAILED");
+    // 20 runs left open on a server that accepts connections and never answers: about one
+    // exit_timeout in all (each waited its own: 43 s for 20 runs).
+    const silent = await py(`
+import socket
+silent = socket.socket()
+silent.bind(("127.0.0.1", 0))
+silent.listen(100)
+url = "http://127.0.0.1:%d/graphql" % silent.getsockname()[1]
+runs = [m.Run(m.Client(url), "00000000-0000-4000-8000-%012d" % i, "silent", exit_timeout=2) for i in range(20)]
+for run in runs:
+    run.log_metric("loss", 0.5, 0)
+`);
+    expect(silent.code).toBe(0);
+    expect(silent.seconds).toBeLessThan(8);
+    expect(silent.stderr).toMatch(/at exit, run 00000000-0000-4000-8000-0000000000\d\d/);
+  });
+
   it("python client: log_metric after finish() raises, and a second finish() changes nothing (it hung 300 s, or flipped FINISHED to FAILED)", async () => {
     const r = await py(`
 c = m.Client(sys.argv[1])
