@@ -21,7 +21,6 @@ export interface MetricSearchHooks {
   lastValues(runIds: string[] | undefined, key: string, experimentIds: string[] | undefined): Promise<Map<string, number>>;
 }
 
-/** Run search over PostgreSQL; the filter language is compiled to parameterised SQL. */
 export type RunSearchArgs = { experimentIds?: string[] | null; runIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs;
 
 /** The key of the single page of an ordinary search. */
@@ -30,6 +29,7 @@ const ALL = "";
 /** SQL condition: run `r` is not in a deleted experiment. */
 const LIVE_EXPERIMENT = "NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = r.experiment_id AND e.deleted_at IS NOT NULL)";
 
+/** Run search over PostgreSQL; the filter language is compiled to parameterised SQL. */
 export class RunSearch {
   private metrics?: MetricSearchHooks;
 
