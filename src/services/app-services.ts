@@ -73,7 +73,7 @@ export function createServices(config: Config, log: Logger, stores: Stores): App
   const runSearch = new RunSearch(stores.db);
   const runs = new RunsService(stores.db, stores.bus, runSearch);
   const tokens = new TokensService(stores.db);
-  const metrics = new MetricsService(stores.metrics, stores.bus, runs);
+  const metrics = new MetricsService(stores.metrics, stores.bus, runs, log);
   runSearch.useMetrics(metrics.searchHooks());
   const workers: BackgroundWorker[] = [];
   const webhooks = new WebhooksService(stores.db, stores.bus, config.webhookAllowlist);

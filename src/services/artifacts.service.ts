@@ -17,6 +17,7 @@ import {
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
 import { validateId } from "./validation.js";
+import { argsKey } from "./grouped-loader.js";
 
 /** A file or folder in a run's artifacts, as listed by Run.artifacts. */
 export interface ArtifactView {
@@ -30,17 +31,6 @@ export interface ArtifactView {
   contentType: string | null;
   createdAt: Date | null;
   key: string;
-}
-
-/** A Run.artifacts listing to load: the run and the folder prefix (`""` or ending in `/`). */
-export interface RunArtifactsRequest {
-  runId: string;
-  prefix: string;
-}
-
-/** The runArtifacts loader's cache key of a request. */
-export function runArtifactsCacheKey(r: RunArtifactsRequest): string {
-  return `${r.runId}\u0000${r.prefix}`;
 }
 
 export interface CreatedArtifactUpload {
@@ -257,7 +247,7 @@ export class ArtifactsService {
   async list(ctx: RequestContext, runId: string, dirPath?: string | null): Promise<ArtifactView[]> {
     const dir = validateArtifactDirPath(dirPath ?? "", "path");
     const prefix = dir ? `${dir}/` : "";
-    const rows = await ctx.loaders.runArtifacts.load({ runId, prefix });
+    const rows = await ctx.loaders.runArtifacts.load(argsKey({ prefix }, runId));
     const folders = new Map<string, ArtifactView>();
     const files: ArtifactView[] = [];
     for (const row of rows) {
@@ -286,28 +276,23 @@ export class ArtifactsService {
   }
 
   /**
-   * The recorded artifacts below each (run, path prefix), ordered by path, for the runArtifacts
-   * loader: one statement per distinct prefix (a listing usually asks every run for the same one).
+   * The recorded artifacts of each run below one folder prefix, ordered by path (the runArtifacts
+   * loader: one statement for every run a request lists).
    */
-  async recordsUnder(requests: readonly RunArtifactsRequest[]): Promise<ArtifactRecord[][]> {
-    const runsByPrefix = new Map<string, Set<string>>();
-    for (const r of requests) runsByPrefix.set(r.prefix, (runsByPrefix.get(r.prefix) ?? new Set()).add(r.runId));
+  async recordsUnder(runIds: readonly string[], prefix: string): Promise<Map<string, ArtifactRecord[]>> {
+    const rows = await this.db
+      .getRepository(ArtifactRecord)
+      .createQueryBuilder("a")
+      .where("a.run_id = ANY(:runIds) AND starts_with(a.path, :prefix)", { runIds: [...runIds], prefix })
+      .orderBy("a.path")
+      .getMany();
     const found = new Map<string, ArtifactRecord[]>();
-    for (const [prefix, runIds] of runsByPrefix) {
-      const rows = await this.db
-        .getRepository(ArtifactRecord)
-        .createQueryBuilder("a")
-        .where("a.run_id = ANY(:runIds) AND starts_with(a.path, :prefix)", { runIds: [...runIds], prefix })
-        .orderBy("a.path")
-        .getMany();
-      for (const row of rows) {
-        const key = runArtifactsCacheKey({ runId: row.runId, prefix });
-        const list = found.get(key);
-        if (list) list.push(row);
-        else found.set(key, [row]);
-      }
+    for (const row of rows) {
+      const list = found.get(row.runId);
+      if (list) list.push(row);
+      else found.set(row.runId, [row]);
     }
-    return requests.map((r) => found.get(runArtifactsCacheKey(r)) ?? []);
+    return found;
   }
 
   async downloadUrl(_ctx: RequestContext, artifact: ArtifactView, expiresInSeconds: number): Promise<string | null> {

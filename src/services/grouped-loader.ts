@@ -16,7 +16,9 @@ export function loaderByArgs<A, R>(load: (parentIds: string[], args: A) => Promi
     for (const key of keys) {
       const at = key.lastIndexOf("\u0000");
       const args = key.slice(0, at);
-      byArgs.set(args, [...(byArgs.get(args) ?? []), key.slice(at + 1)]);
+      const parents = byArgs.get(args);
+      if (parents) parents.push(key.slice(at + 1));
+      else byArgs.set(args, [key.slice(at + 1)]);
     }
     const results = new Map<string, R>();
     for (const [args, parentIds] of byArgs) {

@@ -6,7 +6,6 @@ import type { KeyValue } from "./validation.js";
 import { EMPTY_PAGE, type Page, type PageArgs } from "./pagination.js";
 import { loaderByArgs } from "./grouped-loader.js";
 import type { RunInputView } from "./runs.service.js";
-import { runArtifactsCacheKey, type RunArtifactsRequest } from "./artifacts.service.js";
 import type { AppServices } from "./app-services.js";
 import { createRegistryLoaders } from "./registry-loaders.js";
 import { createPipelineLoaders } from "./pipeline-loaders.js";
@@ -40,9 +39,7 @@ export function createLoaders(services: AppServices) {
     runTags: new DataLoader<string, KeyValue[]>(async (ids) => listsFor(ids, await services.runs.tagsFor(ids))),
     runInputs: new DataLoader<string, RunInputView[]>(async (ids) => listsFor(ids, await services.runs.inputsFor(ids))),
     // Run.artifacts of every run in one statement per folder asked for.
-    runArtifacts: new DataLoader<RunArtifactsRequest, ArtifactRecord[], string>((requests) => services.artifacts.recordsUnder(requests), {
-      cacheKeyFn: runArtifactsCacheKey,
-    }),
+    runArtifacts: loaderByArgs<{ prefix: string }, ArtifactRecord[]>((runIds, { prefix }) => services.artifacts.recordsUnder(runIds, prefix), []),
     // Metric reads: every summary/history/key lookup of one request is one ClickHouse query per kind.
     metricKeys: new DataLoader<string, string[]>(async (ids) => listsFor(ids, await services.metrics.metricKeys(null, ids))),
     metricSummary: new DataLoader<MetricRef, MetricSummary | null, string>(

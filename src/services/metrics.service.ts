@@ -1,3 +1,4 @@
+import type { Logger } from "pino";
 import { ingestedPoints } from "../server/observability.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type {
@@ -93,6 +94,7 @@ export class MetricsService {
     private readonly store: MetricStore,
     private readonly bus: EventBus,
     private readonly runs: RunsService,
+    private readonly log: Logger,
   ) {}
 
   /** Point counts already seen per series: they only grow, so they stay true lower bounds. */
@@ -156,8 +158,9 @@ export class MetricsService {
     try {
       const points = await this.store.pointsOfBatch(runId, batchId);
       if (points.length) await this.announce(runId, points, batchId, true);
-    } catch {
+    } catch (err) {
       // The points stay readable (replay, history); only this second announcement is lost.
+      this.log.warn({ err: (err as Error).message, runId, batchId }, "could not announce a deduplicated batch again");
     }
   }
 

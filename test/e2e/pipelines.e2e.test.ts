@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { collect, ok, ROOT, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
+import { collect, ok, ROOT, sleep, startTestServer, type TestServer, uploadArtifact, waitFor } from "../helpers/test-server";
 import { startExecutor, type TestExecutor } from "../helpers/executors";
 import pg from "pg";
 
@@ -694,14 +694,7 @@ describe("batched claims and completions (executors with several slots)", () => 
     });
     const submitted = await submit("slow-registry");
     const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
-    const bytes = Buffer.from("weights");
-    const up = ok(
-      await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, {
-        i: { runId: claim.runId, path: "model.bin", size: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") },
-      }),
-    ).createArtifactUpload;
-    expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
-    ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }));
+    await uploadArtifact(server, claim.runId, "model.bin", Buffer.from("weights"));
     // The test holds the model's row: registering a version waits for it.
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();

@@ -1,17 +1,9 @@
 import { createHash } from "node:crypto";
-import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { collect, ok, sleep, startTestServer, type TestServer, uploadArtifact } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const SECRET = "serving-webhook-secret-0001";
-
-async function uploadFile(server: TestServer, token: string | undefined, runId: string, path: string, bytes: Buffer) {
-  const up = ok(
-    await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, { i: { runId, path, size: bytes.length, sha256: sha256(bytes) } }, token),
-  ).createArtifactUpload;
-  expect((await fetch(up.url, { method: "PUT", body: bytes } as RequestInit)).status).toBeLessThan(300);
-  ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }, token));
-}
 
 async function newRun(server: TestServer, token: string | undefined, experimentName: string, extra: Record<string, unknown> = {}): Promise<string> {
   let exp = ok(await server.gql(`query($n: String!) { experiment(name: $n) { id } }`, { n: experimentName }, token)).experiment;
@@ -55,7 +47,7 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
       for (const gap of [0.04, 0.03]) {
         const runId = await newRun(server, editor, "churn-training", { params: [{ key: "fairness_reviewed", value: "yes" }] });
         ok(await server.gql(`mutation($r: ID!, $v: Float!) { logMetrics(runId: $r, points: [{key: "fairness_gap", value: $v}]) { accepted } }`, { r: runId, v: gap }, editor));
-        await uploadFile(server, editor, runId, "model/model.onnx", Buffer.from(`weights ${gap}`));
+        await uploadArtifact(server, runId, "model/model.onnx", Buffer.from(`weights ${gap}`), editor);
         const v = ok(await server.gql(`mutation($r: ID!, $c: String) { createModelVersion(input: {modelName: "churn", runId: $r, artifactPath: "model", modelCard: $c}) { ${VERSION_FIELDS} } }`, { r: runId, c: CARD }, editor)).createModelVersion;
         expect(v).toMatchObject({ stage: "NONE", aliases: [], artifactUri: `runs:/${runId}/model`, run: { id: runId } });
         versions.push(v.version);
@@ -111,7 +103,7 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     ok(await server.gql(`mutation { setApprovalPolicy(modelName: "fraud", policy: {requiredModelCardSections: ["Fairness"], metricThresholds: ["metrics.fairness_gap <= 0.05"]}) { name } }`, {}, admin));
     const runId = await newRun(server, editor, "fraud-training");
     ok(await server.gql(`mutation($r: ID!) { logMetrics(runId: $r, points: [{key: "fairness_gap", value: 0.09}]) { accepted } }`, { r: runId }, editor));
-    await uploadFile(server, editor, runId, "model.pkl", Buffer.from("pickle"));
+    await uploadArtifact(server, runId, "model.pkl", Buffer.from("pickle"), editor);
     ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "fraud", runId: $r, artifactPath: "model.pkl", modelCard: "# Fraud\\n\\n## Fairness\\n"}) { version } }`, { r: runId }, editor));
     const req = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "fraud", version: 1, toStage: PRODUCTION}) { id checks { name passed detail } } }`, {}, editor)).requestStageTransition;
     const byName = Object.fromEntries(req.checks.map((c: any) => [c.name, c]));
@@ -134,7 +126,7 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "recheck"}) { name } }`, {}, editor));
     const runId = await newRun(server, editor, "recheck-training");
     ok(await server.gql(`mutation($r: ID!) { logMetrics(runId: $r, points: [{key: "auc", value: 0.71}]) { accepted } }`, { r: runId }, editor));
-    await uploadFile(server, editor, runId, "model.pkl", Buffer.from("pickle"));
+    await uploadArtifact(server, runId, "model.pkl", Buffer.from("pickle"), editor);
     ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "recheck", runId: $r, artifactPath: "model.pkl", modelCard: "# Recheck"}) { version } }`, { r: runId }, editor));
     const req = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "recheck", version: 1, toStage: PRODUCTION}) { id checks { name passed } } }`, {}, editor)).requestStageTransition;
     expect(req.checks).toEqual([{ name: "model card present", passed: true }]);
@@ -168,7 +160,7 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     expect(model.versions.edges).toEqual([]);
     expect(model.latestVersion).toBeNull();
     // And the next successful registration is still version 1: nothing was consumed.
-    await uploadFile(server, editor, runId, "model/ok.onnx", Buffer.from("ok"));
+    await uploadArtifact(server, runId, "model/ok.onnx", Buffer.from("ok"), editor);
     expect(ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "empty", runId: $r, artifactPath: "model"}) { version } }`, { r: runId }, editor)).createModelVersion.version).toBe(1);
   });
 
@@ -176,8 +168,8 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "frozen"}) { name } }`, {}, editor));
     const runId = await newRun(server, editor, "frozen-training");
     const original = Buffer.from("approved weights");
-    await uploadFile(server, editor, runId, "model.bin", original);
-    await uploadFile(server, editor, runId, "bundle/weights.bin", Buffer.from("bundle weights"));
+    await uploadArtifact(server, runId, "model.bin", original, editor);
+    await uploadArtifact(server, runId, "bundle/weights.bin", Buffer.from("bundle weights"), editor);
     // An upload started before the registration and completed after it.
     const late = Buffer.from("swapped weights");
     const pending = ok(
@@ -202,7 +194,7 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     const file = listed.find((a: { path: string }) => a.path === "model.bin");
     expect(file.sha256).toBe(sha256(original));
     expect(Buffer.from(await (await fetch(file.downloadUrl)).arrayBuffer()).toString()).toBe("approved weights");
-    await uploadFile(server, editor, runId, "model-v2.bin", late);
+    await uploadArtifact(server, runId, "model-v2.bin", late, editor);
   });
 
   it("answers lineage from a version and from a dataset", async () => {
@@ -211,7 +203,7 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     const child = await newRun(server, editor, "lineage-exp", { name: "trial", parentRunId: parent });
     ok(await server.gql(`mutation($r: ID!) { logInputs(runId: $r, datasets: [{name: "customers", digest: "d1", context: "training"}]) { id } }`, { r: parent }, editor));
     ok(await server.gql(`mutation($r: ID!) { logInputs(runId: $r, datasets: [{name: "customers", digest: "d1", context: "training"}]) { id } }`, { r: child }, editor));
-    await uploadFile(server, editor, child, "model.bin", Buffer.from("m"));
+    await uploadArtifact(server, child, "model.bin", Buffer.from("m"), editor);
     ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "lineage", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: child }, editor));
     const lineage = ok(await server.gql(`{ modelVersion(name: "lineage", version: 1) { lineage { sourceRun { id } parentRuns { id name } datasets { dataset { name digest } context } pipelineRunId taskRunId } } }`, {}, viewer)).modelVersion.lineage;
     expect(lineage).toEqual({ sourceRun: { id: child }, parentRuns: [{ id: parent, name: "sweep" }], datasets: [{ dataset: { name: "customers", digest: "d1" }, context: "training" }], pipelineRunId: null, taskRunId: null });
@@ -247,7 +239,7 @@ describe("model registry: stage transitions on an open loopback server", () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "stale"}) { name } }`));
     ok(await server.gql(`mutation { setApprovalPolicy(modelName: "stale", policy: {appliesToStages: [ARCHIVED]}) { name } }`));
     const runId = await newRun(server, undefined, "stale-exp");
-    await uploadFile(server, undefined, runId, "model.bin", Buffer.from("m"));
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
     for (let i = 0; i < 2; i++) ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "stale", runId: $r, artifactPath: "model.bin", modelCard: "# card"}) { version } }`, { r: runId }));
 
     const toStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;
@@ -293,7 +285,7 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
       versions(first: 2) { edges { node { version lineage { sourceRun { id } parentRuns { id } pipelineRunId } } } } } } } }`;
     const parent = await newRun(server, undefined, "n-plus-one");
     const runId = await newRun(server, undefined, "n-plus-one", { parentRunId: parent });
-    await uploadFile(server, undefined, runId, "model.bin", Buffer.from("w"));
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("w"));
     const statementsFor = async (models: number, prefix: string) => {
       for (let m = 0; m < models; m++) {
         ok(await server.gql(`mutation($n: String!) { createRegisteredModel(input: {name: $n}) { name } }`, { n: `${prefix}-${m}` }));
@@ -335,7 +327,7 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "race"}) { name } }`));
     ok(await server.gql(`mutation { setApprovalPolicy(modelName: "race", policy: {appliesToStages: [ARCHIVED]}) { name } }`));
     const runId = await newRun(server, undefined, "race-exp");
-    await uploadFile(server, undefined, runId, "model.bin", Buffer.from("m"));
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
     const VERSIONS = 10;
     for (let i = 0; i < VERSIONS; i++) {
       ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "race", runId: $r, artifactPath: "model.bin", modelCard: "# card"}) { version } }`, { r: runId }));

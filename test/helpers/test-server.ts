@@ -248,3 +248,14 @@ export function ok<T>(res: GqlResponse<T>): T {
   if (res.errors?.length || !res.data) throw new Error(`GraphQL errors: ${JSON.stringify(res.errors)}`);
   return res.data;
 }
+
+/** Uploads `bytes` as the run's artifact at `path` (create, PUT, complete), failing the test on any error. */
+export async function uploadArtifact(server: TestServer, runId: string, artifactPath: string, bytes: Buffer, token?: string): Promise<void> {
+  const sha256 = crypto.createHash("sha256").update(bytes).digest("hex");
+  const up = ok(
+    await server.gql(`mutation($i: ArtifactUploadInput!) { createArtifactUpload(input: $i) { id url } }`, { i: { runId, path: artifactPath, size: bytes.length, sha256 } }, token),
+  ).createArtifactUpload;
+  const put = await fetch(up.url, { method: "PUT", body: bytes } as RequestInit);
+  if (put.status >= 300) throw new Error(`artifact PUT answered ${put.status}`);
+  ok(await server.gql(`mutation($id: ID!) { completeArtifactUpload(uploadId: $id) { path } }`, { id: up.id }, token));
+}
