@@ -50,6 +50,21 @@ function shellTask(id: string, command: string, extra: Record<string, unknown> =
   return { id, operator: "shell", command, ...extra };
 }
 
+/** A shell loop that writes the time (ns) into dir/tick every 0.1 s. Written aside and renamed:
+ * `date > tick` truncates first, and a reader landing in between saw an empty file (read as 0). */
+function tickLoop(dir: string, prefix = ""): string {
+  return `${prefix}while true; do date +%s%N > ${dir}/tick.new && mv -f ${dir}/tick.new ${dir}/tick; sleep 0.1; done`;
+}
+
+/** When (epoch ms) the tick loop last wrote. */
+function lastTickAt(dir: string): number {
+  const text = fs.readFileSync(`${dir}/tick`, "utf8").trim();
+  if (!/^\d+$/.test(text)) throw new Error(`tick file holds ${JSON.stringify(text)}`);
+  return Number(BigInt(text) / 1_000_000n);
+}
+
+const sinceLastTick = (dir: string) => Date.now() - lastTickAt(dir);
+
 async function createSpec(spec: unknown) {
   return ok(await server.gql(CREATE, { input: { spec } })).createPipeline;
 }
@@ -316,7 +331,7 @@ describe("leases", () => {
     const proxy = await startFlakyProxy(server.url, (body) => /heartbeatTask\(/.test(body) && "hang");
     try {
       await createSpec({
-        pipeline: { name: "partitioned", tasks: [shellTask("ticks", `while true; do date +%s%N > ${dir}/tick; sleep 0.1; done`, { pool: "partitioned" })] },
+        pipeline: { name: "partitioned", tasks: [shellTask("ticks", tickLoop(dir), { pool: "partitioned" })] },
       });
       const exec = await startExecutor(proxy.url, ["--pool", "partitioned", "--gpus", "none"]);
       executors.push(exec);
@@ -324,8 +339,7 @@ describe("leases", () => {
       await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
       // Leases are 3 s and the grace 1 s: by 8 s the process has been stopped (previously it ran on).
       await sleep(8_000);
-      const lastTick = Number(BigInt(fs.readFileSync(`${dir}/tick`, "utf8").trim()) / 1_000_000n);
-      expect(Date.now() - lastTick).toBeGreaterThan(1_500);
+      expect(sinceLastTick(dir)).toBeGreaterThan(1_500);
       expect(exec.output()).toMatch(/lease expired without a heartbeat getting through/);
       const run = await waitForRun(submitted.id, ["FAILED"], 15_000);
       expect(run.tasks[0].attempts.map((a: any) => a.outcome)).toEqual(["EXECUTOR_LOST"]);
@@ -341,7 +355,7 @@ describe("leases", () => {
       await createSpec({
         pipeline: {
           name: "partitioned-long-grace",
-          tasks: [shellTask("stubborn", `trap '' TERM; while true; do date +%s%N > ${dir}/tick; sleep 0.1; done`, { pool: "partitioned-long-grace" })],
+          tasks: [shellTask("stubborn", tickLoop(dir, "trap '' TERM; "), { pool: "partitioned-long-grace" })],
         },
       });
       // A 10-s grace against 3-s leases: SIGTERM at half the lease, and the SIGKILL must still
@@ -352,7 +366,7 @@ describe("leases", () => {
       await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
       const started = Date.now();
       await sleep(5_000);
-      const lastTick = Number(BigInt(fs.readFileSync(`${dir}/tick`, "utf8").trim()) / 1_000_000n);
+      const lastTick = lastTickAt(dir);
       expect(lastTick - started).toBeLessThan(3_000);
       expect(Date.now() - lastTick).toBeGreaterThan(1_500);
     } finally {
@@ -363,11 +377,11 @@ describe("leases", () => {
   it("stops the task processes a killed executor left running when the next executor starts on the machine", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "orphans-"));
     const base = path.join(dir, "work");
-    await createSpec({ pipeline: { name: "orphans", tasks: [shellTask("ticks", `while true; do date +%s%N > ${dir}/tick; sleep 0.1; done`, { pool: "orphans" })] } });
+    await createSpec({ pipeline: { name: "orphans", tasks: [shellTask("ticks", tickLoop(dir), { pool: "orphans" })] } });
     const first = await executor(["--pool", "orphans", "--gpus", "none", "--workdir-base", base]);
     const submitted = await submit("orphans");
     await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
-    const sinceTick = () => Date.now() - Number(BigInt(fs.readFileSync(`${dir}/tick`, "utf8").trim()) / 1_000_000n);
+    const sinceTick = () => sinceLastTick(dir);
     await first.kill9();
     await sleep(1_000);
     expect(sinceTick()).toBeLessThan(2_000); // its own process group outlived the executor (ticks every 0.1 s)
