@@ -445,7 +445,8 @@ export class PipelineRunsService {
    * `on_success_next_at` ON_SUCCESS_CLAIM_SECONDS ahead), so the finishing request and the
    * scheduler never run it at once; no connection is held while the action runs. The statement
    * recording the result clears the mark. A crash mid-try leaves the run due and the claim
-   * expires: the scheduler tries again, reusing a version the interrupted try registered. A store
+   * expires: the scheduler tries again, reusing a version the interrupted try registered (decided
+   * under the model's lock, so a slow try outliving its claim and the retry register once). A store
    * or database that is unavailable backs off ON_SUCCESS_BACKOFF_SECONDS; any other failure lands
    * in `error` for good.
    */

@@ -82,14 +82,17 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
     | (Partial<PipelineModelRegistrar> & {
         getModel?: (ctx: RequestContext, name: string) => Promise<unknown>;
         createModel?: (ctx: RequestContext, input: { name: string; description?: string | null }) => Promise<unknown>;
-        createVersion?: (ctx: RequestContext, input: { modelName: string; runId: string; artifactPath: string; description?: string | null }) => Promise<{ version: number }>;
+        createVersion?: (
+          ctx: RequestContext,
+          input: { modelName: string; runId: string; artifactPath: string; description?: string | null },
+          options: { reuseSameArtifact: boolean },
+        ) => Promise<{ version: number }>;
         setAlias?: (ctx: RequestContext, modelName: string, alias: string, version: number) => Promise<unknown>;
-        versionsByRuns?: (runIds: readonly string[]) => Promise<Map<string, { modelId: string; artifactPath: string; version: number }[]>>;
       })
     | undefined;
   if (!registry) return undefined;
   if (typeof registry.registerFromPipeline === "function") return registry as PipelineModelRegistrar;
-  const { getModel, createModel, createVersion, setAlias, versionsByRuns } = registry;
+  const { getModel, createModel, createVersion, setAlias } = registry;
   if (!getModel || !createModel || !createVersion || !setAlias) return undefined;
   return {
     async registerFromPipeline(ctx, input) {
@@ -102,14 +105,15 @@ function modelRegistrar(services: AppServices): PipelineModelRegistrar | undefin
           if ((err as { code?: string }).code !== "CONFLICT") throw err;
         }
       }
-      // A try interrupted after registering (a crash before the pipeline run recorded it) left
-      // the version behind: reuse it rather than register the same artifact twice. (A model
-      // created just now has no versions.)
-      const earlier =
-        model && versionsByRuns
-          ? (await versionsByRuns.call(registry, [input.runId])).get(input.runId)?.find((v) => v.modelId === model.id && v.artifactPath === input.artifactPath)
-          : undefined;
-      const version = earlier ?? (await createVersion.call(registry, ctx, { modelName: input.modelName, runId: input.runId, artifactPath: input.artifactPath, description: input.description ?? null }));
+      // A try interrupted after registering (a crash before the pipeline run recorded it), or one
+      // still running past its claim while the scheduler tries again, made the version already:
+      // reuse it rather than register the same artifact twice.
+      const version = await createVersion.call(
+        registry,
+        ctx,
+        { modelName: input.modelName, runId: input.runId, artifactPath: input.artifactPath, description: input.description ?? null },
+        { reuseSameArtifact: true },
+      );
       if (input.alias) {
         // The scheduler acts as admin: never let it move @champion for whoever submitted the run
         // (specs refuse that alias when saved; this covers versions saved before that check).

@@ -166,9 +166,16 @@ export class RegistryService {
    * Registers an artifact of a run as the model's next version. The artifact must exist
    * (recorded and present in the store) before anything is written.
    */
+  /**
+   * Registers a run's artifact as the model's next version. With `reuseSameArtifact` (pipelines'
+   * on_success), a version of the model already made from this run's artifact is returned
+   * instead: looked up under the model's lock, so two tries of one registration racing each other
+   * (one outliving its claim, the scheduler's retry) make one version, not two.
+   */
   async createVersion(
     ctx: RequestContext,
     input: { modelName: string; runId: string; artifactPath: string; description?: string | null; modelCard?: string | null; tags?: KeyValue[] | null },
+    options: { reuseSameArtifact?: boolean } = {},
   ): Promise<ModelVersion> {
     validateText(input.modelName, "input.modelName", LIMITS.nameLength);
     const description = input.description == null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
@@ -183,6 +190,10 @@ export class RegistryService {
       // then sees the version and is refused (a version's files never change).
       const artifactKey = await ctx.services.artifacts.lockRegisteredKey(em, run.id, input.artifactPath, "input.artifactPath");
       const model = await this.lockModel(em, input.modelName, "input.modelName");
+      if (options.reuseSameArtifact) {
+        const earlier = await em.getRepository(ModelVersion).findOne({ where: { modelId: model.id, runId: run.id, artifactPath: input.artifactPath }, order: { version: "ASC" } });
+        if (earlier) return { created: earlier, isNew: false };
+      }
       const [{ next }] = (await em.query(`SELECT coalesce(max(version), 0) + 1 AS next FROM model_versions WHERE model_id = $1`, [model.id])) as { next: number }[];
       const created = await em.getRepository(ModelVersion).save(
         em.getRepository(ModelVersion).create({
@@ -202,10 +213,10 @@ export class RegistryService {
         await em.query(`INSERT INTO model_version_tags (model_version_id, key, value) SELECT $1, * FROM unnest($2::text[], $3::text[])`, [created.id, tags.map((t) => t.key), tags.map((t) => t.value)]);
       }
       await enqueueWebhookEvent(em, WebhookEvent.MODEL_VERSION_CREATED, { modelName: model.name, version: created.version, runId: run.id, artifactPath: created.artifactPath }, { modelName: model.name });
-      return created;
+      return { created, isNew: true };
     });
-    await this.announce({ type: WebhookEvent.MODEL_VERSION_CREATED, modelName: input.modelName, version: version.version });
-    return version;
+    if (version.isNew) await this.announce({ type: WebhookEvent.MODEL_VERSION_CREATED, modelName: input.modelName, version: version.created.version });
+    return version.created;
   }
 
   /** By number or by alias (exactly one of them). */

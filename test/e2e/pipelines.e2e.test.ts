@@ -729,6 +729,48 @@ describe("batched claims and completions (executors with several slots)", () => 
     }
   });
 
+  withDatabase("registers one version when an on_success try outlives its claim and the scheduler tries again", async () => {
+    const exec = await register("fenced-registry", 4);
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "fenced-model"}) { name } }`));
+    await createSpec({
+      pipeline: {
+        name: "fenced-registry",
+        tasks: [{ id: "train", command: ["true"], pool: "fenced-registry" }],
+        on_success: { register_model: { task: "train", artifact_path: "model.bin", model_name: "fenced-model" } },
+      },
+    });
+    const submitted = await submit("fenced-registry");
+    const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
+    await uploadArtifact(server, claim.runId, "model.bin", Buffer.from("weights"));
+    const holder = new pg.Client({ connectionString: server.databaseUrl });
+    const other = new pg.Client({ connectionString: server.databaseUrl });
+    await holder.connect();
+    await other.connect();
+    const waitingOnLocks = async () =>
+      Number((await other.query("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0].n);
+    try {
+      // The first try waits on the model's row (held here) far past its claim...
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM registered_models WHERE name = 'fenced-model' FOR UPDATE");
+      ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: claim.taskRun.id, leaseToken: claim.leaseToken, outcome: "SUCCEEDED" }] }));
+      await waitFor("the first try to wait on the model", async () => (await waitingOnLocks()) >= 1);
+      // ...so its claim runs out and the scheduler's sweep starts a second try beside it.
+      await other.query("UPDATE pipeline_runs SET on_success_next_at = now() - interval '1 second', finished_at = finished_at - interval '1 minute' WHERE id = $1", [submitted.id]);
+      await waitFor("the second try to wait too", async () => (await waitingOnLocks()) >= 2, 20_000);
+      await holder.query("COMMIT");
+      const registered = await waitFor("the registration", async () => (await readRun(submitted.id)).registeredModelVersion);
+      expect(registered.version).toBe(1);
+      await waitFor("both tries to end", async () => (await waitingOnLocks()) === 0);
+      // Previously each try registered the artifact: versions 1 and 2.
+      const versions = ok(await server.gql(`{ registeredModel(name: "fenced-model") { versions { edges { node { version } } } } }`)).registeredModel.versions.edges;
+      expect(versions.map((e: any) => e.node.version)).toEqual([1]);
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.end();
+      await other.end();
+    }
+  });
+
   withDatabase("undoes a claim whose executor hung up while the claim's transaction ran", async () => {
     const exec = await register("hung-up-mid-claim", 4);
     await createSpec({
