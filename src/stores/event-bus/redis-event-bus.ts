@@ -7,6 +7,18 @@ import type { EventBus } from "./event-bus.js";
 /** How long a subscribe waits for Redis to confirm the channel before going on without it. */
 const SUBSCRIBE_CONFIRM_TIMEOUT_MS = 2_000;
 
+/** How the bus notices connections gone half-open (a peer or NAT vanished without a FIN). */
+export interface DeadConnectionLimits {
+  /** Bytes of unanswered publishes held in memory; past it, publishes to other replicas are dropped. */
+  maxPendingBytes: number;
+  /** With the backlog full, how long without any answer before the publisher is taken for dead and reopened. */
+  stalledAfterMs: number;
+  /** How often the subscriber connection is pinged; one ping unanswered for as long reopens it. */
+  subscriberPingMs: number;
+}
+
+const DEFAULT_LIMITS: DeadConnectionLimits = { maxPendingBytes: 64 * 1024 * 1024, stalledAfterMs: 10_000, subscriberPingMs: 15_000 };
+
 /**
  * Redis pub/sub between replicas. A publish is delivered to this process's subscribers at once
  * (so they keep receiving while Redis is down) and sent through Redis, tagged with this process's
@@ -22,8 +34,21 @@ export class RedisEventBus implements EventBus {
   /** Per subscribed topic: settles when Redis has confirmed the channel's SUBSCRIBE. */
   private readonly confirmed = new Map<string, Promise<void>>();
   private readonly origin = crypto.randomBytes(8).toString("hex");
+  /** Bytes of publishes sent on the current connection and not answered yet. */
+  private pendingBytes = 0;
+  /** Bumped when the publisher's connection closes: answers to an older one no longer count. */
+  private connectionGeneration = 0;
+  /** When Redis last answered a publish (or the backlog was last empty). */
+  private lastAnswerAt = Date.now();
+  private lastDropWarningAt = 0;
+  private readonly subscriberPing: NodeJS.Timeout;
 
-  constructor(url: string, private readonly prefix: string, private readonly log: Logger) {
+  constructor(
+    url: string,
+    private readonly prefix: string,
+    private readonly log: Logger,
+    private readonly limits: DeadConnectionLimits = DEFAULT_LIMITS,
+  ) {
     // The publisher fails fast while Redis is down (no offline queue): a write must never wait on
     // the bus. The subscriber queues its SUBSCRIBE commands and re-subscribes after reconnecting.
     this.pub = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
@@ -32,6 +57,17 @@ export class RedisEventBus implements EventBus {
     for (const [name, client] of [["publisher", this.pub], ["subscriber", this.sub]] as const) {
       client.on("error", (err: Error) => this.log.warn({ err: err.message, client: name }, "redis event bus error"));
     }
+    // Whatever was in flight on a closed connection is resent or failed by ioredis, or dropped
+    // silently (it does either); it no longer counts against the backlog.
+    this.pub.on("close", () => {
+      this.connectionGeneration++;
+      this.pendingBytes = 0;
+      this.lastAnswerAt = Date.now();
+    });
+    // A half-open subscriber would hear nothing from the other replicas, for good, while looking
+    // connected: a ping unanswered for a whole interval reopens it (ioredis then re-subscribes).
+    this.subscriberPing = setInterval(() => this.checkSubscriber(), this.limits.subscriberPingMs);
+    this.subscriberPing.unref();
     this.sub.on("messageBuffer", (channel: Buffer, message: Buffer) => {
       const topic = channel.toString().slice(this.prefix.length);
       let envelope: { o?: string; p?: unknown };
@@ -51,9 +87,65 @@ export class RedisEventBus implements EventBus {
       this.log.warn({ topic, redis: this.pub.status }, "redis is unavailable; other replicas miss this live event");
       return;
     }
-    this.pub.publish(this.prefix + topic, JSON.stringify({ o: this.origin, p: payload })).catch((err: Error) => {
+    const message = JSON.stringify({ o: this.origin, p: payload });
+    const bytes = Buffer.byteLength(message);
+    if (!this.admitToBacklog(bytes, topic)) return;
+    const generation = this.connectionGeneration;
+    this.pendingBytes += bytes;
+    const answered = () => {
+      if (generation !== this.connectionGeneration) return;
+      this.pendingBytes -= bytes;
+      this.lastAnswerAt = Date.now();
+    };
+    this.pub.publish(this.prefix + topic, message).then(answered, (err: Error) => {
+      answered();
       this.log.warn({ err: err.message, topic }, "redis publish failed; other replicas miss this live event");
     });
+  }
+
+  private checkSubscriber(): void {
+    if (this.sub.status !== "ready") return;
+    let answered = false;
+    const timer = setTimeout(() => {
+      if (answered || this.sub.status !== "ready") return;
+      this.log.warn({ waitedMs: this.limits.subscriberPingMs }, "redis subscriber connection looks dead; reconnecting");
+      this.sub.disconnect(true);
+    }, this.limits.subscriberPingMs);
+    timer.unref();
+    this.sub.ping().then(
+      () => {
+        answered = true;
+        clearTimeout(timer);
+      },
+      () => undefined, // a failed ping means a closing connection, which ioredis reopens itself
+    );
+  }
+
+  /** Bytes of publishes Redis has not answered yet on the current connection. */
+  get pendingPublishBytes(): number {
+    return this.pendingBytes;
+  }
+
+  /**
+   * A connection that went half-open (a peer or a NAT gone without a FIN) still reads "ready",
+   * and every publish would wait in memory for an answer that never comes. Past the backlog
+   * limit, publishes to the other replicas are dropped (local subscribers already have them);
+   * if Redis has not answered anything for a while either, the connection is reopened, which
+   * also releases the backlog.
+   */
+  private admitToBacklog(bytes: number, topic: string): boolean {
+    if (this.pendingBytes === 0) this.lastAnswerAt = Date.now();
+    if (this.pendingBytes + bytes <= this.limits.maxPendingBytes) return true;
+    const silentForMs = Date.now() - this.lastAnswerAt;
+    if (Date.now() - this.lastDropWarningAt > 10_000) {
+      this.lastDropWarningAt = Date.now();
+      this.log.warn({ topic, pendingBytes: this.pendingBytes, silentForMs }, "redis is not answering publishes; other replicas miss live events");
+    }
+    if (silentForMs > this.limits.stalledAfterMs) {
+      this.log.warn({ silentForMs }, "redis publisher connection looks dead; reconnecting");
+      this.pub.disconnect(true);
+    }
+    return false;
   }
 
   /**
@@ -117,6 +209,7 @@ export class RedisEventBus implements EventBus {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.subscriberPing);
     this.local.removeAllListeners();
     this.pub.disconnect();
     this.sub.disconnect();

@@ -41,6 +41,39 @@ async function slowLinkTo(redisUrl: string, delayMs: number): Promise<{ url: str
   };
 }
 
+/**
+ * A TCP proxy to Redis whose current connections can go half-open: `blackHole()` makes every
+ * open connection swallow what is sent, both ways, without closing (a peer or NAT that vanished);
+ * connections made afterwards work.
+ */
+async function blackHoleLinkTo(redisUrl: string): Promise<{ url: string; blackHole: () => void; close: () => void }> {
+  const target = new URL(redisUrl);
+  const sockets = new Set<net.Socket>();
+  const dead = new WeakSet<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => (client.destroy(), upstream.destroy()));
+    }
+    client.on("data", (chunk) => dead.has(client) || upstream.write(chunk));
+    upstream.on("data", (chunk) => dead.has(client) || client.write(chunk));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const url = new URL(redisUrl);
+  url.hostname = "127.0.0.1";
+  url.port = String((server.address() as net.AddressInfo).port);
+  return {
+    url: url.toString(),
+    blackHole: () => sockets.forEach((s) => dead.add(s)),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
 (REDIS_URL ? describe : describe.skip)("RedisEventBus", () => {
   const prefix = `mlgraph-test-${crypto.randomBytes(4).toString("hex")}:`;
   const log = pino({ level: "silent" });
@@ -95,5 +128,66 @@ async function slowLinkTo(redisUrl: string, delayMs: number): Promise<{ url: str
     while (heard.length < 3 && Date.now() < later) await new Promise((r) => setTimeout(r, 20));
     expect(heard).toEqual(["first", "second", "second"]);
     await second();
+  });
+
+  it("holds a bounded backlog of publishes on a connection gone half-open, then reopens it", async () => {
+    const link = await blackHoleLinkTo(REDIS_URL!);
+    const stuck = new RedisEventBus(link.url, prefix, log, { maxPendingBytes: 256 * 1024, stalledAfterMs: 500, subscriberPingMs: 60_000 });
+    try {
+      await stuck.ready();
+      const topic = "run:half-open:metrics";
+      const heard: string[] = [];
+      const unsubscribe = await subscriber.subscribe(topic, (p) => heard.push((p as { n: string }).n));
+      link.blackHole();
+      const padding = "x".repeat(1_000);
+      for (let i = 0; i < 2_000; i++) await stuck.publish(topic, { n: `lost-${i}`, padding });
+      // Previously all ~2 MB waited for answers that never come (and grew without end).
+      expect(stuck.pendingPublishBytes).toBeGreaterThan(0);
+      expect(stuck.pendingPublishBytes).toBeLessThanOrEqual(256 * 1024);
+      // Still silent past stalledAfterMs: the next publish reopens the connection, and what is
+      // published then reaches the other replica again.
+      await new Promise((r) => setTimeout(r, 700));
+      let n = 0;
+      const deadline = Date.now() + 10_000;
+      while (!heard.some((h) => h.startsWith("after-")) && Date.now() < deadline) {
+        await stuck.publish(topic, { n: `after-${n++}` });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(heard.some((h) => h.startsWith("after-"))).toBe(true);
+      await unsubscribe();
+    } finally {
+      await stuck.close();
+      link.close();
+    }
+  });
+
+  it("reopens a subscriber connection gone half-open, and hears the other replicas again", async () => {
+    const link = await blackHoleLinkTo(REDIS_URL!);
+    const warnings: string[] = [];
+    const capture = pino({ level: "warn" }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
+    const deaf = new RedisEventBus(link.url, prefix, capture, { maxPendingBytes: 1024 * 1024, stalledAfterMs: 10_000, subscriberPingMs: 300 });
+    try {
+      await deaf.ready();
+      const topic = "run:deaf:metrics";
+      const heard: number[] = [];
+      const unsubscribe = await deaf.subscribe(topic, (p) => heard.push((p as { n: number }).n));
+      // A healthy subscriber answers its pings (in subscriber mode too) and is left alone.
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(warnings).toEqual([]);
+      link.blackHole();
+      // Previously it never heard anything again: the connection still read "ready".
+      let n = 0;
+      const deadline = Date.now() + 10_000;
+      while (heard.length === 0 && Date.now() < deadline) {
+        await publisher.publish(topic, { n: n++ });
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(heard.length).toBeGreaterThan(0);
+      expect(warnings).toContain("redis subscriber connection looks dead; reconnecting");
+      await unsubscribe();
+    } finally {
+      await deaf.close();
+      link.close();
+    }
   });
 });
