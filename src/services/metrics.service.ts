@@ -231,8 +231,8 @@ export class MetricsService {
   /** The hooks run search uses for `metrics.*` filter and orderBy terms (last values). */
   searchHooks(): MetricSearchHooks {
     return {
-      runIdsMatching: (restrictTo, key, op, value) => this.store.runIdsMatching(restrictTo, key, op as ComparisonOperator, value),
-      lastValues: (runIds, key) => this.store.lastValues(runIds, key),
+      runIdsMatching: (restrictTo, key, op, value, limit) => this.store.runIdsMatching(restrictTo, key, op as ComparisonOperator, value, limit),
+      lastValues: (runIds, key, limit) => this.store.lastValues(runIds, key, limit),
     };
   }
 

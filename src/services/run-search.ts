@@ -1,6 +1,7 @@
 import type { DataSource } from "typeorm";
 import { Run } from "../entities/run.entity.js";
 import type { RequestContext } from "./context.js";
+import { DomainError } from "./errors.js";
 import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import {
   compileFilter,
@@ -17,9 +18,19 @@ import {
  * store is configured; then `metrics.*` terms answer "not supported yet".
  */
 export interface MetricSearchHooks {
-  runIdsMatching(restrictTo: string[] | undefined, key: string, op: string, value: number): Promise<string[]>;
-  lastValues(runIds: string[] | undefined, key: string, experimentIds: string[] | undefined): Promise<Map<string, number>>;
+  /** At most `limit` runs (any of them) when `restrictTo` is absent. */
+  runIdsMatching(restrictTo: string[] | undefined, key: string, op: string, value: number, limit?: number): Promise<string[]>;
+  /** At most `limit` runs (any of them) when `runIds` is absent. */
+  lastValues(runIds: string[] | undefined, key: string, limit?: number): Promise<Map<string, number>>;
 }
+
+/**
+ * How many runs a `metrics.*` term may reach when the search names no experiments (nor runs):
+ * the metric store's answer (run ids, or last values) is held in memory and sent on to
+ * PostgreSQL, so a key logged by every run of a large instance must be narrowed first (MLflow
+ * always asks for experiment ids).
+ */
+export const MAX_RUNS_FOR_UNSCOPED_METRIC_TERM = 100_000;
 
 export type RunSearchArgs = { experimentIds?: string[] | null; runIds?: string[] | null; filter?: string | null; orderBy?: string[] | null } & PageArgs;
 
@@ -74,11 +85,28 @@ export class RunSearch {
     // The runs a metric-store lookup is restricted to: those named, else the experiments' runs.
     const restrictTo = async () => runIds ?? (experimentIds ? await this.runIdsOf(experimentIds) : undefined);
     const metrics = this.metrics;
+    const cap = MAX_RUNS_FOR_UNSCOPED_METRIC_TERM;
+    const bounded = <T extends { length?: number; size?: number }>(found: T, restricted: boolean, key: string, field: "filter" | "orderBy"): T => {
+      if (!restricted && (found.length ?? found.size ?? 0) > cap) {
+        throw new DomainError(
+          "BAD_USER_INPUT",
+          `${field}: metrics.${key} reaches more than ${cap.toLocaleString("en-US")} runs across all experiments; give experimentIds to search within them`,
+          field,
+        );
+      }
+      return found;
+    };
     const resolveMetricTerm: MetricTermResolver | undefined = metrics
-      ? async (term) => metrics.runIdsMatching(await restrictTo(), term.key, term.op, term.value)
+      ? async (term) => {
+          const scope = await restrictTo();
+          return bounded(await metrics.runIdsMatching(scope, term.key, term.op, term.value, cap + 1), scope !== undefined, term.key, "filter");
+        }
       : undefined;
     const resolveMetricLastValues: MetricLastValuesResolver | undefined = metrics
-      ? async (key) => metrics.lastValues(await restrictTo(), key, experimentIds)
+      ? async (key) => {
+          const scope = await restrictTo();
+          return bounded(await metrics.lastValues(scope, key, cap + 1), scope !== undefined, key, "orderBy");
+        }
       : undefined;
     const filter = await compileFilter(ast, { paramOffset: params.length, resolveMetricTerm });
     params.push(...filter.params);

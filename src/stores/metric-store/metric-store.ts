@@ -443,13 +443,14 @@ export class MetricStore {
 
   /**
    * Runs whose LAST value of `key` satisfies `op value` (run search filters), optionally
-   * restricted to `runIds`. Reads the aggregate table only.
+   * restricted to `runIds`, at most `limit` of them (any). Reads the aggregate table only.
    */
   async runIdsMatching(
     runIds: readonly string[] | undefined,
     key: string,
     op: ComparisonOperator,
     value: number,
+    limit?: number,
   ): Promise<string[]> {
     if (!OPERATORS.has(op)) throw new DomainError("BAD_USER_INPUT", `op: must be one of ${[...OPERATORS].join(" ")}`, "op");
     if (!Number.isFinite(value)) throw new DomainError("BAD_USER_INPUT", "value: must be a finite number", "value");
@@ -457,23 +458,25 @@ export class MetricStore {
     const runFilter = runIds === undefined ? "" : " AND run_id IN {runs:Array(String)}";
     const rows = await this.select<{ run_id: string }>(
       `SELECT run_id FROM metric_summaries WHERE key = {key:String}${runFilter}\n` +
-        `GROUP BY run_id HAVING argMaxMerge(latest_value) ${op} {value:Float64}`,
-      { key, value, runs: runIds ? unique(runIds) : undefined },
+        `GROUP BY run_id HAVING argMaxMerge(latest_value) ${op} {value:Float64}` +
+        (limit === undefined ? "" : "\nLIMIT {limit:UInt32}"),
+      { key, value, runs: runIds ? unique(runIds) : undefined, limit },
     );
     return rows.map((r) => r.run_id);
   }
 
   /**
    * Last value of `key` per run (for ordering search results); runs without it are absent.
-   * `runIds` undefined means every run that logged the key.
+   * `runIds` undefined means every run that logged the key, at most `limit` of them (any).
    */
-  async lastValues(runIds: readonly string[] | undefined, key: string): Promise<Map<string, number>> {
+  async lastValues(runIds: readonly string[] | undefined, key: string, limit?: number): Promise<Map<string, number>> {
     if (runIds !== undefined && runIds.length === 0) return new Map();
     const runFilter = runIds === undefined ? "" : "run_id IN {runs:Array(String)} AND ";
     const rows = await this.select<{ run_id: string; last: number }>(
       "SELECT run_id, argMaxMerge(latest_value) AS last FROM metric_summaries\n" +
-        `WHERE ${runFilter}key = {key:String} GROUP BY run_id`,
-      { runs: runIds ? unique(runIds) : undefined, key },
+        `WHERE ${runFilter}key = {key:String} GROUP BY run_id` +
+        (limit === undefined ? "" : "\nLIMIT {limit:UInt32}"),
+      { runs: runIds ? unique(runIds) : undefined, key, limit },
     );
     return new Map(rows.map((r) => [r.run_id, r.last]));
   }

@@ -309,6 +309,10 @@ describe("reads", () => {
       ["wide-2", 202],
       ["wide-3", 302],
     ]);
+    // Unscoped reads can be capped (run search asks for one more than it allows).
+    expect(await store.runIdsMatching(undefined, "metric_0", ">", 0, 2)).toHaveLength(2);
+    expect((await store.lastValues(undefined, "metric_0", 2)).size).toBe(2);
+    expect((await store.lastValues(undefined, "metric_0")).size).toBeGreaterThanOrEqual(4);
   });
 
   it("pointsFrom replays raw points ordered by step", async () => {
