@@ -266,13 +266,24 @@ export class ExecutorAgent {
       flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log));
       return flushing;
     };
+    // The lease's length, counted from now, not its end by the server's clock compared with this
+    // machine's (skew). Now is a little after the server granted it (the answer's transit time):
+    // the margin below covers that.
+    const leaseMs = Math.max(1000, a.leaseSeconds !== undefined ? a.leaseSeconds * 1000 : new Date(a.leaseExpiresAt).getTime() - Date.now());
+    const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
+    const graceMs = (this.options.graceSeconds ?? 10) * 1000;
+    const marginMs = Math.max(500, leaseMs / 10);
     log.info({ argv: a.command, gpus: a.gpus }, "task started");
     const proc = new LocalProcess({
       argv: resolveScriptPaths(a.command, pipelineDir),
       env,
       cwd: workdir,
       timeoutMs: a.timeoutSeconds * 1000,
-      graceMs: (this.options.graceSeconds ?? 10) * 1000,
+      graceMs,
+      // The server gives a timed-out attempt up one lease past its timeout (counted from the claim,
+      // heartbeats or not) and hands its GPUs out again: the process must be gone by then, even
+      // when the grace is long for the lease.
+      timeoutGraceMs: Math.floor(leaseMs - marginMs),
       onLines: (_stream, lines) => {
         pending.push(...lines);
         if (pending.length >= LOG_BATCH_LINES) void flush();
@@ -282,16 +293,9 @@ export class ExecutorAgent {
     const pgid = proc.pid;
     if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
-    // The lease's length, counted from now, not its end by the server's clock compared with this
-    // machine's (skew). Now is a little after the server granted it (the answer's transit time):
-    // the margin below covers that.
-    const leaseMs = Math.max(1000, a.leaseSeconds !== undefined ? a.leaseSeconds * 1000 : new Date(a.leaseExpiresAt).getTime() - Date.now());
-    const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
     // The process must be gone before the server's lease runs out, SIGKILL included: stop it once
     // no heartbeat has been confirmed for `stopAfterMs`, and kill it `killWithinMs` later at most
     // (shorter than the configured grace when the grace is long for the lease).
-    const graceMs = (this.options.graceSeconds ?? 10) * 1000;
-    const marginMs = Math.max(500, leaseMs / 10);
     const stopAfterMs = Math.floor(Math.max(leaseMs / 2, leaseMs - graceMs - marginMs));
     const killWithinMs = Math.max(0, Math.min(graceMs, Math.floor(leaseMs - marginMs - stopAfterMs)));
     // When the last heartbeat the server answered was *sent*: its lease runs from a moment after.

@@ -1107,6 +1107,34 @@ describe("GPUs and cancellation", () => {
     expect(new Set(list.map(([, i]) => i.gpu)).size).toBe(2);
   });
 
+  it("gives a timed-out task's GPU to the next task only after its process is gone, even when the grace is longer than the lease", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "timeout-gpu-"));
+    // One GPU, two slots, a 10-s grace against 3-s leases. The server gives a timed-out attempt
+    // up one lease past its timeout and hands its GPU out again: by then the process must be gone.
+    await executor(["--pool", "timeout-gpu", "--gpus", "1", "--concurrency", "2", "--grace-seconds", "10"]);
+    await createSpec({
+      pipeline: {
+        name: "timeout-gpu-stubborn",
+        tasks: [shellTask("stubborn", tickLoop(dir, "trap '' TERM; "), { pool: "timeout-gpu", timeout_seconds: 1, resources: { gpus: 1 } })],
+      },
+    });
+    await createSpec({
+      pipeline: {
+        name: "timeout-gpu-next",
+        tasks: [shellTask("next", `date +%s%N > ${dir}/next.new && mv -f ${dir}/next.new ${dir}/next-started`, { pool: "timeout-gpu", resources: { gpus: 1 } })],
+      },
+    });
+    const stubborn = await submit("timeout-gpu-stubborn");
+    await waitFor("the stubborn task to start", () => fs.existsSync(`${dir}/tick`));
+    const next = await submit("timeout-gpu-next");
+    expect((await waitForRun(next.id, ["SUCCEEDED", "FAILED"], 30_000)).status).toBe("SUCCEEDED");
+    const nextStartedAt = Number(BigInt(fs.readFileSync(`${dir}/next-started`, "utf8").trim()) / 1_000_000n);
+    // Previously the stubborn task ticked on on the GPU until its full grace ran out, 11 s in.
+    expect(lastTickAt(dir)).toBeLessThan(nextStartedAt);
+    const run = await waitForRun(stubborn.id, ["FAILED"], 20_000);
+    expect(run.tasks[0].failureKind).toBe("TIMED_OUT");
+  }, 60_000);
+
   it("cancellation stops a running process and cancels what was queued", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "cancel-"));
     await executor(["--pool", "cancel", "--gpus", "none"]);
