@@ -63,6 +63,25 @@ class GraphqlError extends Error {
   }
 }
 
+/** An answer that is not GraphQL: an error page from a proxy or load balancer in front of the server. */
+class HttpError extends Error {
+  constructor(readonly status: number) {
+    super(`no GraphQL answer (HTTP ${status})`);
+  }
+}
+
+/**
+ * Whether a request failed without reaching the server's handler, so sending it again cannot
+ * apply it twice: refused for now (UNAVAILABLE, RATE_LIMITED), a 503 page from what stands in
+ * front of the server (it is restarting), or no connection at all.
+ */
+function notDelivered(err: unknown): boolean {
+  if (err instanceof GraphqlError) return err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED";
+  if (err instanceof HttpError) return err.status === 503;
+  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
+  return cause?.code === "ECONNREFUSED";
+}
+
 const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
 const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
@@ -70,6 +89,10 @@ const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
 /** Most lines one appendTaskLogs call takes (the server's limit). */
 const MAX_LOG_LINES_PER_CALL = 5_000;
+/** One appendTaskLogs request's time limit (the outcome is reported after the logs). */
+const LOG_CALL_TIMEOUT_MS = 30_000;
+/** How long log lines the server did not take are sent again (a restart, a database failover). */
+const LOG_RETRY_FOR_MS = 60_000;
 /** Longest wait between two tries of reporting an outcome. */
 const COMPLETION_RETRY_MAX_MS = 5_000;
 /** One completion request's time limit. */
@@ -263,7 +286,7 @@ export class ExecutorAgent {
       if (pending.length === 0 || leaseLost) return flushing;
       const lines = pending;
       pending = [];
-      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log));
+      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log, () => leaseLost));
       return flushing;
     };
     // The lease's length, counted from now, not its end by the server's clock compared with this
@@ -405,29 +428,31 @@ export class ExecutorAgent {
 
   /**
    * Sends an attempt's log lines in calls the server takes (one output chunk can hold far more
-   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call answered
-   * UNAVAILABLE or RATE_LIMITED stored nothing and is sent again a few times; any other failure is
-   * logged and its lines dropped (resending after a lost answer could store them twice).
+   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call that
+   * did not reach the server (UNAVAILABLE, RATE_LIMITED, a proxy's 503, no connection) stored
+   * nothing and is sent again for up to LOG_RETRY_FOR_MS while the lease holds; any other failure
+   * is logged and its lines dropped (resending after a lost answer could store them twice). Each
+   * call has a time limit: the outcome is reported only after the logs.
    */
-  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger): Promise<void> {
+  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger, leaseLost: () => boolean): Promise<void> {
     for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
       const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
+      const giveUpAt = Date.now() + LOG_RETRY_FOR_MS;
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`, {
-            id: taskRunId,
-            lease: leaseToken,
-            lines: chunk,
-          });
+          await this.gql(
+            `mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`,
+            { id: taskRunId, lease: leaseToken, lines: chunk },
+            AbortSignal.timeout(LOG_CALL_TIMEOUT_MS),
+          );
           break;
         } catch (err) {
-          const refusedForNow = err instanceof GraphqlError && (err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED");
-          if (!refusedForNow || attempt >= 4) {
+          if (!notDelivered(err) || leaseLost() || Date.now() > giveUpAt) {
             log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
             if (err instanceof GraphqlError && err.code === "CONFLICT") return; // the lease is gone: so is every later chunk
             break;
           }
-          await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+          await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
         }
       }
     }
@@ -440,7 +465,13 @@ export class ExecutorAgent {
       body: JSON.stringify({ query, variables }),
       signal,
     });
-    const body = (await res.json()) as { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+    let body: { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+    try {
+      body = (await res.json()) as typeof body;
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new HttpError(res.status);
+      throw err;
+    }
     if (body.errors?.length) throw new GraphqlError(body.errors[0]!.message, body.errors[0]!.extensions?.code);
     if (!body.data) throw new Error(`no data in answer (HTTP ${res.status})`);
     return body.data;

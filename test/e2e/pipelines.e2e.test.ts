@@ -324,6 +324,41 @@ describe("leases", () => {
     }
   });
 
+  it("keeps log lines the server could not take the first time (a 503 from what stands in front of it)", async () => {
+    let failedOnce = false;
+    const proxy = await startFlakyProxy(server.url, (body) => !failedOnce && /appendTaskLogs\(/.test(body) && (failedOnce = true));
+    try {
+      await createSpec({ pipeline: { name: "logs-retry", tasks: [shellTask("talk", "echo first; echo second", { pool: "logs-retry" })] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "logs-retry", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("logs-retry");
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 30_000);
+      expect(proxy.failures()).toBe(1);
+      expect(run.status).toBe("SUCCEEDED");
+      // Previously the lines of the refused call were dropped.
+      expect(run.tasks[0].logs).toEqual(["first", "second"]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("reports a finished attempt without waiting minutes for a log call that never gets an answer", async () => {
+    const proxy = await startFlakyProxy(server.url, (body) => /appendTaskLogs\(/.test(body) && "hang");
+    try {
+      await createSpec({ pipeline: { name: "logs-hang", tasks: [shellTask("talk", "echo hello", { pool: "logs-hang" })] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "logs-hang", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("logs-hang");
+      // Previously the completion waited behind the log call for fetch's own 5-minute limit, the
+      // attempt heartbeated meanwhile and held its slot.
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 50_000);
+      expect(run.status).toBe("SUCCEEDED");
+      expect(exec.output()).toMatch(/could not send logs/);
+    } finally {
+      await proxy.close();
+    }
+  }, 70_000);
+
   it("stops a task itself once no heartbeat has got through for a whole lease (the server runs it elsewhere)", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "partitioned-"));
     // Every heartbeat is lost without an answer (a network partition between executor and
