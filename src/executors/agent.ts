@@ -324,11 +324,15 @@ export class ExecutorAgent {
     // When the last heartbeat the server answered was *sent*: its lease runs from a moment after.
     let leaseConfirmedAt = Date.now();
     let stopTimer: NodeJS.Timeout | undefined;
+    let exited = false;
     // A timer of its own, not a check in the heartbeat: a heartbeat may hang rather than fail.
     const armSelfStop = () => {
       clearTimeout(stopTimer);
       stopTimer = setTimeout(() => {
-        if (leaseLost) return;
+        // Once the process has ended there is nothing to stop: the outcome is still reported (and
+        // heartbeats kept going) until the server takes it or refuses it. Giving up here lost a
+        // finished attempt when the server came back before its lease ran out.
+        if (leaseLost || exited) return;
         // No heartbeat got through for most of a lease: the server gives the task up (or will as
         // soon as it is back) and may run it elsewhere. Stop, so that two attempts of one task
         // never run at once (a network partition, a server down longer than the lease).
@@ -375,6 +379,7 @@ export class ExecutorAgent {
       let result: ProcessResult;
       try {
         result = await proc.done;
+        exited = true;
       } finally {
         clearInterval(flushTimer);
         this.running.delete(proc);
