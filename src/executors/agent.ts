@@ -388,7 +388,13 @@ export class ExecutorAgent {
       if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
       await flush();
       await flushing;
-      fs.rmSync(workdir, { recursive: true, force: true });
+      try {
+        fs.rmSync(workdir, { recursive: true, force: true });
+      } catch (err) {
+        // A directory the executor cannot remove (read-only subdirectories of a non-root task, a
+        // tree deeper than PATH_MAX) must not cost the attempt its outcome.
+        log.warn({ err: (err as Error).message, workdir }, "could not remove the task's working directory");
+      }
       if (leaseLost) return;
       const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 ? "SUCCEEDED" : "FAILED";
       const error =

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import os from "node:os";
@@ -86,7 +87,8 @@ let workdirBase: string;
 beforeEach(() => {
   workdirBase = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-agent-test-"));
 });
-afterEach(() => fs.rmSync(workdirBase, { recursive: true, force: true }));
+// rm, not fs.rmSync: a test leaves a tree too deep for fs.rmSync behind.
+afterEach(() => execFileSync("rm", ["-rf", workdirBase]));
 
 function agentFor(url: string, options: Partial<ConstructorParameters<typeof ExecutorAgent>[0]> = {}) {
   return new ExecutorAgent({
@@ -123,6 +125,24 @@ describe("ExecutorAgent against a stand-in server", () => {
       expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED", leaseToken: "lease" }]);
       // Heartbeats went on once the server was back, keeping the lease until the outcome landed.
       expect(stub.calls.some((c) => c.op === "heartbeatTask" && c.answered && c.at - awayFrom! >= 1_700)).toBe(true);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("reports the outcome of a task whose working directory cannot be removed", async () => {
+    // fs.rmSync fails on a tree deeper than PATH_MAX (as on a read-only directory for a non-root
+    // executor, e.g. Go's module cache): the attempt ended without a report, its heartbeats
+    // stopped, and the server re-ran a task that had succeeded as EXECUTOR_LOST.
+    const deep = `d=$(printf 'a%.0s' $(seq 200)); for i in $(seq 20); do mkdir $d && cd $d; done; mkdir $d && echo made`;
+    const stub = await startStubServer({ command: ["sh", "-c", deep], leaseSeconds: 10 });
+    const agent = agentFor(stub.url);
+    try {
+      await agent.start();
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000).catch(() => undefined);
+      expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED", exitCode: 0 }]);
+      expect(stub.calls.filter((c) => c.op === "appendTaskLogs").flatMap((c) => c.variables.lines)).toEqual(["made"]);
     } finally {
       await agent.stop();
       await stub.close();
