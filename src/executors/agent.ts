@@ -269,8 +269,18 @@ export class ExecutorAgent {
   private async runTask(a: Assignment): Promise<void> {
     const log = this.options.log.child({ taskRunId: a.taskRun.id, task: a.taskRun.taskId, attempt: a.taskRun.attempt });
     const base = this.options.workdirBase ?? os.tmpdir();
-    fs.mkdirSync(base, { recursive: true });
-    const workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
+    let workdir: string;
+    try {
+      fs.mkdirSync(base, { recursive: true });
+      workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
+    } catch (err) {
+      // A full disk, say. Reported as the attempt's failure: unreported, the attempt waited out its
+      // lease and failed as EXECUTOR_LOST ("lease expired without heartbeats"), its cause nowhere.
+      const error = `mlgraph executor: could not create a working directory under ${base}: ${(err as Error).message}`;
+      log.error({ err: (err as Error).message }, "could not create the task's working directory");
+      await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome: "FAILED", exitCode: null, error }, log, () => false);
+      return;
+    }
     const pipelineDir = path.resolve(this.options.pipelineDir ?? process.cwd());
     const env: Record<string, string> = {
       ...this.options.taskBaseEnv,

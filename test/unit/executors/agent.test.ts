@@ -148,4 +148,22 @@ describe("ExecutorAgent against a stand-in server", () => {
       await stub.close();
     }
   });
+
+  it("reports an attempt whose working directory cannot be created as failed, saying why", async () => {
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 });
+    // Something that cannot hold directories (a full disk fails the same way, ENOSPC).
+    const notADirectory = path.join(workdirBase, "file");
+    fs.writeFileSync(notADirectory, "");
+    const agent = agentFor(stub.url, { workdirBase: notADirectory });
+    try {
+      await agent.start();
+      // Previously nothing was reported: the attempt waited out its lease and failed as EXECUTOR_LOST.
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000).catch(() => undefined);
+      expect(stub.completions()).toMatchObject([{ outcome: "FAILED", exitCode: null }]);
+      expect(stub.completions()[0].error).toContain(`could not create a working directory under ${notADirectory}`);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
 });
