@@ -131,6 +131,8 @@ export class ExecutorAgent {
   private readonly endpoint: string;
   private executorId: string | null = null;
   private stopping = false;
+  /** stopTasks() was called: running tasks are being stopped because the executor shuts down. */
+  private stoppingTasks = false;
   private readonly claims = new Set<AbortController>();
   private readonly running = new Set<LocalProcess>();
   /** Slots running a task, and slots asked for by claims still in flight. */
@@ -190,6 +192,16 @@ export class ExecutorAgent {
     this.stopping = true;
     for (const c of this.claims) c.abort();
     await this.finished();
+  }
+
+  /**
+   * Stops the running tasks (SIGTERM to each process group, SIGKILL after the grace) and reports
+   * them as failed, for an executor that must shut down without waiting for them (a second
+   * SIGTERM/SIGINT). Left running, they would outlive the executor, holding their GPUs.
+   */
+  stopTasks(): void {
+    this.stoppingTasks = true;
+    for (const proc of this.running) proc.stop();
   }
 
   /** Resolves once stopping and nothing runs or claims any more (after stop()). */
@@ -323,6 +335,7 @@ export class ExecutorAgent {
       },
     });
     this.running.add(proc);
+    if (this.stoppingTasks) proc.stop();
     const pgid = proc.pid;
     if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
@@ -410,7 +423,12 @@ export class ExecutorAgent {
       const error =
         outcome === "SUCCEEDED"
           ? null
-          : result.spawnError ?? (result.timedOut ? `timed out after ${a.timeoutSeconds} s` : result.cancelled ? "cancelled" : `exited with ${result.exitCode ?? result.signal}`);
+          : result.spawnError ??
+            (result.timedOut
+              ? `timed out after ${a.timeoutSeconds} s`
+              : result.cancelled
+                ? "cancelled"
+                : `exited with ${result.exitCode ?? result.signal}${this.stoppingTasks ? " (stopped: the executor shut down)" : ""}`);
       await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error }, log, () => leaseLost);
     } finally {
       clearInterval(heartbeatTimer);

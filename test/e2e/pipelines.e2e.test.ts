@@ -428,6 +428,29 @@ describe("leases", () => {
     await waitForRun(submitted.id, ["FAILED"], 20_000); // its lease ran out: EXECUTOR_LOST
   }, 40_000);
 
+  it("drains on SIGTERM, and a second SIGTERM stops the running tasks, reports them and exits", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "shutdown-"));
+    await createSpec({ pipeline: { name: "shutdown", tasks: [shellTask("ticks", tickLoop(dir), { pool: "shutdown" })] } });
+    const exec = await startExecutor(server.url, ["--pool", "shutdown", "--gpus", "none"]);
+    executors.push(exec);
+    const submitted = await submit("shutdown");
+    await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
+    const exited = new Promise<number | null>((resolve) => exec.process.once("exit", (code) => resolve(code)));
+    exec.process.kill("SIGTERM");
+    await sleep(1_500);
+    expect(sinceLastTick(dir)).toBeLessThan(1_000); // draining: the task runs on
+    // Previously a second signal did nothing: only kill -9 ended the executor, leaving the task
+    // running without it (and holding its GPUs) until another executor started on the machine.
+    exec.process.kill("SIGTERM");
+    const code = await Promise.race([exited, sleep(10_000).then(() => "still running")]);
+    expect(code).toBe(0);
+    await sleep(1_500);
+    expect(sinceLastTick(dir)).toBeGreaterThan(1_000);
+    const run = await waitForRun(submitted.id, ["FAILED"], 10_000);
+    expect(run.tasks[0].attempts.map((a: any) => a.outcome)).toEqual(["FAILED"]);
+    expect(run.tasks[0].error).toMatch(/executor shut down/);
+  }, 40_000);
+
   it("lets 100 concurrent claimers share tasks without ever handing one out twice, and refuses stale leases", async () => {
     const ids: string[] = [];
     for (let i = 0; i < 100; i++) {
