@@ -63,6 +63,25 @@ class GraphqlError extends Error {
   }
 }
 
+/** An answer that is not GraphQL: an error page from a proxy or load balancer in front of the server. */
+class HttpError extends Error {
+  constructor(readonly status: number) {
+    super(`no GraphQL answer (HTTP ${status})`);
+  }
+}
+
+/**
+ * Whether a request failed without reaching the server's handler, so sending it again cannot
+ * apply it twice: refused for now (UNAVAILABLE, RATE_LIMITED), a 503 page from what stands in
+ * front of the server (it is restarting), or no connection at all.
+ */
+function notDelivered(err: unknown): boolean {
+  if (err instanceof GraphqlError) return err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED";
+  if (err instanceof HttpError) return err.status === 503;
+  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
+  return cause?.code === "ECONNREFUSED";
+}
+
 const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
 const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
@@ -70,6 +89,10 @@ const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
 /** Most lines one appendTaskLogs call takes (the server's limit). */
 const MAX_LOG_LINES_PER_CALL = 5_000;
+/** One appendTaskLogs request's time limit (the outcome is reported after the logs). */
+const LOG_CALL_TIMEOUT_MS = 30_000;
+/** How long log lines the server did not take are sent again (a restart, a database failover). */
+const LOG_RETRY_FOR_MS = 60_000;
 /** Longest wait between two tries of reporting an outcome. */
 const COMPLETION_RETRY_MAX_MS = 5_000;
 /** One completion request's time limit. */
@@ -108,6 +131,8 @@ export class ExecutorAgent {
   private readonly endpoint: string;
   private executorId: string | null = null;
   private stopping = false;
+  /** stopTasks() was called: running tasks are being stopped because the executor shuts down. */
+  private stoppingTasks = false;
   private readonly claims = new Set<AbortController>();
   private readonly running = new Set<LocalProcess>();
   /** Slots running a task, and slots asked for by claims still in flight. */
@@ -167,6 +192,16 @@ export class ExecutorAgent {
     this.stopping = true;
     for (const c of this.claims) c.abort();
     await this.finished();
+  }
+
+  /**
+   * Stops the running tasks (SIGTERM to each process group, SIGKILL after the grace) and reports
+   * them as failed, for an executor that must shut down without waiting for them (a second
+   * SIGTERM/SIGINT). Left running, they would outlive the executor, holding their GPUs.
+   */
+  stopTasks(): void {
+    this.stoppingTasks = true;
+    for (const proc of this.running) proc.stop();
   }
 
   /** Resolves once stopping and nothing runs or claims any more (after stop()). */
@@ -246,8 +281,18 @@ export class ExecutorAgent {
   private async runTask(a: Assignment): Promise<void> {
     const log = this.options.log.child({ taskRunId: a.taskRun.id, task: a.taskRun.taskId, attempt: a.taskRun.attempt });
     const base = this.options.workdirBase ?? os.tmpdir();
-    fs.mkdirSync(base, { recursive: true });
-    const workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
+    let workdir: string;
+    try {
+      fs.mkdirSync(base, { recursive: true });
+      workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
+    } catch (err) {
+      // A full disk, say. Reported as the attempt's failure: unreported, the attempt waited out its
+      // lease and failed as EXECUTOR_LOST ("lease expired without heartbeats"), its cause nowhere.
+      const error = `mlgraph executor: could not create a working directory under ${base}: ${(err as Error).message}`;
+      log.error({ err: (err as Error).message }, "could not create the task's working directory");
+      await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome: "FAILED", exitCode: null, error }, log, () => false);
+      return;
+    }
     const pipelineDir = path.resolve(this.options.pipelineDir ?? process.cwd());
     const env: Record<string, string> = {
       ...this.options.taskBaseEnv,
@@ -263,45 +308,54 @@ export class ExecutorAgent {
       if (pending.length === 0 || leaseLost) return flushing;
       const lines = pending;
       pending = [];
-      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log));
+      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log, () => leaseLost));
       return flushing;
     };
+    // The lease's length, counted from now, not its end by the server's clock compared with this
+    // machine's (skew). Now is a little after the server granted it (the answer's transit time):
+    // the margin below covers that.
+    const leaseMs = Math.max(1000, a.leaseSeconds !== undefined ? a.leaseSeconds * 1000 : new Date(a.leaseExpiresAt).getTime() - Date.now());
+    const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
+    const graceMs = (this.options.graceSeconds ?? 10) * 1000;
+    const marginMs = Math.max(500, leaseMs / 10);
     log.info({ argv: a.command, gpus: a.gpus }, "task started");
     const proc = new LocalProcess({
       argv: resolveScriptPaths(a.command, pipelineDir),
       env,
       cwd: workdir,
       timeoutMs: a.timeoutSeconds * 1000,
-      graceMs: (this.options.graceSeconds ?? 10) * 1000,
+      graceMs,
+      // The server gives a timed-out attempt up one lease past its timeout (counted from the claim,
+      // heartbeats or not) and hands its GPUs out again: the process must be gone by then, even
+      // when the grace is long for the lease.
+      timeoutGraceMs: Math.floor(leaseMs - marginMs),
       onLines: (_stream, lines) => {
         pending.push(...lines);
         if (pending.length >= LOG_BATCH_LINES) void flush();
       },
     });
     this.running.add(proc);
+    if (this.stoppingTasks) proc.stop();
     const pgid = proc.pid;
     if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
-    // The lease's length, counted from now, not its end by the server's clock compared with this
-    // machine's (skew). Now is a little after the server granted it (the answer's transit time):
-    // the margin below covers that.
-    const leaseMs = Math.max(1000, a.leaseSeconds !== undefined ? a.leaseSeconds * 1000 : new Date(a.leaseExpiresAt).getTime() - Date.now());
-    const beatEveryMs = Math.max(200, Math.floor(leaseMs / 3));
     // The process must be gone before the server's lease runs out, SIGKILL included: stop it once
     // no heartbeat has been confirmed for `stopAfterMs`, and kill it `killWithinMs` later at most
     // (shorter than the configured grace when the grace is long for the lease).
-    const graceMs = (this.options.graceSeconds ?? 10) * 1000;
-    const marginMs = Math.max(500, leaseMs / 10);
     const stopAfterMs = Math.floor(Math.max(leaseMs / 2, leaseMs - graceMs - marginMs));
     const killWithinMs = Math.max(0, Math.min(graceMs, Math.floor(leaseMs - marginMs - stopAfterMs)));
     // When the last heartbeat the server answered was *sent*: its lease runs from a moment after.
     let leaseConfirmedAt = Date.now();
     let stopTimer: NodeJS.Timeout | undefined;
+    let exited = false;
     // A timer of its own, not a check in the heartbeat: a heartbeat may hang rather than fail.
     const armSelfStop = () => {
       clearTimeout(stopTimer);
       stopTimer = setTimeout(() => {
-        if (leaseLost) return;
+        // Once the process has ended there is nothing to stop: the outcome is still reported (and
+        // heartbeats kept going) until the server takes it or refuses it. Giving up here lost a
+        // finished attempt when the server came back before its lease ran out.
+        if (leaseLost || exited) return;
         // No heartbeat got through for most of a lease: the server gives the task up (or will as
         // soon as it is back) and may run it elsewhere. Stop, so that two attempts of one task
         // never run at once (a network partition, a server down longer than the lease).
@@ -348,6 +402,7 @@ export class ExecutorAgent {
       let result: ProcessResult;
       try {
         result = await proc.done;
+        exited = true;
       } finally {
         clearInterval(flushTimer);
         this.running.delete(proc);
@@ -356,13 +411,24 @@ export class ExecutorAgent {
       if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
       await flush();
       await flushing;
-      fs.rmSync(workdir, { recursive: true, force: true });
+      try {
+        fs.rmSync(workdir, { recursive: true, force: true });
+      } catch (err) {
+        // A directory the executor cannot remove (read-only subdirectories of a non-root task, a
+        // tree deeper than PATH_MAX) must not cost the attempt its outcome.
+        log.warn({ err: (err as Error).message, workdir }, "could not remove the task's working directory");
+      }
       if (leaseLost) return;
       const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 ? "SUCCEEDED" : "FAILED";
       const error =
         outcome === "SUCCEEDED"
           ? null
-          : result.spawnError ?? (result.timedOut ? `timed out after ${a.timeoutSeconds} s` : result.cancelled ? "cancelled" : `exited with ${result.exitCode ?? result.signal}`);
+          : result.spawnError ??
+            (result.timedOut
+              ? `timed out after ${a.timeoutSeconds} s`
+              : result.cancelled
+                ? "cancelled"
+                : `exited with ${result.exitCode ?? result.signal}${this.stoppingTasks ? " (stopped: the executor shut down)" : ""}`);
       await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error }, log, () => leaseLost);
     } finally {
       clearInterval(heartbeatTimer);
@@ -401,29 +467,31 @@ export class ExecutorAgent {
 
   /**
    * Sends an attempt's log lines in calls the server takes (one output chunk can hold far more
-   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call answered
-   * UNAVAILABLE or RATE_LIMITED stored nothing and is sent again a few times; any other failure is
-   * logged and its lines dropped (resending after a lost answer could store them twice).
+   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call that
+   * did not reach the server (UNAVAILABLE, RATE_LIMITED, a proxy's 503, no connection) stored
+   * nothing and is sent again for up to LOG_RETRY_FOR_MS while the lease holds; any other failure
+   * is logged and its lines dropped (resending after a lost answer could store them twice). Each
+   * call has a time limit: the outcome is reported only after the logs.
    */
-  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger): Promise<void> {
+  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger, leaseLost: () => boolean): Promise<void> {
     for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
       const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
+      const giveUpAt = Date.now() + LOG_RETRY_FOR_MS;
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`, {
-            id: taskRunId,
-            lease: leaseToken,
-            lines: chunk,
-          });
+          await this.gql(
+            `mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`,
+            { id: taskRunId, lease: leaseToken, lines: chunk },
+            AbortSignal.timeout(LOG_CALL_TIMEOUT_MS),
+          );
           break;
         } catch (err) {
-          const refusedForNow = err instanceof GraphqlError && (err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED");
-          if (!refusedForNow || attempt >= 4) {
+          if (!notDelivered(err) || leaseLost() || Date.now() > giveUpAt) {
             log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
             if (err instanceof GraphqlError && err.code === "CONFLICT") return; // the lease is gone: so is every later chunk
             break;
           }
-          await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+          await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
         }
       }
     }
@@ -436,7 +504,13 @@ export class ExecutorAgent {
       body: JSON.stringify({ query, variables }),
       signal,
     });
-    const body = (await res.json()) as { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+    let body: { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+    try {
+      body = (await res.json()) as typeof body;
+    } catch (err) {
+      if (err instanceof SyntaxError) throw new HttpError(res.status);
+      throw err;
+    }
     if (body.errors?.length) throw new GraphqlError(body.errors[0]!.message, body.errors[0]!.extensions?.code);
     if (!body.data) throw new Error(`no data in answer (HTTP ${res.status})`);
     return body.data;

@@ -79,9 +79,14 @@ export function registerExecutorCommand(program: Command): void {
       process.stdout.write(`mlgraph executor ${agent.id} serving pool ${flags.pool}\n`);
       let stopping = false;
       const stop = async (signal: string) => {
-        if (stopping) return;
+        if (stopping) {
+          // Without this, only kill -9 ended a draining executor, and its tasks ran on without it.
+          log.warn({ signal }, "stopping the running tasks (SIGTERM, SIGKILL after the grace) and reporting them as failed");
+          agent.stopTasks();
+          return;
+        }
         stopping = true;
-        log.info({ signal }, "stopping: no more claims, draining running tasks");
+        log.info({ signal }, "stopping: no more claims, draining running tasks (send the signal again to stop them)");
         await agent.stop();
         log.info("drained");
         process.exit(0);

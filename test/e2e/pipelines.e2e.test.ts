@@ -324,6 +324,41 @@ describe("leases", () => {
     }
   });
 
+  it("keeps log lines the server could not take the first time (a 503 from what stands in front of it)", async () => {
+    let failedOnce = false;
+    const proxy = await startFlakyProxy(server.url, (body) => !failedOnce && /appendTaskLogs\(/.test(body) && (failedOnce = true));
+    try {
+      await createSpec({ pipeline: { name: "logs-retry", tasks: [shellTask("talk", "echo first; echo second", { pool: "logs-retry" })] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "logs-retry", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("logs-retry");
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 30_000);
+      expect(proxy.failures()).toBe(1);
+      expect(run.status).toBe("SUCCEEDED");
+      // Previously the lines of the refused call were dropped.
+      expect(run.tasks[0].logs).toEqual(["first", "second"]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("reports a finished attempt without waiting minutes for a log call that never gets an answer", async () => {
+    const proxy = await startFlakyProxy(server.url, (body) => /appendTaskLogs\(/.test(body) && "hang");
+    try {
+      await createSpec({ pipeline: { name: "logs-hang", tasks: [shellTask("talk", "echo hello", { pool: "logs-hang" })] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "logs-hang", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("logs-hang");
+      // Previously the completion waited behind the log call for fetch's own 5-minute limit, the
+      // attempt heartbeated meanwhile and held its slot.
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 50_000);
+      expect(run.status).toBe("SUCCEEDED");
+      expect(exec.output()).toMatch(/could not send logs/);
+    } finally {
+      await proxy.close();
+    }
+  }, 70_000);
+
   it("stops a task itself once no heartbeat has got through for a whole lease (the server runs it elsewhere)", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "partitioned-"));
     // Every heartbeat is lost without an answer (a network partition between executor and
@@ -391,6 +426,29 @@ describe("leases", () => {
     expect(sinceTick()).toBeGreaterThan(2_000);
     expect(second.output()).toMatch(/stopping task processes left by an executor that died/);
     await waitForRun(submitted.id, ["FAILED"], 20_000); // its lease ran out: EXECUTOR_LOST
+  }, 40_000);
+
+  it("drains on SIGTERM, and a second SIGTERM stops the running tasks, reports them and exits", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "shutdown-"));
+    await createSpec({ pipeline: { name: "shutdown", tasks: [shellTask("ticks", tickLoop(dir), { pool: "shutdown" })] } });
+    const exec = await startExecutor(server.url, ["--pool", "shutdown", "--gpus", "none"]);
+    executors.push(exec);
+    const submitted = await submit("shutdown");
+    await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
+    const exited = new Promise<number | null>((resolve) => exec.process.once("exit", (code) => resolve(code)));
+    exec.process.kill("SIGTERM");
+    await sleep(1_500);
+    expect(sinceLastTick(dir)).toBeLessThan(1_000); // draining: the task runs on
+    // Previously a second signal did nothing: only kill -9 ended the executor, leaving the task
+    // running without it (and holding its GPUs) until another executor started on the machine.
+    exec.process.kill("SIGTERM");
+    const code = await Promise.race([exited, sleep(10_000).then(() => "still running")]);
+    expect(code).toBe(0);
+    await sleep(1_500);
+    expect(sinceLastTick(dir)).toBeGreaterThan(1_000);
+    const run = await waitForRun(submitted.id, ["FAILED"], 10_000);
+    expect(run.tasks[0].attempts.map((a: any) => a.outcome)).toEqual(["FAILED"]);
+    expect(run.tasks[0].error).toMatch(/executor shut down/);
   }, 40_000);
 
   it("lets 100 concurrent claimers share tasks without ever handing one out twice, and refuses stale leases", async () => {
@@ -1148,6 +1206,34 @@ describe("GPUs and cancellation", () => {
     // Both GPUs were used: tasks ran side by side, one per GPU.
     expect(new Set(list.map(([, i]) => i.gpu)).size).toBe(2);
   });
+
+  it("gives a timed-out task's GPU to the next task only after its process is gone, even when the grace is longer than the lease", async () => {
+    const dir = fs.mkdtempSync(path.join(scratch, "timeout-gpu-"));
+    // One GPU, two slots, a 10-s grace against 3-s leases. The server gives a timed-out attempt
+    // up one lease past its timeout and hands its GPU out again: by then the process must be gone.
+    await executor(["--pool", "timeout-gpu", "--gpus", "1", "--concurrency", "2", "--grace-seconds", "10"]);
+    await createSpec({
+      pipeline: {
+        name: "timeout-gpu-stubborn",
+        tasks: [shellTask("stubborn", tickLoop(dir, "trap '' TERM; "), { pool: "timeout-gpu", timeout_seconds: 1, resources: { gpus: 1 } })],
+      },
+    });
+    await createSpec({
+      pipeline: {
+        name: "timeout-gpu-next",
+        tasks: [shellTask("next", `date +%s%N > ${dir}/next.new && mv -f ${dir}/next.new ${dir}/next-started`, { pool: "timeout-gpu", resources: { gpus: 1 } })],
+      },
+    });
+    const stubborn = await submit("timeout-gpu-stubborn");
+    await waitFor("the stubborn task to start", () => fs.existsSync(`${dir}/tick`));
+    const next = await submit("timeout-gpu-next");
+    expect((await waitForRun(next.id, ["SUCCEEDED", "FAILED"], 30_000)).status).toBe("SUCCEEDED");
+    const nextStartedAt = Number(BigInt(fs.readFileSync(`${dir}/next-started`, "utf8").trim()) / 1_000_000n);
+    // Previously the stubborn task ticked on on the GPU until its full grace ran out, 11 s in.
+    expect(lastTickAt(dir)).toBeLessThan(nextStartedAt);
+    const run = await waitForRun(stubborn.id, ["FAILED"], 20_000);
+    expect(run.tasks[0].failureKind).toBe("TIMED_OUT");
+  }, 60_000);
 
   it("cancellation stops a running process and cancels what was queued", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "cancel-"));

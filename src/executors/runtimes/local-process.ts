@@ -18,6 +18,8 @@ export interface LocalProcessOptions {
   timeoutMs: number;
   /** Between SIGTERM and SIGKILL when stopping (cancel, timeout, agent shutdown). */
   graceMs: number;
+  /** Between a timeout's SIGTERM and its SIGKILL, when shorter than `graceMs`. */
+  timeoutGraceMs?: number;
   /** Complete lines as they are written, per stream. */
   onLines: (stream: "stdout" | "stderr", lines: string[]) => void;
 }
@@ -59,7 +61,7 @@ export class LocalProcess {
       const flushers = [this.pipeLines(child.stdout!, "stdout"), this.pipeLines(child.stderr!, "stderr")];
       const timer = setLongTimeout(() => {
         this.timedOut = true;
-        this.stop();
+        this.stop(Math.min(this.options.graceMs, this.options.timeoutGraceMs ?? Infinity));
       }, timeoutMs);
       let spawnError: string | undefined;
       child.once("error", (err) => {

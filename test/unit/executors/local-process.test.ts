@@ -55,6 +55,22 @@ describe("LocalProcess", () => {
     expect(result.signal).toBe("SIGKILL");
   });
 
+  it("kills a timed-out process after the timeout's own grace when that is shorter", async () => {
+    const started = Date.now();
+    const proc = new LocalProcess({
+      argv: ["sh", "-c", "trap '' TERM; sleep 30 & wait"],
+      env: { PATH: process.env.PATH ?? "" },
+      cwd: os.tmpdir(),
+      timeoutMs: 200,
+      graceMs: 30_000,
+      timeoutGraceMs: 300,
+      onLines: () => undefined,
+    });
+    const result = await proc.done;
+    expect(result).toMatchObject({ timedOut: true, signal: "SIGKILL" });
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
   it("ends the attempt when its main process exits, stopping what it left running in its group", async () => {
     // Previously `done` waited for the background job (it holds stdout): 30 s, and neither the
     // timeout nor a cancel could end it because the leader had already exited.

@@ -1,0 +1,169 @@
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import pino from "pino";
+import { ExecutorAgent } from "../../../src/executors/agent";
+
+/**
+ * A stand-in for the server's executor protocol, so a test decides exactly what the agent hears
+ * and when: `answer` sees each operation and returns its data, or "503" (a proxy's error page while
+ * the server is away). One task is handed out by the first claim; later claims wait and get none.
+ */
+async function startStubServer(task: { command: string[]; leaseSeconds: number; timeoutSeconds?: number }, answer: (op: string, variables: any) => unknown | "503" = () => undefined) {
+  const calls: { op: string; at: number; variables: any; answered: boolean }[] = [];
+  let claimed = false;
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const { query, variables } = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { query: string; variables: any };
+      const op = /\{\s*(\w+)\s*\(/.exec(query)![1]!;
+      const call = { op, at: Date.now(), variables, answered: false };
+      calls.push(call);
+      const custom = answer(op, variables);
+      if (custom === "503") {
+        res.writeHead(503, { "content-type": "text/html" }).end("<html>503 Service Unavailable</html>");
+        return;
+      }
+      const send = (data: unknown) => {
+        call.answered = true;
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ data: { [op]: data } }));
+      };
+      if (custom !== undefined) return send(custom);
+      switch (op) {
+        case "registerExecutor":
+          return send({ id: "00000000-0000-4000-8000-000000000001" });
+        case "claimTasks":
+          if (claimed) return void setTimeout(() => send([]), 200);
+          claimed = true;
+          return send([
+            {
+              taskRun: { id: "00000000-0000-4000-8000-0000000000aa", taskId: "t", attempt: 1 },
+              leaseToken: "lease",
+              leaseExpiresAt: new Date(Date.now() + task.leaseSeconds * 1000).toISOString(),
+              leaseSeconds: task.leaseSeconds,
+              command: task.command,
+              operator: "command",
+              env: { MLGRAPH_TASK_RUN_ID: "00000000-0000-4000-8000-0000000000aa" },
+              gpus: [],
+              runId: "00000000-0000-4000-8000-0000000000bb",
+              timeoutSeconds: task.timeoutSeconds ?? 3600,
+            },
+          ]);
+        case "heartbeatTask":
+          return send({ cancelRequested: false });
+        case "appendTaskLogs":
+          return send(true);
+        default:
+          return send(op === "completeTasks" ? variables.inputs.map((i: any) => ({ id: i.taskRunId })) : { id: variables.input.taskRunId });
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as import("node:net").AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    calls,
+    /** Completions the stub accepted. */
+    completions: () => calls.filter((c) => c.answered && /^completeTasks?$/.test(c.op)).flatMap((c) => c.variables.inputs ?? [c.variables.input]),
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function waitUntil(what: string, check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+let workdirBase: string;
+beforeEach(() => {
+  workdirBase = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-agent-test-"));
+});
+// rm, not fs.rmSync: a test leaves a tree too deep for fs.rmSync behind.
+afterEach(() => execFileSync("rm", ["-rf", workdirBase]));
+
+function agentFor(url: string, options: Partial<ConstructorParameters<typeof ExecutorAgent>[0]> = {}) {
+  return new ExecutorAgent({
+    server: url,
+    pool: "p",
+    gpus: "none",
+    concurrency: 1,
+    cpu: 1,
+    memoryMb: 1024,
+    workdirBase,
+    taskBaseEnv: { PATH: process.env.PATH ?? "" },
+    waitSeconds: 1,
+    graceSeconds: 0.2,
+    log: pino({ level: "silent" }),
+    ...options,
+  });
+}
+
+describe("ExecutorAgent against a stand-in server", () => {
+  it("keeps reporting a finished attempt while its lease may still hold, though no heartbeat got through for most of it", async () => {
+    // The server is away from the first completion on, for 1.7 s of a 2-s lease (last confirmed
+    // at the claim). The task has already ended, so there is nothing to stop; the self-stop that
+    // fires at 1.3 s made the agent give the outcome up at its next failed try, and stop the
+    // heartbeats that would have kept the lease once the server was back.
+    let awayFrom: number | null = null;
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 2 }, (op) => {
+      if (op === "completeTask" || op === "completeTasks") awayFrom ??= Date.now();
+      return awayFrom !== null && Date.now() - awayFrom < 1_700 && op !== "claimTasks" ? "503" : undefined;
+    });
+    const agent = agentFor(stub.url);
+    try {
+      await agent.start();
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000).catch(() => undefined);
+      expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED", leaseToken: "lease" }]);
+      // Heartbeats went on once the server was back, keeping the lease until the outcome landed.
+      expect(stub.calls.some((c) => c.op === "heartbeatTask" && c.answered && c.at - awayFrom! >= 1_700)).toBe(true);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("reports the outcome of a task whose working directory cannot be removed", async () => {
+    // fs.rmSync fails on a tree deeper than PATH_MAX (as on a read-only directory for a non-root
+    // executor, e.g. Go's module cache): the attempt ended without a report, its heartbeats
+    // stopped, and the server re-ran a task that had succeeded as EXECUTOR_LOST.
+    const deep = `d=$(printf 'a%.0s' $(seq 200)); for i in $(seq 20); do mkdir $d && cd $d; done; mkdir $d && echo made`;
+    const stub = await startStubServer({ command: ["sh", "-c", deep], leaseSeconds: 10 });
+    const agent = agentFor(stub.url);
+    try {
+      await agent.start();
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000).catch(() => undefined);
+      expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED", exitCode: 0 }]);
+      expect(stub.calls.filter((c) => c.op === "appendTaskLogs").flatMap((c) => c.variables.lines)).toEqual(["made"]);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("reports an attempt whose working directory cannot be created as failed, saying why", async () => {
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 });
+    // Something that cannot hold directories (a full disk fails the same way, ENOSPC).
+    const notADirectory = path.join(workdirBase, "file");
+    fs.writeFileSync(notADirectory, "");
+    const agent = agentFor(stub.url, { workdirBase: notADirectory });
+    try {
+      await agent.start();
+      // Previously nothing was reported: the attempt waited out its lease and failed as EXECUTOR_LOST.
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000).catch(() => undefined);
+      expect(stub.completions()).toMatchObject([{ outcome: "FAILED", exitCode: null }]);
+      expect(stub.completions()[0].error).toContain(`could not create a working directory under ${notADirectory}`);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+});
