@@ -33,7 +33,8 @@ export interface AgentOptions {
 }
 
 interface Assignment {
-  taskRun: { id: string; taskId: string; attempt: number };
+  /** `logLines`: lines the task run had stored when this attempt was claimed (where its own lines start). */
+  taskRun: { id: string; taskId: string; attempt: number; logLines: number };
   leaseToken: string;
   leaseExpiresAt: string;
   /** Absent from servers before it existed. */
@@ -63,7 +64,7 @@ class GraphqlError extends Error {
   }
 }
 
-const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
+const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt logLines } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
 const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
 const MAX_TASKS_PER_CLAIM = 100;
@@ -259,11 +260,16 @@ export class ExecutorAgent {
     let pending: string[] = [];
     let flushing: Promise<void> = Promise.resolve();
     let leaseLost = false;
+    // The task run's number of the next line to send; null once sending stopped for good (a
+    // refusal, or a chunk given up on: later lines would leave a gap the server refuses).
+    let nextLine: number | null = a.taskRun.logLines;
     const flush = () => {
       if (pending.length === 0 || leaseLost) return flushing;
       const lines = pending;
       pending = [];
-      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log));
+      flushing = flushing.then(async () => {
+        if (nextLine !== null) nextLine = await this.sendLogs(a.taskRun.id, a.leaseToken, nextLine, lines, log, () => leaseLost);
+      });
       return flushing;
     };
     log.info({ argv: a.command, gpus: a.gpus }, "task started");
@@ -401,32 +407,38 @@ export class ExecutorAgent {
 
   /**
    * Sends an attempt's log lines in calls the server takes (one output chunk can hold far more
-   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call answered
-   * UNAVAILABLE or RATE_LIMITED stored nothing and is sent again a few times; any other failure is
-   * logged and its lines dropped (resending after a lost answer could store them twice).
+   * lines than one call may: `seq 1 12000` lost all of them, refused as too many), each numbered
+   * from `fromLine`, so a resend after a lost answer stores nothing twice. A failure that says
+   * nothing about the lines (network error, server restarting, UNAVAILABLE) is therefore retried
+   * with backoff while the lease holds, as an outcome is; a refusal stops the sending. Resolves
+   * with the next line's number, or null once sending stopped.
    */
-  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger): Promise<void> {
+  private async sendLogs(taskRunId: string, leaseToken: string, fromLine: number, lines: string[], log: Logger, leaseLost: () => boolean): Promise<number | null> {
+    const giveUpAt = Date.now() + COMPLETION_RETRY_FOR_MS;
+    let next = fromLine;
     for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
       const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
       for (let attempt = 0; ; attempt++) {
         try {
-          await this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`, {
+          await this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!, $from: Int) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines, fromLine: $from) }`, {
             id: taskRunId,
             lease: leaseToken,
             lines: chunk,
-          });
+            from: next,
+          }, AbortSignal.timeout(COMPLETION_TIMEOUT_MS)); // a hung call would hold the outcome behind it
+          next += chunk.length;
           break;
         } catch (err) {
-          const refusedForNow = err instanceof GraphqlError && (err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED");
-          if (!refusedForNow || attempt >= 4) {
-            log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
-            if (err instanceof GraphqlError && err.code === "CONFLICT") return; // the lease is gone: so is every later chunk
-            break;
+          const transient = !(err instanceof GraphqlError) || err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED" || (err.code === "INTERNAL_SERVER_ERROR" && attempt < 3);
+          if (!transient || leaseLost() || Date.now() > giveUpAt) {
+            log.warn({ err: (err as Error).message, lines: lines.length - start }, "could not send logs; the attempt's later lines are not sent either");
+            return null;
           }
-          await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+          await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
         }
       }
     }
+    return next;
   }
 
   private async gql<T>(query: string, variables: Record<string, unknown>, signal?: AbortSignal): Promise<T> {

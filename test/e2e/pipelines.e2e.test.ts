@@ -324,6 +324,32 @@ describe("leases", () => {
     }
   });
 
+  it("stores every log line exactly once although one append met a 503 and another lost its answer", async () => {
+    let appends = 0;
+    // The first append never reaches the server (a 503 page while it restarts); the second is
+    // stored but its answer is lost, so the executor cannot tell it landed.
+    const proxy = await startFlakyProxy(server.url, (body) => {
+      if (!/appendTaskLogs\(/.test(body)) return false;
+      appends++;
+      return appends === 1 ? true : appends === 2 ? "lose-answer" : false;
+    });
+    try {
+      await createSpec({
+        pipeline: { name: "log-retry", tasks: [shellTask("lines", "for i in $(seq 1 30); do echo line-$i; sleep 0.05; done", { pool: "log-retry" })] },
+      });
+      const exec = await startExecutor(proxy.url, ["--pool", "log-retry", "--gpus", "none"]);
+      executors.push(exec);
+      const submitted = await submit("log-retry");
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 30_000);
+      expect(proxy.failures()).toBe(2);
+      // Previously the 503'd lines were dropped (a resend after a lost answer could have stored them twice).
+      expect(run.tasks[0].logs).toEqual(Array.from({ length: 30 }, (_, i) => `line-${i + 1}`));
+      expect(run.status).toBe("SUCCEEDED");
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("stops a task itself once no heartbeat has got through for a whole lease (the server runs it elsewhere)", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "partitioned-"));
     // Every heartbeat is lost without an answer (a network partition between executor and
@@ -879,6 +905,33 @@ describe("batched claims and completions (executors with several slots)", () => 
     ok(await server.gql(APPEND, { id: a.taskRun.id.toUpperCase(), lease: a.leaseToken }));
     const [batch] = await logs.done;
     expect(batch!.data.taskLogs).toEqual({ fromLine: 0, lines: ["hello"] });
+  });
+
+  it("stores a resent log call's lines once when numbered with fromLine, and refuses a gap", async () => {
+    const exec = await register("log-numbers", 2);
+    await createSpec({ pipeline: { name: "log-numbers", tasks: [{ id: "only", command: ["true"], pool: "log-numbers", retries: 1, retry_backoff_seconds: 0 }] } });
+    const submitted = await submit("log-numbers");
+    const CLAIM = `mutation($id: ID!) { claimTasks(executorId: $id, maxTasks: 1, waitSeconds: 5) { taskRun { id logLines } leaseToken } }`;
+    const APPEND = `mutation($id: ID!, $lease: String!, $lines: [String!]!, $from: Int) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines, fromLine: $from) }`;
+    const [first] = ok(await server.gql(CLAIM, { id: exec })).claimTasks;
+    expect(first.taskRun.logLines).toBe(0);
+    ok(await server.gql(APPEND, { id: first.taskRun.id, lease: first.leaseToken, lines: ["a1", "a2"], from: 0 }));
+    ok(await server.gql(APPEND, { id: first.taskRun.id, lease: first.leaseToken, lines: ["a1", "a2"], from: 0 })); // its answer was lost
+    ok(await server.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id } }`, { input: { taskRunId: first.taskRun.id, leaseToken: first.leaseToken, outcome: "FAILED", exitCode: 1 } }));
+    // The next attempt's lines go on after the first's: it is told where they start.
+    const [second] = ok(await server.gql(CLAIM, { id: exec })).claimTasks;
+    expect(second.taskRun.logLines).toBe(2);
+    const lease = { id: second.taskRun.id, lease: second.leaseToken };
+    ok(await server.gql(APPEND, { ...lease, lines: ["b1"], from: 2 }));
+    // A resend that overlaps what is stored adds only what is new.
+    ok(await server.gql(APPEND, { ...lease, lines: ["b1", "b2"], from: 2 }));
+    const gap = await server.gql(APPEND, { ...lease, lines: ["b9"], from: 9 });
+    expect(gap.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "fromLine" });
+    // Without fromLine the lines are appended, as before.
+    ok(await server.gql(APPEND, { ...lease, lines: ["b3"] }));
+    const task = ok(await server.gql(`query($id: ID!) { pipelineRun(id: $id) { tasks { logLines logs } } }`, { id: submitted.id })).pipelineRun.tasks[0];
+    expect(task).toEqual({ logLines: 5, logs: ["a1", "a2", "b1", "b2", "b3"] });
+    ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id }));
   });
 
   it("hands the last checkpoint to the next attempt, and refuses checkpoints too large to start a process with", async () => {
