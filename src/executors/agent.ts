@@ -119,6 +119,8 @@ export class ExecutorAgent {
   /** Process groups of running tasks, so a successor can stop them if this executor dies. */
   private readonly taskGroups: TaskProcessRegistry;
   private reregistering: Promise<void> | null = null;
+  /** Whether the server takes numbered log lines (appendTaskLogs' fromLine); servers before it refuse the argument. */
+  private logsNumbered = true;
   gpus: GpuInfo[] = [];
 
   constructor(private readonly options: AgentOptions) {
@@ -419,16 +421,33 @@ export class ExecutorAgent {
     for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
       const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
       for (let attempt = 0; ; attempt++) {
+        const numbered = this.logsNumbered;
         try {
-          await this.gql(`mutation($id: ID!, $lease: String!, $lines: [String!]!, $from: Int) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines, fromLine: $from) }`, {
-            id: taskRunId,
-            lease: leaseToken,
-            lines: chunk,
-            from: next,
-          }, AbortSignal.timeout(COMPLETION_TIMEOUT_MS)); // a hung call would hold the outcome behind it
+          await this.gql(
+            numbered
+              ? `mutation($id: ID!, $lease: String!, $lines: [String!]!, $from: Int) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines, fromLine: $from) }`
+              : `mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`,
+            { id: taskRunId, lease: leaseToken, lines: chunk, ...(numbered ? { from: next } : {}) },
+            AbortSignal.timeout(COMPLETION_TIMEOUT_MS), // a hung call would hold the outcome behind it
+          );
           next += chunk.length;
           break;
         } catch (err) {
+          if (numbered && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED") {
+            this.logsNumbered = false;
+            continue;
+          }
+          if (!numbered) {
+            // A server from before fromLine: a resend there could store the lines twice, so only a
+            // refusal that stored nothing is sent again, and other failures drop the chunk.
+            if (err instanceof GraphqlError && (err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED") && attempt < 4) {
+              await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+              continue;
+            }
+            log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
+            if (err instanceof GraphqlError && err.code === "CONFLICT") return null; // the lease is gone: so is every later chunk
+            break;
+          }
           const transient = !(err instanceof GraphqlError) || err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED" || (err.code === "INTERNAL_SERVER_ERROR" && attempt < 3);
           if (!transient || leaseLost() || Date.now() > giveUpAt) {
             log.warn({ err: (err as Error).message, lines: lines.length - start }, "could not send logs; the attempt's later lines are not sent either");

@@ -350,6 +350,25 @@ describe("leases", () => {
     }
   });
 
+  it("still sends a task's log lines to a server from before numbered appends", async () => {
+    // What a server without appendTaskLogs' fromLine answers to a call that passes it.
+    const unknownArgument = {
+      status: 400,
+      body: { errors: [{ message: 'Unknown argument "fromLine" on field "Mutation.appendTaskLogs".', extensions: { code: "GRAPHQL_VALIDATION_FAILED" } }] },
+    };
+    const proxy = await startFlakyProxy(server.url, (body) => /appendTaskLogs\(/.test(body) && /fromLine/.test(body) && unknownArgument);
+    try {
+      await createSpec({ pipeline: { name: "log-old-server", tasks: [shellTask("lines", "seq 1 5", { pool: "log-old-server" })] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "log-old-server", "--gpus", "none"]);
+      executors.push(exec);
+      const run = await waitForRun((await submit("log-old-server")).id, ["SUCCEEDED", "FAILED"], 30_000);
+      expect(proxy.failures()).toBe(1); // asked once, then sent unnumbered
+      expect(run.tasks[0].logs).toEqual(["1", "2", "3", "4", "5"]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it("stops a task itself once no heartbeat has got through for a whole lease (the server runs it elsewhere)", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "partitioned-"));
     // Every heartbeat is lost without an answer (a network partition between executor and

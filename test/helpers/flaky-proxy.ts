@@ -4,13 +4,14 @@ import http from "node:http";
  * An HTTP proxy in front of a test server that fails chosen requests, to see how a client copes:
  * `fail` sees each request body and answers false (forward it), true (a 503 page, what a load
  * balancer answers while the server restarts), "hang" (never answer: a silently dropped
- * connection) or "lose-answer" (forward it, then cut the connection instead of answering: the
- * server applied the request but the client never hears so). `failures` counts the requests it
- * failed, held or answered with nothing.
+ * connection), "lose-answer" (forward it, then cut the connection instead of answering: the
+ * server applied the request but the client never hears so) or `{ status, body }` (answer that
+ * instead: what another server would have said). `failures` counts the requests it did not
+ * simply forward.
  */
 export async function startFlakyProxy(
   target: string,
-  fail: (body: string) => boolean | "hang" | "lose-answer",
+  fail: (body: string) => boolean | "hang" | "lose-answer" | { status: number; body: unknown },
 ): Promise<{ url: string; failures: () => number; close: () => Promise<void> }> {
   const origin = new URL(target).origin;
   let failures = 0;
@@ -22,6 +23,11 @@ export async function startFlakyProxy(
       const verdict = fail(body.toString("utf8"));
       if (verdict === "hang") {
         failures++;
+        return;
+      }
+      if (typeof verdict === "object") {
+        failures++;
+        res.writeHead(verdict.status, { "content-type": "application/json" }).end(JSON.stringify(verdict.body));
         return;
       }
       if (verdict === true) {
