@@ -33,7 +33,8 @@ export interface AgentOptions {
 }
 
 interface Assignment {
-  taskRun: { id: string; taskId: string; attempt: number };
+  /** `logLines`: lines the task run had stored when this attempt was claimed (where its own lines start). */
+  taskRun: { id: string; taskId: string; attempt: number; logLines: number };
   leaseToken: string;
   leaseExpiresAt: string;
   /** Absent from servers before it existed. */
@@ -82,7 +83,19 @@ function notDelivered(err: unknown): boolean {
   return cause?.code === "ECONNREFUSED";
 }
 
-const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
+/**
+ * Whether a failure says nothing about the request itself (worth sending again where a resend
+ * cannot apply it twice): it never arrived, the connection broke or timed out, a gateway error,
+ * or a few internal errors in a row. A refusal (BAD_USER_INPUT, CONFLICT, …) is not.
+ */
+function isTransient(err: unknown, attempt: number): boolean {
+  if (notDelivered(err)) return true;
+  if (err instanceof HttpError) return err.status >= 500 || err.status === 429 || err.status === 408;
+  if (err instanceof GraphqlError) return err.code === "INTERNAL_SERVER_ERROR" && attempt < 3;
+  return true; // fetch's network errors and timeouts
+}
+
+const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt logLines } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
 const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
 const MAX_TASKS_PER_CLAIM = 100;
@@ -91,8 +104,11 @@ const LOG_BATCH_LINES = 500;
 const MAX_LOG_LINES_PER_CALL = 5_000;
 /** One appendTaskLogs request's time limit (the outcome is reported after the logs). */
 const LOG_CALL_TIMEOUT_MS = 30_000;
-/** How long log lines the server did not take are sent again (a restart, a database failover). */
-const LOG_RETRY_FOR_MS = 60_000;
+/**
+ * How long a finished attempt's outcome waits for its last log lines to get through (a restart,
+ * a database failover, calls that hang); past it the outcome is reported and the rest dropped.
+ */
+const LOG_DRAIN_AFTER_EXIT_MS = 30_000;
 /** Longest wait between two tries of reporting an outcome. */
 const COMPLETION_RETRY_MAX_MS = 5_000;
 /** One completion request's time limit. */
@@ -143,6 +159,8 @@ export class ExecutorAgent {
   /** Process groups of running tasks, so a successor can stop them if this executor dies. */
   private readonly taskGroups: TaskProcessRegistry;
   private reregistering: Promise<void> | null = null;
+  /** Whether the server takes numbered log lines (appendTaskLogs' fromLine); servers before it refuse the argument. */
+  private logsNumbered = true;
   gpus: GpuInfo[] = [];
 
   constructor(private readonly options: AgentOptions) {
@@ -304,11 +322,18 @@ export class ExecutorAgent {
     let pending: string[] = [];
     let flushing: Promise<void> = Promise.resolve();
     let leaseLost = false;
+    /** The outcome stopped waiting for the logs (LOG_DRAIN_AFTER_EXIT_MS): no more tries. */
+    let logsAbandoned = false;
+    // The task run's number of the next line to send; null once sending stopped for good (a
+    // refusal, or a chunk given up on: later lines would leave a gap the server refuses).
+    let nextLine: number | null = a.taskRun.logLines;
     const flush = () => {
       if (pending.length === 0 || leaseLost) return flushing;
       const lines = pending;
       pending = [];
-      flushing = flushing.then(() => this.sendLogs(a.taskRun.id, a.leaseToken, lines, log, () => leaseLost));
+      flushing = flushing.then(async () => {
+        if (nextLine !== null) nextLine = await this.sendLogs(a.taskRun.id, a.leaseToken, nextLine, lines, log, () => leaseLost || logsAbandoned);
+      });
       return flushing;
     };
     // The lease's length, counted from now, not its end by the server's clock compared with this
@@ -409,8 +434,16 @@ export class ExecutorAgent {
         if (pgid !== undefined) this.taskGroups.forget(pgid);
       }
       if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
-      await flush();
-      await flushing;
+      let drainTimer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        flush().then(() => true),
+        new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), LOG_DRAIN_AFTER_EXIT_MS))),
+      ]);
+      clearTimeout(drainTimer);
+      if (!drained) {
+        logsAbandoned = true;
+        log.warn({ waitedMs: LOG_DRAIN_AFTER_EXIT_MS }, "could not send logs: reporting the outcome without the last lines");
+      }
       try {
         fs.rmSync(workdir, { recursive: true, force: true });
       } catch (err) {
@@ -467,34 +500,55 @@ export class ExecutorAgent {
 
   /**
    * Sends an attempt's log lines in calls the server takes (one output chunk can hold far more
-   * lines than one call may: `seq 1 12000` lost all of them, refused as too many). A call that
-   * did not reach the server (UNAVAILABLE, RATE_LIMITED, a proxy's 503, no connection) stored
-   * nothing and is sent again for up to LOG_RETRY_FOR_MS while the lease holds; any other failure
-   * is logged and its lines dropped (resending after a lost answer could store them twice). Each
-   * call has a time limit: the outcome is reported only after the logs.
+   * lines than one call may: `seq 1 12000` lost all of them, refused as too many), each numbered
+   * from `fromLine`, so a resend after a lost answer stores nothing twice. A failure that says
+   * nothing about the lines (network error, server restarting, UNAVAILABLE) is therefore retried
+   * with backoff while the lease holds and `stopSending` allows (a finished attempt's outcome waits
+   * only so long); a refusal stops the sending. Each call has a time limit. Resolves with the next
+   * line's number, or null once sending stopped (later lines would leave a gap).
    */
-  private async sendLogs(taskRunId: string, leaseToken: string, lines: string[], log: Logger, leaseLost: () => boolean): Promise<void> {
+  private async sendLogs(taskRunId: string, leaseToken: string, fromLine: number, lines: string[], log: Logger, stopSending: () => boolean): Promise<number | null> {
+    const giveUpAt = Date.now() + COMPLETION_RETRY_FOR_MS;
+    let next = fromLine;
     for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
       const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
-      const giveUpAt = Date.now() + LOG_RETRY_FOR_MS;
       for (let attempt = 0; ; attempt++) {
+        const numbered = this.logsNumbered;
         try {
           await this.gql(
-            `mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`,
-            { id: taskRunId, lease: leaseToken, lines: chunk },
+            numbered
+              ? `mutation($id: ID!, $lease: String!, $lines: [String!]!, $from: Int) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines, fromLine: $from) }`
+              : `mutation($id: ID!, $lease: String!, $lines: [String!]!) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines) }`,
+            { id: taskRunId, lease: leaseToken, lines: chunk, ...(numbered ? { from: next } : {}) },
             AbortSignal.timeout(LOG_CALL_TIMEOUT_MS),
           );
+          next += chunk.length;
           break;
         } catch (err) {
-          if (!notDelivered(err) || leaseLost() || Date.now() > giveUpAt) {
+          if (numbered && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED") {
+            this.logsNumbered = false;
+            continue;
+          }
+          if (!numbered) {
+            // A server from before fromLine: a resend there could store the lines twice, so only a
+            // call that never reached it is sent again (for a while), and other failures drop the chunk.
+            if (notDelivered(err) && !stopSending() && Date.now() < giveUpAt) {
+              await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
+              continue;
+            }
             log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
-            if (err instanceof GraphqlError && err.code === "CONFLICT") return; // the lease is gone: so is every later chunk
+            if (err instanceof GraphqlError && err.code === "CONFLICT") return null; // the lease is gone: so is every later chunk
             break;
+          }
+          if (!isTransient(err, attempt) || stopSending() || Date.now() > giveUpAt) {
+            log.warn({ err: (err as Error).message, lines: lines.length - start }, "could not send logs; the attempt's later lines are not sent either");
+            return null;
           }
           await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
         }
       }
     }
+    return next;
   }
 
   private async gql<T>(query: string, variables: Record<string, unknown>, signal?: AbortSignal): Promise<T> {

@@ -83,8 +83,14 @@ export class ExecutorResolver {
     @Arg("taskRunId", () => ID, { description: "The task run." }) taskRunId: string,
     @Arg("leaseToken", { description: "The attempt's lease token." }) leaseToken: string,
     @Arg("lines", () => [String], { description: "Lines, oldest first (at most 5,000)." }) lines: string[],
+    @Arg("fromLine", () => Int, {
+      nullable: true,
+      description:
+        "The task run's line number of the first line: its logLines when the attempt was claimed plus the lines sent since. Makes a resend after a lost answer store only the lines not stored yet; past the stored lines it is refused (BAD_USER_INPUT). Without it the lines are appended.",
+    })
+    fromLine?: number | null,
   ) {
-    return ctx.services.taskQueue.appendLogs(ctx, taskRunId, leaseToken, lines);
+    return ctx.services.taskQueue.appendLogs(ctx, taskRunId, leaseToken, lines, fromLine);
   }
 
   @FieldResolver(() => [TaskRun], { description: "Tasks it has claimed and not finished." })

@@ -502,28 +502,46 @@ export class TaskQueue {
     return new DomainError("CONFLICT", `${field}: the lease is no longer valid (expired, or the attempt already ended); stop this attempt`, field);
   }
 
-  /** Appends lines to a live attempt's log; numbered per task run, announced to `taskLogs` subscribers. */
-  async appendLogs(_ctx: RequestContext, rawTaskRunId: string, leaseToken: string, lines: string[]): Promise<boolean> {
+  /**
+   * Appends lines to a live attempt's log; numbered per task run, announced to `taskLogs`
+   * subscribers. With `fromLine` (the number the caller gives its first line: the task run's
+   * `logLines` when the attempt was claimed plus the lines it sent since) a resend after a lost
+   * answer stores only the lines not stored yet, so an executor can retry every failure; a
+   * `fromLine` past the stored lines is refused, since readers count on numbers without gaps.
+   */
+  async appendLogs(_ctx: RequestContext, rawTaskRunId: string, leaseToken: string, lines: string[], fromLine?: number | null): Promise<boolean> {
     // The id as PostgreSQL spells it (lower case): it names the taskLogs topic subscribers listen on.
     const taskRunId = validateId(rawTaskRunId, "taskRunId");
     validateText(leaseToken, "leaseToken", 200);
     if (lines.length > MAX_LOG_LINES_PER_CALL) throw new DomainError("BAD_USER_INPUT", `lines: at most ${MAX_LOG_LINES_PER_CALL} per call`, "lines");
+    if (fromLine != null && (!Number.isSafeInteger(fromLine) || fromLine < 0)) throw new DomainError("BAD_USER_INPUT", "fromLine: must be a non-negative integer", "fromLine");
     // NUL cannot be stored in text; very long lines are cut rather than refused (logs are best kept).
     const clean = lines.map((l) => (l.length > MAX_LOG_LINE ? `${l.slice(0, MAX_LOG_LINE)}…` : l).replace(/\u0000/g, ""));
-    const rows: { start: number }[] = await sqlRows(this.db, 
-      `WITH t AS (
-         UPDATE task_runs SET log_lines = log_lines + $3 WHERE id = $1 AND lease_token = $2 AND status IN ${LIVE}
-         RETURNING log_lines - $3 AS start, attempt
+    // The row is locked first, so two sends of one call (a retry racing its original) see each
+    // other's lines: only numbers at or past the stored count are written.
+    const rows: { start: number; stored: number }[] = await sqlRows(this.db,
+      `WITH old AS (
+         SELECT log_lines AS stored, coalesce($5::int, log_lines) AS start, attempt FROM task_runs
+          WHERE id = $1 AND lease_token = $2 AND status IN ${LIVE} FOR UPDATE
+       ), t AS (
+         UPDATE task_runs SET log_lines = greatest(old.stored, old.start + $3) FROM old WHERE task_runs.id = $1 AND old.start <= old.stored
        ), ins AS (
          INSERT INTO task_logs (task_run_id, line_no, attempt, line)
-         SELECT $1, t.start + u.ord - 1, t.attempt, u.line FROM t, unnest($4::text[]) WITH ORDINALITY AS u(line, ord)
+         SELECT $1, old.start + u.ord - 1, old.attempt, u.line FROM old, unnest($4::text[]) WITH ORDINALITY AS u(line, ord)
+          WHERE old.start <= old.stored AND old.start + u.ord - 1 >= old.stored
        )
-       SELECT start FROM t`,
-      [taskRunId, leaseToken, clean.length, clean],
+       SELECT start, stored FROM old`,
+      [taskRunId, leaseToken, clean.length, clean, fromLine ?? null],
     );
-    if (!rows[0]) throw await this.staleLease(taskRunId, "leaseToken", "taskRunId");
+    const row = rows[0];
+    if (!row) throw await this.staleLease(taskRunId, "leaseToken", "taskRunId");
+    if (row.start > row.stored) {
+      throw new DomainError("BAD_USER_INPUT", `fromLine: ${row.start} is past the ${row.stored} lines stored (lines in between were never sent)`, "fromLine");
+    }
+    // Announced whole even when a resend stored nothing new (the server that stored it may have
+    // died before announcing): subscribers drop the lines they already have by number.
     if (clean.length > 0) {
-      await this.bus.publish(pipelineTopics.taskLogs(taskRunId), { taskRunId, fromLine: rows[0].start, lines: clean } satisfies TaskLogEvent);
+      await this.bus.publish(pipelineTopics.taskLogs(taskRunId), { taskRunId, fromLine: row.start, lines: clean } satisfies TaskLogEvent);
     }
     return true;
   }

@@ -324,19 +324,27 @@ describe("leases", () => {
     }
   });
 
-  it("keeps log lines the server could not take the first time (a 503 from what stands in front of it)", async () => {
-    let failedOnce = false;
-    const proxy = await startFlakyProxy(server.url, (body) => !failedOnce && /appendTaskLogs\(/.test(body) && (failedOnce = true));
+  it("stores every log line exactly once although one append met a 503 and another lost its answer", async () => {
+    let appends = 0;
+    // The first append never reaches the server (a 503 page while it restarts); the second is
+    // stored but its answer is lost, so the executor cannot tell it landed.
+    const proxy = await startFlakyProxy(server.url, (body) => {
+      if (!/appendTaskLogs\(/.test(body)) return false;
+      appends++;
+      return appends === 1 ? true : appends === 2 ? "lose-answer" : false;
+    });
     try {
-      await createSpec({ pipeline: { name: "logs-retry", tasks: [shellTask("talk", "echo first; echo second", { pool: "logs-retry" })] } });
-      const exec = await startExecutor(proxy.url, ["--pool", "logs-retry", "--gpus", "none"]);
+      await createSpec({
+        pipeline: { name: "log-retry", tasks: [shellTask("lines", "for i in $(seq 1 30); do echo line-$i; sleep 0.05; done", { pool: "log-retry" })] },
+      });
+      const exec = await startExecutor(proxy.url, ["--pool", "log-retry", "--gpus", "none"]);
       executors.push(exec);
-      const submitted = await submit("logs-retry");
+      const submitted = await submit("log-retry");
       const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 30_000);
-      expect(proxy.failures()).toBe(1);
+      expect(proxy.failures()).toBe(2);
+      // Previously the 503'd lines were dropped (a resend after a lost answer could have stored them twice).
+      expect(run.tasks[0].logs).toEqual(Array.from({ length: 30 }, (_, i) => `line-${i + 1}`));
       expect(run.status).toBe("SUCCEEDED");
-      // Previously the lines of the refused call were dropped.
-      expect(run.tasks[0].logs).toEqual(["first", "second"]);
     } finally {
       await proxy.close();
     }
@@ -358,6 +366,25 @@ describe("leases", () => {
       await proxy.close();
     }
   }, 70_000);
+
+  it("still sends a task's log lines to a server from before numbered appends", async () => {
+    // What a server without appendTaskLogs' fromLine answers to a call that passes it.
+    const unknownArgument = {
+      status: 400,
+      body: { errors: [{ message: 'Unknown argument "fromLine" on field "Mutation.appendTaskLogs".', extensions: { code: "GRAPHQL_VALIDATION_FAILED" } }] },
+    };
+    const proxy = await startFlakyProxy(server.url, (body) => /appendTaskLogs\(/.test(body) && /fromLine/.test(body) && unknownArgument);
+    try {
+      await createSpec({ pipeline: { name: "log-old-server", tasks: [shellTask("lines", "seq 1 5", { pool: "log-old-server" })] } });
+      const exec = await startExecutor(proxy.url, ["--pool", "log-old-server", "--gpus", "none"]);
+      executors.push(exec);
+      const run = await waitForRun((await submit("log-old-server")).id, ["SUCCEEDED", "FAILED"], 30_000);
+      expect(proxy.failures()).toBe(1); // asked once, then sent unnumbered
+      expect(run.tasks[0].logs).toEqual(["1", "2", "3", "4", "5"]);
+    } finally {
+      await proxy.close();
+    }
+  });
 
   it("stops a task itself once no heartbeat has got through for a whole lease (the server runs it elsewhere)", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "partitioned-"));
@@ -979,6 +1006,33 @@ describe("batched claims and completions (executors with several slots)", () => 
     ok(await server.gql(APPEND, { id: a.taskRun.id.toUpperCase(), lease: a.leaseToken }));
     const [batch] = await logs.done;
     expect(batch!.data.taskLogs).toEqual({ fromLine: 0, lines: ["hello"] });
+  });
+
+  it("stores a resent log call's lines once when numbered with fromLine, and refuses a gap", async () => {
+    const exec = await register("log-numbers", 2);
+    await createSpec({ pipeline: { name: "log-numbers", tasks: [{ id: "only", command: ["true"], pool: "log-numbers", retries: 1, retry_backoff_seconds: 0 }] } });
+    const submitted = await submit("log-numbers");
+    const CLAIM = `mutation($id: ID!) { claimTasks(executorId: $id, maxTasks: 1, waitSeconds: 5) { taskRun { id logLines } leaseToken } }`;
+    const APPEND = `mutation($id: ID!, $lease: String!, $lines: [String!]!, $from: Int) { appendTaskLogs(taskRunId: $id, leaseToken: $lease, lines: $lines, fromLine: $from) }`;
+    const [first] = ok(await server.gql(CLAIM, { id: exec })).claimTasks;
+    expect(first.taskRun.logLines).toBe(0);
+    ok(await server.gql(APPEND, { id: first.taskRun.id, lease: first.leaseToken, lines: ["a1", "a2"], from: 0 }));
+    ok(await server.gql(APPEND, { id: first.taskRun.id, lease: first.leaseToken, lines: ["a1", "a2"], from: 0 })); // its answer was lost
+    ok(await server.gql(`mutation($input: CompleteTaskInput!) { completeTask(input: $input) { id } }`, { input: { taskRunId: first.taskRun.id, leaseToken: first.leaseToken, outcome: "FAILED", exitCode: 1 } }));
+    // The next attempt's lines go on after the first's: it is told where they start.
+    const [second] = ok(await server.gql(CLAIM, { id: exec })).claimTasks;
+    expect(second.taskRun.logLines).toBe(2);
+    const lease = { id: second.taskRun.id, lease: second.leaseToken };
+    ok(await server.gql(APPEND, { ...lease, lines: ["b1"], from: 2 }));
+    // A resend that overlaps what is stored adds only what is new.
+    ok(await server.gql(APPEND, { ...lease, lines: ["b1", "b2"], from: 2 }));
+    const gap = await server.gql(APPEND, { ...lease, lines: ["b9"], from: 9 });
+    expect(gap.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "fromLine" });
+    // Without fromLine the lines are appended, as before.
+    ok(await server.gql(APPEND, { ...lease, lines: ["b3"] }));
+    const task = ok(await server.gql(`query($id: ID!) { pipelineRun(id: $id) { tasks { logLines logs } } }`, { id: submitted.id })).pipelineRun.tasks[0];
+    expect(task).toEqual({ logLines: 5, logs: ["a1", "a2", "b1", "b2", "b3"] });
+    ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: submitted.id }));
   });
 
   it("hands the last checkpoint to the next attempt, and refuses checkpoints too large to start a process with", async () => {

@@ -40,7 +40,7 @@ async function startStubServer(task: { command: string[]; leaseSeconds: number; 
           claimed = true;
           return send([
             {
-              taskRun: { id: "00000000-0000-4000-8000-0000000000aa", taskId: "t", attempt: 1 },
+              taskRun: { id: "00000000-0000-4000-8000-0000000000aa", taskId: "t", attempt: 1, logLines: 0 },
               leaseToken: "lease",
               leaseExpiresAt: new Date(Date.now() + task.leaseSeconds * 1000).toISOString(),
               leaseSeconds: task.leaseSeconds,
