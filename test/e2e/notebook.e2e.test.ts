@@ -223,10 +223,14 @@ t = time.perf_counter()
 for i in range(400_000):
     run.log_metric("loss", 0.5, i)
 below = (time.perf_counter() - t) / 400_000
-t = time.perf_counter()
-for i in range(20_000):
-    run.log_metric("loss", 0.5, i)
-at = (time.perf_counter() - t) / 20_000
+# The least of five rounds: a round that a loaded machine's scheduler (or the sender thread)
+# interrupted says nothing about what a call costs; an O(n) call is slow in every round.
+at = float("inf")
+for _ in range(5):
+    t = time.perf_counter()
+    for i in range(10_000):
+        run.log_metric("loss", 0.5, i)
+    at = min(at, (time.perf_counter() - t) / 10_000)
 print("ratio %.2f" % (at / below))
 print("dropped", run.dropped > 0, "kept", len(run._buffer) <= 400_000, flush=True)
 import os
