@@ -272,7 +272,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | null | unde
 export async function probeUntil(
   what: string,
   probe: (attempt: number) => Promise<unknown>,
-  heard: () => boolean,
+  heard: () => boolean | Promise<boolean>,
   { timeoutMs = 30_000, everyMs = 1_000 }: { timeoutMs?: number; everyMs?: number } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -280,10 +280,10 @@ export async function probeUntil(
     await probe(attempt);
     const next = Date.now() + everyMs;
     while (Date.now() < next) {
-      if (heard()) return;
+      if (await heard()) return;
       await sleep(25);
     }
-    if (heard()) return;
+    if (await heard()) return;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what} never heard one of ${attempt + 1} probes`);
   }
 }
