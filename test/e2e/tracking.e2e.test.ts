@@ -154,7 +154,7 @@ describe("runs", () => {
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();
     const blocked = async (n: number) => {
-      for (let i = 0; i < 100; i++) {
+      for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
         // Lock waits in this server's own database: nothing but the two updates runs there now.
         const r = await db.query(
           `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,

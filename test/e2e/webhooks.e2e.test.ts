@@ -37,6 +37,7 @@ describe("webhook deliveries", () => {
       expect(listed[0]).toMatchObject({ event: "RUN_FINISHED", status: "DELIVERED", attemptCount: 3 });
       expect(listed[0].attempts.map((a: any) => a.responseStatus)).toEqual([500, 500, 200]);
       expect(listed[0].attempts[0].error).toBe("HTTP 500");
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
       await receiver.close();
     }
@@ -75,6 +76,7 @@ describe("webhook deliveries", () => {
       await sleep(500);
       const versions = receiver.received.filter((x) => x.event === "MODEL_VERSION_CREATED").map((x) => x.body.data.modelName);
       expect(versions).toEqual(["scoped-after"]);
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
       await receiver.close();
     }
@@ -84,7 +86,8 @@ describe("webhook deliveries", () => {
     const receiver = await startWebhookReceiver(SECRET, () => 503);
     try {
       const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
-      // Only this webhook's events are of interest; the first one from the earlier test is paused.
+      // Only this webhook's events reach this receiver: the earlier tests deleted theirs (their
+      // receivers' closed ports could be handed to this one).
       const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "wh-fail"}) { id } }`)).createExperiment;
       const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun;
       ok(await server.gql(`mutation($r: ID!) { updateRun(input: {runId: $r, status: FAILED}) { status } }`, { r: run.id }));
