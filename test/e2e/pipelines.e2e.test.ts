@@ -760,6 +760,12 @@ describe("batched claims and completions (executors with several slots)", () => 
     const submitted = await submit("hung-up-mid-claim");
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();
+    const holder = (await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+    // Lock waits are watched from a connection of their own: inside the holder's transaction,
+    // pg_stat_activity lists only the sessions that existed at its first read (a server
+    // connection opened for the claim after that would never show).
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await watcher.connect();
     /** A claim that waits inside its transaction (the test holds the executor's row) while its caller hangs up. */
     const claimThenHangUp = async (marker: number) => {
       await db.query("BEGIN");
@@ -775,7 +781,7 @@ describe("batched claims and completions (executors with several slots)", () => 
       // sleep here let a slow server meet the hang-up at that check instead, and undo nothing).
       await waitFor("the claim to wait for the executor's row", async () => {
         // Waiting for this test's lock, not any other (this server's executors of other tests claim meanwhile).
-        const r = await db.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))`);
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [holder]);
         return r.rows[0].n >= 1;
       }, 15_000);
       hangUp.abort();
@@ -813,6 +819,7 @@ describe("batched claims and completions (executors with several slots)", () => 
       expect(run.tasks[0].attempts).toEqual([expect.objectContaining({ attempt: 1, outcome: "FAILED", runId: first[0].runId })]);
     } finally {
       await db.end();
+      await watcher.end();
     }
     const retry = ok(await server.gql(CLAIM_MANY, { id: exec, max: 4, wait: 5 })).claimTasks;
     ok(await server.gql(COMPLETE_MANY, { inputs: [{ taskRunId: retry[0].taskRun.id, leaseToken: retry[0].leaseToken, outcome: "SUCCEEDED" }] }));

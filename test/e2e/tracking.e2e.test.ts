@@ -153,10 +153,15 @@ describe("runs", () => {
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, name: "racing" } })).createRun;
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();
+    // Lock waits are watched from a connection of their own: inside the lock holder's
+    // transaction, pg_stat_activity lists only the sessions that existed at its first read, and
+    // the server may open a connection for an update after that.
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await watcher.connect();
     const blocked = async (n: number) => {
       for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
         // Lock waits in this server's own database: nothing but the two updates runs there now.
-        const r = await db.query(
+        const r = await watcher.query(
           `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
         );
         if (r.rows[0].n >= n) return;
@@ -177,6 +182,7 @@ describe("runs", () => {
       ok(await finish);
     } finally {
       await db.end();
+      await watcher.end();
     }
     // Previously each read the run before locking it and saved its stale copy: the second to run
     // wrote the first one's field back (here the name returned to "racing").
