@@ -1,6 +1,6 @@
 import http from "node:http";
 import WebSocket from "ws";
-import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { collect, ok, probeUntil, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 
 /** One operation over a graphql-ws client: its result, or the errors the server refused it with. */
 function overSocket(client: ReturnType<TestServer["ws"]>, query: string, variables: Record<string, unknown> = {}): Promise<{ data?: any; errors?: any[] }> {
@@ -30,6 +30,10 @@ describe("auth on a server that requires tokens", () => {
   afterAll(async () => {
     await server?.stop();
   });
+  /** Runs named probe-N only show that a subscription is open (an event published before is lost). */
+  const probeRun = async (experimentId: string, i: number) =>
+    ok(await server.gql(`mutation($e: ID!, $n: String!) { createRun(input: {experimentId: $e, name: $n}) { id } }`, { e: experimentId, n: `probe-${i}` }, admin));
+  const isProbe = (e: { data?: { runUpdated: { name: string } } }) => /^probe-/.test(e.data?.runUpdated.name ?? "");
 
   it("prints a bootstrap admin token once and refuses anonymous callers", async () => {
     const anon = await server.gql(`{ viewer { name } }`);
@@ -73,10 +77,12 @@ describe("auth on a server that requires tokens", () => {
     const anonymous = collect(server.ws(), `subscription { runUpdated { id } }`, {}, 1, 5000);
     await expect(anonymous.done).rejects.toBeDefined();
 
-    const sub = collect<{ runUpdated: { name: string } }>(server.ws(created.secret), `subscription($e: ID) { runUpdated(experimentId: $e) { name } }`, { e: exp.id }, 5);
-    await sleep(500);
+    const sub = collect<{ runUpdated: { name: string } }>(server.ws(created.secret), `subscription($e: ID) { runUpdated(experimentId: $e) { name } }`, { e: exp.id }, 5, 15_000, {
+      ignore: isProbe,
+    });
+    await probeUntil("the token's runUpdated", (i) => probeRun(exp.id, i), sub.heardAny);
     ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "one"}) { id } }`, { e: exp.id }, admin));
-    for (let i = 0; i < 50 && sub.events.length < 1; i++) await sleep(100);
+    await waitFor("the event of run one", () => sub.events.length >= 1);
     expect(sub.events[0].data?.runUpdated.name).toBe("one");
 
     ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: created.token.id }, admin));
@@ -89,10 +95,12 @@ describe("auth on a server that requires tokens", () => {
   it("ends a subscription on a quiet topic when its token is revoked, without waiting for an event", async () => {
     const created = ok(await server.gql(`mutation { createApiToken(input: {name: "quiet-watcher", role: "viewer"}) { secret token { id } } }`, {}, admin)).createApiToken;
     const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "ws-quiet"}) { id } }`, {}, admin)).createExperiment;
-    const sub = collect(server.ws(created.secret), `subscription($e: ID) { runUpdated(experimentId: $e) { name } }`, { e: exp.id }, 1, 10_000);
-    await sleep(500);
+    const sub = collect<{ runUpdated: { name: string } }>(server.ws(created.secret), `subscription($e: ID) { runUpdated(experimentId: $e) { name } }`, { e: exp.id }, 1, 10_000, {
+      ignore: isProbe,
+    });
+    await probeUntil("the token's runUpdated", (i) => probeRun(exp.id, i), sub.heardAny);
     ok(await server.gql(`mutation($id: ID!) { revokeApiToken(id: $id) }`, { id: created.token.id }, admin));
-    // Nothing is ever published on this topic: only the periodic re-check (1 s here) can end it.
+    // Nothing is published on this topic from now on: only the periodic re-check (1 s here) can end it.
     const events = await sub.done;
     expect(sub.isCompleted()).toBe(true);
     expect(events).toEqual([]);

@@ -1,5 +1,5 @@
 import fs from "node:fs";
-import { createTestDatabase, makeDataDir, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { createTestDatabase, makeDataDir, ok, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 
 /**
  * The API server is kill -9'd while several clients log metrics. After a restart on the same data
@@ -123,12 +123,7 @@ it(`stores every acknowledged and every retried point exactly once after kill -9
   }
   // The dead process's advisory lock went with its PostgreSQL session: the restarted server leads the scheduler.
   const metricsUrl = second.url.replace(/\/graphql$/, "/metrics");
-  let leader: string | undefined;
-  for (let i = 0; i < 50 && leader !== "1"; i++) {
-    leader = /^mlgraph_scheduler_leader (\S+)$/m.exec(await (await fetch(metricsUrl)).text())?.[1];
-    if (leader !== "1") await sleep(100);
-  }
-  expect(leader).toBe("1");
+  await waitFor("the restarted server to lead the scheduler", async () => /^mlgraph_scheduler_leader (\S+)$/m.exec(await (await fetch(metricsUrl)).text())?.[1] === "1", 20_000);
   // Informative, not asserted: how many in-flight batches the dead server had already stored.
   console.log(`crash-restart: ${acked.length} batches acknowledged, ${unanswered.length} unanswered (${retriedDuplicates} of them already stored)`);
 }, 120_000);

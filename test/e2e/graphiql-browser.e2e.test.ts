@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { ok, startTestServer, type TestServer } from "../helpers/test-server";
+import { ok, probeUntil, startTestServer, type TestServer } from "../helpers/test-server";
 
 const CHROMIUM = process.env.MLGRAPH_CHROMIUM ?? "/usr/bin/chromium";
 const available = fs.existsSync(CHROMIUM);
@@ -82,7 +82,14 @@ const LOOPBACK = new Set(["127.0.0.1", "localhost", "[::1]"]);
     const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "browser-live"}) { id } }`)).createExperiment;
     const page = await openWith(`subscription { runUpdated(experimentId: "${exp.id}") { name status } }`);
     await run(page);
-    await page.waitForTimeout(1500);
+    // The page's websocket opens on its own time, and a run created before its subscription is
+    // open is never shown: probe runs until one is (the pane then shows the latest event).
+    const paneShows = async (s: string) => ((await page.locator(".graphiql-response").first().textContent()) ?? "").includes(s);
+    await probeUntil(
+      "GraphiQL's subscription",
+      async (i) => ok(await server.gql(`mutation($e: ID!, $n: String!) { createRun(input: {experimentId: $e, name: $n}) { id } }`, { e: exp.id, n: `probe-${i}` })),
+      () => paneShows("probe-"),
+    );
     ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "seen-in-graphiql"}) { id } }`, { e: exp.id }));
     const text = await responseText(page, "seen-in-graphiql");
     expect(text).toContain("RUNNING");

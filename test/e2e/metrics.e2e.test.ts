@@ -1,5 +1,5 @@
 import type { Client as WsClient } from "graphql-ws";
-import { ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { ok, probeUntil, sleep, startTestServer, type TestServer } from "../helpers/test-server";
 
 /** Metrics through the public API: ingest, reads, idempotency, streams, comparison, search. */
 let server: TestServer;
@@ -226,25 +226,31 @@ describe("metricsLogged", () => {
     // The first announcement can be lost (the server dies between storing and announcing); the
     // retry is then answered `deduplicated`. Subscribers who did get the batch drop the repeat.
     const run = await createRun("repeat");
+    // Points of the key "probe" only show that a live subscription is open (a batch announced
+    // before it is lost); the assertions are about the key "loss".
+    let probes = 0;
+    const probe = () => log(run, [{ key: "probe", step: 1000 + probes++, value: 0 }]);
+    const heardProbe = (sub: ReturnType<typeof stream>) => () => sub.points.some((p) => p.key === "probe");
+    const loss = (sub: ReturnType<typeof stream>) => sub.points.filter((p) => p.key === "loss");
     const before = stream(server.ws(), { run });
-    await sleep(300);
+    await probeUntil("the first live subscription", probe, heardProbe(before));
     const batch = [0, 1, 2].map((step) => ({ key: "loss", step, value: step / 10 }));
     expect(await log(run, batch, "batch-1")).toEqual({ accepted: 3, deduplicated: false });
-    await before.until(() => before.points.length >= 3);
+    await before.until(() => loss(before).length >= 3);
     const after = stream(server.ws(), { run }); // live only: never saw batch-1
     const replaying = stream(server.ws(), { run, from: 0 }); // read batch-1 in its replay
-    await replaying.until(() => replaying.points.length >= 3);
-    await sleep(300);
+    await replaying.until(() => loss(replaying).length >= 3);
+    await probeUntil("the second live subscription", probe, heardProbe(after));
     expect(await log(run, batch, "batch-1")).toEqual({ accepted: 0, deduplicated: true });
     await log(run, [{ key: "loss", step: 3, value: 0.3 }], "batch-2"); // a marker after the repeat
     for (const sub of [before, after, replaying]) await sub.until(() => sub.points.some((p) => p.step === 3));
     await sleep(300);
     for (const sub of [before, after, replaying]) sub.unsubscribe();
-    expect(before.points.map((p) => p.step)).toEqual([0, 1, 2, 3]);
-    expect(after.points.map((p) => p.step)).toEqual([0, 1, 2, 3]);
-    expect(replaying.points.map((p) => p.step)).toEqual([0, 1, 2, 3]);
+    expect(loss(before).map((p) => p.step)).toEqual([0, 1, 2, 3]);
+    expect(loss(after).map((p) => p.step)).toEqual([0, 1, 2, 3]);
+    expect(loss(replaying).map((p) => p.step)).toEqual([0, 1, 2, 3]);
     // The repeat carries the points as stored (the retry's own defaulted timestamps are later).
-    expect(after.points.slice(0, 3)).toEqual(before.points.slice(0, 3));
+    expect(loss(after).slice(0, 3)).toEqual(loss(before).slice(0, 3));
   });
 
   it("replays a step holding more points than a page in bounded pages, each point once", async () => {

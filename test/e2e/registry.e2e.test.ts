@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { collect, ok, sleep, startTestServer, type TestServer, uploadArtifact } from "../helpers/test-server";
+import { collect, ok, probeUntil, sleep, startTestServer, type TestServer, uploadArtifact } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -244,8 +244,17 @@ describe("model registry: stage transitions on an open loopback server", () => {
 
     const toStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;
     const toProduction = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "PRODUCTION" })).requestStageTransition;
-    const events = collect<{ registryEvents: { type: string; requestId: string | null } }>(server.ws(), `subscription { registryEvents(modelName: "stale") { type requestId } }`, {}, 3, 15_000);
-    await sleep(300);
+    // Setting the alias @probe (on version 2) only shows that the subscription is open: an event
+    // published before it is lost.
+    const events = collect<{ registryEvents: { type: string; requestId: string | null; alias: string | null } }>(
+      server.ws(),
+      `subscription { registryEvents(modelName: "stale") { type requestId alias } }`,
+      {},
+      3,
+      15_000,
+      { ignore: (e) => e.data?.registryEvents.alias === "probe" },
+    );
+    await probeUntil("registryEvents(stale)", async () => ok(await server.gql(`mutation { setModelAlias(modelName: "stale", alias: "probe", version: 2) { version } }`)), events.heardAny);
     // Refused with FORBIDDEN ("you requested this transition") before: nothing could be promoted.
     expect(ok(await server.gql(APPROVE, { id: toProduction.id })).approveStageTransition).toEqual({ status: "APPROVED", modelVersion: { stage: "PRODUCTION", aliases: ["champion"] } });
 
@@ -259,7 +268,7 @@ describe("model registry: stage transitions on an open loopback server", () => {
     expect(ok(await server.gql(`{ modelVersion(name: "stale", version: 1) { stage aliases } }`)).modelVersion).toEqual({ stage: "PRODUCTION", aliases: ["champion"] });
     // Its closing is announced like any rejection.
     const seen = (await events.done).map((e) => e.data!.registryEvents);
-    expect(seen).toContainEqual({ type: "STAGE_TRANSITION_REJECTED", requestId: toStaging.id });
+    expect(seen).toContainEqual({ type: "STAGE_TRANSITION_REJECTED", requestId: toStaging.id, alias: null });
 
     // A pending request of the version that an approval archives is closed too.
     const backToStaging = ok(await server.gql(REQUEST, { n: "stale", v: 1, to: "STAGING" })).requestStageTransition;

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
-import { collect, createTestDatabase, ok, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
+import { collect, createTestDatabase, ok, sleep, startTestServer, type TestServer, untilSubscribedOnRedis, waitFor } from "../helpers/test-server";
 
 /**
  * Two API server processes on one PostgreSQL database and one Redis, each with its own chdb data
@@ -102,7 +102,8 @@ const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {tas
       10_000,
       60_000,
     );
-    await sleep(700);
+    // Open on B, and on Redis (A's events reach B through it), before the first claim.
+    await untilSubscribedOnRedis(b, `pipelines:run:${pipelineRunId}:tasks`);
 
     const claimedBy = new Map<string, string[]>();
     const completedVia = new Map<string, TestServer>();
@@ -143,7 +144,7 @@ const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {tas
     const exp = ok(await a.gql(`mutation { createExperiment(input: {name: "replicas-tracking"}) { id } }`)).createExperiment;
     const runId = ok(await a.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e, name: "cross"}) { id } }`, { e: exp.id })).createRun.id;
     const runOnB = collect<{ runUpdated: { id: string; status: string } }>(b.ws(), `subscription($r: ID) { runUpdated(runId: $r) { id status } }`, { r: runId }, 1, 15_000);
-    await sleep(700);
+    await untilSubscribedOnRedis(b, "runs:updated");
     ok(await a.gql(`mutation($r: ID!) { updateRun(input: {runId: $r, status: FINISHED}) { id } }`, { r: runId }));
     expect((await runOnB.done).map((e) => e.data?.runUpdated)).toEqual([{ id: runId, status: "FINISHED" }]);
   });
@@ -162,7 +163,7 @@ const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {tas
 
     await leader.kill9();
     // The dead process's PostgreSQL session ends with its sockets, and with it the advisory lock.
-    await waitFor("the survivor to lead", async () => sample(await scrape(survivor), "mlgraph_scheduler_leader") === 1, 5_000);
+    await waitFor("the survivor to lead", async () => sample(await scrape(survivor), "mlgraph_scheduler_leader") === 1, 15_000);
 
     const TASK = `query($id: ID!) { pipelineRun(id: $id) { status tasks { id status failureKind attempts { attempt outcome } } } }`;
     const run = await waitFor(

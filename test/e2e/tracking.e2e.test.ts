@@ -1,5 +1,5 @@
 import pg from "pg";
-import { collect, ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { collect, ok, probeUntil, sleep, startTestServer, type TestServer } from "../helpers/test-server";
 
 let server: TestServer;
 
@@ -153,10 +153,15 @@ describe("runs", () => {
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, name: "racing" } })).createRun;
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();
+    // Lock waits are watched from a connection of their own: inside the lock holder's
+    // transaction, pg_stat_activity lists only the sessions that existed at its first read, and
+    // the server may open a connection for an update after that.
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await watcher.connect();
     const blocked = async (n: number) => {
-      for (let i = 0; i < 100; i++) {
+      for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
         // Lock waits in this server's own database: nothing but the two updates runs there now.
-        const r = await db.query(
+        const r = await watcher.query(
           `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
         );
         if (r.rows[0].n >= n) return;
@@ -177,6 +182,7 @@ describe("runs", () => {
       ok(await finish);
     } finally {
       await db.end();
+      await watcher.end();
     }
     // Previously each read the run before locking it and saved its stale copy: the second to run
     // wrote the first one's field back (here the name returned to "racing").
@@ -272,8 +278,11 @@ describe("runs", () => {
   it("streams runUpdated over WebSocket", async () => {
     const exp = await createExperiment("live-runs");
     const client = server.ws();
-    const sub = collect<{ runUpdated: { name: string; status: string } }>(client, `subscription($e: ID) { runUpdated(experimentId: $e) { name status } }`, { e: exp.id }, 2);
-    await sleep(500);
+    // Runs named probe-N only show that the subscription is open (an event sent before is lost).
+    const sub = collect<{ runUpdated: { name: string; status: string } }>(client, `subscription($e: ID) { runUpdated(experimentId: $e) { name status } }`, { e: exp.id }, 2, 15_000, {
+      ignore: (e) => /^probe-/.test(e.data?.runUpdated.name ?? ""),
+    });
+    await probeUntil("runUpdated(experimentId)", async (i) => ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: `probe-${i}` } })), sub.heardAny);
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "watched" } })).createRun;
     ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FAILED}) { id } }`, { id: run.id }));
     const events = await sub.done;
@@ -283,8 +292,15 @@ describe("runs", () => {
     ]);
     // One run, its id spelled in upper case (it matched no event before).
     const other = ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "by-id" } })).createRun;
-    const byId = collect<{ runUpdated: { name: string; status: string } }>(client, `subscription($r: ID) { runUpdated(runId: $r) { name status } }`, { r: other.id.toUpperCase() }, 1);
-    await sleep(500);
+    // A tag set on the run while it is RUNNING is the probe here.
+    const byId = collect<{ runUpdated: { name: string; status: string } }>(client, `subscription($r: ID) { runUpdated(runId: $r) { name status } }`, { r: other.id.toUpperCase() }, 1, 15_000, {
+      ignore: (e) => e.data?.runUpdated.status === "RUNNING",
+    });
+    await probeUntil(
+      "runUpdated(runId)",
+      async (i) => ok(await server.gql(`mutation($id: ID!, $v: String!) { setRunTags(runId: $id, tags: [{key: "probe", value: $v}]) { id } }`, { id: other.id, v: String(i) })),
+      byId.heardAny,
+    );
     ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { id } }`, { id: other.id }));
     expect((await byId.done).map((e) => e.data?.runUpdated)).toEqual([{ name: "by-id", status: "FINISHED" }]);
   });

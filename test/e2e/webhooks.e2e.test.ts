@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import http from "node:http";
-import { ok, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { ok, sleep, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
 
 const SECRET = "whsec-test-0123456789abcdef";
@@ -37,6 +37,7 @@ describe("webhook deliveries", () => {
       expect(listed[0]).toMatchObject({ event: "RUN_FINISHED", status: "DELIVERED", attemptCount: 3 });
       expect(listed[0].attempts.map((a: any) => a.responseStatus)).toEqual([500, 500, 200]);
       expect(listed[0].attempts[0].error).toBe("HTTP 500");
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
       await receiver.close();
     }
@@ -75,6 +76,7 @@ describe("webhook deliveries", () => {
       await sleep(500);
       const versions = receiver.received.filter((x) => x.event === "MODEL_VERSION_CREATED").map((x) => x.body.data.modelName);
       expect(versions).toEqual(["scoped-after"]);
+      ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
       await receiver.close();
     }
@@ -84,17 +86,17 @@ describe("webhook deliveries", () => {
     const receiver = await startWebhookReceiver(SECRET, () => 503);
     try {
       const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
-      // Only this webhook's events are of interest; the first one from the earlier test is paused.
+      // Only this webhook's events reach this receiver: the earlier tests deleted theirs (their
+      // receivers' closed ports could be handed to this one).
       const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "wh-fail"}) { id } }`)).createExperiment;
       const run = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id })).createRun;
       ok(await server.gql(`mutation($r: ID!) { updateRun(input: {runId: $r, status: FAILED}) { status } }`, { r: run.id }));
       await receiver.waitFor((r) => r.length >= 4);
-      let delivery: any;
-      for (let i = 0; i < 50; i++) {
-        delivery = ok(await server.gql(DELIVERIES)).webhooks.find((w: any) => w.id === hook.id).deliveries.edges[0]?.node;
-        if (delivery?.status === "FAILED") break;
-        await sleep(100);
-      }
+      // The receiver has answered the 4th time; the dispatcher records the outcome just after.
+      const delivery = await waitFor("the delivery to be marked FAILED", async () => {
+        const d = ok(await server.gql(DELIVERIES)).webhooks.find((w: any) => w.id === hook.id).deliveries.edges[0]?.node;
+        return d?.status !== "PENDING" && d;
+      });
       expect(delivery).toMatchObject({ status: "FAILED", attemptCount: 4, lastError: "HTTP 503" });
       await sleep(1000);
       expect(receiver.received).toHaveLength(4);
@@ -168,11 +170,10 @@ describe("webhook dispatcher: paused webhooks and the attempt deadline", () => {
       expect(Date.now() - resumedAt).toBeLessThan(2000); // woken by the resume, not by the 5 s poll
       expect(receiver.received.map((r) => r.status)).toEqual([500, 200]);
       // The receiver has answered; the dispatcher records the outcome just after.
-      let listed = await deliveriesOf(hook.id);
-      for (let i = 0; i < 30 && listed[0]?.status === "PENDING"; i++) {
-        await sleep(100);
-        listed = await deliveriesOf(hook.id);
-      }
+      const listed = await waitFor("the outcome to be recorded", async () => {
+        const l = await deliveriesOf(hook.id);
+        return l[0]?.status !== "PENDING" && l;
+      });
       expect(listed).toMatchObject([{ status: "DELIVERED", attemptCount: 2 }]);
       ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
     } finally {
@@ -240,11 +241,11 @@ describe("webhook dispatcher: paused webhooks and the attempt deadline", () => {
       const url = `http://127.0.0.1:${(trickler.address() as import("node:net").AddressInfo).port}/hook`;
       const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
       await finishARun("wh-trickle");
-      let delivery: any;
-      for (let i = 0; i < 60 && !delivery?.attempts?.length; i++) {
-        await sleep(100);
-        delivery = (await deliveriesOf(hook.id))[0];
-      }
+      // The attempt ends at its 1-s deadline and is recorded; the retry waits 1.5 s more.
+      const delivery = await waitFor("the first attempt to be recorded", async () => {
+        const d = (await deliveriesOf(hook.id))[0];
+        return d?.attempts?.length > 0 && d;
+      });
       expect(delivery).toMatchObject({ status: "PENDING", attemptCount: 1 });
       expect(delivery.attempts[0].error).toBe("no answer within 1000 ms");
       ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));

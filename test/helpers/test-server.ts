@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import WebSocket from "ws";
+import { Redis } from "ioredis";
 import { createClient as createWsClient, type Client as WsClient } from "graphql-ws";
 
 /** The repository root: the nearest folder above with a package.json (also from compiled benches in dist-bench/). */
@@ -43,6 +44,8 @@ export interface TestServer {
   wsUrl: string;
   dataDir: string;
   databaseUrl?: string;
+  /** The Redis the server's event bus runs on, and the prefix of its channels (when it has one). */
+  redis?: { url: string; prefix: string };
   process: ChildProcess;
   output: () => string;
   gql<T = any>(query: string, variables?: Record<string, unknown>, token?: string): Promise<GqlResponse<T>>;
@@ -139,6 +142,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     wsUrl,
     dataDir,
     databaseUrl,
+    redis: env.REDIS_URL ? { url: env.REDIS_URL, prefix: env.MLGRAPH_REDIS_PREFIX ?? "mlgraph:" } : undefined,
     process: child,
     output: () => output,
     async gql(query, variables, token) {
@@ -192,9 +196,20 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
   return server;
 }
 
-/** Collects events of a subscription until `count` arrived or the timeout passes. */
-export function collect<T>(client: WsClient, query: string, variables: Record<string, unknown>, count: number, timeoutMs = 15_000) {
+/**
+ * Collects events of a subscription until `count` arrived or the timeout passes. Events `ignore`
+ * picks (e.g. the probes of {@link probeUntil}) go to `ignored` instead and do not count.
+ */
+export function collect<T>(
+  client: WsClient,
+  query: string,
+  variables: Record<string, unknown>,
+  count: number,
+  timeoutMs = 15_000,
+  options: { ignore?: (event: { data?: T; errors?: unknown[] }) => boolean } = {},
+) {
   const events: { data?: T; errors?: unknown[] }[] = [];
+  const ignored: { data?: T; errors?: unknown[] }[] = [];
   let completed = false;
   let unsubscribe: () => void = () => undefined;
   const done = new Promise<typeof events>((resolve, reject) => {
@@ -208,6 +223,10 @@ export function collect<T>(client: WsClient, query: string, variables: Record<st
         next: (value) => {
           // Events already in flight when the count was reached are not part of the answer.
           if (events.length >= count) return;
+          if (options.ignore?.(value as { data?: T; errors?: unknown[] })) {
+            ignored.push(value as { data?: T; errors?: unknown[] });
+            return;
+          }
           events.push(value as { data?: T; errors?: unknown[] });
           if (events.length >= count) {
             clearTimeout(timer);
@@ -227,7 +246,7 @@ export function collect<T>(client: WsClient, query: string, variables: Record<st
       },
     );
   });
-  return { done, events, isCompleted: () => completed, unsubscribe: () => unsubscribe() };
+  return { done, events, ignored, heardAny: () => events.length + ignored.length > 0, isCompleted: () => completed, unsubscribe: () => unsubscribe() };
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -240,6 +259,54 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | null | unde
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(100);
+  }
+}
+
+/**
+ * Waits until a subscription is open on the server. A subscription opens asynchronously (socket,
+ * connection_init, subscribe), and an event published before the server holds it is never
+ * delivered, however long the test slept first: on a loaded machine a fixed sleep is a race. This
+ * repeats `probe` (something that makes the server publish an event the subscription receives;
+ * `attempt` counts from 0) every `everyMs` until `heard()` holds, or fails after `timeoutMs`.
+ */
+export async function probeUntil(
+  what: string,
+  probe: (attempt: number) => Promise<unknown>,
+  heard: () => boolean | Promise<boolean>,
+  { timeoutMs = 30_000, everyMs = 1_000 }: { timeoutMs?: number; everyMs?: number } = {},
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    await probe(attempt);
+    const next = Date.now() + everyMs;
+    while (Date.now() < next) {
+      if (await heard()) return;
+      await sleep(25);
+    }
+    if (await heard()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what} never heard one of ${attempt + 1} probes`);
+  }
+}
+
+/**
+ * Waits until `server` has subscribed its Redis channel for `topic`, i.e. a subscription to that
+ * topic is open server-side (for topics no background worker listens to, such as a pipeline run's).
+ * Without Redis there is nothing to observe: it then waits `fallbackMs` and hopes.
+ */
+export async function untilSubscribedOnRedis(server: TestServer, topic: string, { timeoutMs = 15_000, fallbackMs = 500 } = {}): Promise<void> {
+  if (!server.redis) {
+    await sleep(fallbackMs);
+    return;
+  }
+  const redis = new Redis(server.redis.url, { maxRetriesPerRequest: 1 });
+  try {
+    const channel = server.redis.prefix + topic;
+    await waitFor(`the server to subscribe ${channel} on Redis`, async () => {
+      const answer = (await redis.call("PUBSUB", "NUMSUB", channel)) as [string, number];
+      return Number(answer[1]) > 0;
+    }, timeoutMs);
+  } finally {
+    redis.disconnect();
   }
 }
 

@@ -94,7 +94,7 @@ describe("MetricLogger", () => {
     const server = fakeServer();
     const logger = new MetricLogger(server.requester, "run-1", { batchSize: 1000, flushIntervalMs: 20, ...fast });
     logger.log("acc", 0.5, 1);
-    for (let i = 0; i < 100 && server.calls.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    for (const deadline = Date.now() + 5_000; Date.now() < deadline && server.calls.length === 0; ) await new Promise((r) => setTimeout(r, 10));
     expect(server.calls).toHaveLength(1);
     expect(server.calls[0].points[0]).toMatchObject({ key: "acc", value: 0.5, step: 1 });
     await logger.close();

@@ -25,11 +25,12 @@ class CountingBus implements EventBus {
   }
 }
 
-const within = <T>(p: Promise<T>, ms = 1000) =>
+// Bounds for "never settles" (the bugs hung): generous, as a loaded machine may pause a process.
+const within = <T>(p: Promise<T>, ms = 5_000) =>
   Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`not settled within ${ms} ms`)), ms))]);
 
 const until = async (test: () => boolean) => {
-  for (let i = 0; i < 100 && !test(); i++) await new Promise((r) => setTimeout(r, 5));
+  for (const deadline = Date.now() + 5_000; Date.now() < deadline && !test(); ) await new Promise((r) => setTimeout(r, 5));
   expect(test()).toBe(true);
 };
 
