@@ -11,10 +11,10 @@ if (!REDIS_URL) {
 }
 
 /**
- * A TCP proxy to Redis that holds what the client sends for `delayMs`: the subscriber's replica
- * sits behind a slow link, so its SUBSCRIBE reaches Redis well after it was sent.
+ * A TCP proxy to Redis; `wire` decides how bytes cross it for each connection (client, upstream).
+ * Returns the URL to connect through and the open sockets (both sides of every connection).
  */
-async function slowLinkTo(redisUrl: string, delayMs: number): Promise<{ url: string; close: () => void }> {
+async function proxyTo(redisUrl: string, wire: (client: net.Socket, upstream: net.Socket) => void) {
   const target = new URL(redisUrl);
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -24,16 +24,15 @@ async function slowLinkTo(redisUrl: string, delayMs: number): Promise<{ url: str
       s.on("error", () => undefined);
       s.on("close", () => (client.destroy(), upstream.destroy()));
     }
-    client.on("data", (chunk) => setTimeout(() => upstream.write(chunk), delayMs));
-    upstream.on("data", (chunk) => client.write(chunk));
+    wire(client, upstream);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as net.AddressInfo;
   const url = new URL(redisUrl);
   url.hostname = "127.0.0.1";
-  url.port = String(port);
+  url.port = String((server.address() as net.AddressInfo).port);
   return {
     url: url.toString(),
+    sockets,
     close: () => {
       for (const s of sockets) s.destroy();
       server.close();
@@ -42,36 +41,27 @@ async function slowLinkTo(redisUrl: string, delayMs: number): Promise<{ url: str
 }
 
 /**
- * A TCP proxy to Redis whose current connections can go half-open: `blackHole()` makes every
- * open connection swallow what is sent, both ways, without closing (a peer or NAT that vanished);
- * connections made afterwards work.
+ * Holds what the client sends for `delayMs`: the subscriber's replica sits behind a slow link, so
+ * its SUBSCRIBE reaches Redis well after it was sent.
  */
-async function blackHoleLinkTo(redisUrl: string): Promise<{ url: string; blackHole: () => void; close: () => void }> {
-  const target = new URL(redisUrl);
-  const sockets = new Set<net.Socket>();
+function slowLinkTo(redisUrl: string, delayMs: number) {
+  return proxyTo(redisUrl, (client, upstream) => {
+    client.on("data", (chunk) => setTimeout(() => upstream.write(chunk), delayMs));
+    upstream.on("data", (chunk) => client.write(chunk));
+  });
+}
+
+/**
+ * Connections that can go half-open: `blackHole()` makes every open connection swallow what is
+ * sent, both ways, without closing (a peer or NAT that vanished); connections made afterwards work.
+ */
+async function blackHoleLinkTo(redisUrl: string) {
   const dead = new WeakSet<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port || 6379), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("error", () => undefined);
-      s.on("close", () => (client.destroy(), upstream.destroy()));
-    }
+  const link = await proxyTo(redisUrl, (client, upstream) => {
     client.on("data", (chunk) => dead.has(client) || upstream.write(chunk));
     upstream.on("data", (chunk) => dead.has(client) || client.write(chunk));
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const url = new URL(redisUrl);
-  url.hostname = "127.0.0.1";
-  url.port = String((server.address() as net.AddressInfo).port);
-  return {
-    url: url.toString(),
-    blackHole: () => sockets.forEach((s) => dead.add(s)),
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
+  return { ...link, blackHole: () => link.sockets.forEach((s) => dead.add(s)) };
 }
 
 (REDIS_URL ? describe : describe.skip)("RedisEventBus", () => {
