@@ -803,19 +803,28 @@ describe("batched claims and completions (executors with several slots)", () => 
 
   // Needs a connection of its own to the server's database, to hold the claim inside its transaction.
   const withDatabase = serverHasDatabase() ? it : it.skip;
-  withDatabase("answers the completion that finishes a run at once, while its on_success registration waits on a busy model", async () => {
-    const exec = await register("slow-registry", 4);
-    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "busy-model"}) { name } }`));
+  /**
+   * A one-task pipeline registering model.bin into `model` on success, submitted and claimed, its
+   * artifact uploaded: completing the claim starts the registration.
+   */
+  async function claimedRunRegisteringInto(pipeline: string, model: string) {
+    const exec = await register(pipeline, 4);
+    ok(await server.gql(`mutation($name: String!) { createRegisteredModel(input: {name: $name}) { name } }`, { name: model }));
     await createSpec({
       pipeline: {
-        name: "slow-registry",
-        tasks: [{ id: "train", command: ["true"], pool: "slow-registry" }],
-        on_success: { register_model: { task: "train", artifact_path: "model.bin", model_name: "busy-model" } },
+        name: pipeline,
+        tasks: [{ id: "train", command: ["true"], pool: pipeline }],
+        on_success: { register_model: { task: "train", artifact_path: "model.bin", model_name: model } },
       },
     });
-    const submitted = await submit("slow-registry");
+    const submitted = await submit(pipeline);
     const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
     await uploadArtifact(server, claim.runId, "model.bin", Buffer.from("weights"));
+    return { submitted, claim };
+  }
+
+  withDatabase("answers the completion that finishes a run at once, while its on_success registration waits on a busy model", async () => {
+    const { submitted, claim } = await claimedRunRegisteringInto("slow-registry", "busy-model");
     // The test holds the model's row: registering a version waits for it.
     const db = new pg.Client({ connectionString: server.databaseUrl });
     await db.connect();
@@ -838,18 +847,7 @@ describe("batched claims and completions (executors with several slots)", () => 
   });
 
   withDatabase("registers one version when an on_success try outlives its claim and the scheduler tries again", async () => {
-    const exec = await register("fenced-registry", 4);
-    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "fenced-model"}) { name } }`));
-    await createSpec({
-      pipeline: {
-        name: "fenced-registry",
-        tasks: [{ id: "train", command: ["true"], pool: "fenced-registry" }],
-        on_success: { register_model: { task: "train", artifact_path: "model.bin", model_name: "fenced-model" } },
-      },
-    });
-    const submitted = await submit("fenced-registry");
-    const [claim] = ok(await server.gql(CLAIM_MANY, { id: exec, max: 1, wait: 5 })).claimTasks;
-    await uploadArtifact(server, claim.runId, "model.bin", Buffer.from("weights"));
+    const { submitted, claim } = await claimedRunRegisteringInto("fenced-registry", "fenced-model");
     const holder = new pg.Client({ connectionString: server.databaseUrl });
     const other = new pg.Client({ connectionString: server.databaseUrl });
     await holder.connect();
