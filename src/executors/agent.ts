@@ -182,7 +182,7 @@ export class ExecutorAgent {
     // Tasks an executor killed with -9 left running here would hold their GPUs and CPU while the
     // server hands out new tasks for them: stopped before this executor offers anything.
     await this.taskGroups.stopOrphans((this.options.graceSeconds ?? 10) * 1000, this.options.log);
-    this.gpus = await detectGpus(this.options.gpus);
+    this.gpus = await detectGpus(this.options.gpus, undefined, (problem) => this.options.log.warn(problem));
     await this.register();
     this.fillSlots();
   }

@@ -23,8 +23,8 @@ const NVIDIA_SMI_TIMEOUT_MS = 5_000;
 
 const defaultRunner: CommandRunner = (file, args, timeoutMs) =>
   new Promise((resolve, reject) => {
-    execFile(file, [...args], { timeout: timeoutMs, maxBuffer: 1024 * 1024, windowsHide: true }, (error, stdout) => {
-      if (error) reject(error);
+    execFile(file, [...args], { timeout: timeoutMs, maxBuffer: 1024 * 1024, windowsHide: true }, (error, stdout, stderr) => {
+      if (error) reject(Object.assign(error, { stderr }));
       else resolve(stdout);
     });
   });
@@ -83,12 +83,24 @@ function parseMemoryMb(text: string): number | null {
   }
 }
 
-/** Queries nvidia-smi; [] when it is absent, fails, times out or prints nothing usable. */
-export async function queryNvidiaSmi(runner: CommandRunner = defaultRunner): Promise<GpuInfo[]> {
+/** Told why nvidia-smi gave no answer although it is installed (a driver fault, a hang). */
+export type GpuDetectionWarning = (problem: string) => void;
+
+/**
+ * Queries nvidia-smi; [] when it is absent, fails, times out or prints nothing usable. Absent is
+ * the normal case on CPU machines; an installed nvidia-smi that fails (driver/library mismatch, a
+ * GPU fallen off the bus, a hang) is reported through `warn`: silently offering no GPUs left a GPU
+ * machine's pool idle with nothing in its log to say why.
+ */
+export async function queryNvidiaSmi(runner: CommandRunner = defaultRunner, warn?: GpuDetectionWarning): Promise<GpuInfo[]> {
   try {
     return parseNvidiaSmiCsv(await runner("nvidia-smi", NVIDIA_SMI_ARGS, NVIDIA_SMI_TIMEOUT_MS));
-  } catch {
-    // No driver or no GPU is the normal case on CPU machines, not an error.
+  } catch (err) {
+    const failure = err as { code?: unknown; killed?: boolean; stderr?: unknown; message?: string };
+    if (failure.code !== "ENOENT") {
+      const why = failure.killed ? `no answer within ${NVIDIA_SMI_TIMEOUT_MS / 1000} s` : String(failure.stderr || failure.message || err).trim().slice(0, 500);
+      warn?.(`nvidia-smi is installed but failed, so no GPUs are offered: ${why}`);
+    }
     return [];
   }
 }
@@ -102,10 +114,10 @@ export async function queryNvidiaSmi(runner: CommandRunner = defaultRunner): Pro
  * - number[] or "0,1" / "device=0,1": exactly those indices.
  * Throws BAD_USER_INPUT (field "gpus") for anything else.
  */
-export async function detectGpus(spec: GpuSpec, runner: CommandRunner = defaultRunner): Promise<GpuInfo[]> {
+export async function detectGpus(spec: GpuSpec, runner: CommandRunner = defaultRunner, warn?: GpuDetectionWarning): Promise<GpuInfo[]> {
   const indices = selectedIndices(spec);
   if (indices === "none") return [];
-  const found = await queryNvidiaSmi(runner);
+  const found = await queryNvidiaSmi(runner, indices === "auto" ? warn : undefined);
   if (indices === "auto") return found;
   const byIndex = new Map(found.map((g) => [g.index, g]));
   return indices.map((index) => byIndex.get(index) ?? { index, model: "unknown", memoryMb: null });

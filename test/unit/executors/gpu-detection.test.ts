@@ -80,6 +80,26 @@ describe("detectGpus", () => {
     expect(await detectGpus("auto", failingRunner)).toEqual([]);
   });
 
+  it("says why when an installed nvidia-smi fails, and stays quiet when it is absent", async () => {
+    const warnings: string[] = [];
+    const driverMismatch: CommandRunner = async () => {
+      throw Object.assign(new Error("Command failed: nvidia-smi"), { code: 18, stderr: "Failed to initialize NVML: Driver/library version mismatch\n" });
+    };
+    const hung: CommandRunner = async () => {
+      throw Object.assign(new Error("Command failed: nvidia-smi"), { code: null, killed: true, signal: "SIGTERM" });
+    };
+    const absent: CommandRunner = async () => {
+      throw Object.assign(new Error("spawn nvidia-smi ENOENT"), { code: "ENOENT" });
+    };
+    expect(await detectGpus("auto", driverMismatch, (w) => warnings.push(w))).toEqual([]);
+    expect(await detectGpus("auto", hung, (w) => warnings.push(w))).toEqual([]);
+    expect(await detectGpus("auto", absent, (w) => warnings.push(w))).toEqual([]);
+    expect(warnings).toEqual([
+      "nvidia-smi is installed but failed, so no GPUs are offered: Failed to initialize NVML: Driver/library version mismatch",
+      "nvidia-smi is installed but failed, so no GPUs are offered: no answer within 5 s",
+    ]);
+  });
+
   it("auto gives [] on a machine without nvidia-smi (real execFile)", async () => {
     // Holds on CPU-only CI; on a GPU machine it must at least return well-formed entries.
     const gpus = await detectGpus("auto");
