@@ -33,6 +33,8 @@ export interface LocalProcessOptions {
 export class LocalProcess {
   private child: ChildProcess | null = null;
   private killTimer: NodeJS.Timeout | null = null;
+  /** When the pending SIGKILL is due (epoch ms). */
+  private killAt = Infinity;
   private timedOut = false;
   private cancelled = false;
   /** The group leader (the process started) has exited; its group may live on. */
@@ -112,14 +114,25 @@ export class LocalProcess {
     this.stop();
   }
 
-  /** SIGTERM to the process group, SIGKILL after the grace period (or `graceMs` when given). */
+  /**
+   * SIGTERM to the process group, SIGKILL after the grace period (or `graceMs` when given). A
+   * second stop with an earlier deadline brings the SIGKILL forward (a timeout or a lost lease
+   * must not wait out the grace an earlier, gentler stop allowed); a later one changes nothing.
+   */
   stop(graceMs = this.options.graceMs): void {
     const pid = this.child?.pid;
-    if (!pid || this.killTimer) return;
-    // Once the leader exited its pid can be reused, but not while its group still has members
-    // (the kernel keeps a group's id allocated): signal only a group that still exists.
-    if (this.leaderExited && !groupExists(pid)) return;
-    signalGroup(pid, "SIGTERM", !this.leaderExited);
+    if (!pid) return;
+    const killAt = Date.now() + graceMs;
+    if (this.killTimer) {
+      if (killAt >= this.killAt) return;
+      clearTimeout(this.killTimer);
+    } else {
+      // Once the leader exited its pid can be reused, but not while its group still has members
+      // (the kernel keeps a group's id allocated): signal only a group that still exists.
+      if (this.leaderExited && !groupExists(pid)) return;
+      signalGroup(pid, "SIGTERM", !this.leaderExited);
+    }
+    this.killAt = killAt;
     this.killTimer = setTimeout(() => {
       // After the leader exited, the group id is ours only while the group lasts: checked again.
       if (this.leaderExited && !groupExists(pid)) return;

@@ -96,6 +96,18 @@ describe("LocalProcess", () => {
     process.kill(escaped, "SIGKILL");
   });
 
+  it("brings a pending SIGKILL forward when a later stop allows less grace, never back", async () => {
+    const started = Date.now();
+    const { proc } = run(["sh", "-c", "trap '' TERM; sleep 30 & wait"], { graceMs: 30_000 });
+    setTimeout(() => proc.stop(), 100); // a gentle stop: 30 s of grace
+    setTimeout(() => proc.stop(300), 300); // then a deadline (a timeout, a lost lease)
+    setTimeout(() => proc.stop(60_000), 400); // a gentler one after it changes nothing
+    const result = await proc.done;
+    expect(result.signal).toBe("SIGKILL");
+    // Previously the first stop's 30 s grace stood.
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it("forwards cancellation as SIGTERM", async () => {
     const { proc } = run(["sleep", "30"]);
     setTimeout(() => proc.cancel(), 100);
