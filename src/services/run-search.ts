@@ -86,8 +86,9 @@ export class RunSearch {
     const restrictTo = async () => runIds ?? (experimentIds ? await this.runIdsOf(experimentIds) : undefined);
     const metrics = this.metrics;
     const cap = MAX_RUNS_FOR_UNSCOPED_METRIC_TERM;
-    const bounded = <T extends { length?: number; size?: number }>(found: T, restricted: boolean, key: string, field: "filter" | "orderBy"): T => {
-      if (!restricted && (found.length ?? found.size ?? 0) > cap) {
+    // Only unscoped reads are capped: a scoped one is as large as the runs it names.
+    const bounded = <T extends { length?: number; size?: number }>(found: T, key: string, field: "filter" | "orderBy"): T => {
+      if ((found.length ?? found.size ?? 0) > cap) {
         throw new DomainError(
           "BAD_USER_INPUT",
           `${field}: metrics.${key} reaches more than ${cap.toLocaleString("en-US")} runs across all experiments; give experimentIds to search within them`,
@@ -99,13 +100,15 @@ export class RunSearch {
     const resolveMetricTerm: MetricTermResolver | undefined = metrics
       ? async (term) => {
           const scope = await restrictTo();
-          return bounded(await metrics.runIdsMatching(scope, term.key, term.op, term.value, cap + 1), scope !== undefined, term.key, "filter");
+          if (scope !== undefined) return metrics.runIdsMatching(scope, term.key, term.op, term.value);
+          return bounded(await metrics.runIdsMatching(undefined, term.key, term.op, term.value, cap + 1), term.key, "filter");
         }
       : undefined;
     const resolveMetricLastValues: MetricLastValuesResolver | undefined = metrics
       ? async (key) => {
           const scope = await restrictTo();
-          return bounded(await metrics.lastValues(scope, key, cap + 1), scope !== undefined, key, "orderBy");
+          if (scope !== undefined) return metrics.lastValues(scope, key);
+          return bounded(await metrics.lastValues(undefined, key, cap + 1), key, "orderBy");
         }
       : undefined;
     const filter = await compileFilter(ast, { paramOffset: params.length, resolveMetricTerm });

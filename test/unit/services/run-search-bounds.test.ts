@@ -61,7 +61,12 @@ describe("run search: metrics terms without experimentIds", () => {
   it("never caps a search scoped to named runs", async () => {
     const { search, calls } = searchWith(0);
     const runIds = Array.from({ length: cap + 10 }, (_, i) => `00000000-0000-0000-0000-${String(i).padStart(12, "0")}`);
-    await expect(search.search(null as never, { runIds, filter: "metrics.val_loss < 0.3" })).resolves.toMatchObject({ items: [] });
+    await expect(search.search(null as never, { runIds, filter: "metrics.val_loss < 0.3", orderBy: ["metrics.val_loss ASC"] })).resolves.toMatchObject({ items: [] });
+    // Asked about every named run, with no limit (a limit cut a large experiment's answer silently).
+    expect(calls).toEqual([
+      { scope: expect.any(Array), limit: undefined },
+      { scope: expect.any(Array), limit: undefined },
+    ]);
     expect(calls[0].scope).toHaveLength(cap + 10);
   });
 });
