@@ -41,7 +41,10 @@ export class RedisEventBus implements EventBus {
   /** When Redis last answered a publish (or the backlog was last empty). */
   private lastAnswerAt = Date.now();
   private lastDropWarningAt = 0;
+  /** A reconnect of the publisher was asked for and its connection has not closed yet. */
+  private publisherReopening = false;
   private readonly subscriberPing: NodeJS.Timeout;
+  private readonly publisherCheck: NodeJS.Timeout;
 
   constructor(
     url: string,
@@ -51,7 +54,9 @@ export class RedisEventBus implements EventBus {
   ) {
     // The publisher fails fast while Redis is down (no offline queue): a write must never wait on
     // the bus. The subscriber queues its SUBSCRIBE commands and re-subscribes after reconnecting.
-    this.pub = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    // Publishes in flight when a connection closes are not sent again after reconnecting: they are
+    // best effort, and resent ones would sit in memory uncounted by the backlog below.
+    this.pub = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, autoResendUnfulfilledCommands: false });
     this.sub = new Redis(url, { maxRetriesPerRequest: null, enableOfflineQueue: true });
     this.local.setMaxListeners(0);
     for (const [name, client] of [["publisher", this.pub], ["subscriber", this.sub]] as const) {
@@ -63,7 +68,12 @@ export class RedisEventBus implements EventBus {
       this.connectionGeneration++;
       this.pendingBytes = 0;
       this.lastAnswerAt = Date.now();
+      this.publisherReopening = false;
     });
+    // Checked on a timer too, not only when the backlog is full: at a trickle of events the
+    // backlog would take hours to fill while the other replicas hear nothing.
+    this.publisherCheck = setInterval(() => this.checkPublisher(), Math.max(100, Math.floor(this.limits.stalledAfterMs / 2)));
+    this.publisherCheck.unref();
     // A half-open subscriber would hear nothing from the other replicas, for good, while looking
     // connected: a ping unanswered for a whole interval reopens it (ioredis then re-subscribes).
     this.subscriberPing = setInterval(() => this.checkSubscriber(), this.limits.subscriberPingMs);
@@ -136,16 +146,21 @@ export class RedisEventBus implements EventBus {
   private admitToBacklog(bytes: number, topic: string): boolean {
     if (this.pendingBytes === 0) this.lastAnswerAt = Date.now();
     if (this.pendingBytes + bytes <= this.limits.maxPendingBytes) return true;
-    const silentForMs = Date.now() - this.lastAnswerAt;
     if (Date.now() - this.lastDropWarningAt > 10_000) {
       this.lastDropWarningAt = Date.now();
-      this.log.warn({ topic, pendingBytes: this.pendingBytes, silentForMs }, "redis is not answering publishes; other replicas miss live events");
+      this.log.warn({ topic, pendingBytes: this.pendingBytes, silentForMs: Date.now() - this.lastAnswerAt }, "redis is not answering publishes; other replicas miss live events");
     }
-    if (silentForMs > this.limits.stalledAfterMs) {
-      this.log.warn({ silentForMs }, "redis publisher connection looks dead; reconnecting");
-      this.pub.disconnect(true);
-    }
+    this.checkPublisher();
     return false;
+  }
+
+  /** Reopens the publisher once publishes have waited `stalledAfterMs` without any answer. */
+  private checkPublisher(): void {
+    const silentForMs = Date.now() - this.lastAnswerAt;
+    if (this.pendingBytes === 0 || silentForMs <= this.limits.stalledAfterMs || this.publisherReopening) return;
+    this.publisherReopening = true;
+    this.log.warn({ silentForMs, pendingBytes: this.pendingBytes }, "redis publisher connection looks dead; reconnecting");
+    this.pub.disconnect(true);
   }
 
   /**
@@ -210,6 +225,7 @@ export class RedisEventBus implements EventBus {
 
   async close(): Promise<void> {
     clearInterval(this.subscriberPing);
+    clearInterval(this.publisherCheck);
     this.local.removeAllListeners();
     this.pub.disconnect();
     this.sub.disconnect();

@@ -151,6 +151,31 @@ async function blackHoleLinkTo(redisUrl: string) {
     }
   });
 
+  it("reopens a publisher gone half-open after a trickle of publishes, long before its backlog is full", async () => {
+    const link = await blackHoleLinkTo(REDIS_URL!);
+    const quiet = new RedisEventBus(link.url, prefix, log, { maxPendingBytes: 64 * 1024 * 1024, stalledAfterMs: 500, subscriberPingMs: 60_000 });
+    try {
+      await quiet.ready();
+      const topic = "run:trickle:metrics";
+      const heard: string[] = [];
+      const unsubscribe = await subscriber.subscribe(topic, (p) => heard.push((p as { n: string }).n));
+      link.blackHole();
+      await quiet.publish(topic, { n: "lost" });
+      // Previously only a full backlog (64 MB here) led to a reconnect: a trickle never did.
+      let n = 0;
+      const deadline = Date.now() + 10_000;
+      while (!heard.some((h) => h.startsWith("after-")) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 200));
+        await quiet.publish(topic, { n: `after-${n++}` });
+      }
+      expect(heard.some((h) => h.startsWith("after-"))).toBe(true);
+      await unsubscribe();
+    } finally {
+      await quiet.close();
+      link.close();
+    }
+  });
+
   it("reopens a subscriber connection gone half-open, and hears the other replicas again", async () => {
     const link = await blackHoleLinkTo(REDIS_URL!);
     const warnings: string[] = [];
