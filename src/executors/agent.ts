@@ -102,6 +102,35 @@ const MAX_TASKS_PER_CLAIM = 100;
 const LOG_BATCH_LINES = 500;
 /** Most lines one appendTaskLogs call takes (the server's limit). */
 const MAX_LOG_LINES_PER_CALL = 5_000;
+/** The server cuts longer lines; cut here the same way, so a call is never larger than it needs. */
+const MAX_LOG_LINE_CHARS = 16_000;
+/** Characters of lines per call: well under the server's body limit and a proxy's usual 1 MB. */
+const MAX_LOG_CALL_CHARS = 256_000;
+
+/**
+ * An attempt's lines as the appendTaskLogs calls that carry them: NUL removed (a variable holding
+ * one is refused whole, before the server could strip it), lines cut as the server would cut
+ * them, and calls bounded in lines and in size (5,000 lines of 16,000 characters were refused by
+ * the body limit).
+ */
+export function logCalls(lines: readonly string[]): string[][] {
+  const calls: string[][] = [];
+  let call: string[] = [];
+  let chars = 0;
+  for (const raw of lines) {
+    const noNul = raw.includes("\u0000") ? raw.replace(/\u0000/g, "") : raw;
+    const line = noNul.length > MAX_LOG_LINE_CHARS ? `${noNul.slice(0, MAX_LOG_LINE_CHARS)}…` : noNul;
+    if (call.length > 0 && (call.length >= MAX_LOG_LINES_PER_CALL || chars + line.length > MAX_LOG_CALL_CHARS)) {
+      calls.push(call);
+      call = [];
+      chars = 0;
+    }
+    call.push(line);
+    chars += line.length;
+  }
+  if (call.length > 0) calls.push(call);
+  return calls;
+}
 /** One appendTaskLogs request's time limit (the outcome is reported after the logs). */
 const LOG_CALL_TIMEOUT_MS = 30_000;
 /**
@@ -219,7 +248,15 @@ export class ExecutorAgent {
    */
   stopTasks(): void {
     this.stoppingTasks = true;
-    for (const proc of this.running) proc.stop();
+    for (const proc of this.running) this.stopForShutdown(proc);
+  }
+
+  /** Processes stopped because the executor shuts down: FAILED whatever their exit code. */
+  private readonly stoppedForShutdown = new WeakSet<LocalProcess>();
+
+  private stopForShutdown(proc: LocalProcess): void {
+    this.stoppedForShutdown.add(proc);
+    proc.stop();
   }
 
   /** Resolves once stopping and nothing runs or claims any more (after stop()). */
@@ -360,7 +397,7 @@ export class ExecutorAgent {
       },
     });
     this.running.add(proc);
-    if (this.stoppingTasks) proc.stop();
+    if (this.stoppingTasks) this.stopForShutdown(proc);
     const pgid = proc.pid;
     if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
@@ -452,7 +489,10 @@ export class ExecutorAgent {
         log.warn({ err: (err as Error).message, workdir }, "could not remove the task's working directory");
       }
       if (leaseLost) return;
-      const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 ? "SUCCEEDED" : "FAILED";
+      // A task stopped for the executor's shutdown did not finish, even if it caught SIGTERM and
+      // exited 0 (saving a checkpoint, say): SUCCEEDED would release its dependents and on_success.
+      const stoppedForShutdown = this.stoppedForShutdown.has(proc) && !result.cancelled && !result.timedOut;
+      const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 && !stoppedForShutdown ? "SUCCEEDED" : "FAILED";
       const error =
         outcome === "SUCCEEDED"
           ? null
@@ -461,7 +501,7 @@ export class ExecutorAgent {
               ? `timed out after ${a.timeoutSeconds} s`
               : result.cancelled
                 ? "cancelled"
-                : `exited with ${result.exitCode ?? result.signal}${this.stoppingTasks ? " (stopped: the executor shut down)" : ""}`);
+                : `exited with ${result.exitCode ?? result.signal}${stoppedForShutdown ? " (stopped: the executor shut down)" : ""}`);
       await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error }, log, () => leaseLost);
     } finally {
       clearInterval(heartbeatTimer);
@@ -510,8 +550,8 @@ export class ExecutorAgent {
   private async sendLogs(taskRunId: string, leaseToken: string, fromLine: number, lines: string[], log: Logger, stopSending: () => boolean): Promise<number | null> {
     const giveUpAt = Date.now() + COMPLETION_RETRY_FOR_MS;
     let next = fromLine;
-    for (let start = 0; start < lines.length; start += MAX_LOG_LINES_PER_CALL) {
-      const chunk = lines.slice(start, start + MAX_LOG_LINES_PER_CALL);
+    const calls = logCalls(lines);
+    for (const [callIndex, chunk] of calls.entries()) {
       for (let attempt = 0; ; attempt++) {
         const numbered = this.logsNumbered;
         try {
@@ -540,8 +580,20 @@ export class ExecutorAgent {
             if (err instanceof GraphqlError && err.code === "CONFLICT") return null; // the lease is gone: so is every later chunk
             break;
           }
-          if (!isTransient(err, attempt) || stopSending() || Date.now() > giveUpAt) {
-            log.warn({ err: (err as Error).message, lines: lines.length - start }, "could not send logs; the attempt's later lines are not sent either");
+          if (err instanceof GraphqlError && err.code === "CONFLICT") {
+            log.warn({ err: err.message }, "could not send logs: the lease is gone");
+            return null;
+          }
+          if (!isTransient(err, attempt)) {
+            // Refused whole (stored nothing): these lines are lost, the later ones still go, numbered
+            // from the same line (no gap). Previously one refusal silenced the rest of the attempt.
+            log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs: the server refused them");
+            break;
+          }
+          if (stopSending() || Date.now() > giveUpAt) {
+            // Maybe stored, maybe not: the numbering is unknown from here, so nothing more is sent.
+            const left = calls.slice(callIndex).reduce((n, c) => n + c.length, 0);
+            log.warn({ err: (err as Error).message, lines: left }, "could not send logs; the attempt's later lines are not sent either");
             return null;
           }
           await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));

@@ -324,6 +324,14 @@ describe("leases", () => {
     }
   });
 
+  it("keeps sending a task's log lines after a line the server refuses (a NUL byte), without the NUL", async () => {
+    await createSpec({ pipeline: { name: "log-nul", tasks: [shellTask("lines", "printf 'bin\\0ary\\n'; sleep 0.6; echo after", { pool: "log-nul" })] } });
+    await executor(["--pool", "log-nul", "--gpus", "none"]);
+    const run = await waitForRun((await submit("log-nul")).id, ["SUCCEEDED", "FAILED"], 30_000);
+    // Previously the call holding the NUL was refused whole, and every later line with it.
+    expect(run.tasks[0].logs).toEqual(["binary", "after"]);
+  });
+
   it("stores every log line exactly once although one append met a 503 and another lost its answer", async () => {
     let appends = 0;
     // The first append never reaches the server (a 503 page while it restarts); the second is
@@ -467,7 +475,8 @@ describe("leases", () => {
 
   it("drains on SIGTERM, and a second SIGTERM stops the running tasks, reports them and exits", async () => {
     const dir = fs.mkdtempSync(path.join(scratch, "shutdown-"));
-    await createSpec({ pipeline: { name: "shutdown", tasks: [shellTask("ticks", tickLoop(dir), { pool: "shutdown" })] } });
+    // It exits 0 on SIGTERM (as a script saving a checkpoint might): still not a success.
+    await createSpec({ pipeline: { name: "shutdown", tasks: [shellTask("ticks", tickLoop(dir, "trap 'exit 0' TERM; "), { pool: "shutdown" })] } });
     const exec = await startExecutor(server.url, ["--pool", "shutdown", "--gpus", "none"]);
     executors.push(exec);
     const submitted = await submit("shutdown");

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { LocalProcess } from "../../../src/executors/runtimes/local-process";
-import { graphqlEndpoint, resolveScriptPaths } from "../../../src/executors/agent";
+import { graphqlEndpoint, logCalls, resolveScriptPaths } from "../../../src/executors/agent";
 
 function run(argv: string[], options: { timeoutMs?: number; graceMs?: number } = {}) {
   const lines: string[] = [];
@@ -117,6 +117,18 @@ describe("LocalProcess", () => {
 });
 
 describe("agent helpers", () => {
+  it("splits an attempt's lines into log calls bounded in lines and size, NUL removed and long lines cut", () => {
+    expect(logCalls(["a\u0000b", "c"])).toEqual([["ab", "c"]]);
+    const long = "x".repeat(20_000);
+    const [[cut]] = logCalls([long]);
+    expect(cut).toBe(`${"x".repeat(16_000)}…`);
+    // 5,000 lines of 16,000 characters: one call used to carry all of them (80 MB, over the body limit).
+    const calls = logCalls(Array.from({ length: 5_000 }, () => long));
+    expect(calls.flat()).toHaveLength(5_000);
+    for (const call of calls) expect(call.reduce((n, l) => n + l.length, 0)).toBeLessThanOrEqual(256_001);
+    expect(logCalls(Array.from({ length: 12_000 }, (_, i) => String(i))).map((c) => c.length)).toEqual([5_000, 5_000, 2_000]);
+  });
+
   it("accepts the server as base URL or endpoint", () => {
     expect(graphqlEndpoint("http://h:4000")).toBe("http://h:4000/graphql");
     expect(graphqlEndpoint("http://h:4000/")).toBe("http://h:4000/graphql");
