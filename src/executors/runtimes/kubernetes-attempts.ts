@@ -117,6 +117,7 @@ class KubernetesAttempt implements RunningAttempt {
         activeDeadlineSeconds: req.timeoutSeconds,
       });
     } catch (err) {
+      req.log.warn({ err: errorText(err) }, "could not create the Kubernetes Job");
       return { outcome: "FAILED", exitCode: null, error: `could not create the Kubernetes Job: ${errorText(err)}` };
     }
     req.log.info({ job: handle.name, namespace: handle.namespace }, "kubernetes job created");
