@@ -156,4 +156,25 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(run.tasks[0].error).toMatch(/^image: the task has no container image/);
     expect(stub.created.length).toBe(jobsBefore);
   });
+
+  // Last: it shuts the shared executor down.
+  it("drains on SIGTERM (the Job runs on), and a second SIGTERM deletes the Job and reports the task as stopped", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    stub.log(job, "long job\n");
+    await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].logs.length > 0);
+    const exited = new Promise<number | null>((resolve) => executor.process.once("exit", (code) => resolve(code)));
+    executor.process.kill("SIGTERM");
+    // Draining waits for the Job: many polls later it still stands.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(stub.deletes.some((d) => d.name === job.name)).toBe(false);
+    executor.process.kill("SIGTERM");
+    await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name));
+    expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+    expect(await exited).toBe(0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+    expect(run.tasks[0].error).toMatch(/Job .* deleted \(stopped: the executor shut down\)/);
+  });
 });
