@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { startExecutor, type TestExecutor } from "../helpers/executors";
 import { startKubeApiStub, writeKubeconfig, type KubeApiStub, type StubJob } from "../helpers/kube-api-stub";
+import { TcpProxy } from "../helpers/tcp-proxy";
 import { ok, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
 
 /**
@@ -155,6 +156,32 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
     expect(run.tasks[0].error).toMatch(/^image: the task has no container image/);
     expect(stub.created.length).toBe(jobsBefore);
+  });
+
+  it("deletes the Job once its heartbeats stop getting through (lease lost), and the attempt ends EXECUTOR_LOST", async () => {
+    const target = new URL(server.url);
+    const proxy = new TcpProxy(target.hostname, Number(target.port));
+    await proxy.start();
+    const cut = await startExecutor(`http://127.0.0.1:${proxy.port}${target.pathname}`, [
+      "--pool", "k8s-lease", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig"), "--job-poll-seconds", "0.2",
+    ]);
+    try {
+      const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"], pool: "k8s-lease" });
+      const job = await jobOf(runId);
+      stub.startPod(job);
+      await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].status === "RUNNING");
+      // The executor can no longer reach the server (the cluster it still can): after most of a
+      // lease (3 s here) without a heartbeat it must stop the Job, as another attempt may start.
+      proxy.cut();
+      await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name), 15_000);
+      expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+      const run = await finished(runId);
+      expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "EXECUTOR_LOST" });
+    } finally {
+      proxy.restore();
+      await cut.stop();
+      await proxy.stop();
+    }
   });
 
   // Last: it shuts the shared executor down.
