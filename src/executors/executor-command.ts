@@ -30,7 +30,7 @@ interface ExecutorFlags {
  * With Kubernetes the cluster places pods: nvidia-smi on the executor's machine says nothing, so
  * `auto` means none, a count caps the GPUs its Jobs request at once, and indices mean nothing.
  */
-function kubernetesGpuCount(spec: string): number {
+export function kubernetesGpuCount(spec: string): number {
   if (spec === "auto" || spec === "none") return 0;
   if (/^\d+$/.test(spec)) return Number(spec);
   throw new ConfigError(`--gpus: with --runtime kubernetes, expected none or a count N (GPUs its Jobs may request at once), got ${JSON.stringify(spec)}`);
