@@ -135,8 +135,8 @@ export function graphqlEndpoint(server: string): string {
  * The pull executor: registers its pool and resources, then keeps its `concurrency` slots busy:
  * free slots are claimed together with one long-poll claimTasks, each task runs through the
  * runtime (a local process, or a Kubernetes Job) while its logs are streamed and its lease
- * heartbeated, cancellation is forwarded, and outcomes are reported (completions that end together share one completeTasks). `stop()` stops claiming
- * and drains running tasks.
+ * heartbeated, cancellation is forwarded, and outcomes are reported (completions that end
+ * together share one completeTasks). `stop()` stops claiming and drains running tasks.
  */
 export class ExecutorAgent {
   private readonly endpoint: string;
@@ -215,9 +215,9 @@ export class ExecutorAgent {
 
   /**
    * Stops the running tasks (SIGTERM to each process group, SIGKILL after the grace; a Kubernetes
-   * Job is deleted) and reports
-   * them as failed, for an executor that must shut down without waiting for them (a second
-   * SIGTERM/SIGINT). Left running, they would outlive the executor, holding their GPUs.
+   * Job is deleted) and reports them as failed, for an executor that must shut down without
+   * waiting for them (a second SIGTERM/SIGINT). Left running, they would outlive the executor,
+   * holding their GPUs.
    */
   stopTasks(): void {
     this.stoppingTasks = true;
