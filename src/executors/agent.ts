@@ -1,11 +1,12 @@
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import { CompletionBatcher } from "./completion-batcher.js";
-import { detectGpus, type GpuInfo, type GpuSpec } from "./gpu-detection.js";
-import { LocalProcess, type ProcessResult } from "./runtimes/local-process.js";
-import { TaskProcessRegistry } from "./task-process-registry.js";
+import type { GpuInfo, GpuSpec } from "./gpu-detection.js";
+import type { AttemptResult, AttemptRuntime, RunningAttempt } from "./runtimes/attempt-runtime.js";
+import { LocalAttemptRuntime } from "./runtimes/local-attempts.js";
+
+export { resolveScriptPaths } from "./runtimes/local-attempts.js";
 
 export interface AgentOptions {
   /** Server base URL or its /graphql endpoint. */
@@ -29,6 +30,8 @@ export interface AgentOptions {
   waitSeconds?: number;
   /** SIGTERM → SIGKILL grace for stopping tasks. */
   graceSeconds?: number;
+  /** Where attempts run (default: local processes, from gpus/workdirBase/pipelineDir/taskBaseEnv). */
+  runtime?: AttemptRuntime;
   log: Logger;
 }
 
@@ -45,6 +48,9 @@ interface Assignment {
   gpus: number[];
   runId: string;
   timeoutSeconds: number;
+  /** Absent from servers before they existed (local processes need neither). */
+  image?: string | null;
+  resources?: { cpu: number; memoryMb: number; gpus: number; gpuType: string | null };
 }
 
 interface Completion {
@@ -96,6 +102,8 @@ function isTransient(err: unknown, attempt: number): boolean {
 }
 
 const ASSIGNMENT_FIELDS = `taskRun { id taskId attempt logLines } leaseToken leaseExpiresAt leaseSeconds command operator env gpus runId timeoutSeconds`;
+/** What a runtime other than local processes needs as well (servers before it lack these fields). */
+const CONTAINER_FIELDS = `image resources { cpu memoryMb gpus gpuType }`;
 const LOG_FLUSH_MS = 250;
 /** The server's limit on claimTasks' maxTasks; larger executors keep several claims in flight. */
 const MAX_TASKS_PER_CLAIM = 100;
@@ -153,24 +161,11 @@ export function graphqlEndpoint(server: string): string {
 }
 
 /**
- * Argv elements that are relative paths of files under the pipeline directory become absolute,
- * so a spec can say `examples/pipelines/scripts/train.py` while the task runs in a fresh directory.
- */
-export function resolveScriptPaths(argv: string[], pipelineDir: string): string[] {
-  return argv.map((arg, i) => {
-    if (i === 0 && !arg.includes("/")) return arg; // a program on PATH
-    if (path.isAbsolute(arg) || arg.startsWith("-") || !/[/.]/.test(arg)) return arg;
-    const candidate = path.resolve(pipelineDir, arg);
-    return fs.existsSync(candidate) && fs.statSync(candidate).isFile() ? candidate : arg;
-  });
-}
-
-/**
  * The pull executor: registers its pool and resources, then keeps its `concurrency` slots busy:
- * free slots are claimed together with one long-poll claimTasks, each task runs as a local
- * process whose logs are streamed and lease heartbeated, cancellation is forwarded, and outcomes
- * are reported (completions that end together share one completeTasks). `stop()` stops claiming
- * and drains running tasks.
+ * free slots are claimed together with one long-poll claimTasks, each task runs through the
+ * runtime (a local process, or a Kubernetes Job) while its logs are streamed and its lease
+ * heartbeated, cancellation is forwarded, and outcomes are reported (completions that end
+ * together share one completeTasks). `stop()` stops claiming and drains running tasks.
  */
 export class ExecutorAgent {
   private readonly endpoint: string;
@@ -179,14 +174,13 @@ export class ExecutorAgent {
   /** stopTasks() was called: running tasks are being stopped because the executor shuts down. */
   private stoppingTasks = false;
   private readonly claims = new Set<AbortController>();
-  private readonly running = new Set<LocalProcess>();
+  private readonly running = new Set<RunningAttempt>();
+  private readonly runtime: AttemptRuntime;
   /** Slots running a task, and slots asked for by claims still in flight. */
   private busySlots = 0;
   private reservedSlots = 0;
   private idle: { promise: Promise<void>; resolve: () => void } | null = null;
   private readonly completions: CompletionBatcher<Completion>;
-  /** Process groups of running tasks, so a successor can stop them if this executor dies. */
-  private readonly taskGroups: TaskProcessRegistry;
   private reregistering: Promise<void> | null = null;
   /** Whether the server takes numbered log lines (appendTaskLogs' fromLine); servers before it refuse the argument. */
   private logsNumbered = true;
@@ -194,7 +188,16 @@ export class ExecutorAgent {
 
   constructor(private readonly options: AgentOptions) {
     this.endpoint = graphqlEndpoint(options.server);
-    this.taskGroups = new TaskProcessRegistry(options.workdirBase ?? os.tmpdir());
+    this.runtime =
+      options.runtime ??
+      new LocalAttemptRuntime({
+        gpus: options.gpus,
+        workdirBase: options.workdirBase ?? os.tmpdir(),
+        pipelineDir: path.resolve(options.pipelineDir ?? process.cwd()),
+        taskBaseEnv: options.taskBaseEnv,
+        graceMs: (options.graceSeconds ?? 10) * 1000,
+        log: options.log,
+      });
     this.completions = new CompletionBatcher<Completion>({
       // Bounded: a hung request would hold every later completion behind it (report() retries).
       many: (inputs) =>
@@ -208,10 +211,8 @@ export class ExecutorAgent {
   }
 
   async start(): Promise<void> {
-    // Tasks an executor killed with -9 left running here would hold their GPUs and CPU while the
-    // server hands out new tasks for them: stopped before this executor offers anything.
-    await this.taskGroups.stopOrphans((this.options.graceSeconds ?? 10) * 1000, this.options.log);
-    this.gpus = await detectGpus(this.options.gpus, undefined, (problem) => this.options.log.warn(problem));
+    await this.runtime.init();
+    this.gpus = await this.runtime.gpus();
     await this.register();
     this.fillSlots();
   }
@@ -242,9 +243,10 @@ export class ExecutorAgent {
   }
 
   /**
-   * Stops the running tasks (SIGTERM to each process group, SIGKILL after the grace) and reports
-   * them as failed, for an executor that must shut down without waiting for them (a second
-   * SIGTERM/SIGINT). Left running, they would outlive the executor, holding their GPUs.
+   * Stops the running tasks (SIGTERM to each process group, SIGKILL after the grace; a Kubernetes
+   * Job is deleted) and reports them as failed, for an executor that must shut down without
+   * waiting for them (a second SIGTERM/SIGINT). Left running, they would outlive the executor,
+   * holding their GPUs.
    */
   stopTasks(): void {
     this.stoppingTasks = true;
@@ -252,9 +254,9 @@ export class ExecutorAgent {
   }
 
   /** Processes stopped because the executor shuts down: FAILED whatever their exit code. */
-  private readonly stoppedForShutdown = new WeakSet<LocalProcess>();
+  private readonly stoppedForShutdown = new WeakSet<RunningAttempt>();
 
-  private stopForShutdown(proc: LocalProcess): void {
+  private stopForShutdown(proc: RunningAttempt): void {
     this.stoppedForShutdown.add(proc);
     proc.stop();
   }
@@ -298,7 +300,7 @@ export class ExecutorAgent {
     const claimedAs = this.executorId;
     try {
       const data = await this.gql<{ claimTasks: Assignment[] }>(
-        `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} } }`,
+        `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} ${this.runtime.needsContainerFields ? CONTAINER_FIELDS : ""} } }`,
         { id: claimedAs, max: slots, wait: this.options.waitSeconds ?? 20 },
         abort.signal,
       );
@@ -335,27 +337,7 @@ export class ExecutorAgent {
 
   private async runTask(a: Assignment): Promise<void> {
     const log = this.options.log.child({ taskRunId: a.taskRun.id, task: a.taskRun.taskId, attempt: a.taskRun.attempt });
-    const base = this.options.workdirBase ?? os.tmpdir();
-    let workdir: string;
-    try {
-      fs.mkdirSync(base, { recursive: true });
-      workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${a.taskRun.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
-    } catch (err) {
-      // A full disk, say. Reported as the attempt's failure: unreported, the attempt waited out its
-      // lease and failed as EXECUTOR_LOST ("lease expired without heartbeats"), its cause nowhere.
-      const error = `mlgraph executor: could not create a working directory under ${base}: ${(err as Error).message}`;
-      log.error({ err: (err as Error).message }, "could not create the task's working directory");
-      await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome: "FAILED", exitCode: null, error }, log, () => false);
-      return;
-    }
-    const pipelineDir = path.resolve(this.options.pipelineDir ?? process.cwd());
-    const env: Record<string, string> = {
-      ...this.options.taskBaseEnv,
-      ...a.env,
-      MLGRAPH_URL: this.endpoint,
-      MLGRAPH_WORKDIR: workdir,
-      MLGRAPH_PIPELINE_DIR: pipelineDir,
-    };
+    const env: Record<string, string> = { ...a.env, MLGRAPH_URL: this.endpoint };
     let pending: string[] = [];
     let flushing: Promise<void> = Promise.resolve();
     let leaseLost = false;
@@ -381,25 +363,29 @@ export class ExecutorAgent {
     const graceMs = (this.options.graceSeconds ?? 10) * 1000;
     const marginMs = Math.max(500, leaseMs / 10);
     log.info({ argv: a.command, gpus: a.gpus }, "task started");
-    const proc = new LocalProcess({
-      argv: resolveScriptPaths(a.command, pipelineDir),
+    const proc = this.runtime.start({
+      taskRunId: a.taskRun.id,
+      taskId: a.taskRun.taskId,
+      attempt: a.taskRun.attempt,
+      command: a.command,
       env,
-      cwd: workdir,
-      timeoutMs: a.timeoutSeconds * 1000,
+      timeoutSeconds: a.timeoutSeconds,
+      image: a.image ?? null,
+      resources: a.resources ?? { cpu: 1, memoryMb: 1024, gpus: a.gpus.length, gpuType: null },
+      gpus: a.gpus,
       graceMs,
       // The server gives a timed-out attempt up one lease past its timeout (counted from the claim,
       // heartbeats or not) and hands its GPUs out again: the process must be gone by then, even
       // when the grace is long for the lease.
       timeoutGraceMs: Math.floor(leaseMs - marginMs),
-      onLines: (_stream, lines) => {
+      onLines: (lines) => {
         pending.push(...lines);
         if (pending.length >= LOG_BATCH_LINES) void flush();
       },
+      log,
     });
     this.running.add(proc);
     if (this.stoppingTasks) this.stopForShutdown(proc);
-    const pgid = proc.pid;
-    if (pgid !== undefined) this.taskGroups.record(pgid, a.taskRun.id, log);
     const flushTimer = setInterval(() => void flush(), LOG_FLUSH_MS);
     // The process must be gone before the server's lease runs out, SIGKILL included: stop it once
     // no heartbeat has been confirmed for `stopAfterMs`, and kill it `killWithinMs` later at most
@@ -461,16 +447,14 @@ export class ExecutorAgent {
     // the lease, so a slow report never turns a finished attempt into a lost one.
     const heartbeatTimer = setInterval(() => void beat(), beatEveryMs);
     try {
-      let result: ProcessResult;
+      let result: AttemptResult;
       try {
         result = await proc.done;
         exited = true;
       } finally {
         clearInterval(flushTimer);
         this.running.delete(proc);
-        if (pgid !== undefined) this.taskGroups.forget(pgid);
       }
-      if (result.spawnError) pending.push(`mlgraph executor: could not start ${a.command[0]}: ${result.spawnError}`);
       let drainTimer: NodeJS.Timeout | undefined;
       const drained = await Promise.race([
         flush().then(() => true),
@@ -481,27 +465,18 @@ export class ExecutorAgent {
         logsAbandoned = true;
         log.warn({ waitedMs: LOG_DRAIN_AFTER_EXIT_MS }, "could not send logs: reporting the outcome without the last lines");
       }
-      try {
-        fs.rmSync(workdir, { recursive: true, force: true });
-      } catch (err) {
-        // A directory the executor cannot remove (read-only subdirectories of a non-root task, a
-        // tree deeper than PATH_MAX) must not cost the attempt its outcome.
-        log.warn({ err: (err as Error).message, workdir }, "could not remove the task's working directory");
-      }
       if (leaseLost) return;
+      if (result.outcome === "EXECUTOR_LOST") {
+        // Not an outcome an executor reports: with heartbeats stopped, the server's reaper fails
+        // the attempt as EXECUTOR_LOST once the lease runs out, and the retry policy decides.
+        log.warn({ error: result.error }, "the attempt was lost (its pod or Job went away): leaving it to the lease reaper");
+        return;
+      }
       // A task stopped for the executor's shutdown did not finish, even if it caught SIGTERM and
       // exited 0 (saving a checkpoint, say): SUCCEEDED would release its dependents and on_success.
-      const stoppedForShutdown = this.stoppedForShutdown.has(proc) && !result.cancelled && !result.timedOut;
-      const outcome = result.cancelled ? "CANCELLED" : result.timedOut ? "TIMED_OUT" : result.exitCode === 0 && !stoppedForShutdown ? "SUCCEEDED" : "FAILED";
-      const error =
-        outcome === "SUCCEEDED"
-          ? null
-          : result.spawnError ??
-            (result.timedOut
-              ? `timed out after ${a.timeoutSeconds} s`
-              : result.cancelled
-                ? "cancelled"
-                : `exited with ${result.exitCode ?? result.signal}${stoppedForShutdown ? " (stopped: the executor shut down)" : ""}`);
+      const stoppedForShutdown = this.stoppedForShutdown.has(proc) && (result.outcome === "SUCCEEDED" || result.outcome === "FAILED");
+      const outcome = stoppedForShutdown ? "FAILED" : result.outcome;
+      const error = stoppedForShutdown ? `${result.error ?? `exited with ${result.exitCode}`} (stopped: the executor shut down)` : result.error;
       await this.report({ taskRunId: a.taskRun.id, leaseToken: a.leaseToken, outcome, exitCode: result.exitCode, error }, log, () => leaseLost);
     } finally {
       clearInterval(heartbeatTimer);

@@ -17,7 +17,28 @@ interface ExecutorFlags {
   waitSeconds: string;
   graceSeconds: string;
   logLevel?: string;
+  runtime: string;
+  namespace?: string;
+  serviceAccount?: string;
+  kubeconfig?: string;
+  jobPollSeconds: string;
+  podErrorGraceSeconds: string;
+  unschedulableGraceSeconds: string;
 }
+
+/**
+ * With Kubernetes the cluster places pods: nvidia-smi on the executor's machine says nothing, so
+ * `auto` means none, a count caps the GPUs its Jobs request at once, and indices mean nothing.
+ */
+export function kubernetesGpuCount(spec: string): number {
+  if (spec === "auto" || spec === "none") return 0;
+  if (/^\d+$/.test(spec)) return Number(spec);
+  throw new ConfigError(`--gpus: with --runtime kubernetes, expected none or a count N (GPUs its Jobs may request at once), got ${JSON.stringify(spec)}`);
+}
+
+/** What a Kubernetes executor registers without --cpu/--memory-mb: the server's largest CPU count, 1 PiB. */
+const KUBERNETES_CPU = 100_000;
+const KUBERNETES_MEMORY_MB = 1024 ** 3;
 
 function positive(name: string, text: string | undefined, integer: boolean): number | undefined {
   if (text === undefined) return undefined;
@@ -30,7 +51,7 @@ function positive(name: string, text: string | undefined, integer: boolean): num
 export function registerExecutorCommand(program: Command): void {
   program
     .command("executor")
-    .description("run a pull executor: claim tasks of one pool from the server and run them as local processes")
+    .description("run a pull executor: claim tasks of one pool from the server and run them as local processes or Kubernetes Jobs")
     .option("--server <url>", "server URL (MLGRAPH_URL)")
     .option("--token <token>", "executor token (MLGRAPH_TOKEN); scoped to its pool")
     .option("--pool <pool>", "pool to serve", "default")
@@ -45,6 +66,13 @@ export function registerExecutorCommand(program: Command): void {
     .option("--wait-seconds <s>", "long-poll length of each claim", "20")
     .option("--grace-seconds <s>", "SIGTERM to SIGKILL grace when stopping a task", "10")
     .option("--log-level <level>", "log level (MLGRAPH_LOG_LEVEL, default info)")
+    .option("--runtime <runtime>", "local (processes on this machine) or kubernetes (one Job per attempt)", "local")
+    .option("--namespace <ns>", "kubernetes: namespace of the Jobs (required)")
+    .option("--service-account <name>", "kubernetes: service account of the pods (default: none mounted)")
+    .option("--kubeconfig <file>", "kubernetes: kubeconfig file (default: in-cluster, then KUBECONFIG or ~/.kube/config)")
+    .option("--job-poll-seconds <s>", "kubernetes: between two reads of a Job and its pod", "2")
+    .option("--pod-error-grace-seconds <s>", "kubernetes: an image pull or config error fails the attempt after this long", "60")
+    .option("--unschedulable-grace-seconds <s>", "kubernetes: a pod no node can take fails the attempt after this long", "600")
     .action(async (flags: ExecutorFlags) => {
       const env = executorEnvironment();
       const server = flags.server ?? env.server;
@@ -57,6 +85,22 @@ export function registerExecutorCommand(program: Command): void {
       }
       const log = createLogger((flags.logLevel ?? env.logLevel) as Parameters<typeof createLogger>[0]);
       const { ExecutorAgent } = await import("./agent.js");
+      if (flags.runtime !== "local" && flags.runtime !== "kubernetes") throw new ConfigError(`--runtime: expected local or kubernetes, got ${JSON.stringify(flags.runtime)}`);
+      const kubernetes = flags.runtime === "kubernetes";
+      let runtime;
+      if (kubernetes) {
+        if (!flags.namespace) throw new ConfigError("--namespace: required with --runtime kubernetes");
+        const { KubernetesAttemptRuntime } = await import("./runtimes/kubernetes-attempts.js");
+        runtime = new KubernetesAttemptRuntime({
+          namespace: flags.namespace,
+          serviceAccount: flags.serviceAccount,
+          kubeconfig: flags.kubeconfig,
+          gpus: kubernetesGpuCount(flags.gpus),
+          pollMs: positive("job-poll-seconds", flags.jobPollSeconds, false)! * 1000,
+          podErrorGraceMs: positive("pod-error-grace-seconds", flags.podErrorGraceSeconds, false)! * 1000,
+          unschedulableGraceMs: positive("unschedulable-grace-seconds", flags.unschedulableGraceSeconds, false)! * 1000,
+        });
+      }
       const agent = new ExecutorAgent({
         server,
         token: flags.token ?? env.token,
@@ -64,14 +108,17 @@ export function registerExecutorCommand(program: Command): void {
         gpus: flags.gpus,
         concurrency: positive("concurrency", flags.concurrency, true)!,
         name: flags.name,
-        cpu: positive("cpu", flags.cpu, false),
-        memoryMb: positive("memory-mb", flags.memoryMb, true),
+        // With Kubernetes the cluster decides what fits; the executor bounds only Jobs in flight
+        // (--concurrency), unless --cpu/--memory-mb set a budget.
+        cpu: positive("cpu", flags.cpu, false) ?? (kubernetes ? KUBERNETES_CPU : undefined),
+        memoryMb: positive("memory-mb", flags.memoryMb, true) ?? (kubernetes ? KUBERNETES_MEMORY_MB : undefined),
         labels,
         workdirBase: flags.workdirBase,
         pipelineDir: flags.pipelineDir ?? env.pipelineDir,
         taskBaseEnv: env.taskBaseEnv,
         waitSeconds: positive("wait-seconds", flags.waitSeconds, true),
         graceSeconds: positive("grace-seconds", flags.graceSeconds, false),
+        runtime,
         log,
       });
       await agent.start();

@@ -48,6 +48,8 @@ export interface TaskAssignmentView {
   runId: string;
   checkpoint: CheckpointView | null;
   timeoutSeconds: number;
+  image: string | null;
+  resources: { cpu: number; memoryMb: number; gpus: number; gpuType: string | null };
 }
 
 export interface CheckpointView {
@@ -457,6 +459,8 @@ export class TaskQueue {
       runId: claim.runId,
       checkpoint,
       timeoutSeconds: task.timeout_seconds,
+      image: claim.spec.image ?? null,
+      resources: { cpu: task.cpu, memoryMb: task.memoryMb, gpus: task.gpus, gpuType: task.gpuType ?? null },
     };
   }
 

@@ -118,6 +118,21 @@ export class Checkpoint {
   updatedAt: Date;
 }
 
+@ObjectType({ description: "What a claimed attempt asked for: a Kubernetes executor requests it for the attempt's pod." })
+export class TaskAssignmentResources {
+  @Field(() => Float, { description: "CPU cores." })
+  cpu: number;
+
+  @Field(() => Int, { description: "Memory in MiB." })
+  memoryMb: number;
+
+  @Field(() => Int, { description: "Number of GPUs." })
+  gpus: number;
+
+  @Field(() => String, { nullable: true, description: "GPU type asked for (e.g. NVIDIA-H100-80GB-HBM3), if any." })
+  gpuType: string | null;
+}
+
 @ObjectType({ description: "A claimed task: what to run, with which credentials, until when." })
 export class TaskAssignment {
   @Field(() => TaskRun, { description: "The task run claimed." })
@@ -155,6 +170,12 @@ export class TaskAssignment {
 
   @Field(() => Int, { description: "Stop the process after this many seconds and report TIMED_OUT." })
   timeoutSeconds: number;
+
+  @Field(() => String, { nullable: true, description: "The task's container image (spec `image`); Kubernetes executors need one, local executors ignore it." })
+  image: string | null;
+
+  @Field(() => TaskAssignmentResources, { description: "The task's resources (spec `resources`)." })
+  resources: TaskAssignmentResources;
 }
 
 @ObjectType({ description: "Answer to a heartbeat." })

@@ -1,0 +1,207 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { startExecutor, type TestExecutor } from "../helpers/executors";
+import { startKubeApiStub, writeKubeconfig, type KubeApiStub, type StubJob } from "../helpers/kube-api-stub";
+import { TcpProxy } from "../helpers/tcp-proxy";
+import { ok, startTestServer, type TestServer, waitFor } from "../helpers/test-server";
+
+/**
+ * `mlgraph executor --runtime kubernetes` end to end: a real server, a real executor process
+ * using the real @kubernetes/client-node, and a stub API server (no cluster exists here) where
+ * the test plays the Job controller and kubelet.
+ */
+let server: TestServer;
+let stub: KubeApiStub;
+let executor: TestExecutor;
+let dir: string;
+
+const POOL = "k8s";
+const RUN = `query($id: ID!) { pipelineRun(id: $id) { id status tasks { id status exitCode error failureKind logs } } }`;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-k8s-"));
+  stub = await startKubeApiStub();
+  server = await startTestServer({ env: { MLGRAPH_LEASE_SECONDS: "3", MLGRAPH_SCHEDULER_INTERVAL_MS: "200" } });
+  executor = await startExecutor(server.url, [
+    "--pool", POOL, "--concurrency", "4",
+    "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", writeKubeconfig(dir, stub.url),
+    "--job-poll-seconds", "0.2", "--pod-error-grace-seconds", "1",
+  ]);
+});
+afterAll(async () => {
+  await executor?.stop();
+  await server?.stop();
+  await stub?.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+let pipelines = 0;
+/** Creates a one-task pipeline on the Kubernetes pool and submits a run of it. */
+async function submitTask(task: Record<string, unknown>): Promise<string> {
+  const name = `k8s-${++pipelines}`;
+  ok(await server.gql(`mutation($input: CreatePipelineInput!) { createPipeline(input: $input) { id } }`, { input: { spec: { pipeline: { name, tasks: [{ id: "train", pool: POOL, ...task }] } } } }));
+  return ok(await server.gql(`mutation($input: SubmitPipelineRunInput!) { submitPipelineRun(input: $input) { id } }`, { input: { pipelineName: name } })).submitPipelineRun.id;
+}
+
+async function jobOf(runId: string): Promise<StubJob> {
+  return stub.waitForJob("MLGRAPH_PIPELINE_RUN_ID", runId).catch((err: Error) => {
+    throw new Error(`${err.message}\nexecutor output:\n${executor.output()}`);
+  });
+}
+
+async function finished(runId: string): Promise<any> {
+  return waitFor(`pipeline run ${runId} to finish`, async () => {
+    const run = ok(await server.gql(RUN, { id: runId })).pipelineRun;
+    return ["SUCCEEDED", "FAILED", "CANCELLED"].includes(run.status) ? run : null;
+  });
+}
+
+const IMAGE = "ghcr.io/acme/train:1.4";
+
+describe("executor --runtime kubernetes (stub API server, real client)", () => {
+  it("runs a task as a Job with its image, command, env, resources and timeout, streams its pod log and reports SUCCEEDED", async () => {
+    const runId = await submitTask({
+      image: IMAGE,
+      command: ["python3", "train.py", "--lr", "0.01"],
+      env: { FOO: "bar" },
+      resources: { cpu: 0.5, memory_mb: 256 },
+      timeout_seconds: 120,
+    });
+    const job = await jobOf(runId);
+    expect(job.namespace).toBe("ml");
+    const spec = job.manifest.spec;
+    expect(spec.activeDeadlineSeconds).toBe(120);
+    expect(spec.backoffLimit).toBe(0);
+    const c = spec.template.spec.containers[0];
+    expect(c.image).toBe(IMAGE);
+    expect(c.command).toEqual(["python3", "train.py", "--lr", "0.01"]);
+    expect(c.resources).toEqual({ requests: { cpu: "500m", memory: "256Mi" }, limits: { memory: "256Mi" } });
+    const env = Object.fromEntries((c.env as { name: string; value: string }[]).map((e) => [e.name, e.value]));
+    expect(env.FOO).toBe("bar");
+    expect(env.MLGRAPH_TOKEN).toMatch(/.{20,}/);
+    expect(env.MLGRAPH_URL).toBe(server.url);
+    expect(env.MLGRAPH_PIPELINE_RUN_ID).toBe(runId);
+    // Local GPU slots mean nothing in a pod (the device plugin decides), nor does the executor's own environment.
+    expect(env).not.toHaveProperty("CUDA_VISIBLE_DEVICES");
+    expect(env).not.toHaveProperty("PATH");
+    expect([...stub.authorizations]).toEqual(["Bearer stub-token"]);
+
+    stub.startPod(job);
+    stub.log(job, "epoch 1\nepoch 2\n");
+    // Streamed while the pod runs, not only at its end.
+    const running = await waitFor("the pod's first lines in the task's log", async () => {
+      const run = ok(await server.gql(RUN, { id: runId })).pipelineRun;
+      return run.tasks[0].logs.length >= 2 ? run : null;
+    });
+    expect(running.tasks[0]).toMatchObject({ status: "RUNNING", logs: ["epoch 1", "epoch 2"] });
+    stub.log(job, "done");
+    stub.finish(job, 0);
+    const run = await finished(runId);
+    expect(run.status).toBe("SUCCEEDED");
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED", exitCode: 0, logs: ["epoch 1", "epoch 2", "done"] });
+    expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([]);
+  });
+
+  it("reports a failed Job as FAILED with its exit code and reason", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["python3", "-c", "raise SystemExit(3)"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    stub.log(job, "Traceback: boom\n");
+    stub.finish(job, 3, { reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", exitCode: 3, failureKind: "FAILED", logs: ["Traceback: boom"] });
+    expect(run.tasks[0].error).toMatch(/exited with 3 .*BackoffLimitExceeded: Job has reached the specified backoff limit/);
+  });
+
+  it("reports a Job past its activeDeadlineSeconds as TIMED_OUT", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"], timeout_seconds: 5 });
+    const job = await jobOf(runId);
+    expect(job.manifest.spec.activeDeadlineSeconds).toBe(5);
+    stub.startPod(job);
+    stub.finish(job, 137, { reason: "DeadlineExceeded", message: "Job was active longer than specified deadline" });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "TIMED_OUT" });
+    expect(run.tasks[0].error).toMatch(/timed out after 5 s .*DeadlineExceeded/);
+  });
+
+  it("fails an attempt whose image cannot be pulled, naming the reason, and deletes its Job", async () => {
+    const runId = await submitTask({ image: "ghcr.io/acme/no-such-image:0", command: ["true"] });
+    const job = await jobOf(runId);
+    stub.podWaiting(job, "ImagePullBackOff", 'Back-off pulling image "ghcr.io/acme/no-such-image:0"');
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+    expect(run.tasks[0].error).toMatch(/^ImagePullBackOff: Back-off pulling image "ghcr.io\/acme\/no-such-image:0"/);
+    expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
+  });
+
+  it("deletes the Job of a cancelled task and reports it CANCELLED", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    stub.log(job, "working\n");
+    await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].logs.length > 0);
+    ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: runId }));
+    await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name));
+    expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+    const run = await finished(runId);
+    expect(run.status).toBe("CANCELLED");
+    expect(run.tasks[0]).toMatchObject({ status: "CANCELLED", logs: ["working"] });
+  });
+
+  it("fails a task without an image at once, naming image, and creates no Job", async () => {
+    const jobsBefore = stub.created.length;
+    const runId = await submitTask({ command: ["true"] });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+    expect(run.tasks[0].error).toMatch(/^image: the task has no container image/);
+    expect(stub.created.length).toBe(jobsBefore);
+  });
+
+  it("deletes the Job once its heartbeats stop getting through (lease lost), and the attempt ends EXECUTOR_LOST", async () => {
+    const target = new URL(server.url);
+    const proxy = new TcpProxy(target.hostname, Number(target.port));
+    await proxy.start();
+    const cut = await startExecutor(`http://127.0.0.1:${proxy.port}${target.pathname}`, [
+      "--pool", "k8s-lease", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig"), "--job-poll-seconds", "0.2",
+    ]);
+    try {
+      const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"], pool: "k8s-lease" });
+      const job = await jobOf(runId);
+      stub.startPod(job);
+      await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].status === "RUNNING");
+      // The executor can no longer reach the server (the cluster it still can): after most of a
+      // lease (3 s here) without a heartbeat it must stop the Job, as another attempt may start.
+      proxy.cut();
+      await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name), 15_000);
+      expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+      const run = await finished(runId);
+      expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "EXECUTOR_LOST" });
+    } finally {
+      proxy.restore();
+      await cut.stop();
+      await proxy.stop();
+    }
+  });
+
+  // Last: it shuts the shared executor down.
+  it("drains on SIGTERM (the Job runs on), and a second SIGTERM deletes the Job and reports the task as stopped", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    stub.log(job, "long job\n");
+    await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].logs.length > 0);
+    const exited = new Promise<number | null>((resolve) => executor.process.once("exit", (code) => resolve(code)));
+    executor.process.kill("SIGTERM");
+    // Draining waits for the Job: many polls later it still stands.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(stub.deletes.some((d) => d.name === job.name)).toBe(false);
+    executor.process.kill("SIGTERM");
+    await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name));
+    expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+    expect(await exited).toBe(0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+    expect(run.tasks[0].error).toMatch(/Job .* deleted \(stopped: the executor shut down\)/);
+  });
+});

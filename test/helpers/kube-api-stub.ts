@@ -1,0 +1,206 @@
+import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+
+/**
+ * A stand-in for the few Kubernetes API server endpoints the executor's Kubernetes runtime calls,
+ * so the real @kubernetes/client-node client can be pointed at it (see `writeKubeconfig`): create,
+ * read and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log. No controller
+ * runs here: the test decides when a Job's pod exists, what it prints, and how it ends.
+ */
+export interface StubJob {
+  name: string;
+  namespace: string;
+  manifest: any;
+  status: Record<string, unknown>;
+  pod: any | null;
+}
+
+export interface KubeApiStub {
+  url: string;
+  /** Jobs created, in order (deleted ones included). */
+  created: StubJob[];
+  /** DELETE calls: the Job and its propagation policy (query parameter or body). */
+  deletes: { name: string; propagationPolicy: string | undefined }[];
+  /** Authorization headers seen (the kubeconfig's token proves the real client sent them). */
+  authorizations: Set<string>;
+  /** Requests answered, as "METHOD path". */
+  requests: string[];
+  /** Waits for a created Job whose container env has `name=value`. */
+  waitForJob(envName: string, envValue: string, timeoutMs?: number): Promise<StubJob>;
+  /** The pod starts its container: running and ready. */
+  startPod(job: StubJob): void;
+  /** The pod waits, e.g. ErrImagePull / ImagePullBackOff. */
+  podWaiting(job: StubJob, reason: string, message: string): void;
+  /** Appends to the pod's log (followers get it at once). */
+  log(job: StubJob, text: string): void;
+  /** The container exits with `exitCode`; the Job is Complete (0) or Failed with `reason`. */
+  finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }): void;
+  stop(): Promise<void>;
+}
+
+function status(res: http.ServerResponse, code: number, reason: string, message: string): void {
+  res.writeHead(code, { "content-type": "application/json" });
+  res.end(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", reason, message, code }));
+}
+
+function json(res: http.ServerResponse, code: number, body: unknown): void {
+  res.writeHead(code, { "content-type": "application/json" });
+  res.end(JSON.stringify(body));
+}
+
+export async function startKubeApiStub(): Promise<KubeApiStub> {
+  const jobs = new Map<string, StubJob>();
+  const created: StubJob[] = [];
+  const deletes: KubeApiStub["deletes"] = [];
+  const authorizations = new Set<string>();
+  const requests: string[] = [];
+  const logs = new Map<string, { text: string; ended: boolean; followers: Set<http.ServerResponse> }>();
+  const jobWaiters = new Set<() => void>();
+
+  const podLog = (pod: string) => {
+    let l = logs.get(pod);
+    if (!l) logs.set(pod, (l = { text: "", ended: false, followers: new Set() }));
+    return l;
+  };
+  const endLog = (pod: string) => {
+    const l = podLog(pod);
+    l.ended = true;
+    for (const f of l.followers) f.end();
+    l.followers.clear();
+  };
+
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url!, "http://stub");
+    requests.push(`${req.method} ${url.pathname}`);
+    if (req.headers.authorization) authorizations.add(req.headers.authorization);
+    let body = "";
+    req.on("data", (d: Buffer) => (body += d.toString()));
+    req.on("end", () => {
+      let m: RegExpExecArray | null;
+      if (req.method === "POST" && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname))) {
+        const manifest = JSON.parse(body);
+        const name = manifest.metadata.name as string;
+        if (jobs.has(name)) return status(res, 409, "AlreadyExists", `jobs.batch "${name}" already exists`);
+        const job: StubJob = { name, namespace: m[1]!, manifest, status: {}, pod: null };
+        jobs.set(name, job);
+        created.push(job);
+        for (const w of jobWaiters) w();
+        return json(res, 201, { ...manifest, status: {} });
+      }
+      if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)(\/status)?$/.exec(url.pathname))) {
+        const job = jobs.get(m[2]!);
+        if (!job) return status(res, 404, "NotFound", `jobs.batch "${m[2]}" not found`);
+        if (req.method === "GET") return json(res, 200, { ...job.manifest, status: job.status });
+        if (req.method === "DELETE") {
+          const fromBody = body ? (JSON.parse(body) as { propagationPolicy?: string }).propagationPolicy : undefined;
+          deletes.push({ name: job.name, propagationPolicy: url.searchParams.get("propagationPolicy") ?? fromBody });
+          jobs.delete(job.name);
+          if (job.pod) endLog(job.pod.metadata.name);
+          return json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success" });
+        }
+      }
+      if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) {
+        const selector = /^job-name=(.+)$/.exec(url.searchParams.get("labelSelector") ?? "");
+        if (!selector) return status(res, 400, "BadRequest", "this stub lists pods by job-name only");
+        const pod = jobs.get(selector[1]!)?.pod;
+        return json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items: pod ? [pod] : [] });
+      }
+      if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname))) {
+        if (![...jobs.values()].some((j) => j.pod?.metadata.name === m![2])) return status(res, 404, "NotFound", `pods "${m[2]}" not found`);
+        const l = podLog(m[2]!);
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.write(l.text);
+        if (l.ended || url.searchParams.get("follow") !== "true") return res.end();
+        l.followers.add(res);
+        res.on("close", () => l.followers.delete(res));
+        return;
+      }
+      status(res, 404, "NotFound", `the stub does not serve ${req.method} ${url.pathname}`);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+
+  const setPod = (job: StubJob, podStatus: Record<string, unknown>) => {
+    job.pod = {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: { name: `${job.name}-x7k2p`, namespace: job.namespace, labels: { "job-name": job.name, "batch.kubernetes.io/job-name": job.name } },
+      spec: job.manifest.spec.template.spec,
+      status: podStatus,
+    };
+  };
+  const container = (state: Record<string, unknown>, ready: boolean) => ({ name: "task", image: "", imageID: "", ready, restartCount: 0, state });
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    created,
+    deletes,
+    authorizations,
+    requests,
+    async waitForJob(envName, envValue, timeoutMs = 30_000) {
+      const find = () => created.find((j) => (j.manifest.spec.template.spec.containers[0].env as { name: string; value: string }[]).some((e) => e.name === envName && e.value === envValue));
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const job = find();
+        if (job) return job;
+        if (Date.now() > deadline) throw new Error(`no Job with ${envName}=${envValue} was created in ${timeoutMs} ms (requests: ${requests.join(", ")})`);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 200);
+          jobWaiters.add(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        jobWaiters.clear();
+      }
+    },
+    startPod(job) {
+      setPod(job, { phase: "Running", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container({ running: { startedAt: new Date().toISOString() } }, true)] });
+      job.status = { active: 1, ready: 1 };
+    },
+    podWaiting(job, reason, message) {
+      setPod(job, { phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container({ waiting: { reason, message } }, false)] });
+      job.status = { active: 1, ready: 0 };
+    },
+    log(job, text) {
+      const l = podLog(job.pod.metadata.name);
+      l.text += text;
+      for (const f of l.followers) f.write(text);
+    },
+    finish(job, exitCode, failure) {
+      const now = new Date().toISOString();
+      job.pod.status = {
+        phase: exitCode === 0 ? "Succeeded" : "Failed",
+        containerStatuses: [container({ terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", startedAt: now, finishedAt: now } }, false)],
+      };
+      endLog(job.pod.metadata.name);
+      job.status = failure
+        ? { failed: 1, ready: 0, conditions: [{ type: "Failed", status: "True", reason: failure.reason, message: failure.message, lastTransitionTime: now }] }
+        : { succeeded: 1, ready: 0, conditions: [{ type: "Complete", status: "True", lastTransitionTime: now }] };
+    },
+    async stop() {
+      for (const l of logs.values()) for (const f of l.followers) f.end();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A kubeconfig file (JSON is YAML) whose only cluster is the stub, with a bearer token. */
+export function writeKubeconfig(dir: string, stubUrl: string, token = "stub-token"): string {
+  const file = path.join(dir, "kubeconfig");
+  const config = {
+    apiVersion: "v1",
+    kind: "Config",
+    // client-node refuses a plain-HTTP server unless TLS verification is off for it.
+    clusters: [{ name: "stub", cluster: { server: stubUrl, "insecure-skip-tls-verify": true } }],
+    users: [{ name: "stub", user: { token } }],
+    contexts: [{ name: "stub", context: { cluster: "stub", user: "stub" } }],
+    "current-context": "stub",
+  };
+  fs.writeFileSync(file, JSON.stringify(config, null, 2));
+  return file;
+}
