@@ -64,6 +64,16 @@ async function blackHoleLinkTo(redisUrl: string) {
   return { ...link, blackHole: () => link.sockets.forEach((s) => dead.add(s)) };
 }
 
+/** Publishes `after-N` every `everyMs` through `bus` until `heard` holds one (10 s at most); whether it did. */
+async function publishUntilHeard(bus: RedisEventBus, topic: string, heard: () => boolean, everyMs = 100): Promise<boolean> {
+  const deadline = Date.now() + 10_000;
+  for (let n = 0; !heard() && Date.now() < deadline; n++) {
+    await bus.publish(topic, { n: `after-${n}` });
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return heard();
+}
+
 (REDIS_URL ? describe : describe.skip)("RedisEventBus", () => {
   const prefix = `mlgraph-test-${crypto.randomBytes(4).toString("hex")}:`;
   const log = pino({ level: "silent" });
@@ -137,13 +147,7 @@ async function blackHoleLinkTo(redisUrl: string) {
       // Still silent past stalledAfterMs: the next publish reopens the connection, and what is
       // published then reaches the other replica again.
       await new Promise((r) => setTimeout(r, 700));
-      let n = 0;
-      const deadline = Date.now() + 10_000;
-      while (!heard.some((h) => h.startsWith("after-")) && Date.now() < deadline) {
-        await stuck.publish(topic, { n: `after-${n++}` });
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      expect(heard.some((h) => h.startsWith("after-"))).toBe(true);
+      expect(await publishUntilHeard(stuck, topic, () => heard.some((h) => h.startsWith("after-")))).toBe(true);
       await unsubscribe();
     } finally {
       await stuck.close();
@@ -162,13 +166,7 @@ async function blackHoleLinkTo(redisUrl: string) {
       link.blackHole();
       await quiet.publish(topic, { n: "lost" });
       // Previously only a full backlog (64 MB here) led to a reconnect: a trickle never did.
-      let n = 0;
-      const deadline = Date.now() + 10_000;
-      while (!heard.some((h) => h.startsWith("after-")) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 200));
-        await quiet.publish(topic, { n: `after-${n++}` });
-      }
-      expect(heard.some((h) => h.startsWith("after-"))).toBe(true);
+      expect(await publishUntilHeard(quiet, topic, () => heard.some((h) => h.startsWith("after-")), 200)).toBe(true);
       await unsubscribe();
     } finally {
       await quiet.close();
@@ -184,20 +182,14 @@ async function blackHoleLinkTo(redisUrl: string) {
     try {
       await deaf.ready();
       const topic = "run:deaf:metrics";
-      const heard: number[] = [];
-      const unsubscribe = await deaf.subscribe(topic, (p) => heard.push((p as { n: number }).n));
+      const heard: string[] = [];
+      const unsubscribe = await deaf.subscribe(topic, (p) => heard.push((p as { n: string }).n));
       // A healthy subscriber answers its pings (in subscriber mode too) and is left alone.
       await new Promise((r) => setTimeout(r, 1_000));
       expect(warnings).toEqual([]);
       link.blackHole();
       // Previously it never heard anything again: the connection still read "ready".
-      let n = 0;
-      const deadline = Date.now() + 10_000;
-      while (heard.length === 0 && Date.now() < deadline) {
-        await publisher.publish(topic, { n: n++ });
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      expect(heard.length).toBeGreaterThan(0);
+      expect(await publishUntilHeard(publisher, topic, () => heard.length > 0)).toBe(true);
       expect(warnings).toContain("redis subscriber connection looks dead; reconnecting");
       await unsubscribe();
     } finally {
