@@ -260,6 +260,18 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     }
   });
 
+  it("stops following a log that stays open after the Job ended (after 10 s)", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["true"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    await waitFor("the log to be followed", () => stub.openFollows() > 0);
+    stub.log(job, "last words\n");
+    stub.finish(job, 0, undefined, { keepLogOpen: true });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED", logs: ["last words"] });
+    await waitFor("the follow to be aborted", () => stub.openFollows() === 0, 3_000);
+  });
+
   it("fails a task without an image at once, naming image, and creates no Job", async () => {
     const jobsBefore = stub.created.length;
     const runId = await submitTask({ command: ["true"] });

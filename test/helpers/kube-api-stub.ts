@@ -46,7 +46,7 @@ export interface KubeApiStub {
   /** Appends to the pod's log (followers get it at once). */
   log(job: StubJob, text: string | Buffer): void;
   /** The container exits with `exitCode`; the Job is Complete (0) or Failed with `reason`. */
-  finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }): void;
+  finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }, options?: { keepLogOpen?: boolean }): void;
   /** Like startPod, with a sidecar container listed before the task's (as its name sorts first). */
   startPodWithSidecar(job: StubJob): void;
   stop(): Promise<void>;
@@ -229,7 +229,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       l.text = Buffer.concat([l.text, Buffer.from(text)]);
       for (const f of l.followers) f.write(text);
     },
-    finish(job, exitCode, failure) {
+    finish(job, exitCode, failure, options) {
       const now = new Date().toISOString();
       const sidecars = (job.pod.status.containerStatuses as { name: string }[]).filter((c) => c.name !== "task");
       job.pod.status = {
@@ -237,7 +237,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         // A sidecar keeps running after the task's container ended.
         containerStatuses: [...sidecars, container({ terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", startedAt: now, finishedAt: now } }, false)],
       };
-      endLog(job.pod.metadata.name);
+      if (!options?.keepLogOpen) endLog(job.pod.metadata.name);
       job.status = failure
         ? { failed: 1, ready: 0, conditions: [{ type: "Failed", status: "True", reason: failure.reason, message: failure.message, lastTransitionTime: now }] }
         : { succeeded: 1, ready: 0, conditions: [{ type: "Complete", status: "True", lastTransitionTime: now }] };
