@@ -171,6 +171,8 @@ export class ExecutorAgent {
   private readonly endpoint: string;
   private executorId: string | null = null;
   private stopping = false;
+  /** Why the executor cannot go on (finished() rejects with it once nothing runs). */
+  private fatal: Error | null = null;
   /** stopTasks() was called: running tasks are being stopped because the executor shuts down. */
   private stoppingTasks = false;
   private readonly claims = new Set<AbortController>();
@@ -239,7 +241,8 @@ export class ExecutorAgent {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const c of this.claims) c.abort();
-    await this.finished();
+    // A fatal error is for whoever waits in finished(); stopping itself went fine.
+    await this.finished().catch(() => undefined);
   }
 
   /**
@@ -264,7 +267,10 @@ export class ExecutorAgent {
   /** Resolves once stopping and nothing runs or claims any more (after stop()). */
   async finished(): Promise<void> {
     for (;;) {
-      if (this.stopping && this.busySlots === 0 && this.reservedSlots === 0) return;
+      if (this.stopping && this.busySlots === 0 && this.reservedSlots === 0) {
+        if (this.fatal) throw this.fatal;
+        return;
+      }
       this.idle ??= (() => {
         let resolve!: () => void;
         const promise = new Promise<void>((r) => (resolve = r));
@@ -313,6 +319,14 @@ export class ExecutorAgent {
         // current registration starts a new one.
         if (claimedAs === this.executorId) this.reregistering ??= this.register().finally(() => (this.reregistering = null));
         await this.reregistering?.catch((e: Error) => this.options.log.warn({ err: e.message }, "registering again failed; retrying"));
+      } else if (failed && this.runtime.needsContainerFields && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED" && /\b(image|resources)\b/.test(err.message)) {
+        // A server from before TaskAssignment.image/resources refuses every claim the same way:
+        // retrying would only log this forever.
+        this.fatal ??= new Error(`the server is too old for this runtime: its claimTasks answer has no task image and resources (${err.message}); upgrade the server, or run --runtime local`);
+        this.options.log.error({ err: err.message }, "the server is too old for this runtime: stopping");
+        this.stopping = true;
+        for (const c of this.claims) c.abort();
+        failed = false;
       } else if (failed) {
         this.options.log.warn({ err: (err as Error).message }, "claimTasks failed; retrying in 1 s");
       }

@@ -1,3 +1,4 @@
+import os from "node:os";
 import type { Command } from "commander";
 import { ConfigError, executorEnvironment } from "../config.js";
 import { createLogger } from "../server/logger.js";
@@ -57,7 +58,7 @@ export function registerExecutorCommand(program: Command): void {
     .option("--pool <pool>", "pool to serve", "default")
     .option("--gpus <spec>", "auto (nvidia-smi), none, a count N, or indices like 0,1", "auto")
     .option("--concurrency <n>", "tasks run at once", "1")
-    .option("--name <name>", "display name (default host-pid)")
+    .option("--name <name>", "display name (default host-pid); with --runtime kubernetes, the name its Jobs are labelled with (default: hostname-pool): keep it stable across restarts and unique")
     .option("--cpu <cores>", "CPU cores offered (default: this machine's)")
     .option("--memory-mb <mb>", "memory offered in MiB (default: this machine's)")
     .option("--label <key=value...>", "labels (repeatable)")
@@ -69,7 +70,7 @@ export function registerExecutorCommand(program: Command): void {
     .option("--runtime <runtime>", "local (processes on this machine) or kubernetes (one Job per attempt)", "local")
     .option("--namespace <ns>", "kubernetes: namespace of the Jobs (required)")
     .option("--service-account <name>", "kubernetes: service account of the pods (default: none mounted)")
-    .option("--kubeconfig <file>", "kubernetes: kubeconfig file (default: in-cluster, then KUBECONFIG or ~/.kube/config)")
+    .option("--kubeconfig <file>", "kubernetes: kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster)")
     .option("--job-poll-seconds <s>", "kubernetes: between two reads of a Job and its pod", "2")
     .option("--pod-error-grace-seconds <s>", "kubernetes: an image pull or config error fails the attempt after this long", "60")
     .option("--unschedulable-grace-seconds <s>", "kubernetes: a pod no node can take fails the attempt after this long", "600")
@@ -99,6 +100,11 @@ export function registerExecutorCommand(program: Command): void {
           pollMs: positive("job-poll-seconds", flags.jobPollSeconds, false)! * 1000,
           podErrorGraceMs: positive("pod-error-grace-seconds", flags.podErrorGraceSeconds, false)! * 1000,
           unschedulableGraceMs: positive("unschedulable-grace-seconds", flags.unschedulableGraceSeconds, false)! * 1000,
+          // Must name the same executor after a restart (its left Jobs are deleted at start): a
+          // StatefulSet pod's hostname, or --name. A pid would change with every restart; the pool keeps
+          // two executors of one machine apart.
+          executorName: flags.name ?? `${os.hostname()}-${flags.pool}`,
+          log,
         });
       }
       const agent = new ExecutorAgent({

@@ -73,6 +73,8 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     const spec = job.manifest.spec;
     expect(spec.activeDeadlineSeconds).toBe(120);
     expect(spec.backoffLimit).toBe(0);
+    // The executor's --grace-seconds (1 here) between SIGTERM and SIGKILL when the pod is deleted.
+    expect(spec.template.spec.terminationGracePeriodSeconds).toBe(1);
     const c = spec.template.spec.containers[0];
     expect(c.image).toBe(IMAGE);
     expect(c.command).toEqual(["python3", "train.py", "--lr", "0.01"]);
@@ -147,6 +149,127 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     const run = await finished(runId);
     expect(run.status).toBe("CANCELLED");
     expect(run.tasks[0]).toMatchObject({ status: "CANCELLED", logs: ["working"] });
+  });
+
+  it("reads the task's container, not a sidecar listed before it, and decodes a character split across log chunks", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["python3", "-c", "raise SystemExit(3)"] });
+    const job = await jobOf(runId);
+    stub.startPodWithSidecar(job);
+    const text = Buffer.from("température 23°\n");
+    const cut = text.indexOf(Buffer.from("é")) + 1; // between the two bytes of "é"
+    await waitFor("the log to be followed", () => stub.openFollows() > 0);
+    stub.log(job, text.subarray(0, cut));
+    await new Promise((r) => setTimeout(r, 300));
+    stub.log(job, text.subarray(cut));
+    stub.finish(job, 3, { reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", exitCode: 3, logs: ["température 23°"] });
+  });
+
+  it("times one image pull failure across ErrImagePull and ImagePullBackOff", async () => {
+    const runId = await submitTask({ image: "ghcr.io/acme/no-such-image:1", command: ["true"] });
+    const job = await jobOf(runId);
+    // A failing pull alternates between the two, faster here than the 1 s grace.
+    let flips = 0;
+    const flip = setInterval(() => {
+      const reason = flips++ % 2 ? "ImagePullBackOff" : "ErrImagePull";
+      stub.podWaiting(job, reason, `${reason} ghcr.io/acme/no-such-image:1`);
+    }, 300);
+    try {
+      const run = await finished(runId);
+      expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+      expect(run.tasks[0].error).toMatch(/^(ErrImagePull|ImagePullBackOff): /);
+    } finally {
+      clearInterval(flip);
+    }
+  });
+
+  it("retries a Job create that failed with a 5xx (the Job is created once)", async () => {
+    stub.failNext("POST", /\/namespaces\/ml\/jobs$/, 2, 503);
+    const posts = () => stub.requests.filter((r) => r === "POST /apis/batch/v1/namespaces/ml/jobs").length;
+    const before = posts();
+    const runId = await submitTask({ image: IMAGE, command: ["true"] });
+    const job = await jobOf(runId);
+    expect(posts() - before).toBe(3);
+    stub.startPod(job);
+    stub.finish(job, 0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+  });
+
+  it("keeps deleting a cancelled task's Job while the API server refuses the delete", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
+    const job = await jobOf(runId);
+    stub.failNext("DELETE", new RegExp(`/jobs/${job.name}$`), 6, 500);
+    stub.startPod(job);
+    await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].status === "RUNNING");
+    ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: runId }));
+    await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name), 20_000);
+    expect(stub.requests.filter((r) => r === `DELETE /apis/batch/v1/namespaces/ml/jobs/${job.name}`)).toHaveLength(7);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "CANCELLED" });
+  });
+
+  it("cancels without waiting for a read of the Job that hangs", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    await waitFor("the task to run", async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].status === "RUNNING");
+    const hung = stub.hang("GET", new RegExp(`/jobs/${job.name}/status$`));
+    try {
+      await new Promise((r) => setTimeout(r, 500)); // a read is in flight, unanswered
+      ok(await server.gql(`mutation($id: ID!) { cancelPipelineRun(id: $id) { id } }`, { id: runId }));
+      await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name), 8_000);
+      expect((await finished(runId)).tasks[0]).toMatchObject({ status: "CANCELLED" });
+    } finally {
+      hung.release();
+    }
+  });
+
+  it("refuses to start when the namespace cannot be used, naming --namespace", async () => {
+    stub.forbiddenNamespaces.add("locked");
+    const started = startExecutor(server.url, ["--pool", "k8s-locked", "--runtime", "kubernetes", "--namespace", "locked", "--kubeconfig", path.join(dir, "kubeconfig")]);
+    await expect(started).rejects.toThrow(/executor exited with 2:[\s\S]*cannot list Jobs in namespace "locked" \(HTTP 403[\s\S]*--namespace, --kubeconfig/);
+  });
+
+  it("deletes at start the unfinished Jobs a previous executor of its name left, and no others", async () => {
+    const manifest = (name: string, executorName: string) => ({
+      apiVersion: "batch/v1",
+      kind: "Job",
+      metadata: { name, namespace: "ml", labels: { "app.kubernetes.io/managed-by": "mlgraph", "mlgraph.io/executor": executorName } },
+      spec: { template: { spec: { containers: [{ name: "task", image: IMAGE, env: [] }] } } },
+    });
+    stub.addJob(manifest("mlgraph-left-running-a1", "trainer-0"));
+    stub.addJob(manifest("mlgraph-left-finished-a1", "trainer-0"), { succeeded: 1, conditions: [{ type: "Complete", status: "True" }] });
+    stub.addJob(manifest("mlgraph-other-executor-a1", "trainer-1"));
+    const successor = await startExecutor(server.url, ["--pool", "k8s-orphans", "--name", "trainer-0", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig")]);
+    try {
+      const deleted = stub.deletes.map((d) => d.name);
+      expect(deleted).toContain("mlgraph-left-running-a1");
+      expect(deleted).not.toContain("mlgraph-left-finished-a1");
+      expect(deleted).not.toContain("mlgraph-other-executor-a1");
+      // Its own Jobs carry its name.
+      const runId = await submitTask({ image: IMAGE, command: ["true"], pool: "k8s-orphans" });
+      const job = await jobOf(runId);
+      expect(job.manifest.metadata.labels["mlgraph.io/executor"]).toBe("trainer-0");
+      stub.startPod(job);
+      stub.finish(job, 0);
+      expect((await finished(runId)).tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+    } finally {
+      await successor.stop();
+    }
+  });
+
+  it("stops following a log that stays open after the Job ended (after 10 s)", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["true"] });
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    await waitFor("the log to be followed", () => stub.openFollows() > 0);
+    stub.log(job, "last words\n");
+    stub.finish(job, 0, undefined, { keepLogOpen: true });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED", logs: ["last words"] });
+    await waitFor("the follow to be aborted", () => stub.openFollows() === 0, 3_000);
   });
 
   it("fails a task without an image at once, naming image, and creates no Job", async () => {

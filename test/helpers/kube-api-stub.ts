@@ -6,7 +6,7 @@ import path from "node:path";
 /**
  * A stand-in for the few Kubernetes API server endpoints the executor's Kubernetes runtime calls,
  * so the real @kubernetes/client-node client can be pointed at it (see `writeKubeconfig`): create,
- * read and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log. No controller
+ * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log. No controller
  * runs here: the test decides when a Job's pod exists, what it prints, and how it ends.
  */
 export interface StubJob {
@@ -27,6 +27,16 @@ export interface KubeApiStub {
   authorizations: Set<string>;
   /** Requests answered, as "METHOD path". */
   requests: string[];
+  /** Namespaces where every request is refused with 403 (an account without RBAC there). */
+  forbiddenNamespaces: Set<string>;
+  /** The next `count` requests matching `method` and `path` get `code` (a 5xx, an API server restarting). */
+  failNext(method: string, path: RegExp, count: number, code?: number): void;
+  /** Requests matching `method` and `path` get no answer until `release()` (a half-open connection). */
+  hang(method: string, path: RegExp): { release(): void };
+  /** A Job that exists before the test's executor starts (left by another one). */
+  addJob(manifest: any, status?: Record<string, unknown>): StubJob;
+  /** Log follows still open. */
+  openFollows(): number;
   /** Waits for a created Job whose container env has `name=value`. */
   waitForJob(envName: string, envValue: string, timeoutMs?: number): Promise<StubJob>;
   /** The pod starts its container: running and ready. */
@@ -34,9 +44,11 @@ export interface KubeApiStub {
   /** The pod waits, e.g. ErrImagePull / ImagePullBackOff. */
   podWaiting(job: StubJob, reason: string, message: string): void;
   /** Appends to the pod's log (followers get it at once). */
-  log(job: StubJob, text: string): void;
+  log(job: StubJob, text: string | Buffer): void;
   /** The container exits with `exitCode`; the Job is Complete (0) or Failed with `reason`. */
-  finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }): void;
+  finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }, options?: { keepLogOpen?: boolean }): void;
+  /** Like startPod, with a sidecar container listed before the task's (as its name sorts first). */
+  startPodWithSidecar(job: StubJob): void;
   stop(): Promise<void>;
 }
 
@@ -56,12 +68,15 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   const deletes: KubeApiStub["deletes"] = [];
   const authorizations = new Set<string>();
   const requests: string[] = [];
-  const logs = new Map<string, { text: string; ended: boolean; followers: Set<http.ServerResponse> }>();
+  const logs = new Map<string, { text: Buffer; ended: boolean; followers: Set<http.ServerResponse> }>();
   const jobWaiters = new Set<() => void>();
+  const forbiddenNamespaces = new Set<string>();
+  const failures: { method: string; path: RegExp; count: number; code: number }[] = [];
+  const hangs: { method: string; path: RegExp; held: http.ServerResponse[]; released: boolean }[] = [];
 
   const podLog = (pod: string) => {
     let l = logs.get(pod);
-    if (!l) logs.set(pod, (l = { text: "", ended: false, followers: new Set() }));
+    if (!l) logs.set(pod, (l = { text: Buffer.alloc(0), ended: false, followers: new Set() }));
     return l;
   };
   const endLog = (pod: string) => {
@@ -79,6 +94,23 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     req.on("data", (d: Buffer) => (body += d.toString()));
     req.on("end", () => {
       let m: RegExpExecArray | null;
+      const ns = /^\/apis?\/(?:batch\/)?v1\/namespaces\/([^/]+)/.exec(url.pathname)?.[1];
+      if (ns && forbiddenNamespaces.has(ns)) return status(res, 403, "Forbidden", `jobs.batch is forbidden: User "stub" cannot list resource "jobs" in API group "batch" in the namespace "${ns}"`);
+      const failure = failures.find((f) => f.count > 0 && f.method === req.method && f.path.test(url.pathname));
+      if (failure) {
+        failure.count--;
+        return status(res, failure.code, "InternalError", "the stub was told to fail this request");
+      }
+      const hung = hangs.find((h) => !h.released && h.method === req.method && h.path.test(url.pathname));
+      if (hung) return void hung.held.push(res);
+      if (req.method === "GET" && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname))) {
+        const selector = (url.searchParams.get("labelSelector") ?? "").split(",").filter(Boolean).map((s) => s.split("=") as [string, string]);
+        const items = [...jobs.values()]
+          .filter((j) => j.namespace === m![1] && selector.every(([k, v]) => j.manifest.metadata.labels?.[k] === v))
+          .map((j) => ({ ...j.manifest, status: j.status }));
+        const limit = Number(url.searchParams.get("limit") ?? 0);
+        return json(res, 200, { kind: "JobList", apiVersion: "batch/v1", metadata: {}, items: limit > 0 ? items.slice(0, limit) : items });
+      }
       if (req.method === "POST" && (m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname))) {
         const manifest = JSON.parse(body);
         const name = manifest.metadata.name as string;
@@ -132,7 +164,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       status: podStatus,
     };
   };
-  const container = (state: Record<string, unknown>, ready: boolean) => ({ name: "task", image: "", imageID: "", ready, restartCount: 0, state });
+  const container = (state: Record<string, unknown>, ready: boolean, name = "task") => ({ name, image: "", imageID: "", ready, restartCount: 0, state });
 
   return {
     url: `http://127.0.0.1:${port}`,
@@ -140,6 +172,28 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     deletes,
     authorizations,
     requests,
+    forbiddenNamespaces,
+    failNext(method, path, count, code = 500) {
+      failures.push({ method, path, count, code });
+    },
+    hang(method, path) {
+      const h = { method, path, held: [] as http.ServerResponse[], released: false };
+      hangs.push(h);
+      return {
+        release() {
+          h.released = true;
+          for (const r of h.held) status(r, 503, "ServiceUnavailable", "released");
+        },
+      };
+    },
+    addJob(manifest, jobStatus = { active: 1, ready: 1 }) {
+      const job: StubJob = { name: manifest.metadata.name, namespace: manifest.metadata.namespace, manifest, status: jobStatus, pod: null };
+      jobs.set(job.name, job);
+      return job;
+    },
+    openFollows() {
+      return [...logs.values()].reduce((n, l) => n + l.followers.size, 0);
+    },
     async waitForJob(envName, envValue, timeoutMs = 30_000) {
       const find = () => created.find((j) => (j.manifest.spec.template.spec.containers[0].env as { name: string; value: string }[]).some((e) => e.name === envName && e.value === envValue));
       const deadline = Date.now() + timeoutMs;
@@ -161,28 +215,36 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       setPod(job, { phase: "Running", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container({ running: { startedAt: new Date().toISOString() } }, true)] });
       job.status = { active: 1, ready: 1 };
     },
+    startPodWithSidecar(job) {
+      const running = { running: { startedAt: new Date().toISOString() } };
+      setPod(job, { phase: "Running", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container(running, true, "istio-proxy"), container(running, true)] });
+      job.status = { active: 1, ready: 1 };
+    },
     podWaiting(job, reason, message) {
       setPod(job, { phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container({ waiting: { reason, message } }, false)] });
       job.status = { active: 1, ready: 0 };
     },
     log(job, text) {
       const l = podLog(job.pod.metadata.name);
-      l.text += text;
+      l.text = Buffer.concat([l.text, Buffer.from(text)]);
       for (const f of l.followers) f.write(text);
     },
-    finish(job, exitCode, failure) {
+    finish(job, exitCode, failure, options) {
       const now = new Date().toISOString();
+      const sidecars = (job.pod.status.containerStatuses as { name: string }[]).filter((c) => c.name !== "task");
       job.pod.status = {
         phase: exitCode === 0 ? "Succeeded" : "Failed",
-        containerStatuses: [container({ terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", startedAt: now, finishedAt: now } }, false)],
+        // A sidecar keeps running after the task's container ended.
+        containerStatuses: [...sidecars, container({ terminated: { exitCode, reason: exitCode === 0 ? "Completed" : "Error", startedAt: now, finishedAt: now } }, false)],
       };
-      endLog(job.pod.metadata.name);
+      if (!options?.keepLogOpen) endLog(job.pod.metadata.name);
       job.status = failure
         ? { failed: 1, ready: 0, conditions: [{ type: "Failed", status: "True", reason: failure.reason, message: failure.message, lastTransitionTime: now }] }
         : { succeeded: 1, ready: 0, conditions: [{ type: "Complete", status: "True", lastTransitionTime: now }] };
     },
     async stop() {
       for (const l of logs.values()) for (const f of l.followers) f.end();
+      for (const h of hangs) for (const r of h.held) r.destroy();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -26,13 +26,18 @@ export interface JobManifestInput {
   ttlSecondsAfterFinished?: number;
   /** Extra labels (values sanitized like the built-in ones). */
   labels?: Record<string, string>;
+  /** Between SIGTERM and SIGKILL when the pod is deleted (the executor's --grace-seconds); Kubernetes' default (30 s) without it. */
+  terminationGracePeriodSeconds?: number;
 }
 
 export const TASK_RUN_ID_LABEL = "mlgraph.io/task-run-id";
 export const ATTEMPT_LABEL = "mlgraph.io/attempt";
 export const GPU_RESOURCE = "nvidia.com/gpu";
 export const GPU_PRODUCT_LABEL = "nvidia.com/gpu.product";
-const CONTAINER_NAME = "task";
+/** The executor that created the Job: a restarted executor of the same name deletes the Jobs left running. */
+export const EXECUTOR_LABEL = "mlgraph.io/executor";
+/** The task's container (a pod may have others, injected sidecars, listed before it). */
+export const TASK_CONTAINER = "task";
 
 /**
  * Name of the Job for an attempt: DNS-1123 label, at most 63 characters (the Job controller
@@ -113,6 +118,7 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
         metadata: { labels },
         spec: {
           restartPolicy: "Never",
+          ...(input.terminationGracePeriodSeconds !== undefined && { terminationGracePeriodSeconds: input.terminationGracePeriodSeconds }),
           ...(input.serviceAccount !== undefined && { serviceAccountName: input.serviceAccount }),
           automountServiceAccountToken: input.serviceAccount !== undefined,
           // Service-link env vars would mix the namespace's services into the task's environment.
@@ -122,7 +128,7 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
           ...(gpus > 0 && { tolerations: [{ key: GPU_RESOURCE, operator: "Exists", effect: "NoSchedule" }] }),
           containers: [
             {
-              name: CONTAINER_NAME,
+              name: TASK_CONTAINER,
               image: input.image,
               command: [...input.command],
               env,
@@ -172,13 +178,15 @@ export function jobStatusToOutcome(status: V1JobStatus | undefined): JobOutcome 
   return { state: "pending" };
 }
 
-/** The three BatchV1Api calls the runtime uses (a fake can stand in for tests). */
-export type JobsApi = Pick<BatchV1Api, "createNamespacedJob" | "readNamespacedJobStatus" | "deleteNamespacedJob">;
+/** The BatchV1Api calls the runtime uses (a fake can stand in for tests). */
+export type JobsApi = Pick<BatchV1Api, "createNamespacedJob" | "readNamespacedJobStatus" | "deleteNamespacedJob" | "listNamespacedJob">;
 
 export interface KubernetesJobRuntimeOptions {
   namespace: string;
   serviceAccount?: string;
   ttlSecondsAfterFinished?: number;
+  /** Labels on every Job (e.g. EXECUTOR_LABEL). */
+  labels?: Record<string, string>;
 }
 
 /** Reference to a started Job. */
@@ -194,7 +202,7 @@ export class KubernetesJobRuntime {
     private readonly options: KubernetesJobRuntimeOptions,
   ) {}
 
-  /** Builds the API client from a KubeConfig (default: in-cluster or ~/.kube/config). */
+  /** Builds the API client from a KubeConfig (default: loadFromDefault: $KUBECONFIG, ~/.kube/config, then in-cluster). */
   static async fromKubeConfig(options: KubernetesJobRuntimeOptions & { kubeConfig?: KubeConfig }): Promise<KubernetesJobRuntime> {
     const k8s = await import("@kubernetes/client-node");
     let kc = options.kubeConfig;
@@ -212,6 +220,7 @@ export class KubernetesJobRuntime {
   async start(input: Omit<JobManifestInput, "namespace" | "serviceAccount" | "ttlSecondsAfterFinished">): Promise<JobHandle> {
     const body = buildJobManifest({
       ...input,
+      ...(this.options.labels !== undefined && { labels: { ...this.options.labels, ...input.labels } }),
       namespace: this.options.namespace,
       ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
       ...(this.options.ttlSecondsAfterFinished !== undefined && { ttlSecondsAfterFinished: this.options.ttlSecondsAfterFinished }),
@@ -223,6 +232,11 @@ export class KubernetesJobRuntime {
       if (httpCode(e) !== 409) throw e;
     }
     return handle;
+  }
+
+  /** The Job an attempt has (or would have): its name is deterministic. */
+  handle(taskRunId: string, attempt: number): JobHandle {
+    return { name: jobName(taskRunId, attempt), namespace: this.options.namespace };
   }
 
   /** Current outcome; a Job that no longer exists counts as a lost executor. */
@@ -247,7 +261,7 @@ export class KubernetesJobRuntime {
 }
 
 /** client-node 1.x throws ApiException with the HTTP status in `code`. */
-function httpCode(error: unknown): number | undefined {
+export function httpCode(error: unknown): number | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "number" ? code : undefined;
 }

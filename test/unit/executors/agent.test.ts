@@ -31,6 +31,10 @@ async function startStubServer(task: { command: string[]; leaseSeconds: number; 
         call.answered = true;
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ data: { [op]: data } }));
       };
+      if (custom && typeof custom === "object" && "graphqlErrors" in custom) {
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ errors: (custom as { graphqlErrors: unknown }).graphqlErrors }));
+        return;
+      }
       if (custom !== undefined) return send(custom);
       switch (op) {
         case "registerExecutor":
@@ -125,6 +129,23 @@ describe("ExecutorAgent against a stand-in server", () => {
       expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED", leaseToken: "lease" }]);
       // Heartbeats went on once the server was back, keeping the lease until the outcome landed.
       expect(stub.calls.some((c) => c.op === "heartbeatTask" && c.answered && c.at - awayFrom! >= 1_700)).toBe(true);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("stops with a clear error when the server is too old for a runtime that needs the claim's image and resources", async () => {
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 }, (op) =>
+      op === "claimTasks" ? { graphqlErrors: [{ message: 'Cannot query field "image" on type "TaskAssignment".', extensions: { code: "GRAPHQL_VALIDATION_FAILED" } }] } : undefined,
+    );
+    const runtime = { needsContainerFields: true, init: async () => undefined, gpus: async () => [], start: () => { throw new Error("no task is claimed"); } };
+    const agent = agentFor(stub.url, { runtime });
+    try {
+      await agent.start();
+      await expect(agent.finished()).rejects.toThrow(/server is too old for this runtime.*Cannot query field "image"/);
+      // Not retried every second forever.
+      expect(stub.calls.filter((c) => c.op === "claimTasks")).toHaveLength(1);
     } finally {
       await agent.stop();
       await stub.close();

@@ -1,6 +1,8 @@
 import type { V1Job, V1JobStatus } from "@kubernetes/client-node";
 import {
+  EXECUTOR_LABEL,
   KubernetesJobRuntime,
+  TASK_CONTAINER,
   buildJobManifest,
   cpuQuantity,
   jobName,
@@ -40,12 +42,15 @@ describe("buildJobManifest", () => {
     expect(spec.ttlSecondsAfterFinished).toBe(3600);
     const pod = spec.template.spec!;
     expect(pod.restartPolicy).toBe("Never");
+    expect(pod.terminationGracePeriodSeconds).toBeUndefined();
+    expect(buildJobManifest({ ...input, terminationGracePeriodSeconds: 15 }).spec!.template.spec!.terminationGracePeriodSeconds).toBe(15);
     expect(pod.automountServiceAccountToken).toBe(false);
     expect(pod.serviceAccountName).toBeUndefined();
     expect(pod.nodeSelector).toEqual({ "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3" });
     expect(pod.tolerations).toEqual([{ key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" }]);
     expect(spec.template.metadata!.labels!["mlgraph.io/task-run-id"]).toBe(input.taskRunId);
     const c = pod.containers[0]!;
+    expect(c.name).toBe(TASK_CONTAINER);
     expect(c.image).toBe(input.image);
     expect(c.command).toEqual(input.command);
     expect(c.env).toEqual([
@@ -141,13 +146,17 @@ describe("KubernetesJobRuntime (fake API)", () => {
         calls.push({ op: "delete", param });
         throw Object.assign(new Error("gone"), { code: 404 });
       }) as unknown as JobsApi["deleteNamespacedJob"],
+      listNamespacedJob: (async (param: unknown) => {
+        calls.push({ op: "list", param });
+        return { items: [] };
+      }) as unknown as JobsApi["listNamespacedJob"],
     };
     return { api, calls, setStatus: (s: V1JobStatus) => (status = s), setReadError: (e: unknown) => (readError = e) };
   }
 
   it("creates idempotently, reads status, deletes in the background", async () => {
     const fake = fakeApi();
-    const runtime = new KubernetesJobRuntime(fake.api, { namespace: "ml", serviceAccount: "trainer" });
+    const runtime = new KubernetesJobRuntime(fake.api, { namespace: "ml", serviceAccount: "trainer", labels: { [EXECUTOR_LABEL]: "exec-1" } });
     const { namespace: _ns, ...attempt } = input;
     const handle = await runtime.start(attempt);
     expect(await runtime.start(attempt)).toEqual(handle);
@@ -155,6 +164,10 @@ describe("KubernetesJobRuntime (fake API)", () => {
     const created = (fake.calls[0]!.param as { namespace: string; body: V1Job });
     expect(created.namespace).toBe("ml");
     expect(created.body.spec!.template.spec!.serviceAccountName).toBe("trainer");
+    // The executor's label, for its successor's cleanup of Jobs it left running.
+    expect(created.body.metadata!.labels![EXECUTOR_LABEL]).toBe("exec-1");
+    expect(created.body.metadata!.labels!["mlgraph.io/attempt"]).toBe("2");
+    expect(runtime.handle(input.taskRunId, 2)).toEqual(handle);
 
     fake.setStatus({ active: 1, ready: 1 });
     expect(await runtime.status(handle)).toEqual({ state: "running" });
