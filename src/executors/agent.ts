@@ -30,6 +30,8 @@ export interface AgentOptions {
   waitSeconds?: number;
   /** SIGTERM → SIGKILL grace for stopping tasks. */
   graceSeconds?: number;
+  /** How long a finished attempt's outcome waits for its last log lines (default 30 s). */
+  logDrainSeconds?: number;
   /** Where attempts run (default: local processes, from gpus/workdirBase/pipelineDir/taskBaseEnv). */
   runtime?: AttemptRuntime;
   log: Logger;
@@ -142,10 +144,11 @@ export function logCalls(lines: readonly string[]): string[][] {
 /** One appendTaskLogs request's time limit (the outcome is reported after the logs). */
 const LOG_CALL_TIMEOUT_MS = 30_000;
 /**
- * How long a finished attempt's outcome waits for its last log lines to get through (a restart,
- * a database failover, calls that hang); past it the outcome is reported and the rest dropped.
+ * How long a finished attempt's outcome waits, by default, for its last log lines to get through
+ * (a restart, a database failover, calls that hang); past it the outcome is reported and the rest
+ * dropped.
  */
-const LOG_DRAIN_AFTER_EXIT_MS = 30_000;
+const DEFAULT_LOG_DRAIN_SECONDS = 30;
 /** Longest wait between two tries of reporting an outcome. */
 const COMPLETION_RETRY_MAX_MS = 5_000;
 /** One completion request's time limit. */
@@ -355,7 +358,7 @@ export class ExecutorAgent {
     let pending: string[] = [];
     let flushing: Promise<void> = Promise.resolve();
     let leaseLost = false;
-    /** The outcome stopped waiting for the logs (LOG_DRAIN_AFTER_EXIT_MS): no more tries. */
+    /** The outcome stopped waiting for the logs (logDrainSeconds): no more tries. */
     let logsAbandoned = false;
     // The task run's number of the next line to send; null once sending stopped for good (a
     // refusal, or a chunk given up on: later lines would leave a gap the server refuses).
@@ -469,15 +472,16 @@ export class ExecutorAgent {
         clearInterval(flushTimer);
         this.running.delete(proc);
       }
+      const drainMs = (this.options.logDrainSeconds ?? DEFAULT_LOG_DRAIN_SECONDS) * 1000;
       let drainTimer: NodeJS.Timeout | undefined;
       const drained = await Promise.race([
         flush().then(() => true),
-        new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), LOG_DRAIN_AFTER_EXIT_MS))),
+        new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), drainMs))),
       ]);
       clearTimeout(drainTimer);
       if (!drained) {
         logsAbandoned = true;
-        log.warn({ waitedMs: LOG_DRAIN_AFTER_EXIT_MS }, "could not send logs: reporting the outcome without the last lines");
+        log.warn({ waitedMs: drainMs }, "could not send logs: reporting the outcome without the last lines");
       }
       if (leaseLost) return;
       if (result.outcome === "EXECUTOR_LOST") {

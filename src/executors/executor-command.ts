@@ -17,6 +17,7 @@ interface ExecutorFlags {
   pipelineDir?: string;
   waitSeconds: string;
   graceSeconds: string;
+  logDrainSeconds: string;
   logLevel?: string;
   runtime: string;
   namespace?: string;
@@ -66,6 +67,7 @@ export function registerExecutorCommand(program: Command): void {
     .option("--pipeline-dir <dir>", "where relative script paths in task commands are found (MLGRAPH_PIPELINE_DIR, default: cwd)")
     .option("--wait-seconds <s>", "long-poll length of each claim", "20")
     .option("--grace-seconds <s>", "SIGTERM to SIGKILL grace when stopping a task", "10")
+    .option("--log-drain-seconds <s>", "how long a finished task's outcome waits for its last log lines to get through", "30")
     .option("--log-level <level>", "log level (MLGRAPH_LOG_LEVEL, default info)")
     .option("--runtime <runtime>", "local (processes on this machine) or kubernetes (one Job per attempt)", "local")
     .option("--namespace <ns>", "kubernetes: namespace of the Jobs (required)")
@@ -124,6 +126,7 @@ export function registerExecutorCommand(program: Command): void {
         taskBaseEnv: env.taskBaseEnv,
         waitSeconds: positive("wait-seconds", flags.waitSeconds, true),
         graceSeconds: positive("grace-seconds", flags.graceSeconds, false),
+        logDrainSeconds: positive("log-drain-seconds", flags.logDrainSeconds, false),
         runtime,
         log,
       });

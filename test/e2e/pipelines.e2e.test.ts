@@ -362,12 +362,12 @@ describe("leases", () => {
     const proxy = await startFlakyProxy(server.url, (body) => /appendTaskLogs\(/.test(body) && "hang");
     try {
       await createSpec({ pipeline: { name: "logs-hang", tasks: [shellTask("talk", "echo hello", { pool: "logs-hang" })] } });
-      const exec = await startExecutor(proxy.url, ["--pool", "logs-hang", "--gpus", "none"]);
+      const exec = await startExecutor(proxy.url, ["--pool", "logs-hang", "--gpus", "none", "--log-drain-seconds", "3"]);
       executors.push(exec);
       const submitted = await submit("logs-hang");
       // Previously the completion waited behind the log call for fetch's own 5-minute limit, the
-      // attempt heartbeated meanwhile and held its slot.
-      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 50_000);
+      // attempt heartbeated meanwhile and held its slot. Here it waits the 3 s of --log-drain-seconds.
+      const run = await waitForRun(submitted.id, ["SUCCEEDED", "FAILED"], 30_000);
       expect(run.status).toBe("SUCCEEDED");
       expect(exec.output()).toMatch(/could not send logs/);
     } finally {
