@@ -2,6 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import { CompletionBatcher } from "./completion-batcher.js";
+import { settlesWithin } from "./settles-within.js";
 import type { GpuInfo, GpuSpec } from "./gpu-detection.js";
 import type { AttemptResult, AttemptRuntime, RunningAttempt } from "./runtimes/attempt-runtime.js";
 import { LocalAttemptRuntime } from "./runtimes/local-attempts.js";
@@ -149,8 +150,12 @@ const LOG_CALL_TIMEOUT_MS = 30_000;
  * dropped.
  */
 const DEFAULT_LOG_DRAIN_SECONDS = 30;
-/** Longest wait between two tries of reporting an outcome. */
+/** Longest wait between two tries of reporting an outcome (or sending logs). */
 const COMPLETION_RETRY_MAX_MS = 5_000;
+
+/** Wait before try `attempt + 1`: doubling from 200 ms, at most COMPLETION_RETRY_MAX_MS. */
+const retryDelayMs = (attempt: number) => Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** One completion request's time limit. */
 const COMPLETION_TIMEOUT_MS = 30_000;
 /** How long an outcome the server cannot take is retried before the executor gives up on it. */
@@ -347,7 +352,7 @@ export class ExecutorAgent {
           this.changed();
         });
     }
-    if (failed) await new Promise((r) => setTimeout(r, 1000));
+    if (failed) await sleep(1000);
     this.fillSlots();
     this.changed();
   }
@@ -473,13 +478,7 @@ export class ExecutorAgent {
         this.running.delete(proc);
       }
       const drainMs = (this.options.logDrainSeconds ?? DEFAULT_LOG_DRAIN_SECONDS) * 1000;
-      let drainTimer: NodeJS.Timeout | undefined;
-      const drained = await Promise.race([
-        flush().then(() => true),
-        new Promise<boolean>((resolve) => (drainTimer = setTimeout(() => resolve(false), drainMs))),
-      ]);
-      clearTimeout(drainTimer);
-      if (!drained) {
+      if (!(await settlesWithin(flush(), drainMs))) {
         logsAbandoned = true;
         log.warn({ waitedMs: drainMs }, "could not send logs: reporting the outcome without the last lines");
       }
@@ -518,15 +517,17 @@ export class ExecutorAgent {
         log.info({ outcome: completion.outcome, exitCode: completion.exitCode }, "task finished");
         return;
       } catch (err) {
-        // An internal error may be this completion's own fault: a few tries, not ten minutes.
-        const transient = !(err instanceof GraphqlError) || err.code === "UNAVAILABLE" || err.code === "RATE_LIMITED" || (err.code === "INTERNAL_SERVER_ERROR" && attempt < 3);
+        // An internal error may be this completion's own fault: a few tries, not ten minutes. Any
+        // answer that is not GraphQL (a proxy's error page) is tried again too: a resend of a
+        // completion that landed is refused by its lease token.
+        const transient = isTransient(err, attempt) || err instanceof HttpError;
         if (!transient || leaseLost() || Date.now() > giveUpAt) {
           log.warn({ err: (err as Error).message, outcome: completion.outcome, tries: attempt + 1 }, "completeTask refused or given up (a refusal after a lost answer means an earlier try landed)");
           return;
         }
-        const delayMs = Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt);
+        const delayMs = retryDelayMs(attempt);
         log.warn({ err: (err as Error).message, outcome: completion.outcome, retryInMs: delayMs }, "completeTask failed; retrying");
-        await new Promise((r) => setTimeout(r, delayMs));
+        await sleep(delayMs);
       }
     }
   }
@@ -566,7 +567,7 @@ export class ExecutorAgent {
             // A server from before fromLine: a resend there could store the lines twice, so only a
             // call that never reached it is sent again (for a while), and other failures drop the chunk.
             if (notDelivered(err) && !stopSending() && Date.now() < giveUpAt) {
-              await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
+              await sleep(retryDelayMs(attempt));
               continue;
             }
             log.warn({ err: (err as Error).message, lines: chunk.length }, "could not send logs");
@@ -589,7 +590,7 @@ export class ExecutorAgent {
             log.warn({ err: (err as Error).message, lines: left }, "could not send logs; the attempt's later lines are not sent either");
             return null;
           }
-          await new Promise((r) => setTimeout(r, Math.min(COMPLETION_RETRY_MAX_MS, 200 * 2 ** attempt)));
+          await sleep(retryDelayMs(attempt));
         }
       }
     }

@@ -4,6 +4,7 @@ import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ConfigError } from "../../config.js";
 import type { GpuInfo } from "../gpu-detection.js";
+import { settlesWithin } from "../settles-within.js";
 import type { AttemptRequest, AttemptResult, AttemptRuntime, RunningAttempt } from "./attempt-runtime.js";
 import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi } from "./kubernetes-job.js";
 
@@ -303,12 +304,7 @@ class KubernetesAttempt implements RunningAttempt {
    * leaves the Job to its successor's cleanup, its deadline and TTL).
    */
   private async deleteJob(handle: JobHandle): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const deleted = await Promise.race([
-      this.deleteUntilGone(handle).then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), DELETE_WAIT_MS))),
-    ]);
-    clearTimeout(timer);
+    const deleted = await settlesWithin(this.deleteUntilGone(handle), DELETE_WAIT_MS);
     if (!deleted) this.req.log.error({ job: handle.name }, "could not delete the Job yet: reporting the outcome, deleting on in the background");
     return deleted;
   }
@@ -403,9 +399,7 @@ class LogFollower {
 
   /** Waits up to `waitMs` for the log to end (the container ended), then hands on what is left and stops following. */
   async end(waitMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.ended, new Promise<void>((r) => (timer = setTimeout(r, waitMs)))]);
-    clearTimeout(timer);
+    await settlesWithin(this.ended, waitMs);
     const rest = this.partial + this.decoder.end();
     if (!this.closed && rest) this.onLines([rest]);
     this.closed = true;
