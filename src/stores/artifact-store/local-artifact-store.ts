@@ -325,6 +325,7 @@ export class LocalArtifactStore implements ArtifactStore {
     try {
       const { md5 } = await this.receive(body, tmp, expectedSize);
       await rename(tmp, path.join(this.uploadDir(uploadId), String(partNumber)));
+      await syncFolders([this.uploadDir(uploadId)]);
       return { etag: md5 };
     } catch (err) {
       await rm(tmp, { force: true });
@@ -412,14 +413,16 @@ export class LocalArtifactStore implements ArtifactStore {
     return { md5: md5.digest("hex"), sha256: sha256.digest("hex") };
   }
 
-  /** Atomically moves a finished temporary file to `key`. */
+  /** Atomically moves a finished (flushed) temporary file to `key`, durably: its folders are flushed too. */
   private async commit(tmp: string, key: string): Promise<void> {
     const file = this.objectPath(key);
+    let firstCreated: string | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        await mkdir(path.dirname(file), { recursive: true });
+        const created = await mkdir(path.dirname(file), { recursive: true });
+        if (created !== undefined && (firstCreated === undefined || created.length < firstCreated.length)) firstCreated = created;
         await rename(tmp, file);
-        return;
+        break;
       } catch (err) {
         // A concurrent delete may remove the freshly made (still empty) parent folder; retry once.
         if (isErrno(err, "ENOENT") && attempt === 0) continue;
@@ -429,6 +432,7 @@ export class LocalArtifactStore implements ArtifactStore {
         throw err;
       }
     }
+    await syncFolders(foldersChangedBy(file, firstCreated));
   }
 
   private async removeEmptyParents(dir: string): Promise<void> {
@@ -486,6 +490,36 @@ async function syncFile(file: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Flushes folders' entries to disk. A rename is durable only once the folder holding the new name
+ * is flushed (and a folder `mkdir` just made, once its parent is): without it an OS crash or power
+ * loss after the answer could lose an artifact whose bytes were already flushed.
+ */
+async function syncFolders(folders: string[]): Promise<void> {
+  for (const folder of folders) {
+    const handle = await open(folder, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/**
+ * The folders whose entries storing `file` changed: its own folder, and when `mkdir` made folders
+ * on the way (`firstCreated` is the topmost), each of those and the parent of the topmost.
+ */
+export function foldersChangedBy(file: string, firstCreated: string | undefined): string[] {
+  const folders = [path.dirname(file)];
+  if (firstCreated === undefined) return folders;
+  const stop = path.dirname(firstCreated);
+  for (let dir = path.dirname(folders[0]!); ; dir = path.dirname(dir)) {
+    folders.push(dir);
+    if (dir === stop || dir === path.dirname(dir)) return folders;
   }
 }
 
