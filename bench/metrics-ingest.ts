@@ -2,7 +2,8 @@
  * Ingest: concurrent clients send batches of 1,000 points through GraphQL over HTTP into the
  * embedded store, for BENCH_SECONDS (default 30) per phase. Baselines measured in the same run:
  * the same batches inserted directly through the store's client (the ceiling), and MLflow's way,
- * one PostgreSQL row per point (needs TEST_DATABASE_URL or DATABASE_URL).
+ * one PostgreSQL row per point (needs TEST_DATABASE_URL or DATABASE_URL), in a bare table and in
+ * MLflow's own tables.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -40,6 +41,56 @@ function batch(i: number) {
   return { keys, steps, values, ts };
 }
 
+/**
+ * One row per point as MLflow's SQL store keeps them (mlflow/store/tracking/dbmodels/models.py):
+ * `metrics` with its six-column primary key and run index, and `latest_metrics` (one row per run
+ * and key) locked and updated in the same transaction, as `_update_latest_metrics_if_necessary`
+ * does. Steps advance per batch, because MLflow's primary key refuses a repeated point. MLflow's
+ * run lookup before each batch and its Python server are left out: this is its storage alone.
+ */
+async function rowPerPointInMlflowSchema(pool: pg.Pool): Promise<number> {
+  await pool.query("DROP TABLE IF EXISTS bench_mlflow_metrics, bench_mlflow_latest_metrics");
+  await pool.query(`CREATE TABLE bench_mlflow_metrics (
+    key varchar(250) NOT NULL, value double precision NOT NULL, timestamp bigint NOT NULL, step bigint NOT NULL DEFAULT 0,
+    is_nan boolean NOT NULL DEFAULT false, run_uuid varchar(32) NOT NULL,
+    PRIMARY KEY (key, timestamp, step, run_uuid, value, is_nan))`);
+  await pool.query("CREATE INDEX ON bench_mlflow_metrics (run_uuid)");
+  await pool.query(`CREATE TABLE bench_mlflow_latest_metrics (
+    key varchar(250) NOT NULL, value double precision NOT NULL, timestamp bigint, step bigint NOT NULL,
+    is_nan boolean NOT NULL, run_uuid varchar(32) NOT NULL, PRIMARY KEY (key, run_uuid))`);
+  await pool.query("CREATE INDEX ON bench_mlflow_latest_metrics (run_uuid)");
+  const pointsPerSecond = await sustained(async (c, i) => {
+    const { keys, steps, values, ts } = batch(i);
+    const run = `mlflow${c}`;
+    const client = await pool.connect();
+    try {
+      await client.query("BEGIN");
+      for (let j = 0; j < BATCH; j++) {
+        await client.query("INSERT INTO bench_mlflow_metrics (key, value, timestamp, step, is_nan, run_uuid) VALUES ($1, $2, $3, $4, false, $5)", [
+          keys[j], values[j], ts[j], steps[j], run,
+        ]);
+      }
+      await client.query("SELECT key FROM bench_mlflow_latest_metrics WHERE run_uuid = $1 AND key = ANY($2) FOR UPDATE", [run, [...new Set(keys)]]);
+      const last = new Map<string, number>();
+      keys.forEach((key, j) => last.set(key, j)); // steps only grow within a batch here
+      const lastIdx = [...last.values()];
+      await client.query(
+        `INSERT INTO bench_mlflow_latest_metrics (key, value, timestamp, step, is_nan, run_uuid)
+         SELECT k, v, t, s, false, $5 FROM unnest($1::text[], $2::float8[], $3::bigint[], $4::bigint[]) AS u(k, v, t, s)
+         ON CONFLICT (key, run_uuid) DO UPDATE SET value = EXCLUDED.value, timestamp = EXCLUDED.timestamp, step = EXCLUDED.step
+         WHERE (EXCLUDED.step, EXCLUDED.timestamp) > (bench_mlflow_latest_metrics.step, bench_mlflow_latest_metrics.timestamp)`,
+        [lastIdx.map((j) => keys[j]), lastIdx.map((j) => values[j]), lastIdx.map((j) => ts[j]), lastIdx.map((j) => steps[j]), run],
+      );
+      await client.query("COMMIT");
+    } finally {
+      client.release();
+    }
+    return BATCH;
+  });
+  await pool.query("DROP TABLE bench_mlflow_metrics, bench_mlflow_latest_metrics");
+  return pointsPerSecond;
+}
+
 async function main() {
   console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase`);
   const b = batch(0);
@@ -73,6 +124,7 @@ async function main() {
 
     const url = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
     let rowPerPoint = NaN;
+    let mlflowSchema = NaN;
     if (url) {
       const pool = new pg.Pool({ connectionString: url, max: CLIENTS });
       await pool.query("CREATE TEMP TABLE IF NOT EXISTS bench_noop (x int)"); // warm a connection
@@ -93,15 +145,17 @@ async function main() {
         return BATCH;
       });
       await pool.query("DROP TABLE bench_metric_rows");
-      await pool.end();
       console.log(`baseline: one PostgreSQL row per point:   ${rate(rowPerPoint)} points`);
+      mlflowSchema = await rowPerPointInMlflowSchema(pool);
+      await pool.end();
+      console.log(`baseline: the same in MLflow's tables:    ${rate(mlflowSchema)} points (primary key, run index, latest_metrics)`);
     } else {
       console.log("baseline: one PostgreSQL row per point: SKIPPED (set TEST_DATABASE_URL)");
     }
     const best = Number.isNaN(graphqlRows) ? graphqlColumns : Math.max(graphqlRows, graphqlColumns);
     console.log(`ratio columnar/point objects: ${(graphqlColumns / graphqlRows).toFixed(2)}x`);
     console.log(`ratio GraphQL (best form)/direct: ${((best / direct) * 100).toFixed(0)} %`);
-    if (url) console.log(`ratio GraphQL (best form)/row-per-point: ${(best / rowPerPoint).toFixed(1)}x`);
+    if (url) console.log(`ratio GraphQL (best form)/row-per-point: ${(best / rowPerPoint).toFixed(1)}x (in MLflow's tables: ${(best / mlflowSchema).toFixed(1)}x)`);
   } finally {
     await server.stop();
   }
