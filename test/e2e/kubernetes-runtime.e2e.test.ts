@@ -166,6 +166,39 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(run.tasks[0]).toMatchObject({ status: "FAILED", exitCode: 3, logs: ["température 23°"] });
   });
 
+  it("reopens a log follow the API server dropped while the container runs, and reads the rest after it ended, without duplicates", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["python3", "train.py"] });
+    const job = await jobOf(runId);
+    const pod = `${job.name}-x7k2p`;
+    const reads = () => stub.logRequests.filter((r) => r.pod === pod);
+    stub.startPod(job);
+    await waitFor("the log to be followed", () => stub.openFollows() > 0);
+    const logsOf = async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].logs as string[];
+    stub.log(job, "one\ntwo\n");
+    await waitFor("the first lines in the task's log", async () => (await logsOf()).length >= 2);
+    // A connection reset; then a line with the same timestamp as the last ones forwarded (one
+    // write of the runtime), and another, while no follow is open.
+    stub.dropFollows(job, "reset");
+    stub.log(job, "three\n", { sameTimestamp: true });
+    stub.log(job, "four\n");
+    await waitFor("the follow to be reopened", () => reads().length >= 2 && stub.openFollows() > 0);
+    await waitFor("the lines written while no follow was open", async () => (await logsOf()).length >= 4);
+    stub.log(job, "five\n");
+    // A clean end this time, and the container ends before the executor could reopen: the last
+    // lines come from the read after the end (an unterminated last line included).
+    stub.dropFollows(job, "end");
+    stub.log(job, "six\nlast words");
+    stub.finish(job, 0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED", logs: ["one", "two", "three", "four", "five", "six", "last words"] });
+    // Every read asked for timestamps; every one after the first started from where the log was.
+    expect(reads().every((r) => r.timestamps)).toBe(true);
+    expect(reads()[0]).toMatchObject({ follow: true });
+    expect(reads()[0]).not.toHaveProperty("sinceTime");
+    expect(reads()[1]).toMatchObject({ follow: true, sinceTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/) });
+    expect(reads()[reads().length - 1]).toMatchObject({ follow: false, sinceTime: expect.any(String) });
+  });
+
   it("times one image pull failure across ErrImagePull and ImagePullBackOff", async () => {
     const runId = await submitTask({ image: "ghcr.io/acme/no-such-image:1", command: ["true"] });
     const job = await jobOf(runId);

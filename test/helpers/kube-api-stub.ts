@@ -43,13 +43,32 @@ export interface KubeApiStub {
   startPod(job: StubJob): void;
   /** The pod waits, e.g. ErrImagePull / ImagePullBackOff. */
   podWaiting(job: StubJob, reason: string, message: string): void;
-  /** Appends to the pod's log (followers get it at once). */
-  log(job: StubJob, text: string | Buffer): void;
+  /**
+   * Appends to the pod's log (followers get it at once). Lines started by one call share a
+   * timestamp (`timestamps=true`); `sameTimestamp` gives them the previous call's.
+   */
+  log(job: StubJob, text: string | Buffer, options?: { sameTimestamp?: boolean }): void;
+  /** The API server drops the open follows of the pod's log: a clean end, or a reset connection. */
+  dropFollows(job: StubJob, how: "end" | "reset"): void;
+  /** Log reads, in order, with the options that matter for resuming one. */
+  logRequests: { pod: string; follow: boolean; timestamps: boolean; sinceTime?: string }[];
   /** The container exits with `exitCode`; the Job is Complete (0) or Failed with `reason`. */
   finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }, options?: { keepLogOpen?: boolean }): void;
   /** Like startPod, with a sidecar container listed before the task's (as its name sorts first). */
   startPodWithSidecar(job: StubJob): void;
   stop(): Promise<void>;
+}
+
+interface PodLog {
+  /** Lines with the timestamp the "runtime" gave them; the last may lack its newline yet. */
+  lines: { ts: string; text: Buffer }[];
+  ended: boolean;
+  followers: Set<{ res: http.ServerResponse; timestamps: boolean }>;
+}
+
+/** A line as the kubelet sends it: with `timestamps=true`, RFC3339Nano and a space first. */
+function render(ts: string, text: Buffer, timestamps: boolean): Buffer {
+  return timestamps ? Buffer.concat([Buffer.from(`${ts} `), text]) : text;
 }
 
 function status(res: http.ServerResponse, code: number, reason: string, message: string): void {
@@ -68,24 +87,26 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   const deletes: KubeApiStub["deletes"] = [];
   const authorizations = new Set<string>();
   const requests: string[] = [];
-  const logs = new Map<string, { text: Buffer; ended: boolean; followers: Set<http.ServerResponse> }>();
+  const logs = new Map<string, PodLog>();
+  const logRequests: KubeApiStub["logRequests"] = [];
+  let lastTimestamp = "";
+  let stamps = 0;
   const jobWaiters = new Set<() => void>();
   const forbiddenNamespaces = new Set<string>();
   const failures: { method: string; path: RegExp; count: number; code: number }[] = [];
   const hangs: { method: string; path: RegExp; held: http.ServerResponse[]; released: boolean }[] = [];
 
-  const podLog = (pod: string) => {
+  const podLog = (pod: string): PodLog => {
     let l = logs.get(pod);
-    if (!l) logs.set(pod, (l = { text: Buffer.alloc(0), ended: false, followers: new Set() }));
+    if (!l) logs.set(pod, (l = { lines: [], ended: false, followers: new Set() }));
     return l;
   };
   const endLog = (pod: string) => {
     const l = podLog(pod);
     l.ended = true;
-    for (const f of l.followers) f.end();
+    for (const f of l.followers) f.res.end();
     l.followers.clear();
   };
-
   const server = http.createServer((req, res) => {
     const url = new URL(req.url!, "http://stub");
     requests.push(`${req.method} ${url.pathname}`);
@@ -142,11 +163,18 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname))) {
         if (![...jobs.values()].some((j) => j.pod?.metadata.name === m![2])) return status(res, 404, "NotFound", `pods "${m[2]}" not found`);
         const l = podLog(m[2]!);
+        const follow = url.searchParams.get("follow") === "true";
+        const timestamps = url.searchParams.get("timestamps") === "true";
+        const sinceTime = url.searchParams.get("sinceTime") ?? undefined;
+        logRequests.push({ pod: m[2]!, follow, timestamps, ...(sinceTime !== undefined && { sinceTime }) });
+        // The kubelet compares whole lines' timestamps with sinceTime.
+        const since = sinceTime !== undefined ? Date.parse(sinceTime) : -Infinity;
         res.writeHead(200, { "content-type": "text/plain" });
-        res.write(l.text);
-        if (l.ended || url.searchParams.get("follow") !== "true") return res.end();
-        l.followers.add(res);
-        res.on("close", () => l.followers.delete(res));
+        res.write(Buffer.concat(l.lines.filter((line) => Date.parse(line.ts) >= since).map((line) => render(line.ts, line.text, timestamps))));
+        if (l.ended || !follow) return res.end();
+        const follower = { res, timestamps };
+        l.followers.add(follower);
+        res.on("close", () => l.followers.delete(follower));
         return;
       }
       status(res, 404, "NotFound", `the stub does not serve ${req.method} ${url.pathname}`);
@@ -172,6 +200,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     deletes,
     authorizations,
     requests,
+    logRequests,
     forbiddenNamespaces,
     failNext(method, path, count, code = 500) {
       failures.push({ method, path, count, code });
@@ -224,10 +253,30 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       setPod(job, { phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container({ waiting: { reason, message } }, false)] });
       job.status = { active: 1, ready: 0 };
     },
-    log(job, text) {
+    log(job, text, options) {
       const l = podLog(job.pod.metadata.name);
-      l.text = Buffer.concat([l.text, Buffer.from(text)]);
-      for (const f of l.followers) f.write(text);
+      // One timestamp per call, as the runtime stamps what one read of the container's output
+      // brought (several lines may share it); strictly increasing otherwise, nanoseconds included.
+      const ts = options?.sameTimestamp && lastTimestamp ? lastTimestamp : (lastTimestamp = `${new Date().toISOString().slice(0, 23)}${String(++stamps % 1_000_000).padStart(6, "0")}Z`);
+      let rest = Buffer.from(text);
+      while (rest.length > 0) {
+        const nl = rest.indexOf(10);
+        const piece = nl < 0 ? rest : rest.subarray(0, nl + 1);
+        rest = rest.subarray(piece.length);
+        const last = l.lines[l.lines.length - 1];
+        const continues = last !== undefined && last.text[last.text.length - 1] !== 10;
+        if (continues) last.text = Buffer.concat([last.text, piece]);
+        else l.lines.push({ ts, text: Buffer.from(piece) });
+        for (const f of l.followers) f.res.write(continues ? piece : render(ts, piece, f.timestamps));
+      }
+    },
+    dropFollows(job, how) {
+      const l = podLog(job.pod.metadata.name);
+      for (const f of l.followers) {
+        if (how === "reset") f.res.destroy();
+        else f.res.end();
+      }
+      l.followers.clear();
     },
     finish(job, exitCode, failure, options) {
       const now = new Date().toISOString();
@@ -243,7 +292,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         : { succeeded: 1, ready: 0, conditions: [{ type: "Complete", status: "True", lastTransitionTime: now }] };
     },
     async stop() {
-      for (const l of logs.values()) for (const f of l.followers) f.end();
+      for (const l of logs.values()) for (const f of l.followers) f.res.end();
       for (const h of hangs) for (const r of h.held) r.destroy();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

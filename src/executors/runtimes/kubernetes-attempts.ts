@@ -1,11 +1,12 @@
 import { StringDecoder } from "node:string_decoder";
 import { Writable } from "node:stream";
-import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Api, KubeConfig, LogOptions, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ConfigError } from "../../config.js";
 import type { GpuInfo } from "../gpu-detection.js";
 import { settlesWithin } from "../settles-within.js";
 import type { AttemptRequest, AttemptResult, AttemptRuntime, RunningAttempt } from "./attempt-runtime.js";
+import { LogLineDedupe } from "./kubernetes-log.js";
 import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi } from "./kubernetes-job.js";
 
 export interface KubernetesAttemptRuntimeOptions {
@@ -49,8 +50,8 @@ const LOCAL_GPU_VARIABLES = ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"];
 interface Clients {
   jobs: KubernetesJobRuntime;
   core: CoreV1Api;
-  /** Follows a container's log into a stream; resolves with the request's abort handle. */
-  followLog(namespace: string, pod: string, container: string, into: Writable): Promise<AbortController>;
+  /** Reads (follows) a container's log into a stream; resolves with the request's abort handle once it answered. */
+  readLog(namespace: string, pod: string, container: string, into: Writable, options: LogOptions): Promise<AbortController>;
 }
 
 /**
@@ -94,7 +95,7 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
         labels: { [EXECUTOR_LABEL]: executorLabel },
       }),
       core: timedCore as CoreV1Api,
-      followLog: (ns, pod, container, into) => log.log(ns, pod, container, into, { follow: true }),
+      readLog: (ns, pod, container, into, options) => log.log(ns, pod, container, into, options),
     };
 
     // Fail before registering: an executor that cannot reach the cluster, or may not use the
@@ -226,11 +227,13 @@ class KubernetesAttempt implements RunningAttempt {
           const container = pod.status?.containerStatuses?.find((c) => c.name === TASK_CONTAINER);
           const terminated = container?.state?.terminated;
           if (terminated) exitCode = terminated.exitCode;
-          // A container that has started has a log to follow (a finished one's log is sent whole).
-          if (container?.state?.running || terminated) logs.follow(pod.metadata!.name!, TASK_CONTAINER);
+          // A running container's log is followed (again, when a follow dropped); a finished one's
+          // is read by logs.end().
+          if (container?.state?.running) logs.follow(pod.metadata!.name!);
+          else if (terminated) logs.at(pod.metadata!.name!);
         }
         if (outcome.state === "succeeded" || outcome.state === "failed") {
-          if (pod) logs.follow(pod.metadata!.name!, TASK_CONTAINER);
+          if (pod && !stuckReason(pod)) logs.at(pod.metadata!.name!);
           await logs.end(LOG_END_WAIT_MS);
           return toResult(outcome, exitCode, req.timeoutSeconds);
         }
@@ -347,15 +350,24 @@ function toResult(outcome: JobOutcome & { state: "succeeded" | "failed" }, exitC
   }
 }
 
-/** Follows one pod's container log (once) and hands its complete lines on. */
+/**
+ * Follows the task container's log into the task's log. A follow that ends while the container
+ * runs (the API server or the kubelet dropped it) is reopened at the next poll; after the
+ * container ended the log is read once more, so lines a dropped follow missed at the end are
+ * there too. Each read starts at the second of the newest line forwarded, with timestamps, and
+ * the lines it repeats are dropped (LogLineDedupe).
+ */
 class LogFollower {
-  private started = false;
+  private pod: string | null = null;
   private closed = false;
-  private ended: Promise<void> = Promise.resolve();
-  private partial = "";
-  /** A character split across two chunks is decoded whole. */
-  private readonly decoder = new StringDecoder("utf8");
-  private request: AbortController | null = null;
+  /** The follow open now; null when none is (never opened, or it ended). */
+  private current: LogRead | null = null;
+  /** Bumped when a read is abandoned: what it still delivers is ignored. */
+  private generation = 0;
+  private readonly lines = new LogLineDedupe();
+  /** The unterminated last line of the read that ended last (the container's last words without a newline). */
+  private leftover: { text: string; keep: (line: string) => string | null } | null = null;
+  private follows = 0;
 
   constructor(
     private readonly clients: Clients,
@@ -364,48 +376,118 @@ class LogFollower {
     private readonly log: AttemptRequest["log"],
   ) {}
 
-  follow(pod: string, container: string): void {
-    if (this.started || this.closed) return;
-    this.started = true;
+  /** The container runs: follow its log, unless a follow is open. */
+  follow(pod: string): void {
+    this.pod = pod;
+    if (this.closed || this.current) return;
+    if (this.follows++ > 0) this.log.info({ pod, sinceTime: this.lines.sinceTime() }, "the pod's log follow ended while the container runs: reopening it");
+    const read = this.open(true);
+    this.current = read;
+    void read.ended.then(() => {
+      if (this.current === read) this.current = null;
+    });
+  }
+
+  /** The container has started (it may have ended already): end() reads its log. */
+  at(pod: string): void {
+    this.pod = pod;
+  }
+
+  /**
+   * Waits up to `waitMs` for the follow to end (the container ended), stops it, then reads what
+   * came after the last line forwarded once more (when the container ever started), hands on the
+   * last unterminated line, and stops.
+   */
+  async end(waitMs: number): Promise<void> {
+    if (this.closed) return;
+    if (this.current) {
+      await settlesWithin(this.current.ended, waitMs);
+      this.current?.abort();
+      this.current = null;
+    }
+    if (this.pod) {
+      const rest = this.open(false);
+      if (!(await settlesWithin(rest.ended, Math.max(waitMs, 2000)))) rest.abort();
+    }
+    const leftover = this.leftover;
+    const text = leftover ? leftover.keep(leftover.text) : null;
+    if (text) this.onLines([text]);
+    this.closed = true;
+  }
+
+  private open(follow: boolean): LogRead {
+    const gen = ++this.generation;
+    const keep = this.lines.read();
+    const sinceTime = this.lines.sinceTime();
+    /** A character split across two chunks is decoded whole. */
+    const decoder = new StringDecoder("utf8");
+    let partial = "";
+    let received = false;
     let finish!: () => void;
-    this.ended = new Promise<void>((r) => (finish = r));
+    const ended = new Promise<void>((resolve) => (finish = resolve));
+    let request: AbortController | null = null;
+    let aborted = false;
     const sink = new Writable({
       write: (chunk: Buffer, _enc, callback) => {
-        if (!this.closed) {
-          const parts = (this.partial + this.decoder.write(chunk)).split(/\r?\n/);
-          this.partial = parts.pop() ?? "";
-          if (parts.length) this.onLines(parts);
+        if (gen === this.generation && !this.closed) {
+          if (!received) {
+            received = true;
+            // This read repeats the earlier one's unterminated line, complete or as far as it goes now.
+            this.leftover = null;
+          }
+          const parts = (partial + decoder.write(chunk)).split(/\r?\n/);
+          partial = parts.pop() ?? "";
+          const fresh: string[] = [];
+          for (const line of parts) {
+            const text = keep(line);
+            if (text !== null) fresh.push(text);
+          }
+          if (fresh.length) this.onLines(fresh);
         }
         callback();
       },
     });
-    sink.on("finish", finish);
-    sink.on("error", finish);
+    const done = () => {
+      if (gen === this.generation && !this.closed) {
+        const rest = partial + decoder.end();
+        if (rest) this.leftover = { text: rest, keep };
+      }
+      finish();
+    };
+    sink.on("finish", done);
+    sink.on("error", done);
     // client-node pipes the response into the sink without an error handler on the response: one
-    // here makes the abort in end() (and a dropped connection) end the follow, not the process,
-    // and a dropped stream counts as ended instead of being waited for.
-    sink.on("pipe", (source) => source.on("error", finish));
-    this.clients.followLog(this.namespace, pod, container, sink).then(
-      (request) => {
-        this.request = request;
-        if (this.closed) request.abort();
-      },
-      (err: unknown) => {
-        this.log.warn({ err: errorText(err), pod }, "could not follow the pod's log");
+    // here makes an abort (and a dropped connection) end the read, not the process, and a dropped
+    // stream counts as ended instead of being waited for.
+    sink.on("pipe", (source) => source.on("error", done));
+    this.clients
+      .readLog(this.namespace, this.pod!, TASK_CONTAINER, sink, { follow, timestamps: true, ...(sinceTime !== undefined && { sinceTime }) })
+      .then(
+        (controller) => {
+          request = controller;
+          if (aborted) controller.abort();
+        },
+        (err: unknown) => {
+          this.log.warn({ err: errorText(err), pod: this.pod, follow }, "could not read the pod's log");
+          finish();
+        },
+      );
+    return {
+      ended,
+      abort: () => {
+        aborted = true;
+        if (gen === this.generation) this.generation++;
+        request?.abort();
         finish();
       },
-    );
+    };
   }
+}
 
-  /** Waits up to `waitMs` for the log to end (the container ended), then hands on what is left and stops following. */
-  async end(waitMs: number): Promise<void> {
-    await settlesWithin(this.ended, waitMs);
-    const rest = this.partial + this.decoder.end();
-    if (!this.closed && rest) this.onLines([rest]);
-    this.closed = true;
-    this.partial = "";
-    this.request?.abort();
-  }
+interface LogRead {
+  /** Resolves when the read ended: the stream closed, dropped or was aborted, or could not be opened. */
+  readonly ended: Promise<void>;
+  abort(): void;
 }
 
 function errorText(err: unknown): string {
