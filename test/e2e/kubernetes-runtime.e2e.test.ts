@@ -137,6 +137,24 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
   });
 
+  it("fails an attempt whose pod can never be created (quota exceeded), with the Job's FailedCreate event, and deletes its Job", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["true"], resources: { cpu: 0.5, memory_mb: 256 } });
+    const job = await jobOf(runId);
+    const quota = `pods "${job.name}-x7k2p" is forbidden: exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=2, limited: requests.cpu=2`;
+    // The Job controller retries (the event repeats); no pod ever appears.
+    stub.failedCreate(job, quota);
+    const repeat = setInterval(() => stub.failedCreate(job, quota), 300);
+    try {
+      const run = await finished(runId);
+      expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED", exitCode: null });
+      expect(run.tasks[0].error).toContain(`FailedCreate: ${quota} (Job ${job.name}, no pod, for `);
+      expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
+      expect(stub.requests).toContain("GET /api/v1/namespaces/ml/events");
+    } finally {
+      clearInterval(repeat);
+    }
+  });
+
   it("deletes the Job of a cancelled task and reports it CANCELLED", async () => {
     const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
     const job = await jobOf(runId);

@@ -6,7 +6,8 @@ import path from "node:path";
 /**
  * A stand-in for the few Kubernetes API server endpoints the executor's Kubernetes runtime calls,
  * so the real @kubernetes/client-node client can be pointed at it (see `writeKubeconfig`): create,
- * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log. No controller
+ * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log,
+ * list events by field selector. No controller
  * runs here: the test decides when a Job's pod exists, what it prints, and how it ends.
  */
 export interface StubJob {
@@ -48,6 +49,8 @@ export interface KubeApiStub {
    * timestamp (`timestamps=true`); `sameTimestamp` gives them the previous call's.
    */
   log(job: StubJob, text: string | Buffer, options?: { sameTimestamp?: boolean }): void;
+  /** The Job controller cannot create the Job's pod (quota, admission): a FailedCreate event for the Job, no pod. */
+  failedCreate(job: StubJob, message: string): void;
   /** The API server drops the open follows of the pod's log: a clean end, or a reset connection. */
   dropFollows(job: StubJob, how: "end" | "reset"): void;
   /** Log reads, in order, with the options that matter for resuming one. */
@@ -89,6 +92,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   const requests: string[] = [];
   const logs = new Map<string, PodLog>();
   const logRequests: KubeApiStub["logRequests"] = [];
+  const events: any[] = [];
   let lastTimestamp = "";
   let stamps = 0;
   const jobWaiters = new Set<() => void>();
@@ -159,6 +163,13 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         if (!selector) return status(res, 400, "BadRequest", "this stub lists pods by job-name only");
         const pod = jobs.get(selector[1]!)?.pod;
         return json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items: pod ? [pod] : [] });
+      }
+      if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname))) {
+        // Field selectors as the API server takes them for events: dotted paths, k=v joined by commas.
+        const fields = (url.searchParams.get("fieldSelector") ?? "").split(",").filter(Boolean).map((f) => f.split("=") as [string, string]);
+        const field = (e: any, p: string) => p.split(".").reduce((o, k) => o?.[k], e);
+        const items = events.filter((e) => e.metadata.namespace === m![1] && fields.every(([k, v]) => String(field(e, k)) === v));
+        return json(res, 200, { kind: "EventList", apiVersion: "v1", metadata: {}, items });
       }
       if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname))) {
         if (![...jobs.values()].some((j) => j.pod?.metadata.name === m![2])) return status(res, 404, "NotFound", `pods "${m[2]}" not found`);
@@ -269,6 +280,27 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         else l.lines.push({ ts, text: Buffer.from(piece) });
         for (const f of l.followers) f.res.write(continues ? piece : render(ts, piece, f.timestamps));
       }
+    },
+    failedCreate(job, message) {
+      const now = new Date().toISOString();
+      const previous = events.find((e) => e.involvedObject.name === job.name && e.reason === "FailedCreate");
+      if (previous) {
+        previous.count++;
+        previous.lastTimestamp = now;
+        previous.message = message;
+        return;
+      }
+      events.push({
+        metadata: { name: `${job.name}.${events.length}`, namespace: job.namespace },
+        involvedObject: { kind: "Job", apiVersion: "batch/v1", name: job.name, namespace: job.namespace },
+        reason: "FailedCreate",
+        type: "Warning",
+        message,
+        count: 1,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        source: { component: "job-controller" },
+      });
     },
     dropFollows(job, how) {
       const l = podLog(job.pod.metadata.name);

@@ -1,6 +1,6 @@
 import { StringDecoder } from "node:string_decoder";
 import { Writable } from "node:stream";
-import type { CoreV1Api, KubeConfig, LogOptions, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Api, CoreV1Event, KubeConfig, LogOptions, V1Pod } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ConfigError } from "../../config.js";
 import type { GpuInfo } from "../gpu-detection.js";
@@ -49,7 +49,9 @@ const LOCAL_GPU_VARIABLES = ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"];
 
 interface Clients {
   jobs: KubernetesJobRuntime;
-  core: CoreV1Api;
+  core: Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent">;
+  /** Set once listing events was refused (RBAC): FailedCreate is not looked for any more. */
+  eventsForbidden: boolean;
   /** Reads (follows) a container's log into a stream; resolves with the request's abort handle once it answered. */
   readLog(namespace: string, pod: string, container: string, into: Writable, options: LogOptions): Promise<AbortController>;
 }
@@ -86,7 +88,10 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
       deleteNamespacedJob: (p) => withTimeout(batch.deleteNamespacedJob(p), ms, "deleting the Job"),
       listNamespacedJob: (p) => withTimeout(batch.listNamespacedJob(p), ms, "listing Jobs"),
     };
-    const timedCore = { listNamespacedPod: (p) => withTimeout(core.listNamespacedPod(p), ms, "listing the Job's pods") } as Pick<CoreV1Api, "listNamespacedPod">;
+    const timedCore = {
+      listNamespacedPod: (p) => withTimeout(core.listNamespacedPod(p), ms, "listing the Job's pods"),
+      listNamespacedEvent: (p) => withTimeout(core.listNamespacedEvent(p), ms, "listing the Job's events"),
+    } as Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent">;
     const executorLabel = labelValue(this.options.executorName);
     this.clients = {
       jobs: new KubernetesJobRuntime(api, {
@@ -94,7 +99,8 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
         ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
         labels: { [EXECUTOR_LABEL]: executorLabel },
       }),
-      core: timedCore as CoreV1Api,
+      core: timedCore,
+      eventsForbidden: false,
       readLog: (ns, pod, container, into, options) => log.log(ns, pod, container, into, options),
     };
 
@@ -211,7 +217,7 @@ class KubernetesAttempt implements RunningAttempt {
         await logs.end(2000);
         return this.stoppedResult(deleted ? `Job ${handle.name} deleted` : `Job ${handle.name} not deleted yet (the executor goes on trying)`);
       }
-      let read: { outcome: JobOutcome; pods: V1Pod[] } | "stopped" | null = null;
+      let read: Awaited<ReturnType<KubernetesAttempt["read"]>> | "stopped" | null = null;
       try {
         read = await Promise.race([this.read(handle), this.stopped]);
       } catch (err) {
@@ -237,7 +243,7 @@ class KubernetesAttempt implements RunningAttempt {
           await logs.end(LOG_END_WAIT_MS);
           return toResult(outcome, exitCode, req.timeoutSeconds);
         }
-        const stuck = pod ? stuckReason(pod) : null;
+        const stuck = pod ? stuckReason(pod) : read.failedCreate;
         const stuckKey = stuck && IMAGE_PULL_REASONS.has(stuck.reason) ? "image pull" : stuck?.reason;
         for (const key of stuckSince.keys()) if (key !== stuckKey) stuckSince.delete(key);
         if (stuck && stuckKey) {
@@ -248,7 +254,8 @@ class KubernetesAttempt implements RunningAttempt {
             req.log.warn({ job: handle.name, reason: stuck.reason }, "the pod is stuck: deleting the Job");
             await this.deleteJob(handle);
             await logs.end(0);
-            return { outcome: "FAILED", exitCode: null, error: `${stuck.reason}: ${stuck.message} (pod ${pod!.metadata!.name}, for ${Math.round((Date.now() - since) / 1000)} s)` };
+            const where = pod ? `pod ${pod.metadata!.name}` : `Job ${handle.name}, no pod`;
+            return { outcome: "FAILED", exitCode: null, error: `${stuck.reason}: ${stuck.message} (${where}, for ${Math.round((Date.now() - since) / 1000)} s)` };
           }
         }
       }
@@ -263,10 +270,39 @@ class KubernetesAttempt implements RunningAttempt {
     }
   }
 
-  private async read(handle: JobHandle): Promise<{ outcome: JobOutcome; pods: V1Pod[] }> {
+  private async read(handle: JobHandle): Promise<{ outcome: JobOutcome; pods: V1Pod[]; failedCreate: StuckReason | null }> {
     const outcome = await this.clients.jobs.status(handle);
     const pods = (await this.clients.core.listNamespacedPod({ namespace: handle.namespace, labelSelector: `job-name=${handle.name}` })).items;
-    return { outcome, pods };
+    const failedCreate = pods.length === 0 && (outcome.state === "pending" || outcome.state === "running") ? await this.failedCreate(handle) : null;
+    return { outcome, pods, failedCreate };
+  }
+
+  /**
+   * Why the Job controller cannot create the Job's pod (a ResourceQuota exceeded, an admission
+   * webhook's denial, a LimitRange), from the Job's newest `FailedCreate` event: a Job has no
+   * condition for it. Asked only while the Job has no pod. Null when there is none, or when the
+   * events cannot be read (not allowed: said once, then not asked again).
+   */
+  private async failedCreate(handle: JobHandle): Promise<StuckReason | null> {
+    if (this.clients.eventsForbidden) return null;
+    try {
+      const events = await this.clients.core.listNamespacedEvent({
+        namespace: handle.namespace,
+        fieldSelector: `involvedObject.kind=Job,involvedObject.name=${handle.name},reason=FailedCreate`,
+      });
+      const when = (e: CoreV1Event) => new Date(e.lastTimestamp ?? e.series?.lastObservedTime ?? e.eventTime ?? e.firstTimestamp ?? 0).getTime();
+      const newest = events.items.sort((a, b) => when(b) - when(a))[0];
+      return newest ? { reason: "FailedCreate", message: newest.message ?? "the Job controller could not create the pod" } : null;
+    } catch (err) {
+      const code = httpCode(err);
+      if (code === 401 || code === 403) {
+        this.clients.eventsForbidden = true;
+        this.req.log.warn({ err: errorText(err) }, "may not list events: a pod that can never be created (quota, admission) waits for the Job's deadline");
+      } else {
+        this.req.log.warn({ err: errorText(err), job: handle.name }, "could not list the Job's events");
+      }
+      return null;
+    }
   }
 
   /**
@@ -326,8 +362,13 @@ class KubernetesAttempt implements RunningAttempt {
   }
 }
 
+interface StuckReason {
+  reason: string;
+  message: string;
+}
+
 /** A pod waiting on something that will not fix itself, or that no node can take. */
-function stuckReason(pod: V1Pod): { reason: string; message: string } | null {
+function stuckReason(pod: V1Pod): StuckReason | null {
   for (const c of pod.status?.containerStatuses ?? []) {
     const waiting = c.state?.waiting;
     if (waiting?.reason && STUCK_REASONS.has(waiting.reason)) return { reason: waiting.reason, message: waiting.message ?? `container ${c.name} is waiting` };
