@@ -81,7 +81,17 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(c.resources).toEqual({ requests: { cpu: "500m", memory: "256Mi" }, limits: { memory: "256Mi" } });
     const env = Object.fromEntries((c.env as { name: string; value: string }[]).map((e) => [e.name, e.value]));
     expect(env.FOO).toBe("bar");
-    expect(env.MLGRAPH_TOKEN).toMatch(/.{20,}/);
+    // The task token is in the attempt's Secret, owned by the Job (gone with it), not in the Job:
+    // whoever may read Jobs does not get it.
+    expect(env.MLGRAPH_TOKEN).toBeUndefined();
+    expect(c.env).toContainEqual({ name: "MLGRAPH_TOKEN", valueFrom: { secretKeyRef: { name: job.name, key: "MLGRAPH_TOKEN" } } });
+    const secret = await waitFor("the Secret to be owned by its Job", () => (stub.secrets.get(job.name)?.metadata.ownerReferences ? stub.secrets.get(job.name) : null));
+    expect(secret.metadata.ownerReferences).toEqual([{ apiVersion: "batch/v1", kind: "Job", name: job.name, uid: job.manifest.metadata.uid }]);
+    expect(secret).toMatchObject({ type: "Opaque", immutable: true, metadata: { namespace: "ml", labels: { "mlgraph.io/executor": job.manifest.metadata.labels["mlgraph.io/executor"], "mlgraph.io/attempt": "1" } } });
+    expect(Object.keys(secret.data)).toEqual(["MLGRAPH_TOKEN"]);
+    const token = Buffer.from(secret.data.MLGRAPH_TOKEN, "base64").toString();
+    expect(token).toMatch(/.{20,}/);
+    expect(JSON.stringify(job.manifest)).not.toContain(token);
     expect(env.MLGRAPH_URL).toBe(server.url);
     expect(env.MLGRAPH_PIPELINE_RUN_ID).toBe(runId);
     // Local GPU slots mean nothing in a pod (the device plugin decides), nor does the executor's own environment.
@@ -167,6 +177,7 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     const run = await finished(runId);
     expect(run.status).toBe("CANCELLED");
     expect(run.tasks[0]).toMatchObject({ status: "CANCELLED", logs: ["working"] });
+    expect(stub.secrets.has(job.name)).toBe(false);
   });
 
   it("reads the task's container, not a sidecar listed before it, and decodes a character split across log chunks", async () => {
@@ -248,6 +259,22 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED" });
   });
 
+  it("deletes the attempt's Secret when the API server refuses its Job, and fails the attempt", async () => {
+    stub.failNext("POST", /\/namespaces\/ml\/jobs$/, 1, 422);
+    const before = stub.secretsCreated.length;
+    const runId = await submitTask({ image: IMAGE, command: ["true"] });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+    expect(run.tasks[0].error).toMatch(/^could not create the Kubernetes Job: HTTP 422/);
+    // Created first (so that the pod never waits for it), deleted when the Job could not be.
+    const created = stub.secretsCreated.slice(before);
+    expect(created).toHaveLength(1);
+    const name = created[0].metadata.name;
+    expect(stub.created.some((j) => j.name === name)).toBe(false);
+    await waitFor("the Secret to be deleted", () => stub.secretDeletes.includes(name));
+    expect(stub.secrets.has(name)).toBe(false);
+  });
+
   it("keeps deleting a cancelled task's Job while the API server refuses the delete", async () => {
     const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
     const job = await jobOf(runId);
@@ -293,12 +320,18 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     stub.addJob(manifest("mlgraph-left-running-a1", "trainer-0"));
     stub.addJob(manifest("mlgraph-left-finished-a1", "trainer-0"), { succeeded: 1, conditions: [{ type: "Complete", status: "True" }] });
     stub.addJob(manifest("mlgraph-other-executor-a1", "trainer-1"));
+    // A Secret created just before the executor died (no Job owns it), and another executor's.
+    const secret = (name: string, executorName: string) => ({ apiVersion: "v1", kind: "Secret", metadata: { name, namespace: "ml", labels: { "mlgraph.io/executor": executorName } }, data: { MLGRAPH_TOKEN: "dG9r" } });
+    stub.secrets.set("mlgraph-left-starting-a1", secret("mlgraph-left-starting-a1", "trainer-0"));
+    stub.secrets.set("mlgraph-other-starting-a1", secret("mlgraph-other-starting-a1", "trainer-1"));
     const successor = await startExecutor(server.url, ["--pool", "k8s-orphans", "--name", "trainer-0", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig")]);
     try {
       const deleted = stub.deletes.map((d) => d.name);
       expect(deleted).toContain("mlgraph-left-running-a1");
       expect(deleted).not.toContain("mlgraph-left-finished-a1");
       expect(deleted).not.toContain("mlgraph-other-executor-a1");
+      expect(stub.secretDeletes).toContain("mlgraph-left-starting-a1");
+      expect(stub.secrets.has("mlgraph-other-starting-a1")).toBe(true);
       // Its own Jobs carry its name.
       const runId = await submitTask({ image: IMAGE, command: ["true"], pool: "k8s-orphans" });
       const job = await jobOf(runId);

@@ -7,7 +7,8 @@ import path from "node:path";
  * A stand-in for the few Kubernetes API server endpoints the executor's Kubernetes runtime calls,
  * so the real @kubernetes/client-node client can be pointed at it (see `writeKubeconfig`): create,
  * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log,
- * list events by field selector. No controller
+ * list events by field selector, create, patch (ownerReferences), list and delete Secrets; a
+ * deleted Job's owned Secrets go with it. No controller
  * runs here: the test decides when a Job's pod exists, what it prints, and how it ends.
  */
 export interface StubJob {
@@ -28,6 +29,12 @@ export interface KubeApiStub {
   authorizations: Set<string>;
   /** Requests answered, as "METHOD path". */
   requests: string[];
+  /** Secrets that exist now, by name (a deleted Job's dependents are gone with it, as the garbage collector does). */
+  secrets: Map<string, any>;
+  /** Secrets created, in order (deleted ones included). */
+  secretsCreated: any[];
+  /** Names of the Secrets deleted by a DELETE call. */
+  secretDeletes: string[];
   /** Namespaces where every request is refused with 403 (an account without RBAC there). */
   forbiddenNamespaces: Set<string>;
   /** The next `count` requests matching `method` and `path` get `code` (a 5xx, an API server restarting). */
@@ -93,6 +100,10 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   const logs = new Map<string, PodLog>();
   const logRequests: KubeApiStub["logRequests"] = [];
   const events: any[] = [];
+  const secrets = new Map<string, any>();
+  const secretsCreated: any[] = [];
+  const secretDeletes: string[] = [];
+  let uids = 0;
   let lastTimestamp = "";
   let stamps = 0;
   const jobWaiters = new Set<() => void>();
@@ -140,6 +151,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         const manifest = JSON.parse(body);
         const name = manifest.metadata.name as string;
         if (jobs.has(name)) return status(res, 409, "AlreadyExists", `jobs.batch "${name}" already exists`);
+        manifest.metadata.uid = `uid-${++uids}`;
         const job: StubJob = { name, namespace: m[1]!, manifest, status: {}, pod: null };
         jobs.set(name, job);
         created.push(job);
@@ -155,6 +167,8 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
           deletes.push({ name: job.name, propagationPolicy: url.searchParams.get("propagationPolicy") ?? fromBody });
           jobs.delete(job.name);
           if (job.pod) endLog(job.pod.metadata.name);
+          // The garbage collector: the Job's dependents go with it.
+          for (const [name, secret] of secrets) if (secret.metadata.ownerReferences?.some((o: any) => o.uid === job.manifest.metadata.uid)) secrets.delete(name);
           return json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success" });
         }
       }
@@ -163,6 +177,40 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         if (!selector) return status(res, 400, "BadRequest", "this stub lists pods by job-name only");
         const pod = jobs.get(selector[1]!)?.pod;
         return json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items: pod ? [pod] : [] });
+      }
+      if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/secrets$/.exec(url.pathname))) {
+        if (req.method === "POST") {
+          const secret = JSON.parse(body);
+          if (secrets.has(secret.metadata.name)) return status(res, 409, "AlreadyExists", `secrets "${secret.metadata.name}" already exists`);
+          secret.metadata.uid = `uid-${++uids}`;
+          secrets.set(secret.metadata.name, secret);
+          secretsCreated.push(secret);
+          return json(res, 201, secret);
+        }
+        if (req.method === "GET") {
+          const selector = (url.searchParams.get("labelSelector") ?? "").split(",").filter(Boolean).map((l) => l.split("=") as [string, string]);
+          const items = [...secrets.values()].filter((x) => x.metadata.namespace === m![1] && selector.every(([k, v]) => x.metadata.labels?.[k] === v));
+          return json(res, 200, { kind: "SecretList", apiVersion: "v1", metadata: {}, items });
+        }
+      }
+      if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(url.pathname))) {
+        const secret = secrets.get(m[2]!);
+        if (!secret) return status(res, 404, "NotFound", `secrets "${m[2]}" not found`);
+        if (req.method === "DELETE") {
+          secrets.delete(m[2]!);
+          secretDeletes.push(m[2]!);
+          return json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success" });
+        }
+        if (req.method === "PATCH") {
+          // JSON Patch, "add" at a top-level metadata field only: what the executor sends.
+          if (req.headers["content-type"] !== "application/json-patch+json") return status(res, 415, "UnsupportedMediaType", `the stub takes JSON Patch, got ${req.headers["content-type"]}`);
+          for (const op of JSON.parse(body) as { op: string; path: string; value: unknown }[]) {
+            const field = /^\/metadata\/([A-Za-z]+)$/.exec(op.path)?.[1];
+            if (op.op !== "add" || !field) return status(res, 422, "Invalid", `the stub cannot apply ${JSON.stringify(op)}`);
+            secret.metadata[field] = op.value;
+          }
+          return json(res, 200, secret);
+        }
       }
       if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname))) {
         // Field selectors as the API server takes them for events: dotted paths, k=v joined by commas.
@@ -212,6 +260,9 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     authorizations,
     requests,
     logRequests,
+    secrets,
+    secretsCreated,
+    secretDeletes,
     forbiddenNamespaces,
     failNext(method, path, count, code = 500) {
       failures.push({ method, path, count, code });

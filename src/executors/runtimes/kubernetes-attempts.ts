@@ -7,7 +7,7 @@ import type { GpuInfo } from "../gpu-detection.js";
 import { settlesWithin } from "../settles-within.js";
 import type { AttemptRequest, AttemptResult, AttemptRuntime, RunningAttempt } from "./attempt-runtime.js";
 import { LogLineDedupe } from "./kubernetes-log.js";
-import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi } from "./kubernetes-job.js";
+import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi, type SecretsApi } from "./kubernetes-job.js";
 
 export interface KubernetesAttemptRuntimeOptions {
   namespace: string;
@@ -92,12 +92,19 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
       listNamespacedPod: (p) => withTimeout(core.listNamespacedPod(p), ms, "listing the Job's pods"),
       listNamespacedEvent: (p) => withTimeout(core.listNamespacedEvent(p), ms, "listing the Job's events"),
     } as Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent">;
+    const secrets: SecretsApi = {
+      createNamespacedSecret: (p) => withTimeout(core.createNamespacedSecret(p), ms, "creating the attempt's Secret"),
+      patchNamespacedSecret: (p) => withTimeout(core.patchNamespacedSecret(p), ms, "making the attempt's Secret its Job's dependent"),
+      deleteNamespacedSecret: (p) => withTimeout(core.deleteNamespacedSecret(p), ms, "deleting the attempt's Secret"),
+      listNamespacedSecret: (p) => withTimeout(core.listNamespacedSecret(p), ms, "listing Secrets"),
+    };
     const executorLabel = labelValue(this.options.executorName);
     this.clients = {
       jobs: new KubernetesJobRuntime(api, {
         namespace,
         ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
         labels: { [EXECUTOR_LABEL]: executorLabel },
+        secrets,
       }),
       core: timedCore,
       eventsForbidden: false,
@@ -111,7 +118,8 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
     } catch (err) {
       throw new ConfigError(
         `--runtime kubernetes: cannot list Jobs in namespace ${JSON.stringify(namespace)} (${errorText(err)}); check --namespace, --kubeconfig ` +
-          `(default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account) and that the account may create, read, list and delete Jobs and list pods and read their logs there`,
+          `(default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account) and that the account may create, read, list and delete Jobs, ` +
+          `create, patch, list and delete Secrets, list pods and events and read pods' logs there`,
       );
     }
 
@@ -125,6 +133,23 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
       const name = job.metadata!.name!;
       this.options.log.warn({ job: name, namespace, executor: this.options.executorName }, "deleting a Job left running by a previous executor of this name");
       await this.clients.jobs.cancel({ name, namespace });
+    }
+    // Its Secrets: most go with their Jobs, but not one created just before it died (the Job not
+    // created yet, or not yet its owner). Every attempt of a predecessor is over: none is needed.
+    // Listing them is also where an account that may not use Secrets is told so, before registering.
+    let secretsLeft;
+    try {
+      secretsLeft = await secrets.listNamespacedSecret({ namespace, labelSelector: `${EXECUTOR_LABEL}=${executorLabel}` });
+    } catch (err) {
+      throw new ConfigError(
+        `--runtime kubernetes: cannot list Secrets in namespace ${JSON.stringify(namespace)} (${errorText(err)}); each attempt's task token is passed to its pod in a Secret: ` +
+          `the account needs to create, patch, list and delete Secrets there`,
+      );
+    }
+    for (const secret of secretsLeft.items) {
+      const name = secret.metadata!.name!;
+      this.options.log.info({ secret: name, namespace, executor: this.options.executorName }, "deleting a task token Secret left by a previous executor of this name");
+      await this.clients.jobs.deleteSecret(name);
     }
   }
 
@@ -321,7 +346,11 @@ class KubernetesAttempt implements RunningAttempt {
           return await this.clients.jobs.start(input);
         } catch (err) {
           const code = httpCode(err);
-          if (code !== undefined && code < 500 && code !== 429) throw err; // refused: nothing was created
+          if (code !== undefined && code < 500 && code !== 429) {
+            // Refused: not the Job, but its Secret (created first) may exist.
+            await this.deleteJob(this.clients.jobs.handle(input.taskRunId, input.attempt));
+            throw err;
+          }
           uncertain = true;
           failure = err;
         }
