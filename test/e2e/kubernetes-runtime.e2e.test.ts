@@ -178,6 +178,8 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(run.status).toBe("CANCELLED");
     expect(run.tasks[0]).toMatchObject({ status: "CANCELLED", logs: ["working"] });
     expect(stub.secrets.has(job.name)).toBe(false);
+    // A cancellation leaves the pod its own grace (the executor's --grace-seconds).
+    expect(stub.podDeletes.filter((d) => d.labelSelector === `job-name=${job.name}`)).toEqual([]);
   });
 
   it("reads the task's container, not a sidecar listed before it, and decodes a character split across log chunks", async () => {
@@ -365,12 +367,14 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(stub.created.length).toBe(jobsBefore);
   });
 
-  it("deletes the Job once its heartbeats stop getting through (lease lost), and the attempt ends EXECUTOR_LOST", async () => {
+  it("deletes the Job, and its pods with a grace that fits the lease, once its heartbeats stop getting through (lease lost), and the attempt ends EXECUTOR_LOST", async () => {
     const target = new URL(server.url);
     const proxy = new TcpProxy(target.hostname, Number(target.port));
     await proxy.start();
     const cut = await startExecutor(`http://127.0.0.1:${proxy.port}${target.pathname}`, [
       "--pool", "k8s-lease", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig"), "--job-poll-seconds", "0.2",
+      // A grace longer than the lease (3 s): the pod must be gone before the lease runs out anyway.
+      "--grace-seconds", "30",
     ]);
     try {
       const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"], pool: "k8s-lease" });
@@ -382,6 +386,11 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
       proxy.cut();
       await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name), 15_000);
       expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+      // The garbage collector would give the pod its own 30 s: its pods are deleted with the
+      // second the agent has left (3 s lease - 1.5 s unconfirmed - 0.5 s margin).
+      expect(job.manifest.spec.template.spec.terminationGracePeriodSeconds).toBe(30);
+      await waitFor("the Job's pods to be deleted", () => stub.podDeletes.some((d) => d.labelSelector === `job-name=${job.name}`));
+      expect(stub.podDeletes.filter((d) => d.labelSelector === `job-name=${job.name}`)).toEqual([{ labelSelector: `job-name=${job.name}`, gracePeriodSeconds: 1 }]);
       const run = await finished(runId);
       expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "EXECUTOR_LOST" });
     } finally {

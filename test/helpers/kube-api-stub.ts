@@ -7,7 +7,7 @@ import path from "node:path";
  * A stand-in for the few Kubernetes API server endpoints the executor's Kubernetes runtime calls,
  * so the real @kubernetes/client-node client can be pointed at it (see `writeKubeconfig`): create,
  * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log,
- * list events by field selector, create, patch (ownerReferences), list and delete Secrets; a
+ * list events by field selector, delete pods by label selector, create, patch (ownerReferences), list and delete Secrets; a
  * deleted Job's owned Secrets go with it. No controller
  * runs here: the test decides when a Job's pod exists, what it prints, and how it ends.
  */
@@ -35,6 +35,8 @@ export interface KubeApiStub {
   secretsCreated: any[];
   /** Names of the Secrets deleted by a DELETE call. */
   secretDeletes: string[];
+  /** DELETE calls on the pod collection: the label selector and the grace asked for. */
+  podDeletes: { labelSelector: string | undefined; gracePeriodSeconds: number | undefined }[];
   /** Namespaces where every request is refused with 403 (an account without RBAC there). */
   forbiddenNamespaces: Set<string>;
   /** The next `count` requests matching `method` and `path` get `code` (a 5xx, an API server restarting). */
@@ -103,6 +105,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   const secrets = new Map<string, any>();
   const secretsCreated: any[] = [];
   const secretDeletes: string[] = [];
+  const podDeletes: KubeApiStub["podDeletes"] = [];
   let uids = 0;
   let lastTimestamp = "";
   let stamps = 0;
@@ -171,6 +174,12 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
           for (const [name, secret] of secrets) if (secret.metadata.ownerReferences?.some((o: any) => o.uid === job.manifest.metadata.uid)) secrets.delete(name);
           return json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success" });
         }
+      }
+      if (req.method === "DELETE" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) {
+        const fromBody = body ? (JSON.parse(body) as { gracePeriodSeconds?: number }).gracePeriodSeconds : undefined;
+        const grace = url.searchParams.get("gracePeriodSeconds");
+        podDeletes.push({ labelSelector: url.searchParams.get("labelSelector") ?? undefined, gracePeriodSeconds: grace !== null ? Number(grace) : fromBody });
+        return json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items: [] });
       }
       if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) {
         const selector = /^job-name=(.+)$/.exec(url.searchParams.get("labelSelector") ?? "");
@@ -263,6 +272,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     secrets,
     secretsCreated,
     secretDeletes,
+    podDeletes,
     forbiddenNamespaces,
     failNext(method, path, count, code = 500) {
       failures.push({ method, path, count, code });

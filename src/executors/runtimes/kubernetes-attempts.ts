@@ -49,7 +49,7 @@ const LOCAL_GPU_VARIABLES = ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"];
 
 interface Clients {
   jobs: KubernetesJobRuntime;
-  core: Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent">;
+  core: Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent" | "deleteCollectionNamespacedPod">;
   /** Set once listing events was refused (RBAC): FailedCreate is not looked for any more. */
   eventsForbidden: boolean;
   /** Reads (follows) a container's log into a stream; resolves with the request's abort handle once it answered. */
@@ -91,7 +91,8 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
     const timedCore = {
       listNamespacedPod: (p) => withTimeout(core.listNamespacedPod(p), ms, "listing the Job's pods"),
       listNamespacedEvent: (p) => withTimeout(core.listNamespacedEvent(p), ms, "listing the Job's events"),
-    } as Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent">;
+      deleteCollectionNamespacedPod: (p) => withTimeout(core.deleteCollectionNamespacedPod(p), ms, "deleting the Job's pods"),
+    } as Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent" | "deleteCollectionNamespacedPod">;
     const secrets: SecretsApi = {
       createNamespacedSecret: (p) => withTimeout(core.createNamespacedSecret(p), ms, "creating the attempt's Secret"),
       patchNamespacedSecret: (p) => withTimeout(core.patchNamespacedSecret(p), ms, "making the attempt's Secret its Job's dependent"),
@@ -168,6 +169,8 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
 class KubernetesAttempt implements RunningAttempt {
   readonly done: Promise<AttemptResult>;
   private stopRequested: "stop" | "cancel" | null = null;
+  /** The shortest grace a stop asked for, when shorter than the pod's own. */
+  private stopGraceMs: number | undefined;
   private wake: (() => void) | null = null;
   /** Resolves when stop() or cancel() is called: a read in flight is not waited for. */
   private readonly stopped: Promise<"stopped">;
@@ -186,8 +189,13 @@ class KubernetesAttempt implements RunningAttempt {
       .catch((err: Error): AttemptResult => ({ outcome: "FAILED", exitCode: null, error: `mlgraph executor (kubernetes): ${err.message}` }));
   }
 
-  /** The pod's grace is its terminationGracePeriodSeconds (the executor's --grace-seconds). */
-  stop(): void {
+  /**
+   * The pod's grace is its terminationGracePeriodSeconds (the executor's --grace-seconds); a
+   * shorter `graceMs` (the agent's stop when no heartbeat got through: the pod must be gone before
+   * the lease runs out) is passed to the deletion of the Job's pods.
+   */
+  stop(graceMs?: number): void {
+    if (graceMs !== undefined) this.stopGraceMs = Math.min(this.stopGraceMs ?? Infinity, graceMs);
     this.stopRequested ??= "stop";
     this.onStopped();
     this.wake?.();
@@ -238,7 +246,7 @@ class KubernetesAttempt implements RunningAttempt {
     let exitCode: number | null = null;
     for (;;) {
       if (this.stopRequested) {
-        const deleted = await this.deleteJob(handle);
+        const deleted = await this.deleteJob(handle, this.shortGraceSeconds());
         await logs.end(2000);
         return this.stoppedResult(deleted ? `Job ${handle.name} deleted` : `Job ${handle.name} not deleted yet (the executor goes on trying)`);
       }
@@ -371,17 +379,46 @@ class KubernetesAttempt implements RunningAttempt {
    * go out first, the deletion going on in the background (an executor that exits before it ends
    * leaves the Job to its successor's cleanup, its deadline and TTL).
    */
-  private async deleteJob(handle: JobHandle): Promise<boolean> {
-    const deleted = await settlesWithin(this.deleteUntilGone(handle), DELETE_WAIT_MS);
+  private async deleteJob(handle: JobHandle, podGraceSeconds?: number): Promise<boolean> {
+    const deleted = await settlesWithin(this.deleteUntilGone(handle, podGraceSeconds), DELETE_WAIT_MS);
     if (!deleted) this.req.log.error({ job: handle.name }, "could not delete the Job yet: reporting the outcome, deleting on in the background");
     return deleted;
   }
 
-  private async deleteUntilGone(handle: JobHandle): Promise<void> {
+  /**
+   * The grace for the pods of a stopped attempt, in whole seconds (at least 1: 0 would remove the
+   * pod from the API at once, whatever the kubelet still runs), when a stop asked for less than
+   * the pod's terminationGracePeriodSeconds; else undefined (the pod's own).
+   */
+  private shortGraceSeconds(): number | undefined {
+    if (this.stopGraceMs === undefined || this.stopRequested !== "stop") return undefined;
+    const seconds = Math.max(1, Math.floor(this.stopGraceMs / 1000));
+    return seconds < Math.ceil(this.req.graceMs / 1000) ? seconds : undefined;
+  }
+
+  /**
+   * Deletes the Job, and with `podGraceSeconds` its pods too: the garbage collector deletes a
+   * deleted Job's pods with their own terminationGracePeriodSeconds (a Job deletion's
+   * gracePeriodSeconds is not passed on to its dependents), and a second deletion of a pod with a
+   * shorter grace shortens it. A refusal of that (an account that may not delete pods) leaves the
+   * pods their own grace.
+   */
+  private async deleteUntilGone(handle: JobHandle, podGraceSeconds?: number): Promise<void> {
+    let podsDone = podGraceSeconds === undefined;
     for (let tries = 1, delayMs = 200; ; tries++, delayMs = Math.min(Math.round(delayMs * 1.5), DELETE_RETRY_MAX_MS)) {
       try {
         await this.clients.jobs.cancel(handle);
-        this.req.log.info({ job: handle.name, tries }, "kubernetes job deleted");
+        if (!podsDone) {
+          try {
+            await this.clients.core.deleteCollectionNamespacedPod({ namespace: handle.namespace, labelSelector: `job-name=${handle.name}`, gracePeriodSeconds: podGraceSeconds! });
+          } catch (err) {
+            const code = httpCode(err);
+            if (code !== 401 && code !== 403) throw err;
+            this.req.log.warn({ err: errorText(err), job: handle.name }, "may not delete pods: the Job's pod keeps its own termination grace");
+          }
+          podsDone = true;
+        }
+        this.req.log.info({ job: handle.name, tries, podGraceSeconds }, "kubernetes job deleted");
         return;
       } catch (err) {
         this.req.log.warn({ err: errorText(err), job: handle.name, tries, retryInMs: delayMs }, "could not delete the Job; retrying");
