@@ -400,6 +400,43 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     }
   });
 
+  it("claims tasks of its --gpu-type and steers their pods with the type's node label, --node-selector and --toleration", async () => {
+    const gpuExecutor = await startExecutor(server.url, [
+      "--pool", "k8s-gpu", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig"), "--job-poll-seconds", "0.2",
+      "--gpus", "2", "--gpu-type", "NVIDIA-A100-SXM4-80GB",
+      "--node-selector", "node-pool=a100", "--node-selector", "topology.kubernetes.io/zone=europe-west4-a",
+      "--toleration", "dedicated=ml:NoSchedule", "--toleration", "spot:NoExecute",
+    ]);
+    try {
+      const runId = await submitTask({ image: IMAGE, command: ["python3", "train.py"], pool: "k8s-gpu", resources: { gpus: 2, gpu_type: "NVIDIA-A100-SXM4-80GB" } });
+      const job = await jobOf(runId);
+      const pod = job.manifest.spec.template.spec;
+      expect(pod.nodeSelector).toEqual({ "node-pool": "a100", "topology.kubernetes.io/zone": "europe-west4-a", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB" });
+      expect(pod.tolerations).toEqual([
+        { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" },
+        { key: "dedicated", operator: "Equal", value: "ml", effect: "NoSchedule" },
+        { key: "spot", operator: "Exists", effect: "NoExecute" },
+      ]);
+      expect(pod.containers[0].resources.limits).toMatchObject({ "nvidia.com/gpu": "2" });
+      stub.startPod(job);
+      stub.finish(job, 0);
+      expect((await finished(runId)).tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+      // A CPU task on the same executor: the executor's selector and toleration, no GPU ones.
+      const cpuRunId = await submitTask({ image: IMAGE, command: ["true"], pool: "k8s-gpu" });
+      const cpuJob = await jobOf(cpuRunId);
+      expect(cpuJob.manifest.spec.template.spec.nodeSelector).toEqual({ "node-pool": "a100", "topology.kubernetes.io/zone": "europe-west4-a" });
+      expect(cpuJob.manifest.spec.template.spec.tolerations).toEqual([
+        { key: "dedicated", operator: "Equal", value: "ml", effect: "NoSchedule" },
+        { key: "spot", operator: "Exists", effect: "NoExecute" },
+      ]);
+      stub.startPod(cpuJob);
+      stub.finish(cpuJob, 0);
+      expect((await finished(cpuRunId)).tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+    } finally {
+      await gpuExecutor.stop();
+    }
+  });
+
   // Last: it shuts the shared executor down.
   it("drains on SIGTERM (the Job runs on), and a second SIGTERM deletes the Job and reports the task as stopped", async () => {
     const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });

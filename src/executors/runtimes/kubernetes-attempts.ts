@@ -1,6 +1,6 @@
 import { StringDecoder } from "node:string_decoder";
 import { Writable } from "node:stream";
-import type { CoreV1Api, CoreV1Event, KubeConfig, LogOptions, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Api, CoreV1Event, KubeConfig, LogOptions, V1Pod, V1Toleration } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ConfigError } from "../../config.js";
 import type { GpuInfo } from "../gpu-detection.js";
@@ -21,6 +21,14 @@ export interface KubernetesAttemptRuntimeOptions {
   executorName: string;
   /** How many GPUs this executor's Jobs may request at once (registered as that many GPU slots). */
   gpus: number;
+  /** The model its GPU slots register with (tasks with that `gpu_type` are claimed); default "unknown". */
+  gpuType?: string;
+  /** The node label a task's `gpu_type` selects on (default nvidia.com/gpu.product); null: none. */
+  gpuTypeLabel?: string | null;
+  /** Node labels every pod must land on. */
+  nodeSelector?: Record<string, string>;
+  /** Taints every pod tolerates. */
+  tolerations?: V1Toleration[];
   /** Between two reads of the Job and its pod. */
   pollMs?: number;
   /** How long a pod may sit in an image or config error before the attempt fails. */
@@ -106,6 +114,9 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
         ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
         labels: { [EXECUTOR_LABEL]: executorLabel },
         secrets,
+        ...(this.options.gpuTypeLabel !== undefined && { gpuTypeLabel: this.options.gpuTypeLabel }),
+        ...(this.options.nodeSelector !== undefined && { nodeSelector: this.options.nodeSelector }),
+        ...(this.options.tolerations !== undefined && { tolerations: this.options.tolerations }),
       }),
       core: timedCore,
       eventsForbidden: false,
@@ -157,7 +168,9 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
   async gpus(): Promise<GpuInfo[]> {
     // Slots, not devices: the server counts them so that the Jobs in flight ask for at most this
     // many GPUs; which card a pod gets is the cluster's business (nvidia.com/gpu).
-    return Array.from({ length: this.options.gpus }, (_, index) => ({ index, model: "unknown", memoryMb: null }));
+    // A task with a gpu_type is claimed only by slots of that model: --gpu-type names the one the
+    // pods' nodes have (the task's gpu_type then selects them, gpuTypeLabel).
+    return Array.from({ length: this.options.gpus }, (_, index) => ({ index, model: this.options.gpuType ?? "unknown", memoryMb: null }));
   }
 
   start(req: AttemptRequest): RunningAttempt {

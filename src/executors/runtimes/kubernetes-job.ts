@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 // Types only: @kubernetes/client-node is ESM-only, so the runtime loads it with import() when a
 // cluster is actually used, and the manifest code stays loadable everywhere (jest included).
-import type { BatchV1Api, CoreV1Api, KubeConfig, V1EnvVar, V1Job, V1JobStatus, V1Secret } from "@kubernetes/client-node";
+import type { BatchV1Api, CoreV1Api, KubeConfig, V1EnvVar, V1Job, V1JobStatus, V1Secret, V1Toleration } from "@kubernetes/client-node";
 import { DomainError } from "../../services/errors.js";
 import type { FailureKind } from "../../scheduler/retry-policy.js";
 
@@ -15,8 +15,14 @@ export interface JobManifestInput {
   command: string[];
   env: Record<string, string>;
   resources: { cpu: number; memory_mb: number; gpus: number };
-  /** Node label value of `nvidia.com/gpu.product`, e.g. "NVIDIA-H100-80GB-HBM3". */
+  /** Node label value of `gpuTypeLabel`, e.g. "NVIDIA-H100-80GB-HBM3". */
   gpuType?: string;
+  /** The node label a GPU task's `gpuType` selects on (default GPU_PRODUCT_LABEL); null: none. */
+  gpuTypeLabel?: string | null;
+  /** Node labels every pod must land on (the executor's --node-selector). */
+  nodeSelector?: Record<string, string>;
+  /** Taints every pod tolerates (the executor's --toleration), beside the GPU one of GPU pods. */
+  tolerations?: V1Toleration[];
   namespace: string;
   /** Without one, no service account token is mounted: task code talks to mlgraph, not to the cluster. */
   serviceAccount?: string;
@@ -96,6 +102,10 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
   const gpus = input.resources.gpus;
   const memory = `${input.resources.memory_mb}Mi`;
   const { secretName } = input;
+  const gpuTypeLabel = input.gpuTypeLabel === undefined ? GPU_PRODUCT_LABEL : input.gpuTypeLabel;
+  const nodeSelector = { ...input.nodeSelector, ...(gpus > 0 && input.gpuType !== undefined && gpuTypeLabel !== null && { [gpuTypeLabel]: input.gpuType }) };
+  // GPU nodes are commonly tainted so only GPU pods land there.
+  const tolerations: V1Toleration[] = [...(gpus > 0 ? [{ key: GPU_RESOURCE, operator: "Exists", effect: "NoSchedule" }] : []), ...(input.tolerations ?? [])];
   const env: V1EnvVar[] = Object.keys(input.env)
     .sort()
     .map((name) => (secretName !== undefined && SECRET_ENV.includes(name) ? { name, valueFrom: { secretKeyRef: { name: secretName, key: name } } } : { name, value: input.env[name]! }));
@@ -128,9 +138,8 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
           automountServiceAccountToken: input.serviceAccount !== undefined,
           // Service-link env vars would mix the namespace's services into the task's environment.
           enableServiceLinks: false,
-          ...(gpus > 0 && input.gpuType !== undefined && { nodeSelector: { [GPU_PRODUCT_LABEL]: input.gpuType } }),
-          // GPU nodes are commonly tainted so only GPU pods land there.
-          ...(gpus > 0 && { tolerations: [{ key: GPU_RESOURCE, operator: "Exists", effect: "NoSchedule" }] }),
+          ...(Object.keys(nodeSelector).length > 0 && { nodeSelector }),
+          ...(tolerations.length > 0 && { tolerations }),
           containers: [
             {
               name: TASK_CONTAINER,
@@ -181,6 +190,17 @@ export function buildSecretManifest(input: Pick<JobManifestInput, "labels" | "ta
   };
 }
 
+/**
+ * A toleration written as kubectl writes taints: `key=value:Effect` (Equal), `key:Effect`
+ * (Exists), `key=value` or `key` (any effect).
+ */
+export function parseToleration(text: string): V1Toleration {
+  const m = /^([A-Za-z0-9][-A-Za-z0-9_./]*)(?:=([-A-Za-z0-9_.]*))?(?::(NoSchedule|PreferNoSchedule|NoExecute))?$/.exec(text);
+  if (!m) throw new DomainError("BAD_USER_INPUT", `expected key[=value][:NoSchedule|PreferNoSchedule|NoExecute], got ${JSON.stringify(text)}`, "toleration");
+  const [, key, value, effect] = m;
+  return { key: key!, ...(value !== undefined ? { operator: "Equal", value } : { operator: "Exists" }), ...(effect !== undefined && { effect }) };
+}
+
 /** Where a Job stands, in mlgraph's terms. */
 export type JobOutcome =
   | { state: "pending" }
@@ -227,6 +247,10 @@ export interface KubernetesJobRuntimeOptions {
   labels?: Record<string, string>;
   /** With it, SECRET_ENV goes into a Secret per attempt, owned by its Job; without, into the Job's env. */
   secrets?: SecretsApi;
+  /** See JobManifestInput. */
+  gpuTypeLabel?: string | null;
+  nodeSelector?: Record<string, string>;
+  tolerations?: V1Toleration[];
 }
 
 /** Reference to a started Job. */
@@ -274,6 +298,9 @@ export class KubernetesJobRuntime {
       ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
       ...(this.options.ttlSecondsAfterFinished !== undefined && { ttlSecondsAfterFinished: this.options.ttlSecondsAfterFinished }),
       ...(secret && { secretName: secret.metadata!.name! }),
+      ...(this.options.gpuTypeLabel !== undefined && { gpuTypeLabel: this.options.gpuTypeLabel }),
+      ...(this.options.nodeSelector !== undefined && { nodeSelector: this.options.nodeSelector }),
+      ...(this.options.tolerations !== undefined && { tolerations: this.options.tolerations }),
     });
     const handle = { name: body.metadata!.name!, namespace: this.options.namespace };
     if (secrets && secret) {
