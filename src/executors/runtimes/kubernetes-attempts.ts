@@ -588,7 +588,9 @@ class LogFollower {
           if (aborted) controller.abort();
         },
         (err: unknown) => {
-          this.log.warn({ err: errorText(err), pod: this.pod, follow }, "could not read the pod's log");
+          // A deleted attempt's pod may be gone already: its log with it.
+          const level = httpCode(err) === 404 ? "info" : "warn";
+          this.log[level]({ err: errorText(err), pod: this.pod, follow }, "could not read the pod's log");
           finish();
         },
       );
