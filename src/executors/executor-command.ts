@@ -26,6 +26,21 @@ interface ExecutorFlags {
   jobPollSeconds: string;
   podErrorGraceSeconds: string;
   unschedulableGraceSeconds: string;
+  gpuType?: string;
+  gpuTypeLabel: string;
+  nodeSelector?: string[];
+  toleration?: string[];
+}
+
+/** `key=value` flags into a map; `flag` names the flag in the error. */
+function keyValues(flag: string, items: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items ?? []) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--${flag}: expected key=value, got ${JSON.stringify(item)}`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
 }
 
 /**
@@ -76,16 +91,15 @@ export function registerExecutorCommand(program: Command): void {
     .option("--job-poll-seconds <s>", "kubernetes: between two reads of a Job and its pod", "2")
     .option("--pod-error-grace-seconds <s>", "kubernetes: an image pull or config error fails the attempt after this long", "60")
     .option("--unschedulable-grace-seconds <s>", "kubernetes: a pod no node can take fails the attempt after this long", "600")
+    .option("--gpu-type <name>", "kubernetes: the GPU model its --gpus slots register as, e.g. NVIDIA-H100-80GB-HBM3: tasks whose gpu_type is that are claimed (default: unknown, so none are)")
+    .option("--gpu-type-label <key>", "kubernetes: the node label a task's gpu_type selects its nodes by (none: no selector)", "nvidia.com/gpu.product")
+    .option("--node-selector <key=value...>", "kubernetes: node labels every pod must land on (repeatable)")
+    .option("--toleration <taint...>", "kubernetes: taints every pod tolerates, written key[=value][:effect] as kubectl writes taints (repeatable); GPU pods tolerate nvidia.com/gpu anyway")
     .action(async (flags: ExecutorFlags) => {
       const env = executorEnvironment();
       const server = flags.server ?? env.server;
       if (!server) throw new ConfigError("--server or MLGRAPH_URL: the server to claim from is required");
-      const labels: Record<string, string> = {};
-      for (const l of flags.label ?? []) {
-        const eq = l.indexOf("=");
-        if (eq <= 0) throw new ConfigError(`--label: expected key=value, got ${JSON.stringify(l)}`);
-        labels[l.slice(0, eq)] = l.slice(eq + 1);
-      }
+      const labels = keyValues("label", flags.label);
       const log = createLogger((flags.logLevel ?? env.logLevel) as Parameters<typeof createLogger>[0]);
       const { ExecutorAgent } = await import("./agent.js");
       if (flags.runtime !== "local" && flags.runtime !== "kubernetes") throw new ConfigError(`--runtime: expected local or kubernetes, got ${JSON.stringify(flags.runtime)}`);
@@ -94,11 +108,27 @@ export function registerExecutorCommand(program: Command): void {
       if (kubernetes) {
         if (!flags.namespace) throw new ConfigError("--namespace: required with --runtime kubernetes");
         const { KubernetesAttemptRuntime } = await import("./runtimes/kubernetes-attempts.js");
+        const { parseToleration } = await import("./runtimes/kubernetes-job.js");
+        const gpus = kubernetesGpuCount(flags.gpus);
+        if (flags.gpuType !== undefined && (gpus === 0 || !/^[A-Za-z0-9_.-]{1,63}$/.test(flags.gpuType))) {
+          throw new ConfigError(`--gpu-type: a GPU product (letters, digits, _ . -; as tasks' gpu_type and the node label have it) for the slots of --gpus N, got ${JSON.stringify(flags.gpuType)}${gpus === 0 ? " without --gpus N" : ""}`);
+        }
+        const tolerations = (flags.toleration ?? []).map((t) => {
+          try {
+            return parseToleration(t);
+          } catch (err) {
+            throw new ConfigError(`--toleration: ${(err as Error).message}`);
+          }
+        });
         runtime = new KubernetesAttemptRuntime({
           namespace: flags.namespace,
           serviceAccount: flags.serviceAccount,
           kubeconfig: flags.kubeconfig,
-          gpus: kubernetesGpuCount(flags.gpus),
+          gpus,
+          ...(flags.gpuType !== undefined && { gpuType: flags.gpuType }),
+          gpuTypeLabel: flags.gpuTypeLabel === "none" ? null : flags.gpuTypeLabel,
+          nodeSelector: keyValues("node-selector", flags.nodeSelector),
+          tolerations,
           pollMs: positive("job-poll-seconds", flags.jobPollSeconds, false)! * 1000,
           podErrorGraceMs: positive("pod-error-grace-seconds", flags.podErrorGraceSeconds, false)! * 1000,
           unschedulableGraceMs: positive("unschedulable-grace-seconds", flags.unschedulableGraceSeconds, false)! * 1000,

@@ -81,7 +81,17 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(c.resources).toEqual({ requests: { cpu: "500m", memory: "256Mi" }, limits: { memory: "256Mi" } });
     const env = Object.fromEntries((c.env as { name: string; value: string }[]).map((e) => [e.name, e.value]));
     expect(env.FOO).toBe("bar");
-    expect(env.MLGRAPH_TOKEN).toMatch(/.{20,}/);
+    // The task token is in the attempt's Secret, owned by the Job (gone with it), not in the Job:
+    // whoever may read Jobs does not get it.
+    expect(env.MLGRAPH_TOKEN).toBeUndefined();
+    expect(c.env).toContainEqual({ name: "MLGRAPH_TOKEN", valueFrom: { secretKeyRef: { name: job.name, key: "MLGRAPH_TOKEN" } } });
+    const secret = await waitFor("the Secret to be owned by its Job", () => (stub.secrets.get(job.name)?.metadata.ownerReferences ? stub.secrets.get(job.name) : null));
+    expect(secret.metadata.ownerReferences).toEqual([{ apiVersion: "batch/v1", kind: "Job", name: job.name, uid: job.manifest.metadata.uid }]);
+    expect(secret).toMatchObject({ type: "Opaque", immutable: true, metadata: { namespace: "ml", labels: { "mlgraph.io/executor": job.manifest.metadata.labels["mlgraph.io/executor"], "mlgraph.io/attempt": "1" } } });
+    expect(Object.keys(secret.data)).toEqual(["MLGRAPH_TOKEN"]);
+    const token = Buffer.from(secret.data.MLGRAPH_TOKEN, "base64").toString();
+    expect(token).toMatch(/.{20,}/);
+    expect(JSON.stringify(job.manifest)).not.toContain(token);
     expect(env.MLGRAPH_URL).toBe(server.url);
     expect(env.MLGRAPH_PIPELINE_RUN_ID).toBe(runId);
     // Local GPU slots mean nothing in a pod (the device plugin decides), nor does the executor's own environment.
@@ -137,6 +147,24 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
   });
 
+  it("fails an attempt whose pod can never be created (quota exceeded), with the Job's FailedCreate event, and deletes its Job", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["true"], resources: { cpu: 0.5, memory_mb: 256 } });
+    const job = await jobOf(runId);
+    const quota = `pods "${job.name}-x7k2p" is forbidden: exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=2, limited: requests.cpu=2`;
+    // The Job controller retries (the event repeats); no pod ever appears.
+    stub.failedCreate(job, quota);
+    const repeat = setInterval(() => stub.failedCreate(job, quota), 300);
+    try {
+      const run = await finished(runId);
+      expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED", exitCode: null });
+      expect(run.tasks[0].error).toContain(`FailedCreate: ${quota} (Job ${job.name}, no pod, for `);
+      expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
+      expect(stub.requests).toContain("GET /api/v1/namespaces/ml/events");
+    } finally {
+      clearInterval(repeat);
+    }
+  });
+
   it("deletes the Job of a cancelled task and reports it CANCELLED", async () => {
     const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
     const job = await jobOf(runId);
@@ -149,6 +177,9 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     const run = await finished(runId);
     expect(run.status).toBe("CANCELLED");
     expect(run.tasks[0]).toMatchObject({ status: "CANCELLED", logs: ["working"] });
+    expect(stub.secrets.has(job.name)).toBe(false);
+    // A cancellation leaves the pod its own grace (the executor's --grace-seconds).
+    expect(stub.podDeletes.filter((d) => d.labelSelector === `job-name=${job.name}`)).toEqual([]);
   });
 
   it("reads the task's container, not a sidecar listed before it, and decodes a character split across log chunks", async () => {
@@ -164,6 +195,39 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     stub.finish(job, 3, { reason: "BackoffLimitExceeded", message: "Job has reached the specified backoff limit" });
     const run = await finished(runId);
     expect(run.tasks[0]).toMatchObject({ status: "FAILED", exitCode: 3, logs: ["température 23°"] });
+  });
+
+  it("reopens a log follow the API server dropped while the container runs, and reads the rest after it ended, without duplicates", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["python3", "train.py"] });
+    const job = await jobOf(runId);
+    const pod = `${job.name}-x7k2p`;
+    const reads = () => stub.logRequests.filter((r) => r.pod === pod);
+    stub.startPod(job);
+    await waitFor("the log to be followed", () => stub.openFollows() > 0);
+    const logsOf = async () => ok(await server.gql(RUN, { id: runId })).pipelineRun.tasks[0].logs as string[];
+    stub.log(job, "one\ntwo\n");
+    await waitFor("the first lines in the task's log", async () => (await logsOf()).length >= 2);
+    // A connection reset; then a line with the same timestamp as the last ones forwarded (one
+    // write of the runtime), and another, while no follow is open.
+    stub.dropFollows(job, "reset");
+    stub.log(job, "three\n", { sameTimestamp: true });
+    stub.log(job, "four\n");
+    await waitFor("the follow to be reopened", () => reads().length >= 2 && stub.openFollows() > 0);
+    await waitFor("the lines written while no follow was open", async () => (await logsOf()).length >= 4);
+    stub.log(job, "five\n");
+    // A clean end this time, and the container ends before the executor could reopen: the last
+    // lines come from the read after the end (an unterminated last line included).
+    stub.dropFollows(job, "end");
+    stub.log(job, "six\nlast words");
+    stub.finish(job, 0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED", logs: ["one", "two", "three", "four", "five", "six", "last words"] });
+    // Every read asked for timestamps; every one after the first started from where the log was.
+    expect(reads().every((r) => r.timestamps)).toBe(true);
+    expect(reads()[0]).toMatchObject({ follow: true });
+    expect(reads()[0]).not.toHaveProperty("sinceTime");
+    expect(reads()[1]).toMatchObject({ follow: true, sinceTime: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/) });
+    expect(reads()[reads().length - 1]).toMatchObject({ follow: false, sinceTime: expect.any(String) });
   });
 
   it("times one image pull failure across ErrImagePull and ImagePullBackOff", async () => {
@@ -195,6 +259,22 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     stub.finish(job, 0);
     const run = await finished(runId);
     expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+  });
+
+  it("deletes the attempt's Secret when the API server refuses its Job, and fails the attempt", async () => {
+    stub.failNext("POST", /\/namespaces\/ml\/jobs$/, 1, 422);
+    const before = stub.secretsCreated.length;
+    const runId = await submitTask({ image: IMAGE, command: ["true"] });
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED" });
+    expect(run.tasks[0].error).toMatch(/^could not create the Kubernetes Job: HTTP 422/);
+    // Created first (so that the pod never waits for it), deleted when the Job could not be.
+    const created = stub.secretsCreated.slice(before);
+    expect(created).toHaveLength(1);
+    const name = created[0].metadata.name;
+    expect(stub.created.some((j) => j.name === name)).toBe(false);
+    await waitFor("the Secret to be deleted", () => stub.secretDeletes.includes(name));
+    expect(stub.secrets.has(name)).toBe(false);
   });
 
   it("keeps deleting a cancelled task's Job while the API server refuses the delete", async () => {
@@ -242,12 +322,18 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     stub.addJob(manifest("mlgraph-left-running-a1", "trainer-0"));
     stub.addJob(manifest("mlgraph-left-finished-a1", "trainer-0"), { succeeded: 1, conditions: [{ type: "Complete", status: "True" }] });
     stub.addJob(manifest("mlgraph-other-executor-a1", "trainer-1"));
+    // A Secret created just before the executor died (no Job owns it), and another executor's.
+    const secret = (name: string, executorName: string) => ({ apiVersion: "v1", kind: "Secret", metadata: { name, namespace: "ml", labels: { "mlgraph.io/executor": executorName } }, data: { MLGRAPH_TOKEN: "dG9r" } });
+    stub.secrets.set("mlgraph-left-starting-a1", secret("mlgraph-left-starting-a1", "trainer-0"));
+    stub.secrets.set("mlgraph-other-starting-a1", secret("mlgraph-other-starting-a1", "trainer-1"));
     const successor = await startExecutor(server.url, ["--pool", "k8s-orphans", "--name", "trainer-0", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig")]);
     try {
       const deleted = stub.deletes.map((d) => d.name);
       expect(deleted).toContain("mlgraph-left-running-a1");
       expect(deleted).not.toContain("mlgraph-left-finished-a1");
       expect(deleted).not.toContain("mlgraph-other-executor-a1");
+      expect(stub.secretDeletes).toContain("mlgraph-left-starting-a1");
+      expect(stub.secrets.has("mlgraph-other-starting-a1")).toBe(true);
       // Its own Jobs carry its name.
       const runId = await submitTask({ image: IMAGE, command: ["true"], pool: "k8s-orphans" });
       const job = await jobOf(runId);
@@ -281,12 +367,14 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(stub.created.length).toBe(jobsBefore);
   });
 
-  it("deletes the Job once its heartbeats stop getting through (lease lost), and the attempt ends EXECUTOR_LOST", async () => {
+  it("deletes the Job, and its pods with a grace that fits the lease, once its heartbeats stop getting through (lease lost), and the attempt ends EXECUTOR_LOST", async () => {
     const target = new URL(server.url);
     const proxy = new TcpProxy(target.hostname, Number(target.port));
     await proxy.start();
     const cut = await startExecutor(`http://127.0.0.1:${proxy.port}${target.pathname}`, [
       "--pool", "k8s-lease", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig"), "--job-poll-seconds", "0.2",
+      // A grace longer than the lease (3 s): the pod must be gone before the lease runs out anyway.
+      "--grace-seconds", "30",
     ]);
     try {
       const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"], pool: "k8s-lease" });
@@ -298,12 +386,54 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
       proxy.cut();
       await waitFor("the Job to be deleted", () => stub.deletes.some((d) => d.name === job.name), 15_000);
       expect(stub.deletes.filter((d) => d.name === job.name)).toEqual([{ name: job.name, propagationPolicy: "Background" }]);
+      // The garbage collector would give the pod its own 30 s: its pods are deleted with the
+      // second the agent has left (3 s lease - 1.5 s unconfirmed - 0.5 s margin).
+      expect(job.manifest.spec.template.spec.terminationGracePeriodSeconds).toBe(30);
+      await waitFor("the Job's pods to be deleted", () => stub.podDeletes.some((d) => d.labelSelector === `job-name=${job.name}`));
+      expect(stub.podDeletes.filter((d) => d.labelSelector === `job-name=${job.name}`)).toEqual([{ labelSelector: `job-name=${job.name}`, gracePeriodSeconds: 1 }]);
       const run = await finished(runId);
       expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "EXECUTOR_LOST" });
     } finally {
       proxy.restore();
       await cut.stop();
       await proxy.stop();
+    }
+  });
+
+  it("claims tasks of its --gpu-type and steers their pods with the type's node label, --node-selector and --toleration", async () => {
+    const gpuExecutor = await startExecutor(server.url, [
+      "--pool", "k8s-gpu", "--runtime", "kubernetes", "--namespace", "ml", "--kubeconfig", path.join(dir, "kubeconfig"), "--job-poll-seconds", "0.2",
+      "--gpus", "2", "--gpu-type", "NVIDIA-A100-SXM4-80GB",
+      "--node-selector", "node-pool=a100", "--node-selector", "topology.kubernetes.io/zone=europe-west4-a",
+      "--toleration", "dedicated=ml:NoSchedule", "--toleration", "spot:NoExecute",
+    ]);
+    try {
+      const runId = await submitTask({ image: IMAGE, command: ["python3", "train.py"], pool: "k8s-gpu", resources: { gpus: 2, gpu_type: "NVIDIA-A100-SXM4-80GB" } });
+      const job = await jobOf(runId);
+      const pod = job.manifest.spec.template.spec;
+      expect(pod.nodeSelector).toEqual({ "node-pool": "a100", "topology.kubernetes.io/zone": "europe-west4-a", "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB" });
+      expect(pod.tolerations).toEqual([
+        { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" },
+        { key: "dedicated", operator: "Equal", value: "ml", effect: "NoSchedule" },
+        { key: "spot", operator: "Exists", effect: "NoExecute" },
+      ]);
+      expect(pod.containers[0].resources.limits).toMatchObject({ "nvidia.com/gpu": "2" });
+      stub.startPod(job);
+      stub.finish(job, 0);
+      expect((await finished(runId)).tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+      // A CPU task on the same executor: the executor's selector and toleration, no GPU ones.
+      const cpuRunId = await submitTask({ image: IMAGE, command: ["true"], pool: "k8s-gpu" });
+      const cpuJob = await jobOf(cpuRunId);
+      expect(cpuJob.manifest.spec.template.spec.nodeSelector).toEqual({ "node-pool": "a100", "topology.kubernetes.io/zone": "europe-west4-a" });
+      expect(cpuJob.manifest.spec.template.spec.tolerations).toEqual([
+        { key: "dedicated", operator: "Equal", value: "ml", effect: "NoSchedule" },
+        { key: "spot", operator: "Exists", effect: "NoExecute" },
+      ]);
+      stub.startPod(cpuJob);
+      stub.finish(cpuJob, 0);
+      expect((await finished(cpuRunId)).tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+    } finally {
+      await gpuExecutor.stop();
     }
   });
 

@@ -6,7 +6,9 @@ import path from "node:path";
 /**
  * A stand-in for the few Kubernetes API server endpoints the executor's Kubernetes runtime calls,
  * so the real @kubernetes/client-node client can be pointed at it (see `writeKubeconfig`): create,
- * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log. No controller
+ * read, list (by label) and delete Jobs, list a Job's pods by `job-name` label, follow a pod's log,
+ * list events by field selector, delete pods by label selector, create, patch (ownerReferences), list and delete Secrets; a
+ * deleted Job's owned Secrets go with it. No controller
  * runs here: the test decides when a Job's pod exists, what it prints, and how it ends.
  */
 export interface StubJob {
@@ -27,6 +29,14 @@ export interface KubeApiStub {
   authorizations: Set<string>;
   /** Requests answered, as "METHOD path". */
   requests: string[];
+  /** Secrets that exist now, by name (a deleted Job's dependents are gone with it, as the garbage collector does). */
+  secrets: Map<string, any>;
+  /** Secrets created, in order (deleted ones included). */
+  secretsCreated: any[];
+  /** Names of the Secrets deleted by a DELETE call. */
+  secretDeletes: string[];
+  /** DELETE calls on the pod collection: the label selector and the grace asked for. */
+  podDeletes: { labelSelector: string | undefined; gracePeriodSeconds: number | undefined }[];
   /** Namespaces where every request is refused with 403 (an account without RBAC there). */
   forbiddenNamespaces: Set<string>;
   /** The next `count` requests matching `method` and `path` get `code` (a 5xx, an API server restarting). */
@@ -43,13 +53,34 @@ export interface KubeApiStub {
   startPod(job: StubJob): void;
   /** The pod waits, e.g. ErrImagePull / ImagePullBackOff. */
   podWaiting(job: StubJob, reason: string, message: string): void;
-  /** Appends to the pod's log (followers get it at once). */
-  log(job: StubJob, text: string | Buffer): void;
+  /**
+   * Appends to the pod's log (followers get it at once). Lines started by one call share a
+   * timestamp (`timestamps=true`); `sameTimestamp` gives them the previous call's.
+   */
+  log(job: StubJob, text: string | Buffer, options?: { sameTimestamp?: boolean }): void;
+  /** The Job controller cannot create the Job's pod (quota, admission): a FailedCreate event for the Job, no pod. */
+  failedCreate(job: StubJob, message: string): void;
+  /** The API server drops the open follows of the pod's log: a clean end, or a reset connection. */
+  dropFollows(job: StubJob, how: "end" | "reset"): void;
+  /** Log reads, in order, with the options that matter for resuming one. */
+  logRequests: { pod: string; follow: boolean; timestamps: boolean; sinceTime?: string }[];
   /** The container exits with `exitCode`; the Job is Complete (0) or Failed with `reason`. */
   finish(job: StubJob, exitCode: number, failure?: { reason: string; message: string }, options?: { keepLogOpen?: boolean }): void;
   /** Like startPod, with a sidecar container listed before the task's (as its name sorts first). */
   startPodWithSidecar(job: StubJob): void;
   stop(): Promise<void>;
+}
+
+interface PodLog {
+  /** Lines with the timestamp the "runtime" gave them; the last may lack its newline yet. */
+  lines: { ts: string; text: Buffer }[];
+  ended: boolean;
+  followers: Set<{ res: http.ServerResponse; timestamps: boolean }>;
+}
+
+/** A line as the kubelet sends it: with `timestamps=true`, RFC3339Nano and a space first. */
+function render(ts: string, text: Buffer, timestamps: boolean): Buffer {
+  return timestamps ? Buffer.concat([Buffer.from(`${ts} `), text]) : text;
 }
 
 function status(res: http.ServerResponse, code: number, reason: string, message: string): void {
@@ -68,24 +99,32 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   const deletes: KubeApiStub["deletes"] = [];
   const authorizations = new Set<string>();
   const requests: string[] = [];
-  const logs = new Map<string, { text: Buffer; ended: boolean; followers: Set<http.ServerResponse> }>();
+  const logs = new Map<string, PodLog>();
+  const logRequests: KubeApiStub["logRequests"] = [];
+  const events: any[] = [];
+  const secrets = new Map<string, any>();
+  const secretsCreated: any[] = [];
+  const secretDeletes: string[] = [];
+  const podDeletes: KubeApiStub["podDeletes"] = [];
+  let uids = 0;
+  let lastTimestamp = "";
+  let stamps = 0;
   const jobWaiters = new Set<() => void>();
   const forbiddenNamespaces = new Set<string>();
   const failures: { method: string; path: RegExp; count: number; code: number }[] = [];
   const hangs: { method: string; path: RegExp; held: http.ServerResponse[]; released: boolean }[] = [];
 
-  const podLog = (pod: string) => {
+  const podLog = (pod: string): PodLog => {
     let l = logs.get(pod);
-    if (!l) logs.set(pod, (l = { text: Buffer.alloc(0), ended: false, followers: new Set() }));
+    if (!l) logs.set(pod, (l = { lines: [], ended: false, followers: new Set() }));
     return l;
   };
   const endLog = (pod: string) => {
     const l = podLog(pod);
     l.ended = true;
-    for (const f of l.followers) f.end();
+    for (const f of l.followers) f.res.end();
     l.followers.clear();
   };
-
   const server = http.createServer((req, res) => {
     const url = new URL(req.url!, "http://stub");
     requests.push(`${req.method} ${url.pathname}`);
@@ -115,6 +154,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         const manifest = JSON.parse(body);
         const name = manifest.metadata.name as string;
         if (jobs.has(name)) return status(res, 409, "AlreadyExists", `jobs.batch "${name}" already exists`);
+        manifest.metadata.uid = `uid-${++uids}`;
         const job: StubJob = { name, namespace: m[1]!, manifest, status: {}, pod: null };
         jobs.set(name, job);
         created.push(job);
@@ -130,8 +170,16 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
           deletes.push({ name: job.name, propagationPolicy: url.searchParams.get("propagationPolicy") ?? fromBody });
           jobs.delete(job.name);
           if (job.pod) endLog(job.pod.metadata.name);
+          // The garbage collector: the Job's dependents go with it.
+          for (const [name, secret] of secrets) if (secret.metadata.ownerReferences?.some((o: any) => o.uid === job.manifest.metadata.uid)) secrets.delete(name);
           return json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success" });
         }
+      }
+      if (req.method === "DELETE" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) {
+        const fromBody = body ? (JSON.parse(body) as { gracePeriodSeconds?: number }).gracePeriodSeconds : undefined;
+        const grace = url.searchParams.get("gracePeriodSeconds");
+        podDeletes.push({ labelSelector: url.searchParams.get("labelSelector") ?? undefined, gracePeriodSeconds: grace !== null ? Number(grace) : fromBody });
+        return json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items: [] });
       }
       if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname))) {
         const selector = /^job-name=(.+)$/.exec(url.searchParams.get("labelSelector") ?? "");
@@ -139,14 +187,62 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         const pod = jobs.get(selector[1]!)?.pod;
         return json(res, 200, { kind: "PodList", apiVersion: "v1", metadata: {}, items: pod ? [pod] : [] });
       }
+      if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/secrets$/.exec(url.pathname))) {
+        if (req.method === "POST") {
+          const secret = JSON.parse(body);
+          if (secrets.has(secret.metadata.name)) return status(res, 409, "AlreadyExists", `secrets "${secret.metadata.name}" already exists`);
+          secret.metadata.uid = `uid-${++uids}`;
+          secrets.set(secret.metadata.name, secret);
+          secretsCreated.push(secret);
+          return json(res, 201, secret);
+        }
+        if (req.method === "GET") {
+          const selector = (url.searchParams.get("labelSelector") ?? "").split(",").filter(Boolean).map((l) => l.split("=") as [string, string]);
+          const items = [...secrets.values()].filter((x) => x.metadata.namespace === m![1] && selector.every(([k, v]) => x.metadata.labels?.[k] === v));
+          return json(res, 200, { kind: "SecretList", apiVersion: "v1", metadata: {}, items });
+        }
+      }
+      if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(url.pathname))) {
+        const secret = secrets.get(m[2]!);
+        if (!secret) return status(res, 404, "NotFound", `secrets "${m[2]}" not found`);
+        if (req.method === "DELETE") {
+          secrets.delete(m[2]!);
+          secretDeletes.push(m[2]!);
+          return json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success" });
+        }
+        if (req.method === "PATCH") {
+          // JSON Patch, "add" at a top-level metadata field only: what the executor sends.
+          if (req.headers["content-type"] !== "application/json-patch+json") return status(res, 415, "UnsupportedMediaType", `the stub takes JSON Patch, got ${req.headers["content-type"]}`);
+          for (const op of JSON.parse(body) as { op: string; path: string; value: unknown }[]) {
+            const field = /^\/metadata\/([A-Za-z]+)$/.exec(op.path)?.[1];
+            if (op.op !== "add" || !field) return status(res, 422, "Invalid", `the stub cannot apply ${JSON.stringify(op)}`);
+            secret.metadata[field] = op.value;
+          }
+          return json(res, 200, secret);
+        }
+      }
+      if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname))) {
+        // Field selectors as the API server takes them for events: dotted paths, k=v joined by commas.
+        const fields = (url.searchParams.get("fieldSelector") ?? "").split(",").filter(Boolean).map((f) => f.split("=") as [string, string]);
+        const field = (e: any, p: string) => p.split(".").reduce((o, k) => o?.[k], e);
+        const items = events.filter((e) => e.metadata.namespace === m![1] && fields.every(([k, v]) => String(field(e, k)) === v));
+        return json(res, 200, { kind: "EventList", apiVersion: "v1", metadata: {}, items });
+      }
       if (req.method === "GET" && (m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname))) {
         if (![...jobs.values()].some((j) => j.pod?.metadata.name === m![2])) return status(res, 404, "NotFound", `pods "${m[2]}" not found`);
         const l = podLog(m[2]!);
+        const follow = url.searchParams.get("follow") === "true";
+        const timestamps = url.searchParams.get("timestamps") === "true";
+        const sinceTime = url.searchParams.get("sinceTime") ?? undefined;
+        logRequests.push({ pod: m[2]!, follow, timestamps, ...(sinceTime !== undefined && { sinceTime }) });
+        // The kubelet compares whole lines' timestamps with sinceTime.
+        const since = sinceTime !== undefined ? Date.parse(sinceTime) : -Infinity;
         res.writeHead(200, { "content-type": "text/plain" });
-        res.write(l.text);
-        if (l.ended || url.searchParams.get("follow") !== "true") return res.end();
-        l.followers.add(res);
-        res.on("close", () => l.followers.delete(res));
+        res.write(Buffer.concat(l.lines.filter((line) => Date.parse(line.ts) >= since).map((line) => render(line.ts, line.text, timestamps))));
+        if (l.ended || !follow) return res.end();
+        const follower = { res, timestamps };
+        l.followers.add(follower);
+        res.on("close", () => l.followers.delete(follower));
         return;
       }
       status(res, 404, "NotFound", `the stub does not serve ${req.method} ${url.pathname}`);
@@ -172,6 +268,11 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     deletes,
     authorizations,
     requests,
+    logRequests,
+    secrets,
+    secretsCreated,
+    secretDeletes,
+    podDeletes,
     forbiddenNamespaces,
     failNext(method, path, count, code = 500) {
       failures.push({ method, path, count, code });
@@ -224,10 +325,51 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       setPod(job, { phase: "Pending", conditions: [{ type: "PodScheduled", status: "True" }], containerStatuses: [container({ waiting: { reason, message } }, false)] });
       job.status = { active: 1, ready: 0 };
     },
-    log(job, text) {
+    log(job, text, options) {
       const l = podLog(job.pod.metadata.name);
-      l.text = Buffer.concat([l.text, Buffer.from(text)]);
-      for (const f of l.followers) f.write(text);
+      // One timestamp per call, as the runtime stamps what one read of the container's output
+      // brought (several lines may share it); strictly increasing otherwise, nanoseconds included.
+      const ts = options?.sameTimestamp && lastTimestamp ? lastTimestamp : (lastTimestamp = `${new Date().toISOString().slice(0, 23)}${String(++stamps % 1_000_000).padStart(6, "0")}Z`);
+      let rest = Buffer.from(text);
+      while (rest.length > 0) {
+        const nl = rest.indexOf(10);
+        const piece = nl < 0 ? rest : rest.subarray(0, nl + 1);
+        rest = rest.subarray(piece.length);
+        const last = l.lines[l.lines.length - 1];
+        const continues = last !== undefined && last.text[last.text.length - 1] !== 10;
+        if (continues) last.text = Buffer.concat([last.text, piece]);
+        else l.lines.push({ ts, text: Buffer.from(piece) });
+        for (const f of l.followers) f.res.write(continues ? piece : render(ts, piece, f.timestamps));
+      }
+    },
+    failedCreate(job, message) {
+      const now = new Date().toISOString();
+      const previous = events.find((e) => e.involvedObject.name === job.name && e.reason === "FailedCreate");
+      if (previous) {
+        previous.count++;
+        previous.lastTimestamp = now;
+        previous.message = message;
+        return;
+      }
+      events.push({
+        metadata: { name: `${job.name}.${events.length}`, namespace: job.namespace },
+        involvedObject: { kind: "Job", apiVersion: "batch/v1", name: job.name, namespace: job.namespace },
+        reason: "FailedCreate",
+        type: "Warning",
+        message,
+        count: 1,
+        firstTimestamp: now,
+        lastTimestamp: now,
+        source: { component: "job-controller" },
+      });
+    },
+    dropFollows(job, how) {
+      const l = podLog(job.pod.metadata.name);
+      for (const f of l.followers) {
+        if (how === "reset") f.res.destroy();
+        else f.res.end();
+      }
+      l.followers.clear();
     },
     finish(job, exitCode, failure, options) {
       const now = new Date().toISOString();
@@ -243,7 +385,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
         : { succeeded: 1, ready: 0, conditions: [{ type: "Complete", status: "True", lastTransitionTime: now }] };
     },
     async stop() {
-      for (const l of logs.values()) for (const f of l.followers) f.end();
+      for (const l of logs.values()) for (const f of l.followers) f.res.end();
       for (const h of hangs) for (const r of h.held) r.destroy();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

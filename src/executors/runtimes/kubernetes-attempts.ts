@@ -1,12 +1,13 @@
 import { StringDecoder } from "node:string_decoder";
 import { Writable } from "node:stream";
-import type { CoreV1Api, KubeConfig, V1Pod } from "@kubernetes/client-node";
+import type { CoreV1Api, CoreV1Event, KubeConfig, LogOptions, V1Pod, V1Toleration } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { ConfigError } from "../../config.js";
 import type { GpuInfo } from "../gpu-detection.js";
 import { settlesWithin } from "../settles-within.js";
 import type { AttemptRequest, AttemptResult, AttemptRuntime, RunningAttempt } from "./attempt-runtime.js";
-import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi } from "./kubernetes-job.js";
+import { LogLineDedupe } from "./kubernetes-log.js";
+import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi, type SecretsApi } from "./kubernetes-job.js";
 
 export interface KubernetesAttemptRuntimeOptions {
   namespace: string;
@@ -20,6 +21,14 @@ export interface KubernetesAttemptRuntimeOptions {
   executorName: string;
   /** How many GPUs this executor's Jobs may request at once (registered as that many GPU slots). */
   gpus: number;
+  /** The model its GPU slots register with (tasks with that `gpu_type` are claimed); default "unknown". */
+  gpuType?: string;
+  /** The node label a task's `gpu_type` selects on (default nvidia.com/gpu.product); null: none. */
+  gpuTypeLabel?: string | null;
+  /** Node labels every pod must land on. */
+  nodeSelector?: Record<string, string>;
+  /** Taints every pod tolerates. */
+  tolerations?: V1Toleration[];
   /** Between two reads of the Job and its pod. */
   pollMs?: number;
   /** How long a pod may sit in an image or config error before the attempt fails. */
@@ -48,9 +57,11 @@ const LOCAL_GPU_VARIABLES = ["CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"];
 
 interface Clients {
   jobs: KubernetesJobRuntime;
-  core: CoreV1Api;
-  /** Follows a container's log into a stream; resolves with the request's abort handle. */
-  followLog(namespace: string, pod: string, container: string, into: Writable): Promise<AbortController>;
+  core: Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent" | "deleteCollectionNamespacedPod">;
+  /** Set once listing events was refused (RBAC): FailedCreate is not looked for any more. */
+  eventsForbidden: boolean;
+  /** Reads (follows) a container's log into a stream; resolves with the request's abort handle once it answered. */
+  readLog(namespace: string, pod: string, container: string, into: Writable, options: LogOptions): Promise<AbortController>;
 }
 
 /**
@@ -85,16 +96,31 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
       deleteNamespacedJob: (p) => withTimeout(batch.deleteNamespacedJob(p), ms, "deleting the Job"),
       listNamespacedJob: (p) => withTimeout(batch.listNamespacedJob(p), ms, "listing Jobs"),
     };
-    const timedCore = { listNamespacedPod: (p) => withTimeout(core.listNamespacedPod(p), ms, "listing the Job's pods") } as Pick<CoreV1Api, "listNamespacedPod">;
+    const timedCore = {
+      listNamespacedPod: (p) => withTimeout(core.listNamespacedPod(p), ms, "listing the Job's pods"),
+      listNamespacedEvent: (p) => withTimeout(core.listNamespacedEvent(p), ms, "listing the Job's events"),
+      deleteCollectionNamespacedPod: (p) => withTimeout(core.deleteCollectionNamespacedPod(p), ms, "deleting the Job's pods"),
+    } as Pick<CoreV1Api, "listNamespacedPod" | "listNamespacedEvent" | "deleteCollectionNamespacedPod">;
+    const secrets: SecretsApi = {
+      createNamespacedSecret: (p) => withTimeout(core.createNamespacedSecret(p), ms, "creating the attempt's Secret"),
+      patchNamespacedSecret: (p) => withTimeout(core.patchNamespacedSecret(p), ms, "making the attempt's Secret its Job's dependent"),
+      deleteNamespacedSecret: (p) => withTimeout(core.deleteNamespacedSecret(p), ms, "deleting the attempt's Secret"),
+      listNamespacedSecret: (p) => withTimeout(core.listNamespacedSecret(p), ms, "listing Secrets"),
+    };
     const executorLabel = labelValue(this.options.executorName);
     this.clients = {
       jobs: new KubernetesJobRuntime(api, {
         namespace,
         ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
         labels: { [EXECUTOR_LABEL]: executorLabel },
+        secrets,
+        ...(this.options.gpuTypeLabel !== undefined && { gpuTypeLabel: this.options.gpuTypeLabel }),
+        ...(this.options.nodeSelector !== undefined && { nodeSelector: this.options.nodeSelector }),
+        ...(this.options.tolerations !== undefined && { tolerations: this.options.tolerations }),
       }),
-      core: timedCore as CoreV1Api,
-      followLog: (ns, pod, container, into) => log.log(ns, pod, container, into, { follow: true }),
+      core: timedCore,
+      eventsForbidden: false,
+      readLog: (ns, pod, container, into, options) => log.log(ns, pod, container, into, options),
     };
 
     // Fail before registering: an executor that cannot reach the cluster, or may not use the
@@ -104,7 +130,8 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
     } catch (err) {
       throw new ConfigError(
         `--runtime kubernetes: cannot list Jobs in namespace ${JSON.stringify(namespace)} (${errorText(err)}); check --namespace, --kubeconfig ` +
-          `(default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account) and that the account may create, read, list and delete Jobs and list pods and read their logs there`,
+          `(default: $KUBECONFIG, ~/.kube/config, then the in-cluster service account) and that the account may create, read, list and delete Jobs, ` +
+          `create, patch, list and delete Secrets, list pods and events and read pods' logs there`,
       );
     }
 
@@ -119,12 +146,31 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
       this.options.log.warn({ job: name, namespace, executor: this.options.executorName }, "deleting a Job left running by a previous executor of this name");
       await this.clients.jobs.cancel({ name, namespace });
     }
+    // Its Secrets: most go with their Jobs, but not one created just before it died (the Job not
+    // created yet, or not yet its owner). Every attempt of a predecessor is over: none is needed.
+    // Listing them is also where an account that may not use Secrets is told so, before registering.
+    let secretsLeft;
+    try {
+      secretsLeft = await secrets.listNamespacedSecret({ namespace, labelSelector: `${EXECUTOR_LABEL}=${executorLabel}` });
+    } catch (err) {
+      throw new ConfigError(
+        `--runtime kubernetes: cannot list Secrets in namespace ${JSON.stringify(namespace)} (${errorText(err)}); each attempt's task token is passed to its pod in a Secret: ` +
+          `the account needs to create, patch, list and delete Secrets there`,
+      );
+    }
+    for (const secret of secretsLeft.items) {
+      const name = secret.metadata!.name!;
+      this.options.log.info({ secret: name, namespace, executor: this.options.executorName }, "deleting a task token Secret left by a previous executor of this name");
+      await this.clients.jobs.deleteSecret(name);
+    }
   }
 
   async gpus(): Promise<GpuInfo[]> {
     // Slots, not devices: the server counts them so that the Jobs in flight ask for at most this
     // many GPUs; which card a pod gets is the cluster's business (nvidia.com/gpu).
-    return Array.from({ length: this.options.gpus }, (_, index) => ({ index, model: "unknown", memoryMb: null }));
+    // A task with a gpu_type is claimed only by slots of that model: --gpu-type names the one the
+    // pods' nodes have (the task's gpu_type then selects them, gpuTypeLabel).
+    return Array.from({ length: this.options.gpus }, (_, index) => ({ index, model: this.options.gpuType ?? "unknown", memoryMb: null }));
   }
 
   start(req: AttemptRequest): RunningAttempt {
@@ -136,6 +182,8 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
 class KubernetesAttempt implements RunningAttempt {
   readonly done: Promise<AttemptResult>;
   private stopRequested: "stop" | "cancel" | null = null;
+  /** The shortest grace a stop asked for, when shorter than the pod's own. */
+  private stopGraceMs: number | undefined;
   private wake: (() => void) | null = null;
   /** Resolves when stop() or cancel() is called: a read in flight is not waited for. */
   private readonly stopped: Promise<"stopped">;
@@ -154,8 +202,13 @@ class KubernetesAttempt implements RunningAttempt {
       .catch((err: Error): AttemptResult => ({ outcome: "FAILED", exitCode: null, error: `mlgraph executor (kubernetes): ${err.message}` }));
   }
 
-  /** The pod's grace is its terminationGracePeriodSeconds (the executor's --grace-seconds). */
-  stop(): void {
+  /**
+   * The pod's grace is its terminationGracePeriodSeconds (the executor's --grace-seconds); a
+   * shorter `graceMs` (the agent's stop when no heartbeat got through: the pod must be gone before
+   * the lease runs out) is passed to the deletion of the Job's pods.
+   */
+  stop(graceMs?: number): void {
+    if (graceMs !== undefined) this.stopGraceMs = Math.min(this.stopGraceMs ?? Infinity, graceMs);
     this.stopRequested ??= "stop";
     this.onStopped();
     this.wake?.();
@@ -206,11 +259,11 @@ class KubernetesAttempt implements RunningAttempt {
     let exitCode: number | null = null;
     for (;;) {
       if (this.stopRequested) {
-        const deleted = await this.deleteJob(handle);
+        const deleted = await this.deleteJob(handle, this.shortGraceSeconds());
         await logs.end(2000);
         return this.stoppedResult(deleted ? `Job ${handle.name} deleted` : `Job ${handle.name} not deleted yet (the executor goes on trying)`);
       }
-      let read: { outcome: JobOutcome; pods: V1Pod[] } | "stopped" | null = null;
+      let read: Awaited<ReturnType<KubernetesAttempt["read"]>> | "stopped" | null = null;
       try {
         read = await Promise.race([this.read(handle), this.stopped]);
       } catch (err) {
@@ -226,15 +279,17 @@ class KubernetesAttempt implements RunningAttempt {
           const container = pod.status?.containerStatuses?.find((c) => c.name === TASK_CONTAINER);
           const terminated = container?.state?.terminated;
           if (terminated) exitCode = terminated.exitCode;
-          // A container that has started has a log to follow (a finished one's log is sent whole).
-          if (container?.state?.running || terminated) logs.follow(pod.metadata!.name!, TASK_CONTAINER);
+          // A running container's log is followed (again, when a follow dropped); a finished one's
+          // is read by logs.end().
+          if (container?.state?.running) logs.follow(pod.metadata!.name!);
+          else if (terminated) logs.at(pod.metadata!.name!);
         }
         if (outcome.state === "succeeded" || outcome.state === "failed") {
-          if (pod) logs.follow(pod.metadata!.name!, TASK_CONTAINER);
+          if (pod && !stuckReason(pod)) logs.at(pod.metadata!.name!);
           await logs.end(LOG_END_WAIT_MS);
           return toResult(outcome, exitCode, req.timeoutSeconds);
         }
-        const stuck = pod ? stuckReason(pod) : null;
+        const stuck = pod ? stuckReason(pod) : read.failedCreate;
         const stuckKey = stuck && IMAGE_PULL_REASONS.has(stuck.reason) ? "image pull" : stuck?.reason;
         for (const key of stuckSince.keys()) if (key !== stuckKey) stuckSince.delete(key);
         if (stuck && stuckKey) {
@@ -245,7 +300,8 @@ class KubernetesAttempt implements RunningAttempt {
             req.log.warn({ job: handle.name, reason: stuck.reason }, "the pod is stuck: deleting the Job");
             await this.deleteJob(handle);
             await logs.end(0);
-            return { outcome: "FAILED", exitCode: null, error: `${stuck.reason}: ${stuck.message} (pod ${pod!.metadata!.name}, for ${Math.round((Date.now() - since) / 1000)} s)` };
+            const where = pod ? `pod ${pod.metadata!.name}` : `Job ${handle.name}, no pod`;
+            return { outcome: "FAILED", exitCode: null, error: `${stuck.reason}: ${stuck.message} (${where}, for ${Math.round((Date.now() - since) / 1000)} s)` };
           }
         }
       }
@@ -260,10 +316,39 @@ class KubernetesAttempt implements RunningAttempt {
     }
   }
 
-  private async read(handle: JobHandle): Promise<{ outcome: JobOutcome; pods: V1Pod[] }> {
+  private async read(handle: JobHandle): Promise<{ outcome: JobOutcome; pods: V1Pod[]; failedCreate: StuckReason | null }> {
     const outcome = await this.clients.jobs.status(handle);
     const pods = (await this.clients.core.listNamespacedPod({ namespace: handle.namespace, labelSelector: `job-name=${handle.name}` })).items;
-    return { outcome, pods };
+    const failedCreate = pods.length === 0 && (outcome.state === "pending" || outcome.state === "running") ? await this.failedCreate(handle) : null;
+    return { outcome, pods, failedCreate };
+  }
+
+  /**
+   * Why the Job controller cannot create the Job's pod (a ResourceQuota exceeded, an admission
+   * webhook's denial, a LimitRange), from the Job's newest `FailedCreate` event: a Job has no
+   * condition for it. Asked only while the Job has no pod. Null when there is none, or when the
+   * events cannot be read (not allowed: said once, then not asked again).
+   */
+  private async failedCreate(handle: JobHandle): Promise<StuckReason | null> {
+    if (this.clients.eventsForbidden) return null;
+    try {
+      const events = await this.clients.core.listNamespacedEvent({
+        namespace: handle.namespace,
+        fieldSelector: `involvedObject.kind=Job,involvedObject.name=${handle.name},reason=FailedCreate`,
+      });
+      const when = (e: CoreV1Event) => new Date(e.lastTimestamp ?? e.series?.lastObservedTime ?? e.eventTime ?? e.firstTimestamp ?? 0).getTime();
+      const newest = events.items.sort((a, b) => when(b) - when(a))[0];
+      return newest ? { reason: "FailedCreate", message: newest.message ?? "the Job controller could not create the pod" } : null;
+    } catch (err) {
+      const code = httpCode(err);
+      if (code === 401 || code === 403) {
+        this.clients.eventsForbidden = true;
+        this.req.log.warn({ err: errorText(err) }, "may not list events: a pod that can never be created (quota, admission) waits for the Job's deadline");
+      } else {
+        this.req.log.warn({ err: errorText(err), job: handle.name }, "could not list the Job's events");
+      }
+      return null;
+    }
   }
 
   /**
@@ -282,7 +367,11 @@ class KubernetesAttempt implements RunningAttempt {
           return await this.clients.jobs.start(input);
         } catch (err) {
           const code = httpCode(err);
-          if (code !== undefined && code < 500 && code !== 429) throw err; // refused: nothing was created
+          if (code !== undefined && code < 500 && code !== 429) {
+            // Refused: not the Job, but its Secret (created first) may exist.
+            await this.deleteJob(this.clients.jobs.handle(input.taskRunId, input.attempt));
+            throw err;
+          }
           uncertain = true;
           failure = err;
         }
@@ -303,17 +392,46 @@ class KubernetesAttempt implements RunningAttempt {
    * go out first, the deletion going on in the background (an executor that exits before it ends
    * leaves the Job to its successor's cleanup, its deadline and TTL).
    */
-  private async deleteJob(handle: JobHandle): Promise<boolean> {
-    const deleted = await settlesWithin(this.deleteUntilGone(handle), DELETE_WAIT_MS);
+  private async deleteJob(handle: JobHandle, podGraceSeconds?: number): Promise<boolean> {
+    const deleted = await settlesWithin(this.deleteUntilGone(handle, podGraceSeconds), DELETE_WAIT_MS);
     if (!deleted) this.req.log.error({ job: handle.name }, "could not delete the Job yet: reporting the outcome, deleting on in the background");
     return deleted;
   }
 
-  private async deleteUntilGone(handle: JobHandle): Promise<void> {
+  /**
+   * The grace for the pods of a stopped attempt, in whole seconds (at least 1: 0 would remove the
+   * pod from the API at once, whatever the kubelet still runs), when a stop asked for less than
+   * the pod's terminationGracePeriodSeconds; else undefined (the pod's own).
+   */
+  private shortGraceSeconds(): number | undefined {
+    if (this.stopGraceMs === undefined || this.stopRequested !== "stop") return undefined;
+    const seconds = Math.max(1, Math.floor(this.stopGraceMs / 1000));
+    return seconds < Math.ceil(this.req.graceMs / 1000) ? seconds : undefined;
+  }
+
+  /**
+   * Deletes the Job, and with `podGraceSeconds` its pods too: the garbage collector deletes a
+   * deleted Job's pods with their own terminationGracePeriodSeconds (a Job deletion's
+   * gracePeriodSeconds is not passed on to its dependents), and a second deletion of a pod with a
+   * shorter grace shortens it. A refusal of that (an account that may not delete pods) leaves the
+   * pods their own grace.
+   */
+  private async deleteUntilGone(handle: JobHandle, podGraceSeconds?: number): Promise<void> {
+    let podsDone = podGraceSeconds === undefined;
     for (let tries = 1, delayMs = 200; ; tries++, delayMs = Math.min(Math.round(delayMs * 1.5), DELETE_RETRY_MAX_MS)) {
       try {
         await this.clients.jobs.cancel(handle);
-        this.req.log.info({ job: handle.name, tries }, "kubernetes job deleted");
+        if (!podsDone) {
+          try {
+            await this.clients.core.deleteCollectionNamespacedPod({ namespace: handle.namespace, labelSelector: `job-name=${handle.name}`, gracePeriodSeconds: podGraceSeconds! });
+          } catch (err) {
+            const code = httpCode(err);
+            if (code !== 401 && code !== 403) throw err;
+            this.req.log.warn({ err: errorText(err), job: handle.name }, "may not delete pods: the Job's pod keeps its own termination grace");
+          }
+          podsDone = true;
+        }
+        this.req.log.info({ job: handle.name, tries, podGraceSeconds }, "kubernetes job deleted");
         return;
       } catch (err) {
         this.req.log.warn({ err: errorText(err), job: handle.name, tries, retryInMs: delayMs }, "could not delete the Job; retrying");
@@ -323,8 +441,13 @@ class KubernetesAttempt implements RunningAttempt {
   }
 }
 
+interface StuckReason {
+  reason: string;
+  message: string;
+}
+
 /** A pod waiting on something that will not fix itself, or that no node can take. */
-function stuckReason(pod: V1Pod): { reason: string; message: string } | null {
+function stuckReason(pod: V1Pod): StuckReason | null {
   for (const c of pod.status?.containerStatuses ?? []) {
     const waiting = c.state?.waiting;
     if (waiting?.reason && STUCK_REASONS.has(waiting.reason)) return { reason: waiting.reason, message: waiting.message ?? `container ${c.name} is waiting` };
@@ -347,15 +470,24 @@ function toResult(outcome: JobOutcome & { state: "succeeded" | "failed" }, exitC
   }
 }
 
-/** Follows one pod's container log (once) and hands its complete lines on. */
+/**
+ * Follows the task container's log into the task's log. A follow that ends while the container
+ * runs (the API server or the kubelet dropped it) is reopened at the next poll; after the
+ * container ended the log is read once more, so lines a dropped follow missed at the end are
+ * there too. Each read starts at the second of the newest line forwarded, with timestamps, and
+ * the lines it repeats are dropped (LogLineDedupe).
+ */
 class LogFollower {
-  private started = false;
+  private pod: string | null = null;
   private closed = false;
-  private ended: Promise<void> = Promise.resolve();
-  private partial = "";
-  /** A character split across two chunks is decoded whole. */
-  private readonly decoder = new StringDecoder("utf8");
-  private request: AbortController | null = null;
+  /** The follow open now; null when none is (never opened, or it ended). */
+  private current: LogRead | null = null;
+  /** Bumped when a read is abandoned: what it still delivers is ignored. */
+  private generation = 0;
+  private readonly lines = new LogLineDedupe();
+  /** The unterminated last line of the read that ended last (the container's last words without a newline). */
+  private leftover: { text: string; keep: (line: string) => string | null } | null = null;
+  private follows = 0;
 
   constructor(
     private readonly clients: Clients,
@@ -364,48 +496,120 @@ class LogFollower {
     private readonly log: AttemptRequest["log"],
   ) {}
 
-  follow(pod: string, container: string): void {
-    if (this.started || this.closed) return;
-    this.started = true;
+  /** The container runs: follow its log, unless a follow is open. */
+  follow(pod: string): void {
+    this.pod = pod;
+    if (this.closed || this.current) return;
+    if (this.follows++ > 0) this.log.info({ pod, sinceTime: this.lines.sinceTime() }, "the pod's log follow ended while the container runs: reopening it");
+    const read = this.open(true);
+    this.current = read;
+    void read.ended.then(() => {
+      if (this.current === read) this.current = null;
+    });
+  }
+
+  /** The container has started (it may have ended already): end() reads its log. */
+  at(pod: string): void {
+    this.pod = pod;
+  }
+
+  /**
+   * Waits up to `waitMs` for the follow to end (the container ended), stops it, then reads what
+   * came after the last line forwarded once more (when the container ever started), hands on the
+   * last unterminated line, and stops.
+   */
+  async end(waitMs: number): Promise<void> {
+    if (this.closed) return;
+    if (this.current) {
+      await settlesWithin(this.current.ended, waitMs);
+      this.current?.abort();
+      this.current = null;
+    }
+    if (this.pod) {
+      const rest = this.open(false);
+      if (!(await settlesWithin(rest.ended, Math.max(waitMs, 2000)))) rest.abort();
+    }
+    const leftover = this.leftover;
+    const text = leftover ? leftover.keep(leftover.text) : null;
+    if (text) this.onLines([text]);
+    this.closed = true;
+  }
+
+  private open(follow: boolean): LogRead {
+    const gen = ++this.generation;
+    const keep = this.lines.read();
+    const sinceTime = this.lines.sinceTime();
+    /** A character split across two chunks is decoded whole. */
+    const decoder = new StringDecoder("utf8");
+    let partial = "";
+    let received = false;
     let finish!: () => void;
-    this.ended = new Promise<void>((r) => (finish = r));
+    const ended = new Promise<void>((resolve) => (finish = resolve));
+    let request: AbortController | null = null;
+    let aborted = false;
     const sink = new Writable({
       write: (chunk: Buffer, _enc, callback) => {
-        if (!this.closed) {
-          const parts = (this.partial + this.decoder.write(chunk)).split(/\r?\n/);
-          this.partial = parts.pop() ?? "";
-          if (parts.length) this.onLines(parts);
+        if (gen === this.generation && !this.closed) {
+          if (!received) {
+            received = true;
+            // This read repeats the earlier one's unterminated line, complete or as far as it goes now.
+            this.leftover = null;
+          }
+          const parts = (partial + decoder.write(chunk)).split(/\r?\n/);
+          partial = parts.pop() ?? "";
+          const fresh: string[] = [];
+          for (const line of parts) {
+            const text = keep(line);
+            if (text !== null) fresh.push(text);
+          }
+          if (fresh.length) this.onLines(fresh);
         }
         callback();
       },
     });
-    sink.on("finish", finish);
-    sink.on("error", finish);
+    const done = () => {
+      if (gen === this.generation && !this.closed) {
+        const rest = partial + decoder.end();
+        if (rest) this.leftover = { text: rest, keep };
+      }
+      finish();
+    };
+    sink.on("finish", done);
+    sink.on("error", done);
     // client-node pipes the response into the sink without an error handler on the response: one
-    // here makes the abort in end() (and a dropped connection) end the follow, not the process,
-    // and a dropped stream counts as ended instead of being waited for.
-    sink.on("pipe", (source) => source.on("error", finish));
-    this.clients.followLog(this.namespace, pod, container, sink).then(
-      (request) => {
-        this.request = request;
-        if (this.closed) request.abort();
-      },
-      (err: unknown) => {
-        this.log.warn({ err: errorText(err), pod }, "could not follow the pod's log");
+    // here makes an abort (and a dropped connection) end the read, not the process, and a dropped
+    // stream counts as ended instead of being waited for.
+    sink.on("pipe", (source) => source.on("error", done));
+    this.clients
+      .readLog(this.namespace, this.pod!, TASK_CONTAINER, sink, { follow, timestamps: true, ...(sinceTime !== undefined && { sinceTime }) })
+      .then(
+        (controller) => {
+          request = controller;
+          if (aborted) controller.abort();
+        },
+        (err: unknown) => {
+          // A deleted attempt's pod may be gone already: its log with it.
+          const level = httpCode(err) === 404 ? "info" : "warn";
+          this.log[level]({ err: errorText(err), pod: this.pod, follow }, "could not read the pod's log");
+          finish();
+        },
+      );
+    return {
+      ended,
+      abort: () => {
+        aborted = true;
+        if (gen === this.generation) this.generation++;
+        request?.abort();
         finish();
       },
-    );
+    };
   }
+}
 
-  /** Waits up to `waitMs` for the log to end (the container ended), then hands on what is left and stops following. */
-  async end(waitMs: number): Promise<void> {
-    await settlesWithin(this.ended, waitMs);
-    const rest = this.partial + this.decoder.end();
-    if (!this.closed && rest) this.onLines([rest]);
-    this.closed = true;
-    this.partial = "";
-    this.request?.abort();
-  }
+interface LogRead {
+  /** Resolves when the read ended: the stream closed, dropped or was aborted, or could not be opened. */
+  readonly ended: Promise<void>;
+  abort(): void;
 }
 
 function errorText(err: unknown): string {

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 // Types only: @kubernetes/client-node is ESM-only, so the runtime loads it with import() when a
 // cluster is actually used, and the manifest code stays loadable everywhere (jest included).
-import type { BatchV1Api, KubeConfig, V1EnvVar, V1Job, V1JobStatus } from "@kubernetes/client-node";
+import type { BatchV1Api, CoreV1Api, KubeConfig, V1EnvVar, V1Job, V1JobStatus, V1Secret, V1Toleration } from "@kubernetes/client-node";
 import { DomainError } from "../../services/errors.js";
 import type { FailureKind } from "../../scheduler/retry-policy.js";
 
@@ -15,8 +15,14 @@ export interface JobManifestInput {
   command: string[];
   env: Record<string, string>;
   resources: { cpu: number; memory_mb: number; gpus: number };
-  /** Node label value of `nvidia.com/gpu.product`, e.g. "NVIDIA-H100-80GB-HBM3". */
+  /** Node label value of `gpuTypeLabel`, e.g. "NVIDIA-H100-80GB-HBM3". */
   gpuType?: string;
+  /** The node label a GPU task's `gpuType` selects on (default GPU_PRODUCT_LABEL); null: none. */
+  gpuTypeLabel?: string | null;
+  /** Node labels every pod must land on (the executor's --node-selector). */
+  nodeSelector?: Record<string, string>;
+  /** Taints every pod tolerates (the executor's --toleration), beside the GPU one of GPU pods. */
+  tolerations?: V1Toleration[];
   namespace: string;
   /** Without one, no service account token is mounted: task code talks to mlgraph, not to the cluster. */
   serviceAccount?: string;
@@ -28,7 +34,16 @@ export interface JobManifestInput {
   labels?: Record<string, string>;
   /** Between SIGTERM and SIGKILL when the pod is deleted (the executor's --grace-seconds); Kubernetes' default (30 s) without it. */
   terminationGracePeriodSeconds?: number;
+  /**
+   * A Secret holding the variables of SECRET_ENV (buildSecretManifest): they are taken from it
+   * (`valueFrom.secretKeyRef`) instead of standing in the Job's spec. Without one, every variable
+   * is a plain value.
+   */
+  secretName?: string;
 }
+
+/** Variables that stand in the attempt's Secret, not in the Job: whoever may read Jobs must not read them. */
+export const SECRET_ENV = ["MLGRAPH_TOKEN"];
 
 export const TASK_RUN_ID_LABEL = "mlgraph.io/task-run-id";
 export const ATTEMPT_LABEL = "mlgraph.io/attempt";
@@ -83,17 +98,17 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
     throw new RangeError(`activeDeadlineSeconds must be a positive integer, got ${input.activeDeadlineSeconds}`);
   }
 
-  const labels: Record<string, string> = {
-    ...Object.fromEntries(Object.entries(input.labels ?? {}).map(([k, v]) => [k, labelValue(v)])),
-    "app.kubernetes.io/managed-by": "mlgraph",
-    [TASK_RUN_ID_LABEL]: labelValue(input.taskRunId),
-    [ATTEMPT_LABEL]: String(input.attempt),
-  };
+  const labels = attemptLabels(input);
   const gpus = input.resources.gpus;
   const memory = `${input.resources.memory_mb}Mi`;
+  const { secretName } = input;
+  const gpuTypeLabel = input.gpuTypeLabel === undefined ? GPU_PRODUCT_LABEL : input.gpuTypeLabel;
+  const nodeSelector = { ...input.nodeSelector, ...(gpus > 0 && input.gpuType !== undefined && gpuTypeLabel !== null && { [gpuTypeLabel]: input.gpuType }) };
+  // GPU nodes are commonly tainted so only GPU pods land there.
+  const tolerations: V1Toleration[] = [...(gpus > 0 ? [{ key: GPU_RESOURCE, operator: "Exists", effect: "NoSchedule" }] : []), ...(input.tolerations ?? [])];
   const env: V1EnvVar[] = Object.keys(input.env)
     .sort()
-    .map((name) => ({ name, value: input.env[name]! }));
+    .map((name) => (secretName !== undefined && SECRET_ENV.includes(name) ? { name, valueFrom: { secretKeyRef: { name: secretName, key: name } } } : { name, value: input.env[name]! }));
 
   return {
     apiVersion: "batch/v1",
@@ -123,9 +138,8 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
           automountServiceAccountToken: input.serviceAccount !== undefined,
           // Service-link env vars would mix the namespace's services into the task's environment.
           enableServiceLinks: false,
-          ...(gpus > 0 && input.gpuType !== undefined && { nodeSelector: { [GPU_PRODUCT_LABEL]: input.gpuType } }),
-          // GPU nodes are commonly tainted so only GPU pods land there.
-          ...(gpus > 0 && { tolerations: [{ key: GPU_RESOURCE, operator: "Exists", effect: "NoSchedule" }] }),
+          ...(Object.keys(nodeSelector).length > 0 && { nodeSelector }),
+          ...(tolerations.length > 0 && { tolerations }),
           containers: [
             {
               name: TASK_CONTAINER,
@@ -143,6 +157,48 @@ export function buildJobManifest(input: JobManifestInput): V1Job {
       },
     },
   };
+}
+
+function attemptLabels(input: Pick<JobManifestInput, "labels" | "taskRunId" | "attempt">): Record<string, string> {
+  return {
+    ...Object.fromEntries(Object.entries(input.labels ?? {}).map(([k, v]) => [k, labelValue(v)])),
+    "app.kubernetes.io/managed-by": "mlgraph",
+    [TASK_RUN_ID_LABEL]: labelValue(input.taskRunId),
+    [ATTEMPT_LABEL]: String(input.attempt),
+  };
+}
+
+/**
+ * The attempt's Secret: the variables of SECRET_ENV (the task-scoped token), labelled like its
+ * Job (a successor executor finds the ones it left), named like it, immutable (the kubelet need
+ * not watch it).
+ */
+export function buildSecretManifest(input: Pick<JobManifestInput, "labels" | "taskRunId" | "attempt" | "env" | "namespace">): V1Secret {
+  const data = Object.fromEntries(SECRET_ENV.filter((name) => input.env[name] !== undefined).map((name) => [name, Buffer.from(input.env[name]!).toString("base64")]));
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    type: "Opaque",
+    immutable: true,
+    metadata: {
+      name: jobName(input.taskRunId, input.attempt),
+      namespace: input.namespace,
+      labels: attemptLabels(input),
+      annotations: { [TASK_RUN_ID_LABEL]: input.taskRunId },
+    },
+    data,
+  };
+}
+
+/**
+ * A toleration written as kubectl writes taints: `key=value:Effect` (Equal), `key:Effect`
+ * (Exists), `key=value` or `key` (any effect).
+ */
+export function parseToleration(text: string): V1Toleration {
+  const m = /^([A-Za-z0-9][-A-Za-z0-9_./]*)(?:=([-A-Za-z0-9_.]*))?(?::(NoSchedule|PreferNoSchedule|NoExecute))?$/.exec(text);
+  if (!m) throw new DomainError("BAD_USER_INPUT", `expected key[=value][:NoSchedule|PreferNoSchedule|NoExecute], got ${JSON.stringify(text)}`, "toleration");
+  const [, key, value, effect] = m;
+  return { key: key!, ...(value !== undefined ? { operator: "Equal", value } : { operator: "Exists" }), ...(effect !== undefined && { effect }) };
 }
 
 /** Where a Job stands, in mlgraph's terms. */
@@ -180,6 +236,8 @@ export function jobStatusToOutcome(status: V1JobStatus | undefined): JobOutcome 
 
 /** The BatchV1Api calls the runtime uses (a fake can stand in for tests). */
 export type JobsApi = Pick<BatchV1Api, "createNamespacedJob" | "readNamespacedJobStatus" | "deleteNamespacedJob" | "listNamespacedJob">;
+/** The CoreV1Api calls for the attempts' Secrets. */
+export type SecretsApi = Pick<CoreV1Api, "createNamespacedSecret" | "patchNamespacedSecret" | "deleteNamespacedSecret" | "listNamespacedSecret">;
 
 export interface KubernetesJobRuntimeOptions {
   namespace: string;
@@ -187,6 +245,12 @@ export interface KubernetesJobRuntimeOptions {
   ttlSecondsAfterFinished?: number;
   /** Labels on every Job (e.g. EXECUTOR_LABEL). */
   labels?: Record<string, string>;
+  /** With it, SECRET_ENV goes into a Secret per attempt, owned by its Job; without, into the Job's env. */
+  secrets?: SecretsApi;
+  /** See JobManifestInput. */
+  gpuTypeLabel?: string | null;
+  nodeSelector?: Record<string, string>;
+  tolerations?: V1Toleration[];
 }
 
 /** Reference to a started Job. */
@@ -215,21 +279,54 @@ export class KubernetesJobRuntime {
 
   /**
    * Creates the Job for an attempt. Creating the same attempt twice (an executor that restarted
-   * after sending the create) finds the existing Job instead of failing.
+   * after sending the create) finds the existing Job instead of failing. With `secrets`: first the
+   * attempt's Secret (so the pod never waits for it), then the Job, then the Secret is made the
+   * Job's dependent (ownerReferences), so the garbage collector deletes it with the Job. A
+   * failure on the way leaves what was created: `cancel` deletes the Job and the Secret, and a
+   * successor executor's start deletes the Secrets of this executor's name.
    */
   async start(input: Omit<JobManifestInput, "namespace" | "serviceAccount" | "ttlSecondsAfterFinished">): Promise<JobHandle> {
-    const body = buildJobManifest({
+    const inNamespace = {
       ...input,
       ...(this.options.labels !== undefined && { labels: { ...this.options.labels, ...input.labels } }),
       namespace: this.options.namespace,
+    };
+    const secrets = this.options.secrets;
+    const secret = secrets && SECRET_ENV.some((name) => input.env[name] !== undefined) ? buildSecretManifest(inNamespace) : null;
+    const body = buildJobManifest({
+      ...inNamespace,
       ...(this.options.serviceAccount !== undefined && { serviceAccount: this.options.serviceAccount }),
       ...(this.options.ttlSecondsAfterFinished !== undefined && { ttlSecondsAfterFinished: this.options.ttlSecondsAfterFinished }),
+      ...(secret && { secretName: secret.metadata!.name! }),
+      ...(this.options.gpuTypeLabel !== undefined && { gpuTypeLabel: this.options.gpuTypeLabel }),
+      ...(this.options.nodeSelector !== undefined && { nodeSelector: this.options.nodeSelector }),
+      ...(this.options.tolerations !== undefined && { tolerations: this.options.tolerations }),
     });
     const handle = { name: body.metadata!.name!, namespace: this.options.namespace };
+    if (secrets && secret) {
+      try {
+        await secrets.createNamespacedSecret({ namespace: handle.namespace, body: secret });
+      } catch (e) {
+        // The same attempt's: the same token.
+        if (httpCode(e) !== 409) throw e;
+      }
+    }
+    let uid: string | undefined;
     try {
-      await this.api.createNamespacedJob({ namespace: handle.namespace, body });
+      uid = (await this.api.createNamespacedJob({ namespace: handle.namespace, body })).metadata?.uid;
     } catch (e) {
       if (httpCode(e) !== 409) throw e;
+    }
+    if (secrets && secret) {
+      uid ??= (await this.api.readNamespacedJobStatus({ name: handle.name, namespace: handle.namespace })).metadata?.uid;
+      if (!uid) throw new Error(`Job ${handle.name} has no uid: cannot make its Secret its dependent`);
+      await secrets.patchNamespacedSecret({
+        name: handle.name,
+        namespace: handle.namespace,
+        // JSON Patch (client-node's default content type). No blockOwnerDeletion: that would need
+        // the right to update the Job's finalizers.
+        body: [{ op: "add", path: "/metadata/ownerReferences", value: [{ apiVersion: "batch/v1", kind: "Job", name: handle.name, uid }] }],
+      });
     }
     return handle;
   }
@@ -250,10 +347,24 @@ export class KubernetesJobRuntime {
     }
   }
 
-  /** Deletes the Job and (in the background) its pods; a Job already gone is fine. */
+  /**
+   * Deletes the Job and (in the background) its pods, and the attempt's Secret (its dependent
+   * too, but one whose Job was never created or that lost its owner on the way has none); what
+   * is already gone is fine.
+   */
   async cancel(handle: JobHandle): Promise<void> {
     try {
       await this.api.deleteNamespacedJob({ name: handle.name, namespace: handle.namespace, propagationPolicy: "Background" });
+    } catch (e) {
+      if (httpCode(e) !== 404) throw e;
+    }
+    if (this.options.secrets) await this.deleteSecret(handle.name);
+  }
+
+  /** Deletes one of the attempts' Secrets; one already gone is fine. */
+  async deleteSecret(name: string): Promise<void> {
+    try {
+      await this.options.secrets?.deleteNamespacedSecret({ name, namespace: this.options.namespace });
     } catch (e) {
       if (httpCode(e) !== 404) throw e;
     }

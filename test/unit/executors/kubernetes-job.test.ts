@@ -8,6 +8,7 @@ import {
   jobName,
   jobStatusToOutcome,
   labelValue,
+  parseToleration,
   type JobManifestInput,
   type JobsApi,
 } from "../../../src/executors/runtimes/kubernetes-job.js";
@@ -62,6 +63,25 @@ describe("buildJobManifest", () => {
       requests: { cpu: "7500m", memory: "32768Mi", "nvidia.com/gpu": "2" },
       limits: { memory: "32768Mi", "nvidia.com/gpu": "2" },
     });
+  });
+
+  it("selects a GPU task's nodes by another label, or by none, and adds the executor's selector and tolerations", () => {
+    const gke = buildJobManifest({ ...input, gpuTypeLabel: "cloud.google.com/gke-accelerator", nodeSelector: { pool: "gpu" }, tolerations: [parseToleration("dedicated=ml:NoSchedule")] }).spec!.template.spec!;
+    expect(gke.nodeSelector).toEqual({ pool: "gpu", "cloud.google.com/gke-accelerator": "NVIDIA-H100-80GB-HBM3" });
+    expect(gke.tolerations).toEqual([
+      { key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule" },
+      { key: "dedicated", operator: "Equal", value: "ml", effect: "NoSchedule" },
+    ]);
+    expect(buildJobManifest({ ...input, gpuTypeLabel: null }).spec!.template.spec!.nodeSelector).toBeUndefined();
+  });
+
+  it("reads tolerations as kubectl writes taints", () => {
+    expect(parseToleration("spot")).toEqual({ key: "spot", operator: "Exists" });
+    expect(parseToleration("spot:NoExecute")).toEqual({ key: "spot", operator: "Exists", effect: "NoExecute" });
+    expect(parseToleration("example.com/team=ml")).toEqual({ key: "example.com/team", operator: "Equal", value: "ml" });
+    expect(parseToleration("dedicated=ml:PreferNoSchedule")).toEqual({ key: "dedicated", operator: "Equal", value: "ml", effect: "PreferNoSchedule" });
+    expect(() => parseToleration("dedicated=ml:Sometimes")).toThrow(/key\[=value\]/);
+    expect(() => parseToleration("=ml")).toThrow();
   });
 
   it("leaves GPU settings out of CPU tasks and mounts a named service account", () => {
