@@ -607,7 +607,8 @@ export class ExecutorAgent {
         log.info({ outcome: completion.outcome, exitCode: completion.exitCode }, "task finished");
         return;
       } catch (err) {
-        if (completion.outcome === "NOT_STARTED" && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED" && /NOT_STARTED/.test(err.message)) {
+        // Refused as a value the enum lacks (BAD_USER_INPUT when it came in a variable, as here).
+        if (completion.outcome === "NOT_STARTED" && err instanceof GraphqlError && (err.code === "BAD_USER_INPUT" || err.code === "GRAPHQL_VALIDATION_FAILED") && /NOT_STARTED.*TaskOutcome/.test(err.message)) {
           // A server from before NOT_STARTED: reported FAILED, as such servers expect (it uses a retry).
           this.notStartedTaken = false;
           completion = { ...completion, outcome: "FAILED" };
