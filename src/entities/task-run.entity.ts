@@ -47,8 +47,15 @@ export class TaskRun {
   attempt: number;
 
   @Column({ name: "max_attempts", type: "integer" })
-  @Field(() => Int, { description: "retries + 1." })
+  @Field(() => Int, { description: "retries + 1: the attempts that count; attempts handed back NOT_STARTED (uncountedAttempts) come on top." })
   maxAttempts: number;
+
+  @Column({ name: "uncounted_attempts", type: "integer", default: 0 })
+  @Field(() => Int, {
+    description:
+      "Attempts that did not count against the task's retries: handed back NOT_STARTED by an executor that could not set them up (its work directory could not be created). At most 10; later such attempts count as failed ones.",
+  })
+  uncountedAttempts: number;
 
   @Column({ name: "retry_backoff_seconds", type: "double precision" })
   retryBackoffSeconds: number;
@@ -118,7 +125,7 @@ export class TaskRun {
   error: string | null;
 
   @Column({ name: "failure_kind", type: "text", nullable: true })
-  @Field(() => String, { nullable: true, description: "FAILED, EXECUTOR_LOST, TIMED_OUT or CANCELLED for the last failed attempt." })
+  @Field(() => String, { nullable: true, description: "FAILED, EXECUTOR_LOST, TIMED_OUT, CANCELLED or NOT_STARTED for the last attempt that did not succeed." })
   failureKind: string | null;
 
   @Column({ name: "log_lines", type: "integer" })

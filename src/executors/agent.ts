@@ -1,8 +1,10 @@
+import crypto from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import { CompletionBatcher } from "./completion-batcher.js";
 import { settlesWithin } from "./settles-within.js";
+import { SetupBackoff } from "./setup-backoff.js";
 import type { GpuInfo, GpuSpec } from "./gpu-detection.js";
 import type { AttemptResult, AttemptRuntime, RunningAttempt } from "./runtimes/attempt-runtime.js";
 import { LocalAttemptRuntime } from "./runtimes/local-attempts.js";
@@ -59,7 +61,7 @@ interface Assignment {
 interface Completion {
   taskRunId: string;
   leaseToken: string;
-  outcome: "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED";
+  outcome: "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "NOT_STARTED";
   exitCode: number | null;
   error: string | null;
 }
@@ -160,6 +162,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const COMPLETION_TIMEOUT_MS = 30_000;
 /** How long an outcome the server cannot take is retried before the executor gives up on it. */
 const COMPLETION_RETRY_FOR_MS = 10 * 60_000;
+/** A claim call's time limit beyond its long poll: one whose answer never comes is sent again. */
+const CLAIM_TIMEOUT_MARGIN_MS = 30_000;
+/** Wait before resending a claim call that failed. */
+const CLAIM_RETRY_MS = 1_000;
 
 /** Endpoint URL for a server given as base URL or as its /graphql endpoint. */
 export function graphqlEndpoint(server: string): string {
@@ -194,6 +200,15 @@ export class ExecutorAgent {
   private reregistering: Promise<void> | null = null;
   /** Whether the server takes numbered log lines (appendTaskLogs' fromLine); servers before it refuse the argument. */
   private logsNumbered = true;
+  /** Whether the server takes claim ids (claimTasks' claimId); servers before it refuse the argument. */
+  private claimIdsTaken = true;
+  /** Whether the server takes the NOT_STARTED outcome; servers before it refuse the value. */
+  private notStartedTaken = true;
+  /** Task runs whose attempt this executor runs, so an answer holding one again never starts it twice. */
+  private readonly runningTaskRuns = new Set<string>();
+  /** Claiming paused after an attempt could not be set up here, until a probe passes. */
+  private readonly setup = new SetupBackoff();
+  private probeTimer: NodeJS.Timeout | null = null;
   gpus: GpuInfo[] = [];
 
   constructor(private readonly options: AgentOptions) {
@@ -249,6 +264,8 @@ export class ExecutorAgent {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const c of this.claims) c.abort();
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
     // A fatal error is for whoever waits in finished(); stopping itself went fine.
     await this.finished().catch(() => undefined);
   }
@@ -297,6 +314,8 @@ export class ExecutorAgent {
 
   /** Claims work for every slot that is neither running a task nor already asked for. */
   private fillSlots(): void {
+    // Tasks claimed now could not be set up either: each would only go back to the queue.
+    if (this.setup.paused) return;
     let free = this.options.concurrency - this.busySlots - this.reservedSlots;
     while (!this.stopping && free > 0) {
       const slots = Math.min(free, MAX_TASKS_PER_CLAIM);
@@ -306,55 +325,123 @@ export class ExecutorAgent {
     }
   }
 
+  /**
+   * One claim call for `slots` free slots, sent until it gets an answer. It carries a claim id of
+   * its own, the same in every resend: a resend after a failure that may have lost the answer (a
+   * connection reset, the time limit, a 5xx) is answered by the server with the tasks the lost
+   * answer held (with fresh credentials) rather than with other tasks, so those do not sit CLAIMED
+   * by nobody until their lease runs out. A call that got an answer is never sent again: the next
+   * one has a new id. The slots stay reserved while the call is retried.
+   */
   private async claim(slots: number): Promise<void> {
     const abort = new AbortController();
     this.claims.add(abort);
     let assignments: Assignment[] = [];
-    let failed = false;
-    const claimedAs = this.executorId;
+    const claimId = crypto.randomUUID();
+    const wait = this.options.waitSeconds ?? 20;
     try {
-      const data = await this.gql<{ claimTasks: Assignment[] }>(
-        `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { ${ASSIGNMENT_FIELDS} ${this.runtime.needsContainerFields ? CONTAINER_FIELDS : ""} } }`,
-        { id: claimedAs, max: slots, wait: this.options.waitSeconds ?? 20 },
-        abort.signal,
-      );
-      assignments = data.claimTasks;
-    } catch (err) {
-      failed = !this.stopping;
-      if (failed && err instanceof GraphqlError && err.code === "NOT_FOUND") {
-        this.options.log.warn({ executorId: this.executorId }, "the server no longer knows this executor (deleted while offline); registering again");
-        // Concurrent claims that all hear NOT_FOUND register once: only a claim made under the
-        // current registration starts a new one.
-        if (claimedAs === this.executorId) this.reregistering ??= this.register().finally(() => (this.reregistering = null));
-        await this.reregistering?.catch((e: Error) => this.options.log.warn({ err: e.message }, "registering again failed; retrying"));
-      } else if (failed && this.runtime.needsContainerFields && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED" && /\b(image|resources)\b/.test(err.message)) {
-        // A server from before TaskAssignment.image/resources refuses every claim the same way:
-        // retrying would only log this forever.
-        this.fatal ??= new Error(`the server is too old for this runtime: its claimTasks answer has no task image and resources (${err.message}); upgrade the server, or run --runtime local`);
-        this.options.log.error({ err: err.message }, "the server is too old for this runtime: stopping");
-        this.stopping = true;
-        for (const c of this.claims) c.abort();
-        failed = false;
-      } else if (failed) {
-        this.options.log.warn({ err: (err as Error).message }, "claimTasks failed; retrying in 1 s");
+      for (let tries = 0; !this.stopping; tries++) {
+        const claimedAs = this.executorId;
+        const withId = this.claimIdsTaken;
+        try {
+          const data = await this.gql<{ claimTasks: Assignment[] }>(
+            `mutation($id: ID!, $max: Int!, $wait: Int${withId ? ", $claimId: ID" : ""}) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait${withId ? ", claimId: $claimId" : ""}) { ${ASSIGNMENT_FIELDS} ${this.runtime.needsContainerFields ? CONTAINER_FIELDS : ""} } }`,
+            { id: claimedAs, max: slots, wait, ...(withId ? { claimId } : {}) },
+            // A half-open connection would otherwise hold these slots for good.
+            AbortSignal.any([abort.signal, AbortSignal.timeout(wait * 1000 + CLAIM_TIMEOUT_MARGIN_MS)]),
+          );
+          assignments = data.claimTasks;
+          break;
+        } catch (err) {
+          if (this.stopping) break;
+          if (withId && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED" && /\bclaimId\b/.test(err.message)) {
+            // A server from before claim ids: the call was refused whole, so nothing was claimed.
+            this.options.log.warn("the server takes no claim ids (an older release): a claim whose answer is lost leaves its tasks to the lease reaper");
+            this.claimIdsTaken = false;
+            continue;
+          }
+          if (err instanceof GraphqlError && err.code === "NOT_FOUND") {
+            this.options.log.warn({ executorId: this.executorId }, "the server no longer knows this executor (deleted while offline); registering again");
+            // Concurrent claims that all hear NOT_FOUND register once: only a claim made under the
+            // current registration starts a new one.
+            if (claimedAs === this.executorId) this.reregistering ??= this.register().finally(() => (this.reregistering = null));
+            await this.reregistering?.catch((e: Error) => this.options.log.warn({ err: e.message }, "registering again failed; retrying"));
+            // A new registration: the next call is a new claim (fillSlots gives it a new id).
+            await sleep(CLAIM_RETRY_MS);
+            break;
+          }
+          if (this.runtime.needsContainerFields && err instanceof GraphqlError && err.code === "GRAPHQL_VALIDATION_FAILED" && /\b(image|resources)\b/.test(err.message)) {
+            // A server from before TaskAssignment.image/resources refuses every claim the same way:
+            // retrying would only log this forever.
+            this.fatal ??= new Error(`the server is too old for this runtime: its claimTasks answer has no task image and resources (${err.message}); upgrade the server, or run --runtime local`);
+            this.options.log.error({ err: err.message }, "the server is too old for this runtime: stopping");
+            this.stopping = true;
+            for (const c of this.claims) c.abort();
+            break;
+          }
+          // Sent again with the same claim id: if the server claimed tasks for the call whose answer
+          // was lost, the resend gets them (a refusal claimed nothing, so reusing the id is harmless).
+          this.options.log.warn({ err: (err as Error).message, claimId, tries: tries + 1 }, "claimTasks failed; sending it again in 1 s");
+          await sleep(CLAIM_RETRY_MS);
+        }
       }
     } finally {
       this.claims.delete(abort);
     }
     this.reservedSlots -= slots;
-    this.busySlots += assignments.length;
     for (const a of assignments) {
+      if (this.runningTaskRuns.has(a.taskRun.id)) {
+        // Never expected (a claim id is not reused once answered), but a task must not run twice here.
+        this.options.log.error({ taskRunId: a.taskRun.id, claimId }, "a claim answer holds a task this executor already runs: not starting it again");
+        continue;
+      }
+      this.runningTaskRuns.add(a.taskRun.id);
+      this.busySlots++;
       void this.runTask(a)
         .catch((err: Error) => this.options.log.error({ err: err.message }, "task handling failed"))
         .finally(() => {
+          this.runningTaskRuns.delete(a.taskRun.id);
           this.busySlots--;
           this.fillSlots();
           this.changed();
         });
     }
-    if (failed) await sleep(1000);
     this.fillSlots();
     this.changed();
+  }
+
+  /**
+   * An attempt could not be set up here: stop claiming, and probe (growing waits, capped) until the
+   * runtime can set attempts up again. Every failed probe is logged; it never gives up.
+   */
+  private setupFailed(error: string | null, log: Logger): void {
+    const delayMs = this.setup.setupFailed();
+    if (delayMs === null) return;
+    log.warn({ err: error, probeInMs: delayMs }, "could not set up a task attempt on this executor (handed back to the queue): claiming nothing until a probe of the work directory passes");
+    this.scheduleProbe(delayMs);
+  }
+
+  private scheduleProbe(delayMs: number): void {
+    if (this.stopping) return;
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null;
+      if (this.stopping) return;
+      Promise.resolve()
+        .then(() => this.runtime.probe?.())
+        .then(
+          () => {
+            this.setup.probeSucceeded();
+            this.options.log.info({ failures: this.setup.consecutiveFailures }, "the work directory is usable again: claiming");
+            this.fillSlots();
+            this.changed();
+          },
+          (err: Error) => {
+            const nextMs = this.setup.probeFailed();
+            this.options.log.warn({ err: err.message, failures: this.setup.consecutiveFailures, probeInMs: nextMs }, "the work directory is still unusable: claiming nothing");
+            this.scheduleProbe(nextMs);
+          },
+        );
+    }, delayMs);
   }
 
   private async runTask(a: Assignment): Promise<void> {
@@ -482,6 +569,8 @@ export class ExecutorAgent {
         logsAbandoned = true;
         log.warn({ waitedMs: drainMs }, "could not send logs: reporting the outcome without the last lines");
       }
+      if (result.outcome === "NOT_STARTED") this.setupFailed(result.error, log);
+      else this.setup.attemptStarted();
       if (leaseLost) return;
       if (result.outcome === "EXECUTOR_LOST") {
         // Not an outcome an executor reports: with heartbeats stopped, the server's reaper fails
@@ -511,12 +600,20 @@ export class ExecutorAgent {
    */
   private async report(completion: Completion, log: Logger, leaseLost: () => boolean): Promise<void> {
     const giveUpAt = Date.now() + COMPLETION_RETRY_FOR_MS;
+    if (completion.outcome === "NOT_STARTED" && !this.notStartedTaken) completion = { ...completion, outcome: "FAILED" };
     for (let attempt = 0; ; attempt++) {
       try {
         await this.completions.submit(completion);
         log.info({ outcome: completion.outcome, exitCode: completion.exitCode }, "task finished");
         return;
       } catch (err) {
+        // Refused as a value the enum lacks (BAD_USER_INPUT when it came in a variable, as here).
+        if (completion.outcome === "NOT_STARTED" && err instanceof GraphqlError && (err.code === "BAD_USER_INPUT" || err.code === "GRAPHQL_VALIDATION_FAILED") && /NOT_STARTED.*TaskOutcome/.test(err.message)) {
+          // A server from before NOT_STARTED: reported FAILED, as such servers expect (it uses a retry).
+          this.notStartedTaken = false;
+          completion = { ...completion, outcome: "FAILED" };
+          continue;
+        }
         // An internal error may be this completion's own fault: a few tries, not ten minutes. Any
         // answer that is not GraphQL (a proxy's error page) is tried again too: a resend of a
         // completion that landed is refused by its lease token.

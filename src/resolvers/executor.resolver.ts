@@ -37,8 +37,14 @@ export class ExecutorResolver {
     @Ctx() ctx: RequestContext,
     @Arg("executorId", () => ID, { description: "The registered executor." }) executorId: string,
     @Arg("waitSeconds", () => Int, { nullable: true, description: "How long to wait for work (0–60, default 0)." }) waitSeconds?: number,
+    @Arg("claimId", () => ID, {
+      nullable: true,
+      description:
+        "The executor's own id for this call (a fresh UUID per call), sent again unchanged when it resends the call after a failure that may have lost the answer (network error, time-out, 5xx). A call whose id an earlier call already claimed tasks with is answered at once with those tasks that are still CLAIMED by this executor (not completed, not heartbeated, not reaped) under new lease and task tokens (the earlier ones stop working), instead of claiming more; of calls sharing an id only the latest is answered with tasks. Remembered for at least an hour (or two leases). Without it every call claims anew, as before.",
+    })
+    claimId?: string | null,
   ) {
-    return ctx.services.taskQueue.claim(ctx, executorId, waitSeconds);
+    return ctx.services.taskQueue.claim(ctx, executorId, waitSeconds, claimId);
   }
 
   @Authorized(["executor", "admin"])
@@ -51,8 +57,14 @@ export class ExecutorResolver {
     @Arg("executorId", () => ID, { description: "The registered executor." }) executorId: string,
     @Arg("maxTasks", () => Int, { description: "At most this many tasks (1–100): the executor's free slots." }) maxTasks: number,
     @Arg("waitSeconds", () => Int, { nullable: true, description: "How long to wait for work (0–60, default 0)." }) waitSeconds?: number,
+    @Arg("claimId", () => ID, {
+      nullable: true,
+      description:
+        "The executor's own id for this call (a fresh UUID per call), sent again unchanged when it resends the call after a failure that may have lost the answer (network error, time-out, 5xx). A call whose id an earlier call already claimed tasks with is answered at once with those tasks that are still CLAIMED by this executor (not completed, not heartbeated, not reaped) under new lease and task tokens (the earlier ones stop working), instead of claiming more; of calls sharing an id only the latest is answered with tasks. Remembered for at least an hour (or two leases). Without it every call claims anew, as before.",
+    })
+    claimId?: string | null,
   ) {
-    return ctx.services.taskQueue.claimMany(ctx, executorId, maxTasks, waitSeconds);
+    return ctx.services.taskQueue.claimMany(ctx, executorId, maxTasks, waitSeconds, claimId);
   }
 
   @Authorized(["executor", "admin"])

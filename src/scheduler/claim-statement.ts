@@ -42,10 +42,18 @@ function paramText(value: JsonValue): string {
  * Claims the prepared tasks in one statement, however many there are: opens each attempt's
  * tracking run with its params and tags, mints its task-scoped token (revoked when the attempt
  * ends; it acts on behalf of the pipeline run's submitter, whose id its scope carries), marks the task CLAIMED with its lease and GPUs, records the attempt, and starts pipeline
- * runs that were still QUEUED. Returns the claimed task_runs rows, each carrying
- * `started_pipeline_runs` (the ids of the pipeline runs this claim started).
+ * runs that were still QUEUED. With a claim id, the attempts record it and the executor's claim
+ * record is marked served, so a resend of the call is answered with these tasks again. Returns the
+ * claimed task_runs rows, each carrying `started_pipeline_runs` (the ids of the pipeline runs this
+ * claim started).
  */
-export async function claimTasksInOneStatement(em: EntityManager, claims: PreparedClaim[], executorId: string, leaseSeconds: number): Promise<Record<string, unknown>[]> {
+export async function claimTasksInOneStatement(
+  em: EntityManager,
+  claims: PreparedClaim[],
+  executorId: string,
+  leaseSeconds: number,
+  claimId: string | null,
+): Promise<Record<string, unknown>[]> {
   const params: [string, string, string][] = [];
   const tags: [string, string, string][] = [];
   for (const c of claims) {
@@ -83,8 +91,10 @@ export async function claimTasksInOneStatement(em: EntityManager, claims: Prepar
          FROM c WHERE task_runs.id = c.task_run_id
        RETURNING task_runs.*
      ), a AS (
-       INSERT INTO task_attempts (task_run_id, attempt, run_id, executor_id, assigned_gpus)
-       SELECT t.id, t.attempt, t.run_id, $17, t.assigned_gpus FROM t
+       INSERT INTO task_attempts (task_run_id, attempt, run_id, executor_id, assigned_gpus, claim_id)
+       SELECT t.id, t.attempt, t.run_id, $17, t.assigned_gpus, $20 FROM t
+     ), served AS (
+       UPDATE executor_claims SET served_at = now() WHERE executor_id = $17 AND claim_id = $20
      ), pr AS (
        UPDATE pipeline_runs SET status = 'RUNNING', started_at = now() WHERE id = ANY($19::uuid[]) AND status = 'QUEUED' RETURNING id
      )
@@ -109,6 +119,52 @@ export async function claimTasksInOneStatement(em: EntityManager, claims: Prepar
       executorId,
       leaseSeconds,
       [...new Set(claims.map((c) => c.task.pipeline_run_id))],
+      claimId,
+    ],
+  );
+}
+
+/** A task of a claim answered again, with the fresh credentials its executor receives this time. */
+export interface ReplayedClaim {
+  taskRunId: string;
+  /** The name of its new task token (`task <id> #<attempt>`). */
+  tokenName: string;
+  tokenId: string;
+  leaseToken: string;
+  taskToken: { secret: string; tokenHash: string; prefix: string };
+}
+
+/**
+ * Hands claimed tasks out again (a claim call whose answer was lost, resent): each gets a new lease
+ * token and a new task token, the old task token is revoked, and the lease runs from now. The old
+ * credentials were never seen by the executor (task tokens are stored hashed, so they could not be
+ * sent again), and a new lease token makes any earlier answer of the call stale. Returns the
+ * task_runs rows as left.
+ */
+export async function replayClaimInOneStatement(em: EntityManager, replays: ReplayedClaim[], leaseSeconds: number): Promise<Record<string, unknown>[]> {
+  return sqlRows(em,
+    `WITH u AS (
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[]) AS u(task_run_id, lease_token, token_id, name, hash, prefix)
+     ), old AS (
+       UPDATE api_tokens k SET revoked_at = now() FROM task_runs t JOIN u ON u.task_run_id = t.id WHERE k.id = t.token_id AND k.revoked_at IS NULL
+     ), tok AS (
+       INSERT INTO api_tokens (id, name, role, token_hash, prefix, scope, created_by)
+       SELECT u.token_id, u.name, 'task', u.hash, u.prefix,
+              jsonb_strip_nulls(jsonb_build_object('taskRunId', t.id::text, 'runId', t.run_id::text,
+                                                   'submitterId', pr.created_by_id, 'submitter', pr.created_by)), 'system'
+         FROM u JOIN task_runs t ON t.id = u.task_run_id JOIN pipeline_runs pr ON pr.id = t.pipeline_run_id
+     )
+     UPDATE task_runs t SET lease_token = u.lease_token, token_id = u.token_id, lease_expires_at = now() + $7 * interval '1 second'
+       FROM u WHERE t.id = u.task_run_id
+     RETURNING t.*`,
+    [
+      replays.map((r) => r.taskRunId),
+      replays.map((r) => r.leaseToken),
+      replays.map((r) => r.tokenId),
+      replays.map((r) => r.tokenName.slice(0, LIMITS.nameLength)),
+      replays.map((r) => r.taskToken.tokenHash),
+      replays.map((r) => r.taskToken.prefix),
+      leaseSeconds,
     ],
   );
 }

@@ -70,6 +70,32 @@ export function shouldRetry(attempt: number, maxRetries: number, failureKind: Fa
   return attempt <= maxRetries;
 }
 
+/**
+ * How many attempts of one task may be handed back NOT_STARTED (their executor could not set them
+ * up: its work directory could not be created, a full disk) without counting against the task's
+ * retries. Such an attempt says nothing about the task, so it goes back to the queue as it was;
+ * past this many, a task no executor can set up is failing for a reason that may be its own (or the
+ * whole pool is broken), and further NOT_STARTED attempts count like FAILED ones, so the task still
+ * ends after its retries instead of bouncing between executors for ever.
+ */
+export const MAX_UNCOUNTED_NOT_STARTED = 10;
+
+/**
+ * Whether an attempt handed back NOT_STARTED goes back to the queue without counting against the
+ * task's retries, given how many of its attempts were already handed back that way.
+ */
+export function notStartedIsUncounted(uncountedSoFar: number): boolean {
+  return uncountedSoFar < MAX_UNCOUNTED_NOT_STARTED;
+}
+
+/**
+ * The attempt number the retry policy sees: attempts that did not count (handed back NOT_STARTED)
+ * are left out, so `attempt <= maxRetries` still means "has retries left".
+ */
+export function countedAttempt(attempt: number, uncountedAttempts: number): number {
+  return Math.max(1, attempt - uncountedAttempts);
+}
+
 /** What the scheduler does with a failed attempt. */
 export type RetryDecision = { retry: false } | { retry: true; nextAttempt: number; delayMs: number };
 

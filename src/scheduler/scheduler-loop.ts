@@ -70,6 +70,7 @@ export class SchedulerLoop implements BackgroundWorker {
     await this.reapTimeouts();
     await this.markOfflineExecutors();
     await this.pruneExecutors();
+    await this.pruneClaimRecords();
     // Not awaited: an action waiting on a slow store must not hold up retries and the reaper.
     if (this.onSuccessSweep && !this.sweeping) {
       this.sweeping = this.onSuccessSweep()
@@ -175,6 +176,20 @@ export class SchedulerLoop implements BackgroundWorker {
       [retention],
     );
     if (deleted.length) this.log.info({ executors: deleted.length }, "deleted executors offline past the retention");
+  }
+
+  /**
+   * Forgets claim ids whose last call is long past: an hour, or two leases if that is longer. A
+   * task a forgotten claim took was reaped long before (a replay extends its lease by one lease
+   * from the call), so a resend that late simply claims anew. Bounded per tick; at claim rates the
+   * queue can sustain this keeps up.
+   */
+  private async pruneClaimRecords(): Promise<void> {
+    const keepSeconds = Math.max(3600, 2 * this.config.leaseSeconds);
+    await sqlRows(this.db,
+      `DELETE FROM executor_claims WHERE ctid = ANY(ARRAY(SELECT ctid FROM executor_claims WHERE last_call_at < now() - $1 * interval '1 second' LIMIT 5000))`,
+      [keepSeconds],
+    );
   }
 
   private async markOfflineExecutors(): Promise<void> {

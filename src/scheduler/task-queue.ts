@@ -16,15 +16,19 @@ import { stillAuthorised } from "../services/credential-check.js";
 import { LIMITS, validateId, validateText } from "../services/validation.js";
 import { mintSecret } from "../services/tokens.service.js";
 import { resolveTaskInvocation } from "./spec/index.js";
-import { claimTasksInOneStatement, type ClaimCandidate, type PreparedClaim } from "./claim-statement.js";
+import { claimTasksInOneStatement, replayClaimInOneStatement, type ClaimCandidate, type PreparedClaim, type ReplayedClaim } from "./claim-statement.js";
 import { packTasks, type FreeResources } from "./resource-packing.js";
-import { decideRetry, type FailureKind } from "./retry-policy.js";
+import { countedAttempt, decideRetry, notStartedIsUncounted, type FailureKind } from "./retry-policy.js";
 import { PendingEvents, pipelineTopics, type TaskLogEvent } from "./pipeline-events.js";
 import { QueueNotifier } from "./queue-notifier.js";
 import { SpecCache } from "./spec-cache.js";
 
-/** How an attempt ended, as the executor reports it (plus EXECUTOR_LOST, decided by the reaper). */
-export type AttemptOutcome = "SUCCEEDED" | FailureKind;
+/**
+ * How an attempt ended, as the executor reports it (plus EXECUTOR_LOST, decided by the reaper).
+ * NOT_STARTED: the executor could not set the attempt up (its work directory could not be
+ * created); the task goes back to the queue without counting it against its retries.
+ */
+export type AttemptOutcome = "SUCCEEDED" | "NOT_STARTED" | FailureKind;
 
 export interface RegisterExecutorArgs {
   name?: string | null;
@@ -66,6 +70,8 @@ export type PipelineFinishedTxHook = (em: EntityManager, pipelineRunId: string, 
 
 const LIVE = `('CLAIMED','RUNNING')`;
 const POOL_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$/;
+/** A claim id: what a UUID, a ULID or a counter with a prefix looks like. */
+const CLAIM_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$/;
 const MAX_WAIT_SECONDS = 60;
 /** Most tasks one claimTasks or completeTasks call handles: one executor's free slots. */
 export const MAX_TASKS_PER_CALL = 100;
@@ -111,6 +117,20 @@ interface TaskRow {
   run_id: string | null;
   token_id: string | null;
   cancel_requested: boolean;
+  uncounted_attempts: number;
+}
+
+/** A claim call that carries a claim id: which call with that id it is (the latest one counts). */
+interface ClaimCall {
+  claimId: string;
+  call: number;
+}
+
+/** What one claim try found: tasks, and whether the call is answered with them whatever they are. */
+interface ClaimTry {
+  assignments: TaskAssignmentView[];
+  /** A replay or a superseded call: answered now, without waiting for work. */
+  final: boolean;
 }
 
 export function validatePool(pool: unknown, field: string): string {
@@ -237,16 +257,23 @@ export class TaskQueue {
   // ---------------------------------------------------------------- claims
 
   /** Long-poll claim of one task (see claimMany), or null after `waitSeconds`. */
-  async claim(ctx: RequestContext, executorId: string, waitSeconds?: number | null): Promise<TaskAssignmentView | null> {
-    return (await this.claimMany(ctx, executorId, 1, waitSeconds))[0] ?? null;
+  async claim(ctx: RequestContext, executorId: string, waitSeconds?: number | null, claimId?: string | null): Promise<TaskAssignmentView | null> {
+    return (await this.claimMany(ctx, executorId, 1, waitSeconds, claimId))[0] ?? null;
   }
 
   /**
    * Long-poll claim: up to `maxTasks` tasks that fit the executor's free resources together, as
    * soon as at least one is queued in its pool (woken by an event-bus notification, not a timer),
    * or none after `waitSeconds`. An executor with several free slots claims them in one call.
+   *
+   * With a `claimId` (the executor's own id for this call, the same when it resends the call after
+   * a failure) a call is answered at most once with new tasks: a later call with the same id is
+   * answered at once with the tasks that claim took and that are still CLAIMED (not heartbeated
+   * yet, so never started) by this executor, with fresh lease and task tokens, instead of claiming
+   * more. Of several calls with one id, only the latest is answered with anything: an earlier one
+   * still waiting gets an empty list (its executor no longer listens to it).
    */
-  async claimMany(ctx: RequestContext, executorId: string, maxTasks: number, waitSeconds?: number | null): Promise<TaskAssignmentView[]> {
+  async claimMany(ctx: RequestContext, executorId: string, maxTasks: number, waitSeconds?: number | null, claimId?: string | null): Promise<TaskAssignmentView[]> {
     const wait = waitSeconds ?? 0;
     if (!Number.isInteger(wait) || wait < 0 || wait > MAX_WAIT_SECONDS) {
       throw new DomainError("BAD_USER_INPUT", `waitSeconds: must be an integer from 0 to ${MAX_WAIT_SECONDS}`, "waitSeconds");
@@ -254,7 +281,11 @@ export class TaskQueue {
     if (!Number.isInteger(maxTasks) || maxTasks < 1 || maxTasks > MAX_TASKS_PER_CALL) {
       throw new DomainError("BAD_USER_INPUT", `maxTasks: must be an integer from 1 to ${MAX_TASKS_PER_CALL}`, "maxTasks");
     }
+    if (claimId != null && (typeof claimId !== "string" || !CLAIM_ID_PATTERN.test(claimId))) {
+      throw new DomainError("BAD_USER_INPUT", "claimId: 1–100 of [A-Za-z0-9_.:-], starting with a letter or digit (a UUID, say)", "claimId");
+    }
     const pool = await this.executorPool(ctx, executorId, "executorId");
+    const call = claimId == null ? null : await this.startClaimCall(executorId, claimId);
     const deadline = Date.now() + wait * 1000;
     const abandoned = ctx.abandoned;
     for (;;) {
@@ -268,7 +299,7 @@ export class TaskQueue {
       const stopWaiting = () => waiter.dispose();
       abandoned?.addEventListener("abort", stopWaiting);
       try {
-        const assignments = await this.tryClaim(executorId, maxTasks);
+        const { assignments, final } = await this.tryClaim(executorId, maxTasks, call);
         if (assignments.length > 0) {
           // The caller hung up while this claim's transaction ran: nobody will ever see these.
           if (abandoned?.aborted) {
@@ -277,6 +308,7 @@ export class TaskQueue {
           }
           return assignments;
         }
+        if (final) return [];
         const remaining = deadline - Date.now();
         if (remaining <= 0 || this.notifier.isClosed || abandoned?.aborted) return [];
         await waiter.wait(remaining);
@@ -288,12 +320,38 @@ export class TaskQueue {
   }
 
   /**
+   * Records a call carrying a claim id and returns which call with that id it is. The count is
+   * what makes only the latest call count: a call compares it under the executor's row lock before
+   * it claims (see tryClaim).
+   */
+  private async startClaimCall(executorId: string, claimId: string): Promise<ClaimCall> {
+    try {
+      const rows: { calls: number }[] = await sqlRows(this.db,
+        `INSERT INTO executor_claims (executor_id, claim_id) VALUES ($1, $2)
+         ON CONFLICT (executor_id, claim_id) DO UPDATE SET calls = executor_claims.calls + 1, last_call_at = now()
+         RETURNING calls`,
+        [executorId, claimId],
+      );
+      return { claimId, call: rows[0]!.calls };
+    } catch (err) {
+      // The executor was deleted (retention) after its pool was cached.
+      if ((err as { driverError?: { code?: string }; code?: string }).driverError?.code === "23503" || (err as { code?: string }).code === "23503") {
+        this.executorPools.delete(executorId);
+        throw new DomainError("NOT_FOUND", `executorId: executor ${JSON.stringify(executorId)} not found`, "executorId");
+      }
+      throw err;
+    }
+  }
+
+  /**
    * One claim attempt: the best queued tasks that fit together, at most `maxTasks`, claimed in one
    * transaction. The transaction also opens each attempt's tracking run (params, tags) and mints
-   * its task-scoped token; it is four statements however many tasks it claims.
+   * its task-scoped token; it is four statements however many tasks it claims. A call with a claim
+   * id that an earlier call already served is answered with that claim's tasks again (replayClaim);
+   * one that a later call with its id superseded gets nothing.
    */
-  private async tryClaim(executorId: string, maxTasks: number): Promise<TaskAssignmentView[]> {
-    const { claimed, events } = await inTransaction(this.db, async (em) => {
+  private async tryClaim(executorId: string, maxTasks: number, call: ClaimCall | null): Promise<ClaimTry> {
+    const { claimed, events, final, replayed } = await inTransaction(this.db, async (em) => {
       // Created per try: a try rolled back after a deadlock must not announce anything.
       const events = new PendingEvents();
       // Locking the executor row serialises this executor's concurrent claims, so two of them
@@ -308,12 +366,23 @@ export class TaskQueue {
         this.executorPools.delete(executorId);
         throw new DomainError("NOT_FOUND", `executorId: executor ${JSON.stringify(executorId)} not found`, "executorId");
       }
-      const usage: { cpu: number; memory_mb: number; gpus: number[] | null }[] = await sqlRows(em,
+      // The claim record is read here too: under the executor's lock, so a call with the same
+      // claim id that claimed meanwhile has committed (and is replayed), and one that came later
+      // has counted itself (and supersedes this one).
+      const usage: { cpu: number; memory_mb: number; gpus: number[] | null; claim_calls: number | null; claim_served: boolean | null }[] = await sqlRows(em,
         `SELECT coalesce(sum(cpu), 0)::float8 AS cpu, coalesce(sum(memory_mb), 0)::int AS memory_mb,
-                (SELECT array_agg(g) FROM task_runs t2, unnest(t2.assigned_gpus) g WHERE t2.executor_id = $1 AND t2.status IN ${LIVE}) AS gpus
+                (SELECT array_agg(g) FROM task_runs t2, unnest(t2.assigned_gpus) g WHERE t2.executor_id = $1 AND t2.status IN ${LIVE}) AS gpus,
+                (SELECT calls FROM executor_claims WHERE executor_id = $1 AND claim_id = $2) AS claim_calls,
+                (SELECT served_at IS NOT NULL FROM executor_claims WHERE executor_id = $1 AND claim_id = $2) AS claim_served
            FROM task_runs WHERE executor_id = $1 AND status IN ${LIVE}`,
-        [executorId],
+        [executorId, call?.claimId ?? null],
       );
+      if (call) {
+        // Gone (pruned long after its last call) or counted again: a later call with this id is
+        // the one its executor listens to.
+        if (usage[0]?.claim_calls !== call.call) return { claimed: [], events, final: true, replayed: false };
+        if (usage[0]?.claim_served) return { claimed: await this.replayClaim(em, executorId, call.claimId), events, final: true, replayed: true };
+      }
       const used = new Set(usage[0]?.gpus ?? []);
       const free: FreeResources = {
         cpu: executor.cpu - Number(usage[0]?.cpu ?? 0),
@@ -339,7 +408,7 @@ export class TaskQueue {
         [executor.pool, free.cpu + 1e-9, free.memoryMb, free.gpus.length, [...freeByType.keys()], [...freeByType.values()], maxTasks],
       );
       const picked = packTasks(free, candidates, maxTasks);
-      if (picked.length === 0) return { claimed: [], events };
+      if (picked.length === 0) return { claimed: [], events, final: false, replayed: false };
       // Candidates locked but not taken stayed QUEUED; a claimer of another executor that skipped
       // them meanwhile is waiting, and is told to look again once this commits.
       if (picked.length < candidates.length) events.pools.add(executor.pool);
@@ -359,15 +428,60 @@ export class TaskQueue {
           tokenId: crypto.randomUUID(),
         });
       }
-      const rows = await claimTasksInOneStatement(em, claims, executorId, this.config.leaseSeconds);
+      const rows = await claimTasksInOneStatement(em, claims, executorId, this.config.leaseSeconds, call?.claimId ?? null);
       const byId = new Map(rows.map((r) => [r.id as string, r]));
       for (const c of claims) events.task(c.task.pipeline_run_id, c.task.id);
       for (const id of (rows[0]?.started_pipeline_runs as string[] | undefined) ?? []) events.pipelineRuns.add(id);
-      return { claimed: claims.map((c) => ({ claim: c, row: byId.get(c.task.id)! })), events };
+      return { claimed: claims.map((c) => ({ claim: c, row: byId.get(c.task.id)! })), events, final: false, replayed: false };
     });
-    if (claimed.length === 0) return [];
+    if (replayed) this.log.info({ executorId, claimId: call?.claimId, tasks: claimed.length }, "a claim call was resent (its answer was lost): answered with its tasks again");
+    if (claimed.length === 0) return { assignments: [], final };
     await events.publish(this.bus);
-    return claimed.map(({ claim, row }) => this.assignmentView(claim, row));
+    return { assignments: claimed.map(({ claim, row }) => this.assignmentView(claim, row)), final };
+  }
+
+  /**
+   * The tasks an earlier call with this claim id took that are still CLAIMED by this executor
+   * under that claim (a heartbeat would have made them RUNNING: an executor that heartbeats got the
+   * answer), handed out again with new lease and task tokens and a lease from now. Completed,
+   * reaped or already started tasks are not in it.
+   */
+  private async replayClaim(em: EntityManager, executorId: string, claimId: string): Promise<{ claim: PreparedClaim; row: Record<string, unknown> }[]> {
+    const tasks: (ClaimCandidate & { assigned_gpus: number[]; run_id: string })[] = await sqlRows(em,
+      `SELECT t.id, t.pipeline_run_id, t.task_id, t.attempt, t.cpu::float8 AS cpu, t.memory_mb AS "memoryMb", t.gpus, t.gpu_type AS "gpuType",
+              t.timeout_seconds, t.checkpoint, t.checkpoint_at, t.checkpoint_attempt, t.assigned_gpus, t.run_id,
+              pr.experiment_id, pr.pipeline_version_id, pr.params AS run_params
+         FROM task_attempts a
+         JOIN task_runs t ON t.id = a.task_run_id AND t.attempt = a.attempt
+         JOIN pipeline_runs pr ON pr.id = t.pipeline_run_id
+        WHERE a.executor_id = $1 AND a.claim_id = $2 AND a.outcome IS NULL AND t.executor_id = $1 AND t.status = 'CLAIMED'
+        ORDER BY t.id
+          FOR UPDATE OF t`,
+      [executorId, claimId],
+    );
+    if (tasks.length === 0) return [];
+    const claims: PreparedClaim[] = [];
+    const replays: ReplayedClaim[] = [];
+    for (const task of tasks) {
+      const { spec, tasks: specTasks } = await this.specs.get(task.pipeline_version_id, em);
+      const taskSpec = specTasks.get(task.task_id)!;
+      const claim: PreparedClaim = {
+        task,
+        gpus: task.assigned_gpus ?? [],
+        spec: taskSpec,
+        pipelineName: spec.pipeline.name,
+        invocation: resolveTaskInvocation(taskSpec, task.run_params),
+        runId: task.run_id,
+        leaseToken: crypto.randomBytes(24).toString("base64url"),
+        taskToken: mintSecret(),
+        tokenId: crypto.randomUUID(),
+      };
+      claims.push(claim);
+      replays.push({ taskRunId: task.id, tokenName: `task ${task.task_id} #${task.attempt}`, tokenId: claim.tokenId, leaseToken: claim.leaseToken, taskToken: claim.taskToken });
+    }
+    const rows = await replayClaimInOneStatement(em, replays, this.config.leaseSeconds);
+    const byId = new Map(rows.map((r) => [r.id as string, r]));
+    return claims.map((claim) => ({ claim, row: byId.get(claim.task.id)! }));
   }
 
   /**
@@ -569,8 +683,8 @@ export class TaskQueue {
     const ids = inputs.map((input, i) => {
       const id = validateId(input.taskRunId, `${at(i)}.taskRunId`);
       validateText(input.leaseToken, `${at(i)}.leaseToken`, 200);
-      if (!["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED"].includes(input.outcome)) {
-        throw new DomainError("BAD_USER_INPUT", `${at(i)}.outcome: expected SUCCEEDED, FAILED, TIMED_OUT or CANCELLED`, `${at(i)}.outcome`);
+      if (!["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "NOT_STARTED"].includes(input.outcome)) {
+        throw new DomainError("BAD_USER_INPUT", `${at(i)}.outcome: expected SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or NOT_STARTED`, `${at(i)}.outcome`);
       }
       checkCheckpointSize(input.checkpoint, `${at(i)}.checkpoint`);
       return id;
@@ -729,10 +843,30 @@ export class TaskQueue {
     // The attempt's resources are free again: an executor of this pool waiting for room may claim.
     events.pools.add(row.pool);
     const cancelled = outcome === "CANCELLED" || row.cancel_requested;
+    const message =
+      details.error ??
+      (outcome === "EXECUTOR_LOST" ? "executor lost: lease expired without heartbeats" : outcome === "TIMED_OUT" ? "timed out" : outcome === "NOT_STARTED" ? "the executor could not set the attempt up" : null);
+    if (outcome === "NOT_STARTED" && !cancelled && notStartedIsUncounted(row.uncounted_attempts)) {
+      // Not the task's fault (the executor's disk, say): back to the queue in its old place, at once,
+      // without using a retry. The executor that could not set it up stops claiming for a while.
+      await sqlRows(em,
+        `UPDATE task_runs SET status = 'QUEUED', attempt = attempt + 1, uncounted_attempts = uncounted_attempts + 1, not_before = NULL,
+                lease_token = NULL, lease_expires_at = NULL, started_at = NULL, exit_code = NULL, error = $2, failure_kind = 'NOT_STARTED'
+          WHERE id = $1`,
+        [row.id, message],
+      );
+      return;
+    }
+    // Attempts handed back NOT_STARTED did not count; past the limit they do (as FAILED ones).
     const decision = cancelled
       ? ({ retry: false } as const)
-      : decideRetry({ attempt: row.attempt, maxRetries: row.max_attempts - 1, failureKind: outcome, backoffSeconds: row.retry_backoff_seconds, rng: Math.random });
-    const message = details.error ?? (outcome === "EXECUTOR_LOST" ? "executor lost: lease expired without heartbeats" : outcome === "TIMED_OUT" ? "timed out" : null);
+      : decideRetry({
+          attempt: countedAttempt(row.attempt, row.uncounted_attempts),
+          maxRetries: row.max_attempts - 1,
+          failureKind: outcome === "NOT_STARTED" ? "FAILED" : outcome,
+          backoffSeconds: row.retry_backoff_seconds,
+          rng: Math.random,
+        });
     if (decision.retry) {
       const immediate = decision.delayMs === 0;
       await sqlRows(em,
@@ -740,7 +874,7 @@ export class TaskQueue {
                 queued_at = CASE WHEN $5 THEN now() ELSE queued_at END,
                 lease_token = NULL, lease_expires_at = NULL, exit_code = $6, error = $7, failure_kind = $8
           WHERE id = $1`,
-        [row.id, immediate ? TaskRunStatus.QUEUED : TaskRunStatus.RETRY_WAIT, decision.nextAttempt, decision.delayMs, immediate, details.exitCode, message, outcome],
+        [row.id, immediate ? TaskRunStatus.QUEUED : TaskRunStatus.RETRY_WAIT, row.attempt + 1, decision.delayMs, immediate, details.exitCode, message, outcome],
       );
       return;
     }

@@ -7,14 +7,15 @@ import http from "node:http";
  * connection), "lose-answer" (forward it, then cut the connection instead of answering: the
  * server applied the request but the client never hears so) or `{ status, body }` (answer that
  * instead: what another server would have said). `failures` counts the requests it did not
- * simply forward.
+ * simply forward. `lostAnswers` holds the bodies of the answers it cut off, as the server sent them.
  */
 export async function startFlakyProxy(
   target: string,
   fail: (body: string) => boolean | "hang" | "lose-answer" | { status: number; body: unknown },
-): Promise<{ url: string; failures: () => number; close: () => Promise<void> }> {
+): Promise<{ url: string; failures: () => number; lostAnswers: string[]; close: () => Promise<void> }> {
   const origin = new URL(target).origin;
   let failures = 0;
+  const lostAnswers: string[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -40,7 +41,7 @@ export async function startFlakyProxy(
         for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string" && k !== "host" && k !== "content-length" && k !== "connection") headers[k] = v;
         const answer = await fetch(new URL(req.url ?? "/", origin), { method: req.method, headers, body: req.method === "GET" || req.method === "HEAD" ? undefined : body });
         if (verdict === "lose-answer") {
-          await answer.arrayBuffer();
+          lostAnswers.push(await answer.text());
           failures++;
           req.socket.destroy();
           return;
@@ -57,6 +58,7 @@ export async function startFlakyProxy(
   return {
     url: `http://127.0.0.1:${port}${new URL(target).pathname}`,
     failures: () => failures,
+    lostAnswers,
     close: () => {
       server.closeAllConnections();
       return new Promise<void>((resolve) => server.close(() => resolve()));

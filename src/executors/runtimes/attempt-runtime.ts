@@ -27,10 +27,13 @@ export interface AttemptRequest {
 /**
  * How an attempt ended. EXECUTOR_LOST (the task's machine or pod went away under it) is not an
  * outcome an executor may report: the agent reports nothing, and the server's lease reaper fails
- * the attempt as EXECUTOR_LOST, the retry policy's "lost" case.
+ * the attempt as EXECUTOR_LOST, the retry policy's "lost" case. NOT_STARTED: the runtime could not
+ * set the attempt up on this executor (its working directory could not be created), nothing of
+ * the task ran; the agent hands it back to the queue without using a retry and stops claiming
+ * until `probe` succeeds.
  */
 export interface AttemptResult {
-  outcome: "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "EXECUTOR_LOST";
+  outcome: "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "EXECUTOR_LOST" | "NOT_STARTED";
   exitCode: number | null;
   error: string | null;
 }
@@ -52,6 +55,12 @@ export interface AttemptRuntime {
   init(): Promise<void>;
   /** The GPU slots the executor registers (the server hands them out to tasks). */
   gpus(): Promise<GpuInfo[]>;
-  /** Starts an attempt; a failure to start resolves `done` with FAILED rather than throwing. */
+  /** Starts an attempt; a failure to start resolves `done` with FAILED (or NOT_STARTED) rather than throwing. */
   start(request: AttemptRequest): RunningAttempt;
+  /**
+   * Checks that attempts can be set up here again after one came back NOT_STARTED (for local
+   * processes: a directory can be created and removed in the work base); rejects while not.
+   * Absent: the runtime never answers NOT_STARTED.
+   */
+  probe?(): Promise<void>;
 }

@@ -51,18 +51,30 @@ export class LocalAttemptRuntime implements AttemptRuntime {
     return detectGpus(this.options.gpus, undefined, (problem) => this.options.log.warn(problem));
   }
 
+  /** A fresh directory under the work base (created first if missing). */
+  private makeWorkdir(prefix: string): string {
+    fs.mkdirSync(this.options.workdirBase, { recursive: true });
+    return fs.mkdtempSync(path.join(this.options.workdirBase, prefix));
+  }
+
+  /** What a task's set-up does (a fresh directory under the work base), undone at once. */
+  async probe(): Promise<void> {
+    fs.rmdirSync(this.makeWorkdir("mlgraph-probe-"));
+  }
+
   start(req: AttemptRequest): RunningAttempt {
     const base = this.options.workdirBase;
     let workdir: string;
     try {
-      fs.mkdirSync(base, { recursive: true });
-      workdir = fs.mkdtempSync(path.join(base, `mlgraph-task-${req.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`));
+      workdir = this.makeWorkdir(`mlgraph-task-${req.taskId.replace(/[^A-Za-z0-9_.-]/g, "_")}-`);
     } catch (err) {
-      // A full disk, say. Reported as the attempt's failure: unreported, the attempt waited out its
-      // lease and failed as EXECUTOR_LOST ("lease expired without heartbeats"), its cause nowhere.
+      // A full disk, say: this executor's problem, not the task's. Reported NOT_STARTED, so the
+      // task goes back to the queue without using a retry (as FAILED, an executor with a full disk
+      // burnt its pool's retries in seconds), and the agent stops claiming until probe() passes.
+      // Unreported, the attempt would wait out its lease and fail as EXECUTOR_LOST, its cause nowhere.
       req.log.error({ err: (err as Error).message }, "could not create the task's working directory");
       const error = `mlgraph executor: could not create a working directory under ${base}: ${(err as Error).message}`;
-      return { done: Promise.resolve({ outcome: "FAILED", exitCode: null, error }), stop() {}, cancel() {} };
+      return { done: Promise.resolve({ outcome: "NOT_STARTED", exitCode: null, error }), stop() {}, cancel() {} };
     }
     const pipelineDir = this.options.pipelineDir;
     const proc = new LocalProcess({

@@ -13,8 +13,22 @@ export enum TaskOutcome {
   FAILED = "FAILED",
   TIMED_OUT = "TIMED_OUT",
   CANCELLED = "CANCELLED",
+  NOT_STARTED = "NOT_STARTED",
 }
-registerEnumType(TaskOutcome, { name: "TaskOutcome", description: "How an attempt ended, as its executor reports it." });
+registerEnumType(TaskOutcome, {
+  name: "TaskOutcome",
+  description: "How an attempt ended, as its executor reports it.",
+  valuesConfig: {
+    SUCCEEDED: { description: "The task ran and succeeded (exit code 0)." },
+    FAILED: { description: "The task ran and failed; the retry policy decides whether it runs again." },
+    TIMED_OUT: { description: "The task ran past its timeout and was stopped; counts as a failed attempt." },
+    CANCELLED: { description: "The task was stopped because its cancellation was requested; never retried." },
+    NOT_STARTED: {
+      description:
+        "The executor could not set the attempt up on its side (its work directory could not be created: a full disk, a read-only or missing work base), so the task never ran. The task goes back to the queue at once, in its place, without using a retry (TaskRun.uncountedAttempts); after 10 such attempts of one task further ones count as FAILED, so a task no executor can set up still ends. The executor should stop claiming until its own problem is gone.",
+    },
+  },
+});
 
 @InputType({ description: "A pipeline spec, as YAML/JSON text or as a JSON object (exactly one)." })
 export class CreatePipelineInput {
@@ -234,7 +248,10 @@ export class TaskAttempt {
   @Field(() => [Int], { description: "GPUs it had." })
   assignedGpus: number[];
 
-  @Field(() => String, { nullable: true, description: "SUCCEEDED, FAILED, EXECUTOR_LOST, TIMED_OUT or CANCELLED; null while live." })
+  @Field(() => String, {
+    nullable: true,
+    description: "SUCCEEDED, FAILED, EXECUTOR_LOST, TIMED_OUT, CANCELLED or NOT_STARTED (its executor could not set it up; see TaskOutcome); null while live.",
+  })
   outcome: string | null;
 
   @Field(() => String, { nullable: true, description: "Why it failed." })

@@ -9,9 +9,10 @@ import { ExecutorAgent } from "../../../src/executors/agent";
 /**
  * A stand-in for the server's executor protocol, so a test decides exactly what the agent hears
  * and when: `answer` sees each operation and returns its data, or "503" (a proxy's error page while
- * the server is away). One task is handed out by the first claim; later claims wait and get none.
+ * the server is away) or "lose" (the connection is cut instead of answering: an answer lost on the
+ * way). One task is handed out by the first claim answered; later claims wait and get none.
  */
-async function startStubServer(task: { command: string[]; leaseSeconds: number; timeoutSeconds?: number }, answer: (op: string, variables: any) => unknown | "503" = () => undefined) {
+async function startStubServer(task: { command: string[]; leaseSeconds: number; timeoutSeconds?: number }, answer: (op: string, variables: any) => unknown | "503" | "lose" = () => undefined) {
   const calls: { op: string; at: number; variables: any; answered: boolean }[] = [];
   let claimed = false;
   const server = http.createServer((req, res) => {
@@ -23,6 +24,10 @@ async function startStubServer(task: { command: string[]; leaseSeconds: number; 
       const call = { op, at: Date.now(), variables, answered: false };
       calls.push(call);
       const custom = answer(op, variables);
+      if (custom === "lose") {
+        req.socket.destroy();
+        return;
+      }
       if (custom === "503") {
         res.writeHead(503, { "content-type": "text/html" }).end("<html>503 Service Unavailable</html>");
         return;
@@ -85,6 +90,13 @@ async function waitUntil(what: string, check: () => boolean, timeoutMs = 15_000)
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A logger whose messages the test can read (warn and above). */
+function capturedLog() {
+  const lines: string[] = [];
+  const log = pino({ level: "warn" }, { write: (line: string) => void lines.push(line) });
+  return { log, messages: () => lines.map((l) => (JSON.parse(l) as { msg: string }).msg) };
 }
 
 let workdirBase: string;
@@ -170,18 +182,82 @@ describe("ExecutorAgent against a stand-in server", () => {
     }
   });
 
-  it("reports an attempt whose working directory cannot be created as failed, saying why", async () => {
+  it("hands back an attempt whose working directory cannot be created as NOT_STARTED, saying why, and claims nothing until a probe passes", async () => {
     const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 });
     // Something that cannot hold directories (a full disk fails the same way, ENOSPC).
+    const notADirectory = path.join(workdirBase, "file");
+    fs.writeFileSync(notADirectory, "");
+    const logged = capturedLog();
+    const agent = agentFor(stub.url, { workdirBase: notADirectory, log: logged.log });
+    try {
+      await agent.start();
+      // Previously nothing was reported (the attempt waited out its lease and failed as
+      // EXECUTOR_LOST), then it was reported FAILED, using a retry; and the executor claimed again.
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000);
+      expect(stub.completions()).toMatchObject([{ outcome: "NOT_STARTED", exitCode: null }]);
+      expect(stub.completions()[0].error).toContain(`could not create a working directory under ${notADirectory}`);
+      const claimsThen = stub.calls.filter((c) => c.op === "claimTasks").length;
+      await waitUntil("two failed probes", () => logged.messages().filter((m) => m === "the work directory is still unusable: claiming nothing").length >= 2);
+      expect(stub.calls.filter((c) => c.op === "claimTasks")).toHaveLength(claimsThen);
+      fs.rmSync(notADirectory);
+      await waitUntil("a claim once the work directory is usable", () => stub.calls.filter((c) => c.op === "claimTasks").length > claimsThen);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("reports NOT_STARTED as FAILED to a server from before that outcome", async () => {
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 }, (op, variables) =>
+      /^completeTasks?$/.test(op) && JSON.stringify(variables).includes("NOT_STARTED")
+        ? { graphqlErrors: [{ message: 'Variable "$input" got invalid value "NOT_STARTED" at "input.outcome"; Value "NOT_STARTED" does not exist in "TaskOutcome" enum.', extensions: { code: "BAD_USER_INPUT" } }] }
+        : undefined,
+    );
     const notADirectory = path.join(workdirBase, "file");
     fs.writeFileSync(notADirectory, "");
     const agent = agentFor(stub.url, { workdirBase: notADirectory });
     try {
       await agent.start();
-      // Previously nothing was reported: the attempt waited out its lease and failed as EXECUTOR_LOST.
-      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000).catch(() => undefined);
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000);
       expect(stub.completions()).toMatchObject([{ outcome: "FAILED", exitCode: null }]);
-      expect(stub.completions()[0].error).toContain(`could not create a working directory under ${notADirectory}`);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("resends a claim call whose answer was lost with the same claim id, and makes the next call with a new one", async () => {
+    let cut = false;
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 }, (op) => (op === "claimTasks" && !cut ? ((cut = true), "lose") : undefined));
+    const agent = agentFor(stub.url);
+    try {
+      await agent.start();
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000);
+      await waitUntil("a claim after the task", () => stub.calls.filter((c) => c.op === "claimTasks").length >= 3);
+      const [lost, resent, next] = stub.calls.filter((c) => c.op === "claimTasks").map((c) => c.variables.claimId);
+      expect(lost).toMatch(/^[0-9a-f-]{36}$/);
+      // The resend got the task (the stub's first answered claim) and ran it once.
+      expect(resent).toBe(lost);
+      expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED" }]);
+      expect(next).not.toBe(lost);
+    } finally {
+      await agent.stop();
+      await stub.close();
+    }
+  });
+
+  it("claims without claim ids from a server from before them", async () => {
+    const stub = await startStubServer({ command: ["true"], leaseSeconds: 10 }, (op, variables) =>
+      op === "claimTasks" && "claimId" in variables
+        ? { graphqlErrors: [{ message: 'Unknown argument "claimId" on field "Mutation.claimTasks".', extensions: { code: "GRAPHQL_VALIDATION_FAILED" } }] }
+        : undefined,
+    );
+    const agent = agentFor(stub.url);
+    try {
+      await agent.start();
+      await waitUntil("the outcome to be reported", () => stub.completions().length > 0, 10_000);
+      expect(stub.completions()).toMatchObject([{ outcome: "SUCCEEDED" }]);
+      expect(stub.calls.filter((c) => c.op === "claimTasks").map((c) => "claimId" in c.variables)).toEqual([true, false, ...Array(stub.calls.filter((c) => c.op === "claimTasks").length - 2).fill(false)]);
     } finally {
       await agent.stop();
       await stub.close();

@@ -1,5 +1,15 @@
 import fc from "fast-check";
-import { MAX_RETRY_DELAY_MS, decideRetry, nextRetryDelayMs, seededRng, shouldRetry, type FailureKind } from "../../../src/scheduler/retry-policy.js";
+import {
+  MAX_RETRY_DELAY_MS,
+  MAX_UNCOUNTED_NOT_STARTED,
+  countedAttempt,
+  decideRetry,
+  nextRetryDelayMs,
+  notStartedIsUncounted,
+  seededRng,
+  shouldRetry,
+  type FailureKind,
+} from "../../../src/scheduler/retry-policy.js";
 
 describe("shouldRetry", () => {
   it("allows retries+1 attempts in all, and never retries a cancellation", () => {
@@ -86,5 +96,18 @@ describe("decideRetry", () => {
     }
     expect(decideRetry({ attempt: 2, maxRetries: 1, failureKind: "FAILED", backoffSeconds: 2, rng: seededRng(7) })).toEqual({ retry: false });
     expect(decideRetry({ attempt: 1, maxRetries: 3, failureKind: "CANCELLED", backoffSeconds: 2, rng: seededRng(7) })).toEqual({ retry: false });
+  });
+});
+
+describe("attempts handed back NOT_STARTED", () => {
+  it("do not count, up to the limit; the retry policy sees only the attempts that count", () => {
+    expect(MAX_UNCOUNTED_NOT_STARTED).toBe(10);
+    expect([0, 1, 9].map(notStartedIsUncounted)).toEqual([true, true, true]);
+    expect([10, 11].map(notStartedIsUncounted)).toEqual([false, false]);
+    // Attempt 4 after 3 uncounted ones is the first that counts: a task with no retries fails on it.
+    expect(countedAttempt(4, 3)).toBe(1);
+    expect(shouldRetry(countedAttempt(4, 3), 0, "FAILED")).toBe(false);
+    expect(shouldRetry(countedAttempt(4, 3), 1, "FAILED")).toBe(true);
+    expect(countedAttempt(1, 0)).toBe(1);
   });
 });
