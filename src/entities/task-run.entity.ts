@@ -53,7 +53,7 @@ export class TaskRun {
   @Column({ name: "uncounted_attempts", type: "integer", default: 0 })
   @Field(() => Int, {
     description:
-      "Attempts that did not count against the task's retries: handed back NOT_STARTED by an executor that could not set them up (its work directory could not be created). At most 10; later such attempts count as failed ones.",
+      "Attempts that did not count against the task's retries: handed back NOT_STARTED by an executor that could not set them up (see TaskOutcome.NOT_STARTED). At most 10; later such attempts count as failed ones.",
   })
   uncountedAttempts: number;
 

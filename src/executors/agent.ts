@@ -417,8 +417,13 @@ export class ExecutorAgent {
   private setupFailed(error: string | null, log: Logger): void {
     const delayMs = this.setup.setupFailed();
     if (delayMs === null) return;
-    log.warn({ err: error, probeInMs: delayMs }, "could not set up a task attempt on this executor (handed back to the queue): claiming nothing until a probe of the work directory passes");
+    log.warn({ err: error, probeInMs: delayMs }, `could not set up a task attempt on this executor (handed back to the queue): claiming nothing until a probe of ${this.probed()} passes`);
     this.scheduleProbe(delayMs);
+  }
+
+  /** What the runtime's probe checks, for the log. */
+  private probed(): string {
+    return this.runtime.probeSubject ?? "the work directory";
   }
 
   private scheduleProbe(delayMs: number): void {
@@ -431,13 +436,13 @@ export class ExecutorAgent {
         .then(
           () => {
             this.setup.probeSucceeded();
-            this.options.log.info({ failures: this.setup.consecutiveFailures }, "the work directory is usable again: claiming");
+            this.options.log.info({ failures: this.setup.consecutiveFailures }, `${this.probed()} is usable again: claiming`);
             this.fillSlots();
             this.changed();
           },
           (err: Error) => {
             const nextMs = this.setup.probeFailed();
-            this.options.log.warn({ err: err.message, failures: this.setup.consecutiveFailures, probeInMs: nextMs }, "the work directory is still unusable: claiming nothing");
+            this.options.log.warn({ err: err.message, failures: this.setup.consecutiveFailures, probeInMs: nextMs }, `${this.probed()} is still unusable: claiming nothing`);
             this.scheduleProbe(nextMs);
           },
         );

@@ -277,6 +277,27 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(stub.secrets.has(name)).toBe(false);
   });
 
+  it("hands a task back without using a retry when the cluster refuses its Job for a quota, pauses claiming, and runs it once a create goes through", async () => {
+    const quota = 'jobs "x" is forbidden: exceeded quota: team-quota, requested: count/jobs.batch=1, used: count/jobs.batch=10, limited: count/jobs.batch=10';
+    stub.failNext("POST", /\/namespaces\/ml\/jobs$/, 1, 403, quota);
+    const runId = await submitTask({ image: IMAGE, command: ["true"], retries: 0 });
+    // With no retry to use, only a handed-back (uncounted) first attempt lets a second one run.
+    const job = await jobOf(runId);
+    stub.startPod(job);
+    stub.finish(job, 0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+    const task = ok(
+      await server.gql(`query($id: ID!) { pipelineRun(id: $id) { tasks { attempt uncountedAttempts attempts { attempt outcome error } } } }`, { id: runId }),
+    ).pipelineRun.tasks[0];
+    expect(task.uncountedAttempts).toBe(1);
+    expect(task.attempts).toHaveLength(2);
+    expect(task.attempts[0]).toMatchObject({ attempt: 1, outcome: "NOT_STARTED" });
+    expect(task.attempts[0].error).toMatch(/^could not create the Kubernetes Job: HTTP 403: .*exceeded quota/);
+    expect(task.attempts[1]).toMatchObject({ attempt: 2, outcome: "SUCCEEDED" });
+    expect(executor.output()).toMatch(/claiming nothing until a probe of the Kubernetes API passes/);
+  });
+
   it("keeps deleting a cancelled task's Job while the API server refuses the delete", async () => {
     const runId = await submitTask({ image: IMAGE, command: ["sleep", "infinity"] });
     const job = await jobOf(runId);

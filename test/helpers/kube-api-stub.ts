@@ -39,8 +39,8 @@ export interface KubeApiStub {
   podDeletes: { labelSelector: string | undefined; gracePeriodSeconds: number | undefined }[];
   /** Namespaces where every request is refused with 403 (an account without RBAC there). */
   forbiddenNamespaces: Set<string>;
-  /** The next `count` requests matching `method` and `path` get `code` (a 5xx, an API server restarting). */
-  failNext(method: string, path: RegExp, count: number, code?: number): void;
+  /** The next `count` requests matching `method` and `path` get `code` (a 5xx, an API server restarting), with `message` in the Status. */
+  failNext(method: string, path: RegExp, count: number, code?: number, message?: string): void;
   /** Requests matching `method` and `path` get no answer until `release()` (a half-open connection). */
   hang(method: string, path: RegExp): { release(): void };
   /** A Job that exists before the test's executor starts (left by another one). */
@@ -111,7 +111,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
   let stamps = 0;
   const jobWaiters = new Set<() => void>();
   const forbiddenNamespaces = new Set<string>();
-  const failures: { method: string; path: RegExp; count: number; code: number }[] = [];
+  const failures: { method: string; path: RegExp; count: number; code: number; message: string }[] = [];
   const hangs: { method: string; path: RegExp; held: http.ServerResponse[]; released: boolean }[] = [];
 
   const podLog = (pod: string): PodLog => {
@@ -138,7 +138,7 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
       const failure = failures.find((f) => f.count > 0 && f.method === req.method && f.path.test(url.pathname));
       if (failure) {
         failure.count--;
-        return status(res, failure.code, "InternalError", "the stub was told to fail this request");
+        return status(res, failure.code, failure.code === 403 ? "Forbidden" : "InternalError", failure.message);
       }
       const hung = hangs.find((h) => !h.released && h.method === req.method && h.path.test(url.pathname));
       if (hung) return void hung.held.push(res);
@@ -274,8 +274,8 @@ export async function startKubeApiStub(): Promise<KubeApiStub> {
     secretDeletes,
     podDeletes,
     forbiddenNamespaces,
-    failNext(method, path, count, code = 500) {
-      failures.push({ method, path, count, code });
+    failNext(method, path, count, code = 500, message = "the stub was told to fail this request") {
+      failures.push({ method, path, count, code, message });
     },
     hang(method, path) {
       const h = { method, path, held: [] as http.ServerResponse[], released: false };

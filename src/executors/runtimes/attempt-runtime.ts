@@ -30,7 +30,8 @@ export interface AttemptRequest {
  * the attempt as EXECUTOR_LOST, the retry policy's "lost" case. NOT_STARTED: the runtime could not
  * set the attempt up on this executor (its working directory could not be created), nothing of
  * the task ran; the agent hands it back to the queue without using a retry and stops claiming
- * until `probe` succeeds.
+ * until `probe` succeeds. For Kubernetes: the API server could not be reached or took no Job
+ * (5xx, 429, a quota exceeded).
  */
 export interface AttemptResult {
   outcome: "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "EXECUTOR_LOST" | "NOT_STARTED";
@@ -63,4 +64,6 @@ export interface AttemptRuntime {
    * Absent: the runtime never answers NOT_STARTED.
    */
   probe?(): Promise<void>;
+  /** What `probe` checks, as the agent's log names it ("the work directory", "the Kubernetes API"). */
+  readonly probeSubject?: string;
 }

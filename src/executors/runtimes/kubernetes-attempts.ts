@@ -7,7 +7,7 @@ import type { GpuInfo } from "../gpu-detection.js";
 import { settlesWithin } from "../settles-within.js";
 import type { AttemptRequest, AttemptResult, AttemptRuntime, RunningAttempt } from "./attempt-runtime.js";
 import { LogLineDedupe } from "./kubernetes-log.js";
-import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi, type SecretsApi } from "./kubernetes-job.js";
+import { EXECUTOR_LABEL, KubernetesJobRuntime, TASK_CONTAINER, clusterCannotTakeJobsNow, httpCode, jobStatusToOutcome, labelValue, type JobHandle, type JobOutcome, type JobsApi, type SecretsApi } from "./kubernetes-job.js";
 
 export interface KubernetesAttemptRuntimeOptions {
   namespace: string;
@@ -72,7 +72,9 @@ interface Clients {
  */
 export class KubernetesAttemptRuntime implements AttemptRuntime {
   readonly needsContainerFields = true;
+  readonly probeSubject = "the Kubernetes API";
   private clients: Clients | null = null;
+  private listOneJob: (() => Promise<unknown>) | null = null;
 
   constructor(private readonly options: KubernetesAttemptRuntimeOptions) {}
 
@@ -125,8 +127,9 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
 
     // Fail before registering: an executor that cannot reach the cluster, or may not use the
     // namespace, would otherwise claim the pool's tasks and fail every one of them.
+    this.listOneJob = () => api.listNamespacedJob({ namespace, limit: 1 });
     try {
-      await api.listNamespacedJob({ namespace, limit: 1 });
+      await this.listOneJob();
     } catch (err) {
       throw new ConfigError(
         `--runtime kubernetes: cannot list Jobs in namespace ${JSON.stringify(namespace)} (${errorText(err)}); check --namespace, --kubeconfig ` +
@@ -171,6 +174,12 @@ export class KubernetesAttemptRuntime implements AttemptRuntime {
     // A task with a gpu_type is claimed only by slots of that model: --gpu-type names the one the
     // pods' nodes have (the task's gpu_type then selects them, gpuTypeLabel).
     return Array.from({ length: this.options.gpus }, (_, index) => ({ index, model: this.options.gpuType ?? "unknown", memoryMb: null }));
+  }
+
+  /** After an attempt came back NOT_STARTED: the API server answers again (a quota is found out by the next create). */
+  async probe(): Promise<void> {
+    if (!this.listOneJob) throw new Error("KubernetesAttemptRuntime.probe before init");
+    await this.listOneJob();
   }
 
   start(req: AttemptRequest): RunningAttempt {
@@ -248,7 +257,11 @@ class KubernetesAttempt implements RunningAttempt {
       });
     } catch (err) {
       req.log.warn({ err: errorText(err) }, "could not create the Kubernetes Job");
-      return { outcome: "FAILED", exitCode: null, error: `could not create the Kubernetes Job: ${errorText(err)}` };
+      // A cluster that cannot take Jobs now is this executor's problem, not the task's: handed
+      // back without using a retry. A refusal of the Job itself (400/422: bad image name,
+      // resources; 403 not for quota: RBAC) is the task's or the operator's, and fails it.
+      const outcome = clusterCannotTakeJobsNow(err) ? "NOT_STARTED" : "FAILED";
+      return { outcome, exitCode: null, error: `could not create the Kubernetes Job: ${errorText(err)}` };
     }
     if (!handle) return this.stoppedResult("before its Job was created");
     req.log.info({ job: handle.name, namespace: handle.namespace }, "kubernetes job created");

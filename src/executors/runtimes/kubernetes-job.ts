@@ -372,6 +372,17 @@ export class KubernetesJobRuntime {
 }
 
 /** client-node 1.x throws ApiException with the HTTP status in `code`. */
+/**
+ * Whether a failed Job create says the cluster cannot take Jobs now (unreachable, no answer, 5xx,
+ * 429, or a ResourceQuota used up: 403 "exceeded quota") rather than that this Job is refused.
+ */
+export function clusterCannotTakeJobsNow(error: unknown): boolean {
+  const code = httpCode(error);
+  if (code === undefined || code >= 500 || code === 429) return true;
+  const body = (error as { body?: unknown }).body;
+  return code === 403 && /exceeded quota/i.test(typeof body === "string" ? body : JSON.stringify(body ?? ""));
+}
+
 export function httpCode(error: unknown): number | undefined {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === "number" ? code : undefined;

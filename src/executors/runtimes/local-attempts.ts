@@ -57,6 +57,8 @@ export class LocalAttemptRuntime implements AttemptRuntime {
     return fs.mkdtempSync(path.join(this.options.workdirBase, prefix));
   }
 
+  readonly probeSubject = "the work directory";
+
   /** What a task's set-up does (a fresh directory under the work base), undone at once. */
   async probe(): Promise<void> {
     fs.rmdirSync(this.makeWorkdir("mlgraph-probe-"));

@@ -25,7 +25,7 @@ registerEnumType(TaskOutcome, {
     CANCELLED: { description: "The task was stopped because its cancellation was requested; never retried." },
     NOT_STARTED: {
       description:
-        "The executor could not set the attempt up on its side (its work directory could not be created: a full disk, a read-only or missing work base), so the task never ran. The task goes back to the queue at once, in its place, without using a retry (TaskRun.uncountedAttempts); after 10 such attempts of one task further ones count as FAILED, so a task no executor can set up still ends. The executor should stop claiming until its own problem is gone.",
+        "The executor could not set the attempt up on its side (a local executor's work directory could not be created: a full disk, a read-only or missing work base; a Kubernetes executor's cluster could not be reached, answered 5xx/429 or refused the Job for a ResourceQuota), so the task never ran. The task goes back to the queue at once, in its place, without using a retry (TaskRun.uncountedAttempts); after 10 such attempts of one task further ones count as FAILED, so a task no executor can set up still ends. The executor should stop claiming until its own problem is gone.",
     },
   },
 });

@@ -1,5 +1,6 @@
 import type { V1Job, V1JobStatus } from "@kubernetes/client-node";
 import {
+  clusterCannotTakeJobsNow,
   EXECUTOR_LABEL,
   KubernetesJobRuntime,
   TASK_CONTAINER,
@@ -198,5 +199,22 @@ describe("KubernetesJobRuntime (fake API)", () => {
 
     await runtime.cancel(handle);
     expect(fake.calls.at(-1)).toEqual({ op: "delete", param: { name: handle.name, namespace: "ml", propagationPolicy: "Background" } });
+  });
+});
+
+describe("clusterCannotTakeJobsNow", () => {
+  const status = (code: number, message: string) => Object.assign(new Error(`HTTP ${code}`), { code, body: { kind: "Status", message } });
+
+  it("is the executor's problem when the API server is unreachable, overloaded or a quota is used up", () => {
+    expect(clusterCannotTakeJobsNow(new Error("connect ECONNREFUSED 10.0.0.1:6443"))).toBe(true);
+    expect(clusterCannotTakeJobsNow(status(503, "the server is currently unable to handle the request"))).toBe(true);
+    expect(clusterCannotTakeJobsNow(status(429, "too many requests"))).toBe(true);
+    expect(clusterCannotTakeJobsNow(status(403, 'jobs "t" is forbidden: exceeded quota: team, requested: count/jobs.batch=1'))).toBe(true);
+  });
+
+  it("is the Job's (or the operator's) problem when the Job itself is refused", () => {
+    expect(clusterCannotTakeJobsNow(status(422, 'Job.batch "t" is invalid: spec.template.spec.containers[0].image: Required value'))).toBe(false);
+    expect(clusterCannotTakeJobsNow(status(400, "bad request"))).toBe(false);
+    expect(clusterCannotTakeJobsNow(status(403, 'jobs.batch is forbidden: User "system:serviceaccount:ml:exec" cannot create resource "jobs"'))).toBe(false);
   });
 });
