@@ -147,22 +147,44 @@ describe("executor --runtime kubernetes (stub API server, real client)", () => {
     expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
   });
 
-  it("fails an attempt whose pod can never be created (quota exceeded), with the Job's FailedCreate event, and deletes its Job", async () => {
+  it("fails an attempt whose pod can never be created (an admission webhook denies it), with the Job's FailedCreate event, and deletes its Job", async () => {
     const runId = await submitTask({ image: IMAGE, command: ["true"], resources: { cpu: 0.5, memory_mb: 256 } });
     const job = await jobOf(runId);
-    const quota = `pods "${job.name}-x7k2p" is forbidden: exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=2, limited: requests.cpu=2`;
+    const denied = `admission webhook "policy.example.com" denied the request: images must come from registry.internal`;
     // The Job controller retries (the event repeats); no pod ever appears.
-    stub.failedCreate(job, quota);
-    const repeat = setInterval(() => stub.failedCreate(job, quota), 300);
+    stub.failedCreate(job, denied);
+    const repeat = setInterval(() => stub.failedCreate(job, denied), 300);
     try {
       const run = await finished(runId);
       expect(run.tasks[0]).toMatchObject({ status: "FAILED", failureKind: "FAILED", exitCode: null });
-      expect(run.tasks[0].error).toContain(`FailedCreate: ${quota} (Job ${job.name}, no pod, for `);
+      expect(run.tasks[0].error).toContain(`FailedCreate: ${denied} (Job ${job.name}, no pod, for `);
       expect(stub.deletes).toContainEqual({ name: job.name, propagationPolicy: "Background" });
       expect(stub.requests).toContain("GET /api/v1/namespaces/ml/events");
     } finally {
       clearInterval(repeat);
     }
+  });
+
+  it("hands back, without using a retry, an attempt whose pod a used-up ResourceQuota keeps from being created, and runs it when there is room", async () => {
+    const runId = await submitTask({ image: IMAGE, command: ["true"], resources: { cpu: 0.5, memory_mb: 256 }, retries: 0 });
+    const first = await jobOf(runId);
+    const quota = `pods "${first.name}-x7k2p" is forbidden: exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=2, limited: requests.cpu=2`;
+    stub.failedCreate(first, quota);
+    const repeat = setInterval(() => stub.failedCreate(first, quota), 300);
+    try {
+      await waitFor("the first attempt's Job to be deleted", () => stub.deletes.some((d) => d.name === first.name));
+    } finally {
+      clearInterval(repeat);
+    }
+    const second = await waitFor("a second attempt's Job", () => stub.created.find((j) => j.name !== first.name && JSON.stringify(j.manifest).includes(runId)) ?? null);
+    stub.startPod(second);
+    stub.finish(second, 0);
+    const run = await finished(runId);
+    expect(run.tasks[0]).toMatchObject({ status: "SUCCEEDED" });
+    const task = ok(await server.gql(`query($id: ID!) { pipelineRun(id: $id) { tasks { uncountedAttempts attempts { attempt outcome error } } } }`, { id: runId })).pipelineRun.tasks[0];
+    expect(task.uncountedAttempts).toBe(1);
+    expect(task.attempts.map((a: { outcome: string }) => a.outcome)).toEqual(["NOT_STARTED", "SUCCEEDED"]);
+    expect(task.attempts[0].error).toContain(`FailedCreate: ${quota} (Job ${first.name}, no pod, for `);
   });
 
   it("deletes the Job of a cancelled task and reports it CANCELLED", async () => {

@@ -314,7 +314,10 @@ class KubernetesAttempt implements RunningAttempt {
             await this.deleteJob(handle);
             await logs.end(0);
             const where = pod ? `pod ${pod.metadata!.name}` : `Job ${handle.name}, no pod`;
-            return { outcome: "FAILED", exitCode: null, error: `${stuck.reason}: ${stuck.message} (${where}, for ${Math.round((Date.now() - since) / 1000)} s)` };
+            // A pod refused for a used-up ResourceQuota: the cluster is full, the task is not at
+            // fault (handed back, as when the Job itself is refused for a quota).
+            const outcome = stuck.reason === "FailedCreate" && /exceeded quota/i.test(stuck.message) ? "NOT_STARTED" : "FAILED";
+            return { outcome, exitCode: null, error: `${stuck.reason}: ${stuck.message} (${where}, for ${Math.round((Date.now() - since) / 1000)} s)` };
           }
         }
       }
