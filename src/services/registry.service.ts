@@ -190,6 +190,9 @@ export class RegistryService {
       // then sees the version and is refused (a version's files never change).
       const artifactKey = await ctx.services.artifacts.lockRegisteredKey(em, run.id, input.artifactPath, "input.artifactPath");
       const model = await this.lockModel(em, input.modelName, "input.modelName");
+      // Checked again under a share lock: the run (or its experiment) may have been deleted while
+      // this waited for the locks above, and a deletion from now on waits for this commit.
+      await ctx.services.runs.requireWritable(ctx, run.id, "input.runId", em, { lock: "share" });
       if (options.reuseSameArtifact) {
         const earlier = await em.getRepository(ModelVersion).findOne({ where: { modelId: model.id, runId: run.id, artifactPath: input.artifactPath }, order: { version: "ASC" } });
         if (earlier) return { created: earlier, isNew: false };

@@ -99,14 +99,22 @@ export class RunsService {
     return this.db.getRepository(Run).findOneBy({ id });
   }
 
-  /** A run that exists and is not deleted, for writes; `field` names the argument at fault. */
-  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager, options: { lock?: boolean } = {}): Promise<Run> {
+  /**
+   * A run that exists and is not deleted, for writes; `field` names the argument at fault.
+   * `lock: "share"` keeps it so (and its experiment) until `em`'s transaction ends: a deleteRun or
+   * deleteExperiment committed after the check waits, one committed before it is seen.
+   */
+  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager, options: { lock?: boolean | "share" } = {}): Promise<Run> {
     this.assertWriteScope(ctx, id, field);
     // Locked before it is read when the caller saves it back: a run read first and locked after
     // would carry fields a concurrent update changed meanwhile, and save() would write them back.
-    const run = await em.getRepository(Run).findOne({ where: { id }, ...(options.lock ? { lock: { mode: "pessimistic_write" as const } } : {}) });
+    const lock = options.lock === "share" ? { lock: { mode: "pessimistic_read" as const } } : options.lock ? { lock: { mode: "pessimistic_write" as const } } : {};
+    const run = await em.getRepository(Run).findOne({ where: { id }, ...lock });
     if (!run || run.deletedAt) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
-    const experiment: { name: string; deleted: boolean }[] = await em.query("SELECT name, deleted_at IS NOT NULL AS deleted FROM experiments WHERE id = $1", [run.experimentId]);
+    const experiment: { name: string; deleted: boolean }[] = await em.query(
+      `SELECT name, deleted_at IS NOT NULL AS deleted FROM experiments WHERE id = $1${options.lock === "share" ? " FOR SHARE" : ""}`,
+      [run.experimentId],
+    );
     if (experiment[0]?.deleted) throw deletedExperiment(field, id, experiment[0].name);
     return run;
   }

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { collect, ok, probeUntil, sleep, startTestServer, type TestServer, uploadArtifact } from "../helpers/test-server";
+import pg from "pg";
+import { collect, ok, probeUntil, sleep, startTestServer, type TestServer, uploadArtifact, waitFor } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -330,6 +331,69 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
     expect(found).toEqual([{ node: { name: "dup-renamed", description: "d" } }]);
     const badFilter = await server.gql(`{ registeredModels(filter: "name ~ 'x'") { totalCount } }`);
     expect(badFilter.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "filter" });
+  });
+
+  /** A test that holds row locks from a connection of its own (needs TEST_DATABASE_URL). */
+  const withDatabase = (() => {
+    if (process.env.TEST_DATABASE_URL) return it;
+    if (process.env.MLGRAPH_REQUIRE_ALL_SERVICES) throw new Error("registry: TEST_DATABASE_URL is required in CI");
+    return it.skip;
+  })();
+
+  /**
+   * Runs `mutation` while this test holds the row `lockSql` locks, waits until the mutation waits
+   * for it, runs `meanwhile`, then lets the mutation go on; returns its answer.
+   */
+  async function whileHeld(lockSql: string, lockParams: unknown[], mutation: () => Promise<any>, meanwhile: () => Promise<void>): Promise<any> {
+    const holder = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await holder.connect();
+    await watcher.connect();
+    try {
+      const pid = (await holder.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      await holder.query("BEGIN");
+      await holder.query(lockSql, lockParams);
+      const answer = mutation();
+      await waitFor("the mutation to wait for the held row", async () => {
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+        return r.rows[0].n >= 1;
+      });
+      await meanwhile();
+      await holder.query("ROLLBACK");
+      return await answer;
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.end();
+      await watcher.end();
+    }
+  }
+
+  withDatabase("refuses a version from a run deleted (or whose experiment was deleted) while the registration waited for the model", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "deleted-source"}) { name } }`));
+    const CREATE = `mutation($r: ID!) { createModelVersion(input: {modelName: "deleted-source", runId: $r, artifactPath: "model.bin"}) { version } }`;
+    const runId = await newRun(server, undefined, "deleted-source-exp");
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    const refused = await whileHeld(
+      "SELECT 1 FROM registered_models WHERE name = $1 FOR UPDATE",
+      ["deleted-source"],
+      () => server.gql(CREATE, { r: runId }),
+      async () => void ok(await server.gql(`mutation($r: ID!) { deleteRun(id: $r) { id } }`, { r: runId })),
+    );
+    // Previously: version 1, registered from the run deleted meanwhile.
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "input.runId" });
+
+    const otherRun = await newRun(server, undefined, "deleted-source-exp2");
+    await uploadArtifact(server, otherRun, "model.bin", Buffer.from("m"));
+    const experimentId = ok(await server.gql(`query($r: ID!) { run(id: $r) { experiment { id } } }`, { r: otherRun })).run.experiment.id;
+    const refusedToo = await whileHeld(
+      "SELECT 1 FROM registered_models WHERE name = $1 FOR UPDATE",
+      ["deleted-source"],
+      () => server.gql(CREATE, { r: otherRun }),
+      async () => void ok(await server.gql(`mutation($e: ID!) { deleteExperiment(id: $e) { id } }`, { e: experimentId })),
+    );
+    expect(refusedToo.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.runId" });
+    const model = ok(await server.gql(`{ registeredModel(name: "deleted-source") { versions { edges { node { version } } } } }`)).registeredModel;
+    expect(model.versions.edges).toEqual([]);
   });
 
   it("50 concurrent alias moves and approvals leave exactly one @champion and one PRODUCTION version at every observation", async () => {
