@@ -203,17 +203,18 @@ export class RunsService {
         [runId, valid.map((p) => p.key)],
       );
       const existingByKey = new Map(existing.map((p) => [p.key, p.value]));
+      // Named by its place in the caller's list (`valid` has repeats folded together).
+      const conflict = (key: string, previous: string, how: string) => {
+        const i = params.findIndex((given) => given.key === key);
+        return new DomainError(
+          "CONFLICT",
+          `params[${i}].value: param ${JSON.stringify(key)} was ${how} as ${JSON.stringify(previous.slice(0, 100))}; params are immutable`,
+          `params[${i}].value`,
+        );
+      };
       valid.forEach((p) => {
         const previous = existingByKey.get(p.key);
-        if (previous !== undefined && previous !== p.value) {
-          // Named by its place in the caller's list (`valid` has repeats folded together).
-          const i = params.findIndex((given) => given.key === p.key);
-          throw new DomainError(
-            "CONFLICT",
-            `params[${i}].value: param ${JSON.stringify(p.key)} was already logged as ${JSON.stringify(previous.slice(0, 100))}; params are immutable`,
-            `params[${i}].value`,
-          );
-        }
+        if (previous !== undefined && previous !== p.value) throw conflict(p.key, previous, "already logged");
       });
       const fresh = valid.filter((p) => !existingByKey.has(p.key));
       if (fresh.length) {
@@ -222,7 +223,7 @@ export class RunsService {
         const stored: { key: string; value: string }[] = await em.query("SELECT key, value FROM run_params WHERE run_id = $1 AND key = ANY($2)", [runId, fresh.map((p) => p.key)]);
         for (const s of stored) {
           const mine = fresh.find((p) => p.key === s.key);
-          if (mine && mine.value !== s.value) throw new DomainError("CONFLICT", `params: param ${JSON.stringify(s.key)} was logged concurrently with another value`, "params");
+          if (mine && mine.value !== s.value) throw conflict(s.key, s.value, "logged concurrently");
         }
       }
       return current;

@@ -191,6 +191,37 @@ describe("runs", () => {
     expect(read.endTime).not.toBeNull();
   });
 
+  withDatabase("names the conflicting param's place when another value of it was logged concurrently", async () => {
+    const run = ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun;
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    await watcher.connect();
+    let answer;
+    try {
+      const pid = (await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      // Another writer's "lr" = 0.1, not yet committed: logParams sees no "lr", and its insert waits.
+      await db.query("BEGIN");
+      await db.query("INSERT INTO run_params (run_id, key, value) VALUES ($1, 'lr', '0.1')", [run.id]);
+      const logging = server.gql(`mutation($id: ID!) { logParams(runId: $id, params: [{key: "batch", value: "32"}, {key: "lr", value: "0.2"}]) { id } }`, { id: run.id });
+      for (const deadline = Date.now() + 20_000; ; await sleep(50)) {
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+        if (r.rows[0].n >= 1) break;
+        if (Date.now() > deadline) throw new Error("logParams never waited for the concurrent insert");
+      }
+      await db.query("COMMIT");
+      answer = await logging;
+    } finally {
+      await db.query("ROLLBACK").catch(() => undefined);
+      await db.end();
+      await watcher.end();
+    }
+    // Previously the field was "params", naming no entry.
+    expect(answer.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "params[1].value" });
+    const params = ok(await server.gql(`query($id: ID!) { run(id: $id) { params { key value } } }`, { id: run.id })).run.params;
+    expect(params).toEqual([{ key: "lr", value: "0.1" }]);
+  });
+
   it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, params: [{ key: "lr", value: "0.1" }] } })).createRun;
     const LOG = `mutation($id: ID!, $params: [ParamInput!]!) { logParams(runId: $id, params: $params) { params { key value } } }`;
