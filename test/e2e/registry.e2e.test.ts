@@ -396,6 +396,28 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
     expect(model.versions.edges).toEqual([]);
   });
 
+  it("pages through a model's versions, newest first, without repeats while new versions are registered", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "paging"}) { name } }`));
+    const runId = await newRun(server, undefined, "paging-exp");
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    const register = async () =>
+      ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "paging", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: runId })).createModelVersion.version;
+    for (let i = 0; i < 5; i++) await register();
+    const PAGE = `query($after: String) { registeredModel(name: "paging") { versions(first: 2, after: $after) { edges { node { version } } pageInfo { hasNextPage endCursor } } } }`;
+    const seen: number[] = [];
+    let after: string | null = null;
+    for (;;) {
+      const page: any = ok(await server.gql(PAGE, { after })).registeredModel.versions;
+      seen.push(...page.edges.map((e: any) => e.node.version));
+      // A pipeline registers a version between every two pages.
+      await register();
+      if (!page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    // Previously each new version pushed the rest down by one: [5, 4, 4, 3, 3, 2, 2, 1].
+    expect(seen).toEqual([5, 4, 3, 2, 1]);
+  });
+
   it("50 concurrent alias moves and approvals leave exactly one @champion and one PRODUCTION version at every observation", async () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "race"}) { name } }`));
     ok(await server.gql(`mutation { setApprovalPolicy(modelName: "race", policy: {appliesToStages: [ARCHIVED]}) { name } }`));
