@@ -144,6 +144,30 @@ describe("webhook deliveries", () => {
     }
   });
 
+  it("pages through a webhook's deliveries, newest first, without repeats while new ones are queued", async () => {
+    const receiver = await startWebhookReceiver(SECRET);
+    try {
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
+      const ping = async () => ok(await server.gql(`mutation($id: ID!) { testWebhook(id: $id) { id } }`, { id: hook.id })).testWebhook.id as string;
+      const sent: string[] = [];
+      for (let i = 0; i < 5; i++) sent.unshift(await ping());
+      const PAGE = `query($after: String) { webhooks { id deliveries(first: 2, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } } }`;
+      const seen: string[] = [];
+      let after: string | null = null;
+      for (;;) {
+        const page: any = ok(await server.gql(PAGE, { after })).webhooks.find((w: any) => w.id === hook.id).deliveries;
+        seen.push(...page.edges.map((e: any) => e.node.id));
+        await ping(); // a new delivery between every two pages
+        if (!page.pageInfo.hasNextPage) break;
+        after = page.pageInfo.endCursor;
+      }
+      // Previously each new delivery pushed the rest down by one, and every page repeated one.
+      expect(seen).toEqual(sent);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it("validates webhook input, naming the field", async () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ url: "ftp://127.0.0.1/x", events: ["RUN_FINISHED"], secret: SECRET }, "input.url"],
