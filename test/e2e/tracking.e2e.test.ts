@@ -122,6 +122,23 @@ describe("experiments", () => {
     const bad = await server.gql(`query { experiments(after: "garbage") { totalCount } }`);
     expect(bad.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
   });
+
+  it("pages without repeats while experiments are created (newest first, new ones at the front)", async () => {
+    for (let i = 0; i < 5; i++) await createExperiment(`listed-${i}`);
+    const before = ok(await server.gql(`query { experiments(first: 1000) { edges { node { name } } } }`)).experiments.edges.map((e: any) => e.node.name);
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let i = 0; ; i++) {
+      const page: any = ok(await server.gql(`query($after: String) { experiments(first: 3, after: $after) { edges { node { name } } pageInfo { hasNextPage endCursor } } }`, { after })).experiments;
+      seen.push(...page.edges.map((e: any) => e.node.name));
+      await createExperiment(`meanwhile-${i}`); // someone creates one between every two pages
+      if (!page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    // Previously each new experiment pushed the rest down by one, and every page repeated one.
+    expect(before.length).toBeGreaterThanOrEqual(5);
+    expect(seen).toEqual(before);
+  });
 });
 
 describe("runs", () => {
