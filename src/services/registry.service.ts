@@ -329,6 +329,19 @@ export class RegistryService {
     const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, input.toStage);
     const requester = actingFor(ctx.principal);
     const request = await this.db.transaction(async (em) => {
+      // Under the model's lock, as every stage change: the version was read (and its checks run)
+      // without it, and an approval committed meanwhile may have moved it. A request from the
+      // stage it left could never be approved, and the approval did not close it (it was not
+      // written yet).
+      await em.query(`SELECT 1 FROM registered_models WHERE id = $1 FOR UPDATE`, [model.id]);
+      const [now] = (await em.query(`SELECT stage FROM model_versions WHERE id = $1`, [version.id])) as { stage: ModelStage }[];
+      if (now && now.stage !== version.stage) {
+        throw new DomainError(
+          "CONFLICT",
+          `input.version: version ${version.version} moved from ${version.stage} to ${now.stage} while this request was being made; request the transition again`,
+          "input.version",
+        );
+      }
       const saved = await em.getRepository(StageTransitionRequest).save(
         em.getRepository(StageTransitionRequest).create({
           modelVersionId: version.id,

@@ -396,6 +396,30 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
     expect(model.versions.edges).toEqual([]);
   });
 
+  withDatabase("refuses a transition request whose version changed stage while the request was being made", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "stale-request"}) { name } }`));
+    const runId = await newRun(server, undefined, "stale-request-exp", { params: [{ key: "reviewed", value: "yes" }] });
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "stale-request", runId: $r, artifactPath: "model.bin", modelCard: "# card"}) { version } }`, { r: runId }));
+    // Requests into STAGING run a threshold (through run search, so on run_params); into PRODUCTION none.
+    ok(await server.gql(`mutation { setApprovalPolicy(modelName: "stale-request", policy: {appliesToStages: [STAGING], metricThresholds: ["params.reviewed = 'yes'"]}) { name } }`));
+    const toProduction = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "stale-request", version: 1, toStage: PRODUCTION}) { id } }`)).requestStageTransition;
+    const REQUEST_STAGING = `mutation { requestStageTransition(input: {modelName: "stale-request", version: 1, toStage: STAGING}) { id fromStage status } }`;
+    // The STAGING request reads the version (NONE), then its check waits for run_params (held
+    // here) while the PRODUCTION request is approved.
+    const answer = await whileHeld(
+      "LOCK TABLE run_params IN ACCESS EXCLUSIVE MODE",
+      [],
+      () => server.gql(REQUEST_STAGING),
+      async () => void ok(await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: toProduction.id })),
+    );
+    // Previously: a PENDING request "NONE -> STAGING" for a version already in PRODUCTION, which
+    // the approval had not closed (it did not exist yet) and no approval could ever carry out.
+    expect(answer.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.version" });
+    const requests = ok(await server.gql(`{ modelVersion(name: "stale-request", version: 1) { stage transitionRequests { fromStage toStage status } } }`)).modelVersion;
+    expect(requests).toEqual({ stage: "PRODUCTION", transitionRequests: [{ fromStage: "NONE", toStage: "PRODUCTION", status: "APPROVED" }] });
+  });
+
   it("pages through a model's versions, newest first, without repeats while new versions are registered", async () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "paging"}) { name } }`));
     const runId = await newRun(server, undefined, "paging-exp");
