@@ -17,6 +17,8 @@ export interface ArtifactStorage {
 }
 
 const SECRET_FILE = "signing-secret";
+/** As required of MLGRAPH_SIGNING_SECRET. */
+const MIN_SECRET_LENGTH = 32;
 
 /**
  * S3 when `config.s3` is set, else a local directory under `<dataDir>/artifacts` whose URLs are
@@ -39,7 +41,7 @@ export async function openArtifactStorage(config: Config, log: Logger): Promise<
     log.info({ bucket: s3.bucket, endpoint: s3.endpoint ?? "aws" }, "artifacts stored in S3");
     return { store, mount: () => undefined, setListeningPort: () => undefined, close: async () => store.close() };
   }
-  const secret = config.auth.signingSecret ?? (await persistedSecret(config.dataDir));
+  const secret = config.auth.signingSecret ?? (await persistedSecret(config.dataDir, log));
   let publicUrl = config.publicUrl.replace(/\/+$/, "");
   const store = new LocalArtifactStore({
     directory: LocalArtifactStore.defaultDirectory(config.dataDir),
@@ -60,21 +62,47 @@ export async function openArtifactStorage(config: Config, log: Logger): Promise<
   };
 }
 
-async function persistedSecret(dataDir: string): Promise<string> {
+async function persistedSecret(dataDir: string, log: Logger): Promise<string> {
   const file = path.join(dataDir, SECRET_FILE);
-  try {
-    const existing = (await fs.readFile(file, "utf8")).trim();
-    if (existing.length >= 32) return existing;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
+  const existing = await readSecret(file);
+  if (existing !== undefined && existing.length >= MIN_SECRET_LENGTH) return existing;
   await fs.mkdir(dataDir, { recursive: true });
-  const fresh = crypto.randomBytes(32).toString("base64url");
+  // Written whole to a file of its own, then put in place: a start killed mid-write used to leave
+  // an empty secret file behind, which every later start read back and refused (or, when short,
+  // signed URLs with).
+  const tmp = `${file}.${process.pid}.${crypto.randomBytes(4).toString("hex")}.tmp`;
+  const handle = await fs.open(tmp, "wx", 0o600);
   try {
-    // "wx": when two processes race on a fresh data dir, the first writer wins and both read it back.
-    await fs.writeFile(file, fresh, { mode: 0o600, flag: "wx" });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    await handle.writeFile(crypto.randomBytes(32).toString("base64url"));
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
-  return (await fs.readFile(file, "utf8")).trim();
+  try {
+    if (existing === undefined) {
+      // link() creates the name only if absent: when two processes race on a fresh data dir, the
+      // first one wins and both read its secret back.
+      await fs.link(tmp, file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code !== "EEXIST") throw err;
+      });
+    }
+    const current = await readSecret(file);
+    if (current === undefined || current.length < MIN_SECRET_LENGTH) {
+      log.warn({ file }, `artifacts: the signing secret file held fewer than ${MIN_SECRET_LENGTH} characters (a start interrupted while writing it?); replacing it`);
+      await fs.rename(tmp, file);
+    }
+  } finally {
+    await fs.rm(tmp, { force: true });
+  }
+  return (await readSecret(file)) as string;
+}
+
+/** The secret in `file`, trimmed; undefined when there is no such file. */
+async function readSecret(file: string): Promise<string | undefined> {
+  try {
+    return (await fs.readFile(file, "utf8")).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
 }

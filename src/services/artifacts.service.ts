@@ -158,6 +158,10 @@ export class ArtifactsService {
       // leave the earlier one's object referenced by nothing, forever.
       await em.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text, ${ARTIFACT_PATH_LOCK}))`, [`${upload.runId}/${upload.path}`]);
       const previous: { key: string }[] = await em.query(`SELECT key FROM artifacts WHERE run_id = $1 AND path = $2 FOR UPDATE`, [upload.runId, upload.path]);
+      // Checked again under a share lock: the run (or its experiment) may have been deleted while
+      // the bytes were verified and this waited for the locks above; a deletion from now on waits
+      // for this commit. A refusal leaves the upload completable once the run is restored.
+      await ctx.services.runs.requireWritable(ctx, upload.runId, "uploadId", em, { lock: "share" });
       // After the row lock: a version being registered from this path holds the row (FOR SHARE)
       // until it commits, and is seen here once it has.
       try {

@@ -4,7 +4,7 @@ import { ExperimentTag } from "../entities/experiment-tag.entity.js";
 import { DomainError } from "./errors.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKeyValues, validateText, type KeyValue } from "./validation.js";
-import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { decodeKeyCursor, encodeKeyCursor, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 
 const NAME_PATTERN = /^[^\u0000-\u001f]+$/;
 
@@ -67,17 +67,33 @@ export class ExperimentsService {
     return experiment;
   }
 
+  /**
+   * Experiments, newest first. Cursors name the last experiment seen (its created_at to the
+   * microsecond, and id): a later page starts after it, so experiments created meanwhile (they
+   * come first) never make a page repeat one.
+   */
   async list(_ctx: RequestContext, args: PageArgs & { includeDeleted?: boolean | null }): Promise<Page<Experiment>> {
-    const window = pageWindow(args);
+    const key = decodeKeyCursor(args.after);
+    const at = key === undefined ? undefined : /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})\|([0-9a-f-]{36})$/.exec(key);
+    if (key !== undefined && !at) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
+    // An offset cursor (from before experiment cursors) still pages by offset.
+    const window = pageWindow(at ? { first: args.first } : args);
     const qb = this.db.getRepository(Experiment).createQueryBuilder("e");
     if (!args.includeDeleted) qb.where("e.deleted_at IS NULL");
-    const [rows, total] = await qb
+    const total = await qb.clone().getCount();
+    if (at) {
+      qb.andWhere("(e.created_at < (CAST(:t AS timestamp) AT TIME ZONE 'UTC') OR (e.created_at = (CAST(:t AS timestamp) AT TIME ZONE 'UTC') AND e.id > CAST(:id AS uuid)))", { t: at[1], id: at[2] });
+    }
+    const { entities, raw } = await qb
+      .addSelect(`to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`, "cursor_at")
       .orderBy("e.created_at", "DESC")
       .addOrderBy("e.id", "ASC")
       .offset(window.offset)
       .limit(window.limit + 1)
-      .getManyAndCount();
-    return toPage(rows, window, total);
+      .getRawAndEntities<{ e_id: string; cursor_at: string }>();
+    const keyOf = new Map(raw.map((r) => [r.e_id, `${r.cursor_at}|${r.e_id}`]));
+    const page = toPage(entities, window, total);
+    return { ...page, cursors: page.items.map((e) => encodeKeyCursor(keyOf.get(e.id)!)), ...(at ? { hasPreviousPage: true } : {}) };
   }
 
   async update(ctx: RequestContext, input: { id: string; name?: string | null; description?: string | null }): Promise<Experiment> {

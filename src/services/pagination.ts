@@ -12,6 +12,8 @@ export interface Page<T> {
   hasNextPage: boolean;
   hasPreviousPage: boolean;
   totalCount?: number;
+  /** Each item's cursor, when the list pages by key (see {@link encodeKeyCursor}) rather than by offset. */
+  cursors?: string[];
 }
 
 export const DEFAULT_PAGE_SIZE = 50;
@@ -26,6 +28,22 @@ export function decodeCursor(cursor: string, field = "after"): number {
   const match = /^o:(\d{1,9})$/.exec(text);
   if (!match) throw new DomainError("BAD_USER_INPUT", `${field}: not a cursor returned by this API`, field);
   return Number(match[1]) + 1;
+}
+
+/**
+ * A cursor naming the last item seen by its sort key. Lists that grow at the front (newest first)
+ * page by key: an item added between two pages would push an offset's items down by one, and the
+ * next page would repeat the last item seen.
+ */
+export function encodeKeyCursor(key: string): string {
+  return Buffer.from(`k:${key}`).toString("base64url");
+}
+
+/** The key of a cursor from {@link encodeKeyCursor}; undefined for none, or for an offset cursor. */
+export function decodeKeyCursor(cursor: string | null | undefined): string | undefined {
+  if (!cursor) return undefined;
+  const text = Buffer.from(cursor, "base64url").toString();
+  return text.startsWith("k:") ? text.slice(2) : undefined;
 }
 
 /** Turns first/after into LIMIT/OFFSET, validating both. Fetch `limit + 1` rows to know hasNextPage. */

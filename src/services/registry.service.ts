@@ -1,4 +1,4 @@
-import type { DataSource, EntityManager } from "typeorm";
+import { LessThan, type DataSource, type EntityManager } from "typeorm";
 import { RegisteredModel, type ApprovalPolicy } from "../entities/registered-model.entity.js";
 import { ModelStage, ModelVersion } from "../entities/model-version.entity.js";
 import { StageTransitionRequest, StageTransitionStatus } from "../entities/stage-transition-request.entity.js";
@@ -7,7 +7,7 @@ import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { Config } from "../config.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
-import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { decodeKeyCursor, encodeKeyCursor, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { actingFor, satisfiesRole } from "./principal.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, modelAliasProblem, type KeyValue } from "./validation.js";
 import { runApprovalChecks, validateApprovalPolicy } from "./approval-policy.js";
@@ -190,6 +190,9 @@ export class RegistryService {
       // then sees the version and is refused (a version's files never change).
       const artifactKey = await ctx.services.artifacts.lockRegisteredKey(em, run.id, input.artifactPath, "input.artifactPath");
       const model = await this.lockModel(em, input.modelName, "input.modelName");
+      // Checked again under a share lock: the run (or its experiment) may have been deleted while
+      // this waited for the locks above, and a deletion from now on waits for this commit.
+      await ctx.services.runs.requireWritable(ctx, run.id, "input.runId", em, { lock: "share" });
       if (options.reuseSameArtifact) {
         const earlier = await em.getRepository(ModelVersion).findOne({ where: { modelId: model.id, runId: run.id, artifactPath: input.artifactPath }, order: { version: "ASC" } });
         if (earlier) return { created: earlier, isNew: false };
@@ -230,14 +233,29 @@ export class RegistryService {
     return rows.length ? this.db.getRepository(ModelVersion).findOneBy({ id: rows[0].id }) : null;
   }
 
-  /** A model's versions, newest first; a first page goes through the request's loader (one statement for every model listed). */
+  /**
+   * A model's versions, newest first; a first page goes through the request's loader (one
+   * statement for every model listed). Cursors name a version number: a later page starts below
+   * it, so versions registered meanwhile (they come first) never make a page repeat one.
+   */
   async listVersions(ctx: RequestContext, modelId: string, args: PageArgs): Promise<Page<ModelVersion>> {
-    const window = pageWindow(args);
-    const rows =
-      window.offset === 0
-        ? await ctx.loaders.modelVersionsFirstPage.load(`${window.limit}\u0000${modelId}`)
-        : await this.db.getRepository(ModelVersion).find({ where: { modelId }, order: { version: "DESC" }, skip: window.offset, take: window.limit + 1 });
-    return toPage(rows, window);
+    const key = decodeKeyCursor(args.after);
+    let page: Page<ModelVersion>;
+    if (key !== undefined) {
+      if (!/^\d{1,9}$/.test(key)) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
+      const window = pageWindow({ first: args.first });
+      const rows = await this.db.getRepository(ModelVersion).find({ where: { modelId, version: LessThan(Number(key)) }, order: { version: "DESC" }, take: window.limit + 1 });
+      page = { ...toPage(rows, window), hasPreviousPage: true };
+    } else {
+      // An offset cursor (from before version cursors) still pages by offset.
+      const window = pageWindow(args);
+      const rows =
+        window.offset === 0
+          ? await ctx.loaders.modelVersionsFirstPage.load(`${window.limit}\u0000${modelId}`)
+          : await this.db.getRepository(ModelVersion).find({ where: { modelId }, order: { version: "DESC" }, skip: window.offset, take: window.limit + 1 });
+      page = toPage(rows, window);
+    }
+    return { ...page, cursors: page.items.map((v) => encodeKeyCursor(String(v.version))) };
   }
 
   /** The newest `limit + 1` versions of each model (a first page and whether there is more). */
@@ -311,6 +329,19 @@ export class RegistryService {
     const checks = await runApprovalChecks(ctx, model.approvalPolicy ?? {}, version, input.toStage);
     const requester = actingFor(ctx.principal);
     const request = await this.db.transaction(async (em) => {
+      // Under the model's lock, as every stage change: the version was read (and its checks run)
+      // without it, and an approval committed meanwhile may have moved it. A request from the
+      // stage it left could never be approved, and the approval did not close it (it was not
+      // written yet).
+      await em.query(`SELECT 1 FROM registered_models WHERE id = $1 FOR UPDATE`, [model.id]);
+      const [now] = (await em.query(`SELECT stage FROM model_versions WHERE id = $1`, [version.id])) as { stage: ModelStage }[];
+      if (now && now.stage !== version.stage) {
+        throw new DomainError(
+          "CONFLICT",
+          `input.version: version ${version.version} moved from ${version.stage} to ${now.stage} while this request was being made; request the transition again`,
+          "input.version",
+        );
+      }
       const saved = await em.getRepository(StageTransitionRequest).save(
         em.getRepository(StageTransitionRequest).create({
           modelVersionId: version.id,

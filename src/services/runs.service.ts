@@ -99,14 +99,22 @@ export class RunsService {
     return this.db.getRepository(Run).findOneBy({ id });
   }
 
-  /** A run that exists and is not deleted, for writes; `field` names the argument at fault. */
-  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager, options: { lock?: boolean } = {}): Promise<Run> {
+  /**
+   * A run that exists and is not deleted, for writes; `field` names the argument at fault.
+   * `lock: "share"` keeps it so (and its experiment) until `em`'s transaction ends: a deleteRun or
+   * deleteExperiment committed after the check waits, one committed before it is seen.
+   */
+  async requireWritable(ctx: RequestContext, id: string, field = "runId", em: EntityManager = this.db.manager, options: { lock?: boolean | "share" } = {}): Promise<Run> {
     this.assertWriteScope(ctx, id, field);
     // Locked before it is read when the caller saves it back: a run read first and locked after
     // would carry fields a concurrent update changed meanwhile, and save() would write them back.
-    const run = await em.getRepository(Run).findOne({ where: { id }, ...(options.lock ? { lock: { mode: "pessimistic_write" as const } } : {}) });
+    const lock = options.lock === "share" ? { lock: { mode: "pessimistic_read" as const } } : options.lock ? { lock: { mode: "pessimistic_write" as const } } : {};
+    const run = await em.getRepository(Run).findOne({ where: { id }, ...lock });
     if (!run || run.deletedAt) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
-    const experiment: { name: string; deleted: boolean }[] = await em.query("SELECT name, deleted_at IS NOT NULL AS deleted FROM experiments WHERE id = $1", [run.experimentId]);
+    const experiment: { name: string; deleted: boolean }[] = await em.query(
+      `SELECT name, deleted_at IS NOT NULL AS deleted FROM experiments WHERE id = $1${options.lock === "share" ? " FOR SHARE" : ""}`,
+      [run.experimentId],
+    );
     if (experiment[0]?.deleted) throw deletedExperiment(field, id, experiment[0].name);
     return run;
   }
@@ -195,17 +203,18 @@ export class RunsService {
         [runId, valid.map((p) => p.key)],
       );
       const existingByKey = new Map(existing.map((p) => [p.key, p.value]));
+      // Named by its place in the caller's list (`valid` has repeats folded together).
+      const conflict = (key: string, previous: string, how: string) => {
+        const i = params.findIndex((given) => given.key === key);
+        return new DomainError(
+          "CONFLICT",
+          `params[${i}].value: param ${JSON.stringify(key)} was ${how} as ${JSON.stringify(previous.slice(0, 100))}; params are immutable`,
+          `params[${i}].value`,
+        );
+      };
       valid.forEach((p) => {
         const previous = existingByKey.get(p.key);
-        if (previous !== undefined && previous !== p.value) {
-          // Named by its place in the caller's list (`valid` has repeats folded together).
-          const i = params.findIndex((given) => given.key === p.key);
-          throw new DomainError(
-            "CONFLICT",
-            `params[${i}].value: param ${JSON.stringify(p.key)} was already logged as ${JSON.stringify(previous.slice(0, 100))}; params are immutable`,
-            `params[${i}].value`,
-          );
-        }
+        if (previous !== undefined && previous !== p.value) throw conflict(p.key, previous, "already logged");
       });
       const fresh = valid.filter((p) => !existingByKey.has(p.key));
       if (fresh.length) {
@@ -214,7 +223,7 @@ export class RunsService {
         const stored: { key: string; value: string }[] = await em.query("SELECT key, value FROM run_params WHERE run_id = $1 AND key = ANY($2)", [runId, fresh.map((p) => p.key)]);
         for (const s of stored) {
           const mine = fresh.find((p) => p.key === s.key);
-          if (mine && mine.value !== s.value) throw new DomainError("CONFLICT", `params: param ${JSON.stringify(s.key)} was logged concurrently with another value`, "params");
+          if (mine && mine.value !== s.value) throw conflict(s.key, s.value, "logged concurrently");
         }
       }
       return current;

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { BackgroundWorker } from "./app-services.js";
 import { checkWebhookDestination } from "./webhook-destination.js";
-import { DELIVERY_HEADER, EVENT_HEADER, signWebhookBody } from "./webhook-signature.js";
+import { DELIVERY_HEADER, EVENT_HEADER, WEBHOOK_HEADER, signWebhookBody } from "./webhook-signature.js";
 import { WEBHOOK_OUTBOX_TOPIC, WebhooksService } from "./webhooks.service.js";
 import { returnedRows } from "./sql-rows.js";
 
@@ -26,6 +26,7 @@ interface ClaimedDelivery {
   payload: Record<string, unknown>;
   created_at: Date;
   attempts: number;
+  webhook_id: string;
   url: string;
   secret: string;
 }
@@ -167,7 +168,7 @@ export class WebhookDispatcher implements BackgroundWorker {
           SET attempts = d.attempts + 1, next_attempt_at = now() + ($1::int * interval '1 millisecond')
          FROM due, webhooks w
         WHERE d.id = due.id AND w.id = d.webhook_id
-       RETURNING d.id, d.event, d.payload, d.created_at, d.attempts, w.url, w.secret`,
+       RETURNING d.id, d.event, d.payload, d.created_at, d.attempts, d.webhook_id, w.url, w.secret`,
       deliveryId ? [leaseMs, deliveryId] : [leaseMs],
     );
     return returnedRows<ClaimedDelivery>(result);
@@ -248,6 +249,7 @@ export class WebhookDispatcher implements BackgroundWorker {
             "user-agent": "mlgraph-webhooks/1",
             [DELIVERY_HEADER]: d.id,
             [EVENT_HEADER]: d.event,
+            [WEBHOOK_HEADER]: d.webhook_id,
             "x-mlgraph-signature": signWebhookBody(d.secret, body, timestamp),
           },
           // Connect to the address that passed the check, not to a fresh DNS answer.

@@ -8,6 +8,8 @@ import crypto from "node:crypto";
 export const SIGNATURE_HEADER = "x-mlgraph-signature";
 export const DELIVERY_HEADER = "x-mlgraph-delivery";
 export const EVENT_HEADER = "x-mlgraph-event";
+/** Which webhook a delivery is for: a receiver serving several picks the secret to verify with by it. */
+export const WEBHOOK_HEADER = "x-mlgraph-webhook";
 
 export function signWebhookBody(secret: string, body: string, timestampSeconds: number): string {
   const mac = crypto.createHmac("sha256", secret).update(`${timestampSeconds}.${body}`).digest("hex");

@@ -3,7 +3,7 @@ import { Webhook, WebhookDelivery, WebhookDeliveryAttempt, WebhookDeliveryStatus
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
-import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { decodeKeyCursor, encodeKeyCursor, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { LIMITS, validateId, validateText } from "./validation.js";
 import { checkWebhookDestination } from "./webhook-destination.js";
 import type { WebhookDispatcher } from "./webhook-dispatcher.js";
@@ -131,25 +131,38 @@ export class WebhooksService {
   /**
    * A page of each webhook's deliveries, newest first: one statement for every webhook a request
    * lists, each page read with its own LIMIT (a page never sorts a webhook's whole history), then
-   * the rows by id.
+   * the rows by id. Cursors name a delivery (its created_at and seq): a later page starts below
+   * it, so deliveries queued meanwhile (they come first) never make a page repeat one.
    */
   async deliveriesOf(webhookIds: readonly string[], args: PageArgs & { status?: WebhookDeliveryStatus | null }): Promise<Map<string, Page<WebhookDelivery>>> {
-    const window = pageWindow(args);
-    const ranked: { id: string; webhook_id: string }[] = await this.db.query(
-      `SELECT d.id, w.id AS webhook_id FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
+    // The key of the last delivery seen: its created_at (UTC, to the microsecond) and seq.
+    const key = decodeKeyCursor(args.after);
+    const at = key === undefined ? undefined : /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})\|(\d{1,18})$/.exec(key);
+    if (key !== undefined && !at) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
+    // An offset cursor (from before delivery cursors) still pages by offset.
+    const window = pageWindow(key !== undefined ? { first: args.first } : args);
+    const ranked: { id: string; webhook_id: string; key: string }[] = await this.db.query(
+      `SELECT d.id, w.id AS webhook_id, to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '|' || d.seq AS key
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
        CROSS JOIN LATERAL (
          SELECT id, created_at, seq FROM webhook_deliveries
           WHERE webhook_id = w.id AND ($2::text IS NULL OR status = $2::text)
+            AND ($5::timestamp IS NULL OR (created_at, seq) < ($5::timestamp AT TIME ZONE 'UTC', $6::bigint))
           ORDER BY created_at DESC, seq DESC OFFSET $3 LIMIT $4 + 1
        ) d
        ORDER BY w.n, d.created_at DESC, d.seq DESC`,
-      [[...new Set(webhookIds)], args.status ?? null, window.offset, window.limit],
+      [[...new Set(webhookIds)], args.status ?? null, window.offset, window.limit, at?.[1] ?? null, at?.[2] ?? null],
     );
     const rows = ranked.length ? await this.db.getRepository(WebhookDelivery).createQueryBuilder("d").where("d.id = ANY(:ids)", { ids: ranked.map((r) => r.id) }).getMany() : [];
     const byId = new Map(rows.map((r) => [r.id, r]));
-    const lists = new Map<string, WebhookDelivery[]>(webhookIds.map((id) => [id, []]));
-    for (const r of ranked) lists.get(r.webhook_id)?.push(byId.get(r.id)!);
-    return new Map([...lists].map(([id, list]) => [id, toPage(list, window)]));
+    const lists = new Map<string, { delivery: WebhookDelivery; key: string }[]>(webhookIds.map((id) => [id, []]));
+    for (const r of ranked) lists.get(r.webhook_id)?.push({ delivery: byId.get(r.id)!, key: r.key });
+    return new Map(
+      [...lists].map(([id, list]) => {
+        const page = toPage(list, window);
+        return [id, { ...page, items: page.items.map((x) => x.delivery), cursors: page.items.map((x) => encodeKeyCursor(x.key)), ...(key !== undefined ? { hasPreviousPage: true } : {}) }];
+      }),
+    );
   }
 
   async attemptsFor(deliveryIds: readonly string[]): Promise<Map<string, WebhookDeliveryAttempt[]>> {

@@ -4,8 +4,9 @@ import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import pg from "pg";
 import S3rver from "s3rver";
-import { ok, startTestServer, type GqlResponse, type TestServer } from "../helpers/test-server";
+import { ok, startTestServer, waitFor, type GqlResponse, type TestServer } from "../helpers/test-server";
 
 const MiB = 1024 * 1024;
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -311,6 +312,52 @@ describe("artifact permissions", () => {
     expect(denied.errors?.[0].extensions?.code).toBe("FORBIDDEN");
     const unknown = await server.gql(COMPLETE, { id: "00000000-0000-4000-8000-000000000000" }, admin);
     expect(unknown.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "uploadId" });
+  });
+
+  /** Holds the upload's row from a connection of its own (needs TEST_DATABASE_URL). */
+  const withDatabase = (() => {
+    if (process.env.TEST_DATABASE_URL) return it;
+    if (process.env.MLGRAPH_REQUIRE_ALL_SERVICES) throw new Error("artifacts: TEST_DATABASE_URL is required in CI");
+    return it.skip;
+  })();
+
+  withDatabase("records nothing for a run deleted while its upload's completion waited, and completes it once the run is restored", async () => {
+    const admin = /MLGRAPH_TOKEN=(\S+)/.exec(server.output())![1];
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "deleted-meanwhile"}) { id } }`, {}, admin)).createExperiment;
+    const runId = ok(await server.gql(`mutation($e: ID!) { createRun(input: {experimentId: $e}) { id } }`, { e: exp.id }, admin)).createRun.id;
+    const bytes = randomBytes(1000);
+    const created = ok(await server.gql(CREATE_UPLOAD, { input: { runId, path: "model.bin", size: bytes.length, sha256: sha256(bytes) } }, admin)).createArtifactUpload;
+    expect((await put(created.url, bytes, Object.fromEntries(created.headers.map((h: any) => [h.name, h.value])))).status).toBeLessThan(300);
+
+    // The completion checks the run, verifies the bytes, then waits for the upload's row (held
+    // here) while the run is deleted.
+    const holder = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await holder.connect();
+    await watcher.connect();
+    let refused: GqlResponse;
+    try {
+      const pid = (await holder.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      await holder.query("BEGIN");
+      await holder.query("SELECT 1 FROM artifact_uploads WHERE id = $1 FOR UPDATE", [created.id]);
+      const completing = server.gql(COMPLETE, { id: created.id }, admin);
+      await waitFor("the completion to wait for the upload's row", async () => {
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+        return r.rows[0].n >= 1;
+      });
+      ok(await server.gql(`mutation($r: ID!) { deleteRun(id: $r) { id } }`, { r: runId }, admin));
+      await holder.query("ROLLBACK");
+      refused = await completing;
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.end();
+      await watcher.end();
+    }
+    // Previously the artifact was recorded on the deleted run.
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "uploadId" });
+    ok(await server.gql(`mutation($r: ID!) { restoreRun(id: $r) { id } }`, { r: runId }, admin));
+    expect(ok(await server.gql(LIST, { id: runId }, admin)).run.artifacts).toEqual([]);
+    expect(ok(await server.gql(COMPLETE, { id: created.id }, admin)).completeArtifactUpload).toMatchObject({ path: "model.bin", sha256: sha256(bytes) });
   });
 });
 

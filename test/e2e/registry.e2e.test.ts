@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { collect, ok, probeUntil, sleep, startTestServer, type TestServer, uploadArtifact } from "../helpers/test-server";
+import pg from "pg";
+import { collect, ok, probeUntil, sleep, startTestServer, type TestServer, uploadArtifact, waitFor } from "../helpers/test-server";
 import { startWebhookReceiver } from "../helpers/webhook-receiver";
 
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -330,6 +331,115 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
     expect(found).toEqual([{ node: { name: "dup-renamed", description: "d" } }]);
     const badFilter = await server.gql(`{ registeredModels(filter: "name ~ 'x'") { totalCount } }`);
     expect(badFilter.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "filter" });
+  });
+
+  /** A test that holds row locks from a connection of its own (needs TEST_DATABASE_URL). */
+  const withDatabase = (() => {
+    if (process.env.TEST_DATABASE_URL) return it;
+    if (process.env.MLGRAPH_REQUIRE_ALL_SERVICES) throw new Error("registry: TEST_DATABASE_URL is required in CI");
+    return it.skip;
+  })();
+
+  /**
+   * Runs `mutation` while this test holds the row `lockSql` locks, waits until the mutation waits
+   * for it, runs `meanwhile`, then lets the mutation go on; returns its answer.
+   */
+  async function whileHeld(lockSql: string, lockParams: unknown[], mutation: () => Promise<any>, meanwhile: () => Promise<void>): Promise<any> {
+    const holder = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await holder.connect();
+    await watcher.connect();
+    try {
+      const pid = (await holder.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      await holder.query("BEGIN");
+      await holder.query(lockSql, lockParams);
+      const answer = mutation();
+      await waitFor("the mutation to wait for the held row", async () => {
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+        return r.rows[0].n >= 1;
+      });
+      await meanwhile();
+      await holder.query("ROLLBACK");
+      return await answer;
+    } finally {
+      await holder.query("ROLLBACK").catch(() => undefined);
+      await holder.end();
+      await watcher.end();
+    }
+  }
+
+  withDatabase("refuses a version from a run deleted (or whose experiment was deleted) while the registration waited for the model", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "deleted-source"}) { name } }`));
+    const CREATE = `mutation($r: ID!) { createModelVersion(input: {modelName: "deleted-source", runId: $r, artifactPath: "model.bin"}) { version } }`;
+    const runId = await newRun(server, undefined, "deleted-source-exp");
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    const refused = await whileHeld(
+      "SELECT 1 FROM registered_models WHERE name = $1 FOR UPDATE",
+      ["deleted-source"],
+      () => server.gql(CREATE, { r: runId }),
+      async () => void ok(await server.gql(`mutation($r: ID!) { deleteRun(id: $r) { id } }`, { r: runId })),
+    );
+    // Previously: version 1, registered from the run deleted meanwhile.
+    expect(refused.errors?.[0].extensions).toMatchObject({ code: "NOT_FOUND", field: "input.runId" });
+
+    const otherRun = await newRun(server, undefined, "deleted-source-exp2");
+    await uploadArtifact(server, otherRun, "model.bin", Buffer.from("m"));
+    const experimentId = ok(await server.gql(`query($r: ID!) { run(id: $r) { experiment { id } } }`, { r: otherRun })).run.experiment.id;
+    const refusedToo = await whileHeld(
+      "SELECT 1 FROM registered_models WHERE name = $1 FOR UPDATE",
+      ["deleted-source"],
+      () => server.gql(CREATE, { r: otherRun }),
+      async () => void ok(await server.gql(`mutation($e: ID!) { deleteExperiment(id: $e) { id } }`, { e: experimentId })),
+    );
+    expect(refusedToo.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.runId" });
+    const model = ok(await server.gql(`{ registeredModel(name: "deleted-source") { versions { edges { node { version } } } } }`)).registeredModel;
+    expect(model.versions.edges).toEqual([]);
+  });
+
+  withDatabase("refuses a transition request whose version changed stage while the request was being made", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "stale-request"}) { name } }`));
+    const runId = await newRun(server, undefined, "stale-request-exp", { params: [{ key: "reviewed", value: "yes" }] });
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "stale-request", runId: $r, artifactPath: "model.bin", modelCard: "# card"}) { version } }`, { r: runId }));
+    // Requests into STAGING run a threshold (through run search, so on run_params); into PRODUCTION none.
+    ok(await server.gql(`mutation { setApprovalPolicy(modelName: "stale-request", policy: {appliesToStages: [STAGING], metricThresholds: ["params.reviewed = 'yes'"]}) { name } }`));
+    const toProduction = ok(await server.gql(`mutation { requestStageTransition(input: {modelName: "stale-request", version: 1, toStage: PRODUCTION}) { id } }`)).requestStageTransition;
+    const REQUEST_STAGING = `mutation { requestStageTransition(input: {modelName: "stale-request", version: 1, toStage: STAGING}) { id fromStage status } }`;
+    // The STAGING request reads the version (NONE), then its check waits for run_params (held
+    // here) while the PRODUCTION request is approved.
+    const answer = await whileHeld(
+      "LOCK TABLE run_params IN ACCESS EXCLUSIVE MODE",
+      [],
+      () => server.gql(REQUEST_STAGING),
+      async () => void ok(await server.gql(`mutation($id: ID!) { approveStageTransition(requestId: $id) { status } }`, { id: toProduction.id })),
+    );
+    // Previously: a PENDING request "NONE -> STAGING" for a version already in PRODUCTION, which
+    // the approval had not closed (it did not exist yet) and no approval could ever carry out.
+    expect(answer.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.version" });
+    const requests = ok(await server.gql(`{ modelVersion(name: "stale-request", version: 1) { stage transitionRequests { fromStage toStage status } } }`)).modelVersion;
+    expect(requests).toEqual({ stage: "PRODUCTION", transitionRequests: [{ fromStage: "NONE", toStage: "PRODUCTION", status: "APPROVED" }] });
+  });
+
+  it("pages through a model's versions, newest first, without repeats while new versions are registered", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "paging"}) { name } }`));
+    const runId = await newRun(server, undefined, "paging-exp");
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    const register = async () =>
+      ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "paging", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: runId })).createModelVersion.version;
+    for (let i = 0; i < 5; i++) await register();
+    const PAGE = `query($after: String) { registeredModel(name: "paging") { versions(first: 2, after: $after) { edges { node { version } } pageInfo { hasNextPage endCursor } } } }`;
+    const seen: number[] = [];
+    let after: string | null = null;
+    for (;;) {
+      const page: any = ok(await server.gql(PAGE, { after })).registeredModel.versions;
+      seen.push(...page.edges.map((e: any) => e.node.version));
+      // A pipeline registers a version between every two pages.
+      await register();
+      if (!page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    // Previously each new version pushed the rest down by one: [5, 4, 4, 3, 3, 2, 2, 1].
+    expect(seen).toEqual([5, 4, 3, 2, 1]);
   });
 
   it("50 concurrent alias moves and approvals leave exactly one @champion and one PRODUCTION version at every observation", async () => {

@@ -122,6 +122,23 @@ describe("experiments", () => {
     const bad = await server.gql(`query { experiments(after: "garbage") { totalCount } }`);
     expect(bad.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
   });
+
+  it("pages without repeats while experiments are created (newest first, new ones at the front)", async () => {
+    for (let i = 0; i < 5; i++) await createExperiment(`listed-${i}`);
+    const before = ok(await server.gql(`query { experiments(first: 1000) { edges { node { name } } } }`)).experiments.edges.map((e: any) => e.node.name);
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let i = 0; ; i++) {
+      const page: any = ok(await server.gql(`query($after: String) { experiments(first: 3, after: $after) { edges { node { name } } pageInfo { hasNextPage endCursor } } }`, { after })).experiments;
+      seen.push(...page.edges.map((e: any) => e.node.name));
+      await createExperiment(`meanwhile-${i}`); // someone creates one between every two pages
+      if (!page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    // Previously each new experiment pushed the rest down by one, and every page repeated one.
+    expect(before.length).toBeGreaterThanOrEqual(5);
+    expect(seen).toEqual(before);
+  });
 });
 
 describe("runs", () => {
@@ -189,6 +206,37 @@ describe("runs", () => {
     const read = ok(await server.gql(`query($id: ID!) { run(id: $id) { name status endTime } }`, { id: run.id })).run;
     expect(read).toMatchObject({ name: "best", status: "FINISHED" });
     expect(read.endTime).not.toBeNull();
+  });
+
+  withDatabase("names the conflicting param's place when another value of it was logged concurrently", async () => {
+    const run = ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun;
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    await watcher.connect();
+    let answer;
+    try {
+      const pid = (await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      // Another writer's "lr" = 0.1, not yet committed: logParams sees no "lr", and its insert waits.
+      await db.query("BEGIN");
+      await db.query("INSERT INTO run_params (run_id, key, value) VALUES ($1, 'lr', '0.1')", [run.id]);
+      const logging = server.gql(`mutation($id: ID!) { logParams(runId: $id, params: [{key: "batch", value: "32"}, {key: "lr", value: "0.2"}]) { id } }`, { id: run.id });
+      for (const deadline = Date.now() + 20_000; ; await sleep(50)) {
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+        if (r.rows[0].n >= 1) break;
+        if (Date.now() > deadline) throw new Error("logParams never waited for the concurrent insert");
+      }
+      await db.query("COMMIT");
+      answer = await logging;
+    } finally {
+      await db.query("ROLLBACK").catch(() => undefined);
+      await db.end();
+      await watcher.end();
+    }
+    // Previously the field was "params", naming no entry.
+    expect(answer.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "params[1].value" });
+    const params = ok(await server.gql(`query($id: ID!) { run(id: $id) { params { key value } } }`, { id: run.id })).run.params;
+    expect(params).toEqual([{ key: "lr", value: "0.1" }]);
   });
 
   it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {

@@ -118,6 +118,56 @@ describe("webhook deliveries", () => {
     }
   });
 
+  it("names the webhook in X-Mlgraph-Webhook, as its id's description says, so one endpoint can serve several (each with its secret)", async () => {
+    const heard: { webhook: string | undefined; delivery: string | undefined }[] = [];
+    const endpoint = http.createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        heard.push({ webhook: req.headers["x-mlgraph-webhook"] as string | undefined, delivery: req.headers["x-mlgraph-delivery"] as string | undefined });
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, "127.0.0.1", () => resolve()));
+    try {
+      const url = `http://127.0.0.1:${(endpoint.address() as import("node:net").AddressInfo).port}/hooks`;
+      const hooks: { id: string }[] = [];
+      for (const secret of [SECRET, `${SECRET}-other`]) hooks.push(ok(await server.gql(CREATE_WEBHOOK, { input: { url, events: ["RUN_FINISHED"], secret } })).createWebhook);
+      const deliveries: { id: string; status: string }[] = [];
+      for (const hook of hooks) deliveries.push(ok(await server.gql(`mutation($id: ID!) { testWebhook(id: $id) { id status } }`, { id: hook.id })).testWebhook);
+      expect(deliveries.map((d) => d.status)).toEqual(["DELIVERED", "DELIVERED"]);
+      expect(heard).toEqual(hooks.map((hook, i) => ({ webhook: hook.id, delivery: deliveries[i].id })));
+    } finally {
+      for (const hook of ok(await server.gql(`{ webhooks { id url } }`)).webhooks) {
+        if (/\/hooks$/.test(hook.url)) ok(await server.gql(`mutation($id: ID!) { deleteWebhook(id: $id) }`, { id: hook.id }));
+      }
+      await new Promise<void>((resolve) => endpoint.close(() => resolve()));
+    }
+  });
+
+  it("pages through a webhook's deliveries, newest first, without repeats while new ones are queued", async () => {
+    const receiver = await startWebhookReceiver(SECRET);
+    try {
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["RUN_FINISHED"], secret: SECRET } })).createWebhook;
+      const ping = async () => ok(await server.gql(`mutation($id: ID!) { testWebhook(id: $id) { id } }`, { id: hook.id })).testWebhook.id as string;
+      const sent: string[] = [];
+      for (let i = 0; i < 5; i++) sent.unshift(await ping());
+      const PAGE = `query($after: String) { webhooks { id deliveries(first: 2, after: $after) { edges { node { id } } pageInfo { hasNextPage endCursor } } } }`;
+      const seen: string[] = [];
+      let after: string | null = null;
+      for (;;) {
+        const page: any = ok(await server.gql(PAGE, { after })).webhooks.find((w: any) => w.id === hook.id).deliveries;
+        seen.push(...page.edges.map((e: any) => e.node.id));
+        await ping(); // a new delivery between every two pages
+        if (!page.pageInfo.hasNextPage) break;
+        after = page.pageInfo.endCursor;
+      }
+      // Previously each new delivery pushed the rest down by one, and every page repeated one.
+      expect(seen).toEqual(sent);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it("validates webhook input, naming the field", async () => {
     const cases: [Record<string, unknown>, string][] = [
       [{ url: "ftp://127.0.0.1/x", events: ["RUN_FINISHED"], secret: SECRET }, "input.url"],

@@ -76,7 +76,7 @@ export function Connection<T extends object>(nodeType: ClassType<T>, name: strin
 
 /** Converts a service page into a Relay connection. */
 export function toConnection<T>(page: Page<T>): ConnectionShape<T> {
-  const edges = page.items.map((node, i) => ({ node, cursor: encodeCursor(page.offset + i) }));
+  const edges = page.items.map((node, i) => ({ node, cursor: page.cursors?.[i] ?? encodeCursor(page.offset + i) }));
   return {
     edges,
     pageInfo: {
