@@ -26,6 +26,7 @@ interface ExecutorFlags {
   jobPollSeconds: string;
   podErrorGraceSeconds: string;
   unschedulableGraceSeconds: string;
+  logEndSeconds: string;
 }
 
 /**
@@ -76,6 +77,7 @@ export function registerExecutorCommand(program: Command): void {
     .option("--job-poll-seconds <s>", "kubernetes: between two reads of a Job and its pod", "2")
     .option("--pod-error-grace-seconds <s>", "kubernetes: an image pull or config error fails the attempt after this long", "60")
     .option("--unschedulable-grace-seconds <s>", "kubernetes: a pod no node can take fails the attempt after this long", "600")
+    .option("--log-end-seconds <s>", "kubernetes: how long a finished Job's log stream may stay open before it is aborted", "10")
     .action(async (flags: ExecutorFlags) => {
       const env = executorEnvironment();
       const server = flags.server ?? env.server;
@@ -102,6 +104,7 @@ export function registerExecutorCommand(program: Command): void {
           pollMs: positive("job-poll-seconds", flags.jobPollSeconds, false)! * 1000,
           podErrorGraceMs: positive("pod-error-grace-seconds", flags.podErrorGraceSeconds, false)! * 1000,
           unschedulableGraceMs: positive("unschedulable-grace-seconds", flags.unschedulableGraceSeconds, false)! * 1000,
+          logEndWaitMs: positive("log-end-seconds", flags.logEndSeconds, false)! * 1000,
           // Must name the same executor after a restart (its left Jobs are deleted at start): a
           // StatefulSet pod's hostname, or --name. A pid would change with every restart; the pool keeps
           // two executors of one machine apart.

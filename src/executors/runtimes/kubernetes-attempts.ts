@@ -26,6 +26,8 @@ export interface KubernetesAttemptRuntimeOptions {
   podErrorGraceMs?: number;
   /** How long a pod may stay unschedulable (no node fits it) before the attempt fails. */
   unschedulableGraceMs?: number;
+  /** How long a finished attempt waits for its log stream to end before aborting it (default 10 s). */
+  logEndWaitMs?: number;
   /** One API call's time limit (default 30 s). */
   requestTimeoutMs?: number;
   log: Logger;
@@ -231,7 +233,7 @@ class KubernetesAttempt implements RunningAttempt {
         }
         if (outcome.state === "succeeded" || outcome.state === "failed") {
           if (pod) logs.follow(pod.metadata!.name!, TASK_CONTAINER);
-          await logs.end(LOG_END_WAIT_MS);
+          await logs.end(this.options.logEndWaitMs ?? LOG_END_WAIT_MS);
           return toResult(outcome, exitCode, req.timeoutSeconds);
         }
         const stuck = pod ? stuckReason(pod) : null;
