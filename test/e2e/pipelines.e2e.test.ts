@@ -1219,7 +1219,8 @@ describe("batched claims and completions (executors with several slots)", () => 
         name: "batch-mixed",
         tasks: [
           { id: "ok", command: ["true"], pool: "batch-mixed" },
-          { id: "flaky", command: ["true"], pool: "batch-mixed", retries: 1 },
+          // Still a backoff (RETRY_WAIT, then the scheduler queues it), but up to 1 s, not the default 10.
+          { id: "flaky", command: ["true"], pool: "batch-mixed", retries: 1, retry_backoff_seconds: 1 },
           { id: "broken", command: ["true"], pool: "batch-mixed" },
           { id: "after-broken", command: ["true"], pool: "batch-mixed", depends_on: ["broken"] },
         ],
