@@ -15,7 +15,7 @@
  * pipeline, names) and throws with the task at fault; everything else is the server's
  * `parsePipelineSpec`, which accepts exactly what `toSpec()` returns.
  */
-import { stringify } from "yaml";
+import type * as Yaml from "yaml";
 
 type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type ParamType = "int" | "float" | "string" | "bool";
@@ -154,6 +154,8 @@ export class PipelineBuilder {
 
   /** The spec as YAML, e.g. to commit next to the code or pass to `mlgraph pipeline create`. */
   toYaml(): string {
+    // Required here: the CLI and executors load the client, and most of them never write YAML.
+    const { stringify } = require("yaml") as typeof Yaml;
     return stringify(this.toSpec());
   }
 

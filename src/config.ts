@@ -26,8 +26,11 @@ export interface Config {
     mode: "auto" | "required" | "open";
     /** Secret for signing local artifact URLs and webhooks' internal state; generated into the data dir when absent. */
     signingSecret?: string;
-    /** `roleMap`: claim value → role, validated at start (OIDC_ROLE_MAP). */
-    oidc?: { issuer: string; audience: string; jwksUrl?: string; roleClaim: string; roleMap: Record<string, (typeof USER_ROLES)[number]> };
+    /**
+     * `roleMap`: claim value → role, validated at start (OIDC_ROLE_MAP). `fetchRetrySeconds`: how
+     * long a failed discovery or key-set fetch is remembered before the issuer is asked again (OIDC_FETCH_RETRY_SECONDS).
+     */
+    oidc?: { issuer: string; audience: string; jwksUrl?: string; roleClaim: string; roleMap: Record<string, (typeof USER_ROLES)[number]>; fetchRetrySeconds: number };
   };
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
   /** Hosts webhooks may target even though they resolve to loopback/private ranges. */
@@ -206,6 +209,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       jwksUrl: parseUrl("OIDC_JWKS_URL", env.OIDC_JWKS_URL, ["http:", "https:"]),
       roleClaim: env.OIDC_ROLE_CLAIM ?? "roles",
       roleMap,
+      fetchRetrySeconds: parseInteger("OIDC_FETCH_RETRY_SECONDS", env.OIDC_FETCH_RETRY_SECONDS, 10, 1, 3600),
     };
   }
   const displayHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;

@@ -30,6 +30,7 @@ interface ExecutorFlags {
   gpuTypeLabel: string;
   nodeSelector?: string[];
   toleration?: string[];
+  logEndSeconds: string;
 }
 
 /** `key=value` flags into a map; `flag` names the flag in the error. */
@@ -95,6 +96,7 @@ export function registerExecutorCommand(program: Command): void {
     .option("--gpu-type-label <key>", "kubernetes: the node label a task's gpu_type selects its nodes by (none: no selector)", "nvidia.com/gpu.product")
     .option("--node-selector <key=value...>", "kubernetes: node labels every pod must land on (repeatable)")
     .option("--toleration <taint...>", "kubernetes: taints every pod tolerates, written key[=value][:effect] as kubectl writes taints (repeatable); GPU pods tolerate nvidia.com/gpu anyway")
+    .option("--log-end-seconds <s>", "kubernetes: how long a finished Job's log stream may stay open before it is aborted", "10")
     .action(async (flags: ExecutorFlags) => {
       const env = executorEnvironment();
       const server = flags.server ?? env.server;
@@ -132,6 +134,7 @@ export function registerExecutorCommand(program: Command): void {
           pollMs: positive("job-poll-seconds", flags.jobPollSeconds, false)! * 1000,
           podErrorGraceMs: positive("pod-error-grace-seconds", flags.podErrorGraceSeconds, false)! * 1000,
           unschedulableGraceMs: positive("unschedulable-grace-seconds", flags.unschedulableGraceSeconds, false)! * 1000,
+          logEndWaitMs: positive("log-end-seconds", flags.logEndSeconds, false)! * 1000,
           // Must name the same executor after a restart (its left Jobs are deleted at start): a
           // StatefulSet pod's hostname, or --name. A pid would change with every restart; the pool keeps
           // two executors of one machine apart.

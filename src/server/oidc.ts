@@ -8,13 +8,6 @@ type OidcConfig = NonNullable<Config["auth"]["oidc"]>;
 /** Algorithms accepted from the issuer; `none` and HMAC (shared-secret) algorithms never are. */
 const ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"];
 
-/**
- * How long a failed discovery or key-set fetch is remembered. Any caller, anonymous ones too, can
- * send a bearer shaped like a JWT, and each would otherwise cost an outbound fetch (up to 5 s)
- * while the issuer is down; during the cooldown such tokens are answered UNAVAILABLE at once.
- */
-const FETCH_FAILURE_COOLDOWN_MS = 10_000;
-
 const discoveryUnavailable = () => new DomainError("UNAVAILABLE", "OIDC discovery failed: the issuer is unreachable or answered no jwks_uri; try again shortly (or set OIDC_JWKS_URL)");
 const keySetUnavailable = () => new DomainError("UNAVAILABLE", "OIDC key set is unreachable; try again shortly");
 
@@ -30,8 +23,17 @@ export class OidcVerifier {
   private discovering?: Promise<string>;
   private discoveryFailedAt?: number;
   private keySetFailedAt?: number;
+  /**
+   * How long a failed discovery or key-set fetch is remembered (OIDC_FETCH_RETRY_SECONDS, 10 s).
+   * Any caller, anonymous ones too, can send a bearer shaped like a JWT, and each would otherwise
+   * cost an outbound fetch (up to 5 s) while the issuer is down; during the cooldown such tokens
+   * are answered UNAVAILABLE at once.
+   */
+  private readonly fetchFailureCooldownMs: number;
 
-  constructor(private readonly config: OidcConfig) {}
+  constructor(private readonly config: OidcConfig) {
+    this.fetchFailureCooldownMs = config.fetchRetrySeconds * 1000;
+  }
 
   private async keySet(): Promise<ReturnType<typeof createRemoteJWKSet>> {
     if (this.jwks) return this.jwks;
@@ -47,7 +49,7 @@ export class OidcVerifier {
   }
 
   private discover(): Promise<string> {
-    if (this.discoveryFailedAt !== undefined && Date.now() - this.discoveryFailedAt < FETCH_FAILURE_COOLDOWN_MS) {
+    if (this.discoveryFailedAt !== undefined && Date.now() - this.discoveryFailedAt < this.fetchFailureCooldownMs) {
       return Promise.reject(discoveryUnavailable());
     }
     this.discovering ??= (async () => {
@@ -70,7 +72,7 @@ export class OidcVerifier {
 
   /** jose's fetch of the key set, refused without a request while a recent one failed. */
   private async fetchKeySet(url: string, init: RequestInit): Promise<Response> {
-    if (this.keySetFailedAt !== undefined && Date.now() - this.keySetFailedAt < FETCH_FAILURE_COOLDOWN_MS) throw keySetUnavailable();
+    if (this.keySetFailedAt !== undefined && Date.now() - this.keySetFailedAt < this.fetchFailureCooldownMs) throw keySetUnavailable();
     let res: Response;
     try {
       res = await fetch(url, init);

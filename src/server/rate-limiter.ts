@@ -1,4 +1,5 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import type * as IoRedis from "ioredis";
 import type { Logger } from "pino";
 
 export interface RateDecision {
@@ -79,6 +80,8 @@ export class RedisRateLimiter implements RateLimiter {
   private failing = false;
 
   constructor(url: string, private readonly prefix: string, private readonly ratePerSecond: number, private readonly burst: number, private readonly log: Logger) {
+    // Required here, not imported: a server without REDIS_URL never loads ioredis.
+    const { Redis } = require("ioredis") as typeof IoRedis;
     this.redis = new Redis(url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
     // Connection errors surface through take(); the client's own error events would only repeat them.
     this.redis.on("error", () => undefined);

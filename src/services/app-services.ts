@@ -12,7 +12,7 @@ import type { MetricStore } from "../stores/metric-store/index.js";
 import { MetricsService } from "./metrics.service.js";
 import { MetricStreamService } from "./metric-stream.service.js";
 import { RunComparisonService } from "./run-comparison.service.js";
-import type { ArtifactStore } from "../stores/artifact-store/index.js";
+import type { ArtifactStore } from "../stores/artifact-store/artifact-store.js";
 import { ArtifactsService } from "./artifacts.service.js";
 import { RegistryService } from "./registry.service.js";
 import { LineageService } from "./lineage.service.js";

@@ -2,18 +2,15 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import type { DataSource, EntityManager } from "typeorm";
 import { ArtifactRecord, ArtifactUploadRecord } from "../entities/artifact.entity.js";
+// From the modules themselves, not the folder's index: that one also loads the S3 store (the AWS SDK).
+import { artifactDirPrefix, runArtifactsPrefix, uploadObjectKey, validateArtifactDirPath, validateArtifactPath } from "../stores/artifact-store/artifact-key.js";
 import {
-  artifactDirPrefix,
   completeAndVerifyUpload,
-  runArtifactsPrefix,
-  validateArtifactDirPath,
-  validateArtifactPath,
   validateUploadRequest,
   type ArtifactStore,
   type UploadDescriptor,
   type UploadedPart,
-  uploadObjectKey,
-} from "../stores/artifact-store/index.js";
+} from "../stores/artifact-store/artifact-store.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
 import { validateId } from "./validation.js";

@@ -408,11 +408,14 @@ describe("leases", () => {
       const submitted = await submit("partitioned");
       await waitFor("the task to start", () => fs.existsSync(`${dir}/tick`));
       // Leases are 3 s and the grace 1 s: by 8 s the process has been stopped (previously it ran on).
-      await sleep(8_000);
-      expect(sinceLastTick(dir)).toBeGreaterThan(1_500);
-      expect(exec.output()).toMatch(/lease expired without a heartbeat getting through/);
+      // Waited for as it happens, with the same 8 s limit, rather than slept out.
+      const stopped = /lease expired without a heartbeat getting through/;
+      await waitFor("the executor to stop the task itself", () => stopped.test(exec.output()) && sinceLastTick(dir) > 1_500, 8_000);
+      const lastTick = lastTickAt(dir);
       const run = await waitForRun(submitted.id, ["FAILED"], 15_000);
       expect(run.tasks[0].attempts.map((a: any) => a.outcome)).toEqual(["EXECUTOR_LOST"]);
+      // Stopped for good, not a pause of a loaded machine: no tick since.
+      expect(lastTickAt(dir)).toBe(lastTick);
     } finally {
       await proxy.close();
     }
@@ -1216,7 +1219,8 @@ describe("batched claims and completions (executors with several slots)", () => 
         name: "batch-mixed",
         tasks: [
           { id: "ok", command: ["true"], pool: "batch-mixed" },
-          { id: "flaky", command: ["true"], pool: "batch-mixed", retries: 1 },
+          // Still a backoff (RETRY_WAIT, then the scheduler queues it), but up to 1 s, not the default 10.
+          { id: "flaky", command: ["true"], pool: "batch-mixed", retries: 1, retry_backoff_seconds: 1 },
           { id: "broken", command: ["true"], pool: "batch-mixed" },
           { id: "after-broken", command: ["true"], pool: "batch-mixed", depends_on: ["broken"] },
         ],

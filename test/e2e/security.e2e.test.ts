@@ -112,6 +112,8 @@ describe("OIDC issuer unavailable", () => {
   let idp: http.Server;
   let issuer: string;
   let server: TestServer;
+  /** Long enough for the four requests of answers() to fall inside one cooldown, even on a loaded machine. */
+  const RETRY_SECONDS = 4;
 
   beforeAll(async () => {
     idp = http.createServer((req, res) => {
@@ -124,7 +126,8 @@ describe("OIDC issuer unavailable", () => {
     });
     await new Promise<void>((r) => idp.listen(0, "127.0.0.1", () => r()));
     issuer = `http://127.0.0.1:${(idp.address() as import("node:net").AddressInfo).port}`;
-    server = await startTestServer({ env: { MLGRAPH_AUTH: "required", OIDC_ISSUER: issuer, OIDC_AUDIENCE: "mlgraph" } });
+    // A failed fetch is remembered RETRY_SECONDS (10 by default), so the test waits that long twice.
+    server = await startTestServer({ env: { MLGRAPH_AUTH: "required", OIDC_ISSUER: issuer, OIDC_AUDIENCE: "mlgraph", OIDC_FETCH_RETRY_SECONDS: String(RETRY_SECONDS) } });
   });
   afterAll(async () => {
     await server?.stop();
@@ -154,7 +157,7 @@ describe("OIDC issuer unavailable", () => {
     // After the cooldown discovery is tried again and works; now the key set is down. Strings
     // that are no JWT are refused without it; signed tokens cannot be checked.
     up.discovery = true;
-    await sleep(10_500);
+    await sleep(RETRY_SECONDS * 1000 + 500);
     expect(await answers()).toEqual([
       [503, "UNAVAILABLE"],
       [401, "UNAUTHENTICATED"],
@@ -164,7 +167,7 @@ describe("OIDC issuer unavailable", () => {
     expect(hits).toEqual({ discovery: 2, jwks: 1 });
     // The key set back: after the cooldown, tokens verify again (and bad ones are refused).
     up.jwks = true;
-    await sleep(10_500);
+    await sleep(RETRY_SECONDS * 1000 + 500);
     expect(ok(await server.gql(`{ viewer { role kind } }`, {}, jwt())).viewer).toEqual({ role: "editor", kind: "oidc" });
     const forged = await server.gql(`{ viewer { role } }`, {}, "a.b.c");
     expect([forged.status, forged.errors?.[0].extensions?.code]).toEqual([401, "UNAUTHENTICATED"]);

@@ -53,6 +53,13 @@ describe("config", () => {
     expect(() => loadConfig({}, env)).toThrow(message);
   });
 
+  it("reads OIDC_FETCH_RETRY_SECONDS (10 by default) and refuses what is not a positive integer", () => {
+    const env = { OIDC_ISSUER: "https://idp.example", OIDC_AUDIENCE: "mlgraph" };
+    expect(loadConfig({}, env).auth.oidc?.fetchRetrySeconds).toBe(10);
+    expect(loadConfig({}, { ...env, OIDC_FETCH_RETRY_SECONDS: "3" }).auth.oidc?.fetchRetrySeconds).toBe(3);
+    for (const v of ["0", "-1", "1.5", "soon"]) expect(() => loadConfig({}, { ...env, OIDC_FETCH_RETRY_SECONDS: v })).toThrow(/OIDC_FETCH_RETRY_SECONDS/);
+  });
+
   it("takes an OIDC_ROLE_MAP of claim values to viewer, editor and admin", () => {
     const env = { OIDC_ISSUER: "https://idp.example", OIDC_AUDIENCE: "mlgraph", OIDC_ROLE_MAP: '{"ml-admins":"admin","ml-eng":"editor","all":"viewer"}' };
     expect(loadConfig({}, env).auth.oidc?.roleMap).toEqual({ "ml-admins": "admin", "ml-eng": "editor", all: "viewer" });

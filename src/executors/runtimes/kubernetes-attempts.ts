@@ -35,6 +35,8 @@ export interface KubernetesAttemptRuntimeOptions {
   podErrorGraceMs?: number;
   /** How long a pod may stay unschedulable (no node fits it) before the attempt fails. */
   unschedulableGraceMs?: number;
+  /** How long a finished attempt waits for its log stream to end before aborting it (default 10 s). */
+  logEndWaitMs?: number;
   /** One API call's time limit (default 30 s). */
   requestTimeoutMs?: number;
   log: Logger;
@@ -299,7 +301,7 @@ class KubernetesAttempt implements RunningAttempt {
         }
         if (outcome.state === "succeeded" || outcome.state === "failed") {
           if (pod && !stuckReason(pod)) logs.at(pod.metadata!.name!);
-          await logs.end(LOG_END_WAIT_MS);
+          await logs.end(this.options.logEndWaitMs ?? LOG_END_WAIT_MS);
           return toResult(outcome, exitCode, req.timeoutSeconds);
         }
         const stuck = pod ? stuckReason(pod) : read.failedCreate;

@@ -1,5 +1,6 @@
-import Ajv, { type ErrorObject, type ValidateFunction } from "ajv";
-import { parseDocument } from "yaml";
+import type { ErrorObject, ValidateFunction } from "ajv";
+import type * as AjvModule from "ajv";
+import type * as Yaml from "yaml";
 import pipelineSpecSchema from "../../../schema/pipeline-spec.schema.json";
 import { DomainError } from "../../services/errors.js";
 import {
@@ -20,7 +21,11 @@ let validator: ValidateFunction | undefined;
 
 function schemaValidator(): ValidateFunction {
   // allErrors: the user sees every problem at once; verbose: messages can quote the bad value.
-  validator ??= new Ajv({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true }).compile(pipelineSpecSchema);
+  // ajv and yaml are required when first used: loading them was about 0.1 s of every server start.
+  if (!validator) {
+    const { default: Ajv } = require("ajv") as typeof AjvModule;
+    validator = new Ajv({ allErrors: true, allowUnionTypes: true, strict: true, verbose: true }).compile(pipelineSpecSchema);
+  }
   return validator;
 }
 
@@ -48,6 +53,7 @@ export function parseSpecText(text: string): unknown {
   }
   // uniqueKeys: a repeated key is an error, not a silent last-one-wins; maxAliasCount bounds
   // alias expansion ("billion laughs").
+  const { parseDocument } = require("yaml") as typeof Yaml;
   const parsed = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (parsed.errors.length > 0) {
     throw specError(parsed.errors.map((e) => ({ path: "", message: `YAML: ${e.message.split("\n")[0]}` })));
