@@ -50,7 +50,7 @@ export class Webhook {
   description: string | null;
 
   @Column({ type: "boolean" })
-  @Field({ description: "Inactive webhooks receive nothing." })
+  @Field({ description: "Inactive webhooks receive no events; testWebhook still sends them its PING, so an endpoint can be checked before it is activated." })
   active: boolean;
 
   @Column({ name: "created_by", type: "text" })

@@ -37,7 +37,7 @@ export class WebhookResolver {
   }
 
   @Authorized("admin")
-  @Mutation(() => WebhookDelivery, { description: "Sends a PING delivery now and returns it with its first attempt." })
+  @Mutation(() => WebhookDelivery, { description: "Sends a PING delivery now (to an inactive webhook too) and returns it with its first attempt." })
   testWebhook(@Ctx() ctx: RequestContext, @Arg("id", () => ID, { description: "The webhook." }) id: string) {
     return ctx.services.webhooks.test(ctx, id);
   }

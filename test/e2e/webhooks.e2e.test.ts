@@ -118,6 +118,19 @@ describe("webhook deliveries", () => {
     }
   });
 
+  it("testWebhook pings an inactive webhook too, so an endpoint can be checked before it is activated", async () => {
+    const receiver = await startWebhookReceiver(SECRET);
+    try {
+      const hook = ok(await server.gql(CREATE_WEBHOOK, { input: { url: receiver.url, events: ["ALIAS_SET"], secret: SECRET } })).createWebhook;
+      ok(await server.gql(`mutation($id: ID!) { setWebhookActive(id: $id, active: false) { active } }`, { id: hook.id }));
+      const delivery = ok(await server.gql(`mutation($id: ID!) { testWebhook(id: $id) { id event status } }`, { id: hook.id })).testWebhook;
+      expect(delivery).toMatchObject({ event: "PING", status: "DELIVERED" });
+      expect(receiver.received.map((r) => r.event)).toEqual(["PING"]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   it("names the webhook in X-Mlgraph-Webhook, as its id's description says, so one endpoint can serve several (each with its secret)", async () => {
     const heard: { webhook: string | undefined; delivery: string | undefined }[] = [];
     const endpoint = http.createServer((req, res) => {
