@@ -335,6 +335,8 @@ export class RegistryService {
       // written yet).
       await em.query(`SELECT 1 FROM registered_models WHERE id = $1 FOR UPDATE`, [model.id]);
       const [now] = (await em.query(`SELECT stage FROM model_versions WHERE id = $1`, [version.id])) as { stage: ModelStage }[];
+      // Moved to the very stage asked for: the same answer as when it was there before the request.
+      if (now && now.stage === input.toStage) throw new DomainError("BAD_USER_INPUT", `input.toStage: version ${version.version} is already ${now.stage}`, "input.toStage");
       if (now && now.stage !== version.stage) {
         throw new DomainError(
           "CONFLICT",
