@@ -72,7 +72,11 @@ async function gql<T = any>(query: string, variables: Record<string, unknown> = 
 
 const CLAIM = `mutation($id: ID!, $wait: Int) { claimTask(executorId: $id, waitSeconds: $wait) { taskRun { id } leaseToken } }`;
 const COMPLETE = `mutation($id: ID!, $lease: String!) { completeTask(input: {taskRunId: $id, leaseToken: $lease, outcome: SUCCEEDED}) { id } }`;
-const CLAIM_MANY = `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { taskRun { id } leaseToken } }`;
+/** With a claim id per call, as the agent sends (BENCH_CLAIM_IDS=0: without, as older agents did). */
+const CLAIM_IDS = process.env.BENCH_CLAIM_IDS !== "0";
+const CLAIM_MANY = CLAIM_IDS
+  ? `mutation($id: ID!, $max: Int!, $wait: Int, $claimId: ID) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait, claimId: $claimId) { taskRun { id } leaseToken } }`
+  : `mutation($id: ID!, $max: Int!, $wait: Int) { claimTasks(executorId: $id, maxTasks: $max, waitSeconds: $wait) { taskRun { id } leaseToken } }`;
 const COMPLETE_MANY = `mutation($inputs: [CompleteTaskInput!]!) { completeTasks(inputs: $inputs) { id } }`;
 /** Slots per executor in the batched protocol (the agent's --concurrency). */
 const SLOTS = Number(process.env.BENCH_SLOTS ?? 32);
@@ -99,7 +103,7 @@ function runExecutors(ids: string[], mode: Mode, slots: number, done: () => bool
     ids.map(async (id) => {
       while (!done()) {
         const claimed: { taskRun: { id: string }; leaseToken: string }[] =
-          slots === 1 ? [(await gql(CLAIM, { id, wait })).claimTask].filter(Boolean) : (await gql(CLAIM_MANY, { id, max: slots, wait })).claimTasks;
+          slots === 1 ? [(await gql(CLAIM, { id, wait })).claimTask].filter(Boolean) : (await gql(CLAIM_MANY, { id, max: slots, wait, ...(CLAIM_IDS && { claimId: crypto.randomUUID() }) })).claimTasks;
         if (claimed.length === 0) {
           if (mode === "poll-1s") await new Promise((r) => setTimeout(r, 1000));
           continue;
