@@ -4,7 +4,7 @@ import { ExperimentTag } from "../entities/experiment-tag.entity.js";
 import { DomainError } from "./errors.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKeyValues, validateText, type KeyValue } from "./validation.js";
-import { decodeKeyCursor, encodeKeyCursor, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { CURSOR_TIME_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 
 const NAME_PATTERN = /^[^\u0000-\u001f]+$/;
 
@@ -73,11 +73,7 @@ export class ExperimentsService {
    * come first) never make a page repeat one.
    */
   async list(_ctx: RequestContext, args: PageArgs & { includeDeleted?: boolean | null }): Promise<Page<Experiment>> {
-    const key = decodeKeyCursor(args.after);
-    const at = key === undefined ? undefined : /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})\|([0-9a-f-]{36})$/.exec(key);
-    if (key !== undefined && !at) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
-    // An offset cursor (from before experiment cursors) still pages by offset.
-    const window = pageWindow(at ? { first: args.first } : args);
+    const { after: at, window } = keysetWindow(args, new RegExp(`^(${CURSOR_TIME_PATTERN})\\|([0-9a-f-]{36})$`));
     const qb = this.db.getRepository(Experiment).createQueryBuilder("e");
     if (!args.includeDeleted) qb.where("e.deleted_at IS NULL");
     const total = await qb.clone().getCount();
@@ -85,7 +81,7 @@ export class ExperimentsService {
       qb.andWhere("(e.created_at < (CAST(:t AS timestamp) AT TIME ZONE 'UTC') OR (e.created_at = (CAST(:t AS timestamp) AT TIME ZONE 'UTC') AND e.id > CAST(:id AS uuid)))", { t: at[1], id: at[2] });
     }
     const { entities, raw } = await qb
-      .addSelect(`to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`, "cursor_at")
+      .addSelect(cursorTimeSql("e.created_at"), "cursor_at")
       .orderBy("e.created_at", "DESC")
       .addOrderBy("e.id", "ASC")
       .offset(window.offset)

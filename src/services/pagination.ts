@@ -46,6 +46,26 @@ export function decodeKeyCursor(cursor: string | null | undefined): string | und
   return text.startsWith("k:") ? text.slice(2) : undefined;
 }
 
+/** A created_at in a key cursor: UTC, to the microsecond, as {@link cursorTimeSql} writes it. */
+export const CURSOR_TIME_PATTERN = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}`;
+
+/** SQL writing a timestamptz column the way a key cursor holds it (see CURSOR_TIME_PATTERN). */
+export function cursorTimeSql(column: string): string {
+  return `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')`;
+}
+
+/**
+ * Where a page of a list that pages by key starts: `after`'s key matched by `keyPattern` (null
+ * without a key cursor) and the window. An offset cursor, handed out before the list paged by
+ * key, still pages by offset; a key that does not match is refused naming `after`.
+ */
+export function keysetWindow(args: PageArgs, keyPattern: RegExp): { after: RegExpExecArray | null; window: { offset: number; limit: number } } {
+  const key = decodeKeyCursor(args.after);
+  const after = key === undefined ? null : keyPattern.exec(key);
+  if (key !== undefined && !after) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
+  return { after, window: pageWindow(after ? { first: args.first } : args) };
+}
+
 /** Turns first/after into LIMIT/OFFSET, validating both. Fetch `limit + 1` rows to know hasNextPage. */
 export function pageWindow(args: PageArgs): { offset: number; limit: number } {
   const first = args.first ?? DEFAULT_PAGE_SIZE;

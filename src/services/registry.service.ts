@@ -7,7 +7,7 @@ import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { Config } from "../config.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
-import { decodeKeyCursor, encodeKeyCursor, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { encodeKeyCursor, keysetWindow, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { actingFor, satisfiesRole } from "./principal.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, modelAliasProblem, type KeyValue } from "./validation.js";
 import { runApprovalChecks, validateApprovalPolicy } from "./approval-policy.js";
@@ -239,16 +239,12 @@ export class RegistryService {
    * it, so versions registered meanwhile (they come first) never make a page repeat one.
    */
   async listVersions(ctx: RequestContext, modelId: string, args: PageArgs): Promise<Page<ModelVersion>> {
-    const key = decodeKeyCursor(args.after);
+    const { after, window } = keysetWindow(args, /^(\d{1,9})$/);
     let page: Page<ModelVersion>;
-    if (key !== undefined) {
-      if (!/^\d{1,9}$/.test(key)) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
-      const window = pageWindow({ first: args.first });
-      const rows = await this.db.getRepository(ModelVersion).find({ where: { modelId, version: LessThan(Number(key)) }, order: { version: "DESC" }, take: window.limit + 1 });
+    if (after) {
+      const rows = await this.db.getRepository(ModelVersion).find({ where: { modelId, version: LessThan(Number(after[1])) }, order: { version: "DESC" }, take: window.limit + 1 });
       page = { ...toPage(rows, window), hasPreviousPage: true };
     } else {
-      // An offset cursor (from before version cursors) still pages by offset.
-      const window = pageWindow(args);
       const rows =
         window.offset === 0
           ? await ctx.loaders.modelVersionsFirstPage.load(`${window.limit}\u0000${modelId}`)

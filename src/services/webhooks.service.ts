@@ -3,7 +3,7 @@ import { Webhook, WebhookDelivery, WebhookDeliveryAttempt, WebhookDeliveryStatus
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
-import { decodeKeyCursor, encodeKeyCursor, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { CURSOR_TIME_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { LIMITS, validateId, validateText } from "./validation.js";
 import { checkWebhookDestination } from "./webhook-destination.js";
 import type { WebhookDispatcher } from "./webhook-dispatcher.js";
@@ -136,13 +136,9 @@ export class WebhooksService {
    */
   async deliveriesOf(webhookIds: readonly string[], args: PageArgs & { status?: WebhookDeliveryStatus | null }): Promise<Map<string, Page<WebhookDelivery>>> {
     // The key of the last delivery seen: its created_at (UTC, to the microsecond) and seq.
-    const key = decodeKeyCursor(args.after);
-    const at = key === undefined ? undefined : /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6})\|(\d{1,18})$/.exec(key);
-    if (key !== undefined && !at) throw new DomainError("BAD_USER_INPUT", "after: not a cursor returned by this API", "after");
-    // An offset cursor (from before delivery cursors) still pages by offset.
-    const window = pageWindow(key !== undefined ? { first: args.first } : args);
+    const { after: at, window } = keysetWindow(args, new RegExp(`^(${CURSOR_TIME_PATTERN})\\|(\\d{1,18})$`));
     const ranked: { id: string; webhook_id: string; key: string }[] = await this.db.query(
-      `SELECT d.id, w.id AS webhook_id, to_char(d.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '|' || d.seq AS key
+      `SELECT d.id, w.id AS webhook_id, ${cursorTimeSql("d.created_at")} || '|' || d.seq AS key
          FROM unnest($1::uuid[]) WITH ORDINALITY AS w(id, n)
        CROSS JOIN LATERAL (
          SELECT id, created_at, seq FROM webhook_deliveries
@@ -160,7 +156,7 @@ export class WebhooksService {
     return new Map(
       [...lists].map(([id, list]) => {
         const page = toPage(list, window);
-        return [id, { ...page, items: page.items.map((x) => x.delivery), cursors: page.items.map((x) => encodeKeyCursor(x.key)), ...(key !== undefined ? { hasPreviousPage: true } : {}) }];
+        return [id, { ...page, items: page.items.map((x) => x.delivery), cursors: page.items.map((x) => encodeKeyCursor(x.key)), ...(at ? { hasPreviousPage: true } : {}) }];
       }),
     );
   }
