@@ -144,7 +144,7 @@ export class ModelVersionResolver {
   }
 
   @Authorized("editor")
-  @Mutation(() => ModelVersion, { description: "Points an alias at a version (moving it atomically if it named another). @champion moves with approved Production transitions; setting it here needs the approver role." })
+  @Mutation(() => ModelVersion, { description: "Points an alias at a version (moving it atomically if it named another; one that already names it is left as it is and announces nothing, so a retry sends no second ALIAS_SET). @champion moves with approved Production transitions; setting it here needs the approver role." })
   setModelAlias(
     @Ctx() ctx: RequestContext,
     @Arg("modelName", () => String, { description: "Model name." }) modelName: string,

@@ -277,16 +277,16 @@ export class RegistryService {
   async setAlias(ctx: RequestContext, modelName: string, aliasInput: string, versionNumber: number): Promise<ModelVersion> {
     const alias = validateAlias(aliasInput, "alias");
     this.assertMayMoveChampion(ctx, alias);
-    const version = await this.db.transaction(async (em) => {
+    const outcome = await this.db.transaction(async (em) => {
       const model = await this.lockModel(em, modelName, "modelName");
       const target = await em.getRepository(ModelVersion).findOneBy({ modelId: model.id, version: versionNumber });
       if (!target) throw new DomainError("NOT_FOUND", `version: ${modelName} has no version ${versionNumber}`, "version");
-      await this.pointAlias(em, model.id, alias, target.id);
-      await enqueueWebhookEvent(em, WebhookEvent.ALIAS_SET, { modelName: model.name, alias, version: target.version }, { modelName: model.name });
-      return target;
+      const moved = await this.pointAlias(em, model.id, alias, target.id);
+      if (moved) await enqueueWebhookEvent(em, WebhookEvent.ALIAS_SET, { modelName: model.name, alias, version: target.version }, { modelName: model.name });
+      return { target, moved };
     });
-    await this.announce({ type: WebhookEvent.ALIAS_SET, modelName, version: version.version, alias });
-    return version;
+    if (outcome.moved) await this.announce({ type: WebhookEvent.ALIAS_SET, modelName, version: outcome.target.version, alias });
+    return outcome.target;
   }
 
   async deleteAlias(ctx: RequestContext, modelName: string, aliasInput: string): Promise<boolean> {
@@ -418,8 +418,7 @@ export class RegistryService {
         archived.push(...previous.map((p) => p.version));
         archivedIds.push(...previous.map((p) => p.id));
         await em.query(`UPDATE model_versions SET stage = 'PRODUCTION', updated_at = now() WHERE id = $1`, [version.id]);
-        await this.pointAlias(em, model.id, CHAMPION_ALIAS, version.id);
-        championMoved = true;
+        championMoved = await this.pointAlias(em, model.id, CHAMPION_ALIAS, version.id);
       } else {
         await em.query(`UPDATE model_versions SET stage = $2, updated_at = now() WHERE id = $1`, [version.id, request.toStage]);
         if (version.stage === ModelStage.PRODUCTION) {
@@ -589,12 +588,20 @@ export class RegistryService {
     return em.getRepository(RegisteredModel).findOneByOrFail({ id: rows[0].id });
   }
 
-  private async pointAlias(em: EntityManager, modelId: string, alias: string, versionId: string): Promise<void> {
-    await em.query(
+  /**
+   * Points the alias at the version; false when it already pointed there. A retried or repeated
+   * `setModelAlias` then changes nothing and announces nothing: webhook consumers would otherwise
+   * get a second ALIAS_SET (with a new delivery id) for a move that happened once.
+   */
+  private async pointAlias(em: EntityManager, modelId: string, alias: string, versionId: string): Promise<boolean> {
+    const changed = returnedRows<{ alias: string }>(await em.query(
       `INSERT INTO model_aliases (model_id, alias, model_version_id) VALUES ($1, $2, $3)
-       ON CONFLICT (model_id, alias) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()`,
+       ON CONFLICT (model_id, alias) DO UPDATE SET model_version_id = EXCLUDED.model_version_id, updated_at = now()
+         WHERE model_aliases.model_version_id <> EXCLUDED.model_version_id
+       RETURNING alias`,
       [modelId, alias, versionId],
-    );
+    ));
+    return changed.length > 0;
   }
 
   /**

@@ -196,7 +196,7 @@ export class RunsService {
   async logParams(ctx: RequestContext, runId: string, params: KeyValue[]): Promise<Run> {
     const valid = validateKeyValues(params, "params", LIMITS.paramValueLength);
     const run = await this.db.transaction(async (em) => {
-      const current = await this.requireWritable(ctx, runId, "runId", em);
+      const current = await this.requireWritable(ctx, runId, "runId", em, { lock: "share" });
       if (valid.length === 0) return current;
       const existing: { key: string; value: string }[] = await em.query(
         "SELECT key, value FROM run_params WHERE run_id = $1 AND key = ANY($2)",
@@ -234,18 +234,26 @@ export class RunsService {
 
   async setTags(ctx: RequestContext, runId: string, tags: KeyValue[]): Promise<Run> {
     const valid = validateKeyValues(tags, "tags", LIMITS.tagValueLength);
-    const run = await this.requireWritable(ctx, runId, "runId");
-    if (valid.length) {
-      await this.db.createQueryBuilder().insert().into(RunTag).values(valid.map((t) => ({ ...t, runId }))).orUpdate(["value"], ["run_id", "key"]).execute();
-    }
+    // Under a share lock on the run and its experiment, as every write into a run: a deletion in
+    // the same instant waits for this commit, or this sees the deletion and is refused.
+    const run = await this.db.transaction(async (em) => {
+      const current = await this.requireWritable(ctx, runId, "runId", em, { lock: "share" });
+      if (valid.length) {
+        await em.createQueryBuilder().insert().into(RunTag).values(valid.map((t) => ({ ...t, runId }))).orUpdate(["value"], ["run_id", "key"]).execute();
+      }
+      return current;
+    });
     await this.publishUpdated(run);
     return run;
   }
 
   async deleteTag(ctx: RequestContext, runId: string, key: string): Promise<Run> {
     validateKey(key, "key");
-    const run = await this.requireWritable(ctx, runId, "runId");
-    await this.db.getRepository(RunTag).delete({ runId, key });
+    const run = await this.db.transaction(async (em) => {
+      const current = await this.requireWritable(ctx, runId, "runId", em, { lock: "share" });
+      await em.getRepository(RunTag).delete({ runId, key });
+      return current;
+    });
     await this.publishUpdated(run);
     return run;
   }
@@ -271,7 +279,7 @@ export class RunsService {
     const names = datasetRows.map((d) => d.name);
     const digests = datasetRows.map((d) => d.digest);
     const run = await this.db.transaction(async (em) => {
-      const current = await this.requireWritable(ctx, runId, "runId", em);
+      const current = await this.requireWritable(ctx, runId, "runId", em, { lock: "share" });
       if (valid.length === 0) return current;
       // Set-based and in one sorted order: a row-by-row upsert locked every existing dataset (ON
       // CONFLICT DO UPDATE locks even when nothing changes), so two runs logging [train, val] and

@@ -236,6 +236,20 @@ describe("model registry: stage transitions on an open loopback server", () => {
   const REQUEST = `mutation($n: String!, $v: Int!, $to: ModelStage!) { requestStageTransition(input: {modelName: $n, version: $v, toStage: $to}) { id } }`;
   const APPROVE = `mutation($id: ID!) { approveStageTransition(requestId: $id) { status modelVersion { stage aliases } } }`;
 
+  it("sends one ALIAS_SET for an alias set twice to the same version (a retry), and one for each real move", async () => {
+    ok(await server.gql(`mutation { createRegisteredModel(input: {name: "alias-retry"}) { name } }`));
+    const runId = await newRun(server, undefined, "alias-retry-exp");
+    await uploadArtifact(server, runId, "model.bin", Buffer.from("m"));
+    for (let i = 0; i < 2; i++) ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "alias-retry", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: runId }));
+    // Nothing listens there: the deliveries stay queued, and are counted.
+    const hook = ok(await server.gql(`mutation { createWebhook(input: {url: "http://127.0.0.1:1/x", events: [ALIAS_SET], secret: "0123456789abcdef", modelName: "alias-retry"}) { id } }`)).createWebhook;
+    const SET = `mutation($v: Int!) { setModelAlias(modelName: "alias-retry", alias: "candidate", version: $v) { version aliases } }`;
+    for (const v of [1, 1, 2, 2]) expect(ok(await server.gql(SET, { v })).setModelAlias).toEqual({ version: v, aliases: ["candidate"] });
+    const deliveries = ok(await server.gql(`{ webhooks { id deliveries { edges { node { event payload } } } } }`)).webhooks.find((w: any) => w.id === hook.id).deliveries.edges;
+    // Previously four, one per call.
+    expect(deliveries.map((d: any) => [d.node.event, d.node.payload.data?.version ?? d.node.payload.version]).sort()).toEqual([["ALIAS_SET", 1], ["ALIAS_SET", 2]]);
+  });
+
   it("lets the anonymous admin approve (there is no one else), and closes requests that start from a stage the version left", async () => {
     ok(await server.gql(`mutation { createRegisteredModel(input: {name: "stale"}) { name } }`));
     ok(await server.gql(`mutation { setApprovalPolicy(modelName: "stale", policy: {appliesToStages: [ARCHIVED]}) { name } }`));

@@ -239,6 +239,49 @@ describe("runs", () => {
     expect(params).toEqual([{ key: "lr", value: "0.1" }]);
   });
 
+  withDatabase("makes a run's deletion wait for a tag, param or dataset write already checking the run, never land under it", async () => {
+    const writes: { table: string; mutation: string }[] = [
+      { table: "run_tags", mutation: `mutation($id: ID!) { setRunTags(runId: $id, tags: [{key: "t", value: "v"}]) { id } }` },
+      { table: "run_tags", mutation: `mutation($id: ID!) { deleteRunTag(runId: $id, key: "t") { id } }` },
+      { table: "run_params", mutation: `mutation($id: ID!) { logParams(runId: $id, params: [{key: "p", value: "1"}]) { id } }` },
+      { table: "datasets", mutation: `mutation($id: ID!) { logInputs(runId: $id, datasets: [{name: "d", digest: "x"}]) { id } }` },
+    ];
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    await watcher.connect();
+    const waiting = async (n: number, what: string) => {
+      for (const deadline = Date.now() + 20_000; ; await sleep(50)) {
+        const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`);
+        if (r.rows[0].n >= n) return;
+        if (Date.now() > deadline) throw new Error(`${what} never waited`);
+      }
+    };
+    try {
+      for (const { table, mutation } of writes) {
+        const run = ok(await server.gql(CREATE_RUN, { input: { experimentId } })).createRun;
+        const finished: string[] = [];
+        await db.query("BEGIN");
+        // The write checks the run, then waits here for the table it writes into.
+        await db.query(`LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE`);
+        const write = server.gql(mutation, { id: run.id }).then((a) => (finished.push("write"), a));
+        await waiting(1, mutation);
+        const deletion = server.gql(`mutation($id: ID!) { deleteRun(id: $id) { id } }`, { id: run.id }).then((a) => (finished.push("delete"), a));
+        // Previously the deletion went through here, and the write then landed in a deleted run
+        // (restoring it showed the write); now it waits for the write's share lock on the run.
+        await waiting(2, `deleteRun during ${mutation}`);
+        await db.query("COMMIT");
+        ok(await write);
+        ok(await deletion);
+        expect(finished).toEqual(["write", "delete"]);
+      }
+    } finally {
+      await db.query("ROLLBACK").catch(() => undefined);
+      await db.end();
+      await watcher.end();
+    }
+  });
+
   it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, params: [{ key: "lr", value: "0.1" }] } })).createRun;
     const LOG = `mutation($id: ID!, $params: [ParamInput!]!) { logParams(runId: $id, params: $params) { params { key value } } }`;
