@@ -6,7 +6,7 @@ import { Run } from "../entities/run.entity.js";
 import type { RequestContext } from "../services/context.js";
 import type { RegistryEventPayload } from "../services/registry.service.js";
 import { Tag, TagInput, toConnection } from "./types/common.types.js";
-import { RunInputType } from "./types/tracking.types.js";
+import { RunConnection, RunInputType } from "./types/tracking.types.js";
 import {
   ApprovalCheck,
   ApprovalPolicyInput,
@@ -225,6 +225,29 @@ export class LineageResolver {
   @FieldResolver(() => [Run], { description: "Ancestors of the source run (nested runs), nearest first." })
   parentRuns(@Root() lineage: Lineage, @Ctx() ctx: RequestContext) {
     return ctx.services.lineage.runsByIds(ctx, lineage.parentRunIds);
+  }
+}
+
+@Resolver(() => DatasetLineage)
+export class DatasetLineageResolver {
+  @FieldResolver(() => RunConnection, { description: "Runs downstream of the dataset (those that consumed it, and their nested runs), oldest first; deleted runs are left out." })
+  async runs(
+    @Root() lineage: DatasetLineage,
+    @Ctx() ctx: RequestContext,
+    @Arg("first", () => Int, { nullable: true, description: "Page size (default 50, at most 1000)." }) first?: number,
+    @Arg("after", () => String, { nullable: true, description: "Cursor from a previous page." }) after?: string,
+  ) {
+    return toConnection(await ctx.services.lineage.runsOfDataset(ctx, lineage.dataset.id, { first, after }));
+  }
+
+  @FieldResolver(() => ModelVersionConnection, { description: "Model versions registered from those runs, oldest first." })
+  async modelVersions(
+    @Root() lineage: DatasetLineage,
+    @Ctx() ctx: RequestContext,
+    @Arg("first", () => Int, { nullable: true, description: "Page size (default 50, at most 1000)." }) first?: number,
+    @Arg("after", () => String, { nullable: true, description: "Cursor from a previous page." }) after?: string,
+  ) {
+    return toConnection(await ctx.services.lineage.versionsOfDataset(ctx, lineage.dataset.id, { first, after }));
   }
 }
 

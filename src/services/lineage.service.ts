@@ -4,6 +4,7 @@ import type { Dataset } from "../entities/dataset.entity.js";
 import type { ModelVersion } from "../entities/model-version.entity.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateText } from "./validation.js";
+import { CURSOR_TIME_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 
 /**
  * PIPELINES HOOK: the pipelines feature plugs in how a tracking run maps to the pipeline run and
@@ -19,13 +20,6 @@ export interface ModelLineage {
   taskRunId: string | null;
 }
 
-export interface DatasetLineageView {
-  dataset: Dataset;
-  /** Runs that consumed the dataset, and their descendants (nested runs). */
-  runIds: string[];
-  modelVersionIds: string[];
-}
-
 /** Loads by id through a request's DataLoader; a failed key is an error, a missing one is skipped. */
 async function loadExisting<T>(loader: { loadMany(ids: readonly string[]): Promise<(T | null | Error)[]> }, ids: readonly string[]): Promise<T[]> {
   const rows = await loader.loadMany(ids);
@@ -38,6 +32,35 @@ async function loadExisting<T>(loader: { loadMany(ids: readonly string[]): Promi
 }
 
 const MAX_DEPTH = 100;
+
+/** `down(id, depth)`: the runs that consumed dataset $1 and their nested runs (deleted ones too; callers leave those out). */
+const DOWNSTREAM_RUNS = `down(id, depth) AS (
+         SELECT run_id, 0 FROM run_inputs WHERE dataset_id = $1
+         UNION
+         SELECT r.id, down.depth + 1 FROM runs r JOIN down ON r.parent_run_id = down.id WHERE down.depth < ${MAX_DEPTH}
+       )`;
+
+/** A lineage list's key cursor: the item's time (start or creation) and id. */
+const LINEAGE_CURSOR = new RegExp(`^(${CURSOR_TIME_PATTERN})\\|([0-9a-f-]{36})$`);
+
+/** A row of a keyed lineage page: the item's id and cursor time, and the list's total (one row with a null id for an empty page). */
+interface KeyedRow {
+  id: string | null;
+  cursor_at: string | null;
+  total: number;
+}
+
+/** The ids of a keyed page's rows, `limit + 1` at most. */
+function pageIds(rows: KeyedRow[]): string[] {
+  return rows.flatMap((r) => (r.id === null ? [] : [r.id]));
+}
+
+/** The page of `items` (loaded for the rows of this page), each with its key cursor. */
+function keyedPage<T extends { id: string }>(rows: KeyedRow[], window: { offset: number; limit: number }, afterKey: boolean, items: T[]): Page<T> {
+  const keyOf = new Map(rows.map((r) => [r.id, `${r.cursor_at}|${r.id}`]));
+  const page = toPage(pageIds(rows), window, rows[0]?.total ?? 0);
+  return { ...page, items, cursors: items.map((item) => encodeKeyCursor(keyOf.get(item.id)!)), ...(afterKey ? { hasPreviousPage: true } : {}) };
+}
 
 /** Where a model version came from, and what was built from a dataset. */
 export class LineageService {
@@ -75,41 +98,62 @@ export class LineageService {
     return lineages;
   }
 
-  /** The dataset with the runs and model versions downstream of it, loaded through the request's loaders. */
-  async datasetLineage(ctx: RequestContext, name: string, digest: string): Promise<{ dataset: Dataset; runs: Run[]; modelVersions: ModelVersion[] } | null> {
-    const found = await this.ofDataset(ctx, name, digest);
-    if (!found) return null;
-    const [runs, modelVersions] = await Promise.all([loadExisting<Run>(ctx.loaders.runById, found.runIds), loadExisting<ModelVersion>(ctx.loaders.modelVersionById, found.modelVersionIds)]);
-    return { dataset: found.dataset, runs, modelVersions };
+  /** The dataset, or null when no run logged it; its runs and versions page through {@link runsOfDataset} and {@link versionsOfDataset}. */
+  async datasetLineage(_ctx: RequestContext, name: string, digest: string): Promise<{ dataset: Dataset } | null> {
+    validateText(name, "name", LIMITS.nameLength);
+    validateText(digest, "digest", 1000);
+    const datasets: Dataset[] = await this.db.query(
+      `SELECT id, name, digest, source_uri AS "sourceUri", created_at AS "createdAt" FROM datasets WHERE name = $1 AND digest = $2`,
+      [name, digest],
+    );
+    return datasets.length ? { dataset: datasets[0] } : null;
+  }
+
+  /**
+   * A page of the runs downstream of a dataset (those that consumed it, and their nested runs),
+   * oldest first. Pages by key (start time, id): a popular dataset gains runs all the time, and a
+   * run started with an earlier `startTime` would shift an offset's page.
+   */
+  async runsOfDataset(ctx: RequestContext, datasetId: string, args: PageArgs): Promise<Page<Run>> {
+    const { after, window } = keysetWindow(args, LINEAGE_CURSOR);
+    const rows: KeyedRow[] = await this.db.query(
+      `WITH RECURSIVE ${DOWNSTREAM_RUNS},
+       downstream AS (SELECT DISTINCT r.id, r.start_time FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL)
+       SELECT page.id, page.cursor_at, counted.total
+         FROM (SELECT count(*)::int AS total FROM downstream) counted
+         LEFT JOIN LATERAL (
+           SELECT id, ${cursorTimeSql("start_time")} AS cursor_at FROM downstream
+            WHERE $2::text IS NULL OR (start_time, id) > (CAST($2 AS timestamp) AT TIME ZONE 'UTC', CAST($3 AS uuid))
+            ORDER BY start_time, id OFFSET $4 LIMIT $5
+         ) page ON true`,
+      [datasetId, after?.[1] ?? null, after?.[2] ?? null, window.offset, window.limit + 1],
+    );
+    const runs = await loadExisting<Run>(ctx.loaders.runById, pageIds(rows).slice(0, window.limit));
+    return keyedPage(rows, window, after !== null, runs);
+  }
+
+  /** A page of the model versions registered from the runs downstream of a dataset, oldest first (keyed by creation time, id). */
+  async versionsOfDataset(ctx: RequestContext, datasetId: string, args: PageArgs): Promise<Page<ModelVersion>> {
+    const { after, window } = keysetWindow(args, LINEAGE_CURSOR);
+    const rows: KeyedRow[] = await this.db.query(
+      `WITH RECURSIVE ${DOWNSTREAM_RUNS},
+       versions AS (SELECT v.id, v.created_at FROM model_versions v WHERE v.run_id IN (SELECT d.id FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL))
+       SELECT page.id, page.cursor_at, counted.total
+         FROM (SELECT count(*)::int AS total FROM versions) counted
+         LEFT JOIN LATERAL (
+           SELECT id, ${cursorTimeSql("created_at")} AS cursor_at FROM versions
+            WHERE $2::text IS NULL OR (created_at, id) > (CAST($2 AS timestamp) AT TIME ZONE 'UTC', CAST($3 AS uuid))
+            ORDER BY created_at, id OFFSET $4 LIMIT $5
+         ) page ON true`,
+      [datasetId, after?.[1] ?? null, after?.[2] ?? null, window.offset, window.limit + 1],
+    );
+    const versions = await loadExisting<ModelVersion>(ctx.loaders.modelVersionById, pageIds(rows).slice(0, window.limit));
+    return keyedPage(rows, window, after !== null, versions);
   }
 
   /** Runs by id, in order, through the request's loader (e.g. a lineage's parent runs). */
   runsByIds(ctx: RequestContext, ids: readonly string[]): Promise<Run[]> {
     return loadExisting<Run>(ctx.loaders.runById, ids);
-  }
-
-  async ofDataset(_ctx: RequestContext, name: string, digest: string): Promise<DatasetLineageView | null> {
-    validateText(name, "name", LIMITS.nameLength);
-    validateText(digest, "digest", 1000);
-    const datasets: (Dataset & { source_uri?: string; created_at?: Date })[] = await this.db.query(
-      `SELECT id, name, digest, source_uri AS "sourceUri", created_at AS "createdAt" FROM datasets WHERE name = $1 AND digest = $2`,
-      [name, digest],
-    );
-    if (!datasets.length) return null;
-    const runs: { id: string }[] = await this.db.query(
-      `WITH RECURSIVE down(id, depth) AS (
-         SELECT run_id, 0 FROM run_inputs WHERE dataset_id = $1
-         UNION
-         SELECT r.id, down.depth + 1 FROM runs r JOIN down ON r.parent_run_id = down.id WHERE down.depth < ${MAX_DEPTH}
-       )
-       SELECT DISTINCT d.id, r.start_time FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL ORDER BY r.start_time, d.id`,
-      [datasets[0].id],
-    );
-    const runIds = runs.map((r) => r.id);
-    const versions: { id: string }[] = runIds.length
-      ? await this.db.query(`SELECT id FROM model_versions WHERE run_id = ANY($1) ORDER BY created_at, id`, [runIds])
-      : [];
-    return { dataset: datasets[0] as Dataset, runIds, modelVersionIds: versions.map((v) => v.id) };
   }
 
   /** Loads runs in the given order (for resolvers). */

@@ -208,10 +208,38 @@ describe("model registry: the seed's promotion flow with approvals and a signed 
     ok(await server.gql(`mutation($r: ID!) { createModelVersion(input: {modelName: "lineage", runId: $r, artifactPath: "model.bin"}) { version } }`, { r: child }, editor));
     const lineage = ok(await server.gql(`{ modelVersion(name: "lineage", version: 1) { lineage { sourceRun { id } parentRuns { id name } datasets { dataset { name digest } context } pipelineRunId taskRunId } } }`, {}, viewer)).modelVersion.lineage;
     expect(lineage).toEqual({ sourceRun: { id: child }, parentRuns: [{ id: parent, name: "sweep" }], datasets: [{ dataset: { name: "customers", digest: "d1" }, context: "training" }], pipelineRunId: null, taskRunId: null });
-    const down = ok(await server.gql(`{ datasetLineage(name: "customers", digest: "d1") { dataset { name } runs { id } modelVersions { version model { name } } } }`, {}, viewer)).datasetLineage;
-    expect(down.runs.map((r: any) => r.id).sort()).toEqual([parent, child].sort());
-    expect(down.modelVersions).toEqual([{ version: 1, model: { name: "lineage" } }]);
+    const down = ok(await server.gql(`{ datasetLineage(name: "customers", digest: "d1") { dataset { name } runs { totalCount edges { node { id } } } modelVersions { totalCount edges { node { version model { name } } } } } }`, {}, viewer)).datasetLineage;
+    expect(down.runs.edges.map((e: any) => e.node.id).sort()).toEqual([parent, child].sort());
+    expect(down.runs.totalCount).toBe(2);
+    expect(down.modelVersions).toEqual({ totalCount: 1, edges: [{ node: { version: 1, model: { name: "lineage" } } }] });
     expect(ok(await server.gql(`{ datasetLineage(name: "customers", digest: "nope") { dataset { name } } }`, {}, viewer)).datasetLineage).toBeNull();
+  });
+
+  it("pages a dataset's downstream runs and versions by key, oldest first, without repeats while runs are added", async () => {
+    const LINEAGE = `query($after: String) { datasetLineage(name: "popular", digest: "p1") {
+      runs(first: 2, after: $after) { totalCount pageInfo { hasNextPage hasPreviousPage endCursor } edges { node { id } } }
+      modelVersions(first: 1) { totalCount edges { node { version } } } } }`;
+    const started: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      // Start times a minute apart, in order: the list is oldest first.
+      const runId = await newRun(server, editor, "popular-exp", { startTime: new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString() });
+      ok(await server.gql(`mutation($r: ID!) { logInputs(runId: $r, datasets: [{name: "popular", digest: "p1"}]) { id } }`, { r: runId }, editor));
+      started.push(runId);
+    }
+    const first = ok(await server.gql(LINEAGE, {}, viewer)).datasetLineage;
+    expect(first.runs.edges.map((e: any) => e.node.id)).toEqual(started.slice(0, 2));
+    expect(first.runs).toMatchObject({ totalCount: 3, pageInfo: { hasNextPage: true, hasPreviousPage: false } });
+    expect(first.modelVersions).toEqual({ totalCount: 0, edges: [] });
+    // A run started before the others joins between the two pages: an offset would repeat one.
+    const early = await newRun(server, editor, "popular-exp", { startTime: new Date(Date.UTC(2025, 0, 1)).toISOString() });
+    ok(await server.gql(`mutation($r: ID!) { logInputs(runId: $r, datasets: [{name: "popular", digest: "p1"}]) { id } }`, { r: early }, editor));
+    const second = ok(await server.gql(LINEAGE, { after: first.runs.pageInfo.endCursor }, viewer)).datasetLineage.runs;
+    expect(second.edges.map((e: any) => e.node.id)).toEqual([started[2]]);
+    expect(second).toMatchObject({ totalCount: 4, pageInfo: { hasNextPage: false, hasPreviousPage: true } });
+    const past = ok(await server.gql(LINEAGE, { after: second.pageInfo.endCursor }, viewer)).datasetLineage.runs;
+    expect(past).toMatchObject({ totalCount: 4, edges: [], pageInfo: { hasNextPage: false } });
+    const bad = await server.gql(LINEAGE, { after: "bm90LWEtY3Vyc29y" }, viewer);
+    expect(bad.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
   });
 
   it("enforces roles on registry writes", async () => {

@@ -3,7 +3,6 @@ import { SafeIntResolver } from "graphql-scalars";
 import { RegisteredModel } from "../../entities/registered-model.entity.js";
 import { ModelStage, ModelVersion } from "../../entities/model-version.entity.js";
 import { Dataset } from "../../entities/dataset.entity.js";
-import { Run } from "../../entities/run.entity.js";
 import { WebhookDelivery, WebhookEvent } from "../../entities/webhook.entity.js";
 import { Connection, TagInput } from "./common.types.js";
 
@@ -244,12 +243,6 @@ export class Lineage {
 export class DatasetLineage {
   @Field(() => Dataset, { description: "The dataset." })
   dataset: Dataset;
-
-  @Field(() => [Run], { description: "Runs downstream of the dataset." })
-  runs: Run[];
-
-  @Field(() => [ModelVersion], { description: "Model versions registered from those runs." })
-  modelVersions: ModelVersion[];
 }
 
 @ObjectType({ description: "A change in the model registry." })
