@@ -3,6 +3,7 @@ import { Run } from "../entities/run.entity.js";
 import type { RequestContext } from "./context.js";
 import { DomainError } from "./errors.js";
 import { pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { decodeRunCursor, encodeRunCursor, orderSignature, seekCondition, sortKeyCursorSql } from "./run-search-cursor.js";
 import {
   compileFilter,
   compileOrderBy,
@@ -64,9 +65,9 @@ export class RunSearch {
   }
 
   private async searchPages(args: RunSearchArgs, perExperiment: boolean): Promise<Map<string, Page<Run>>> {
-    const window = pageWindow(args);
     const ast = parseFilter(args.filter ?? "");
     const orderTerms = parseOrderBy(args.orderBy?.length ? args.orderBy : DEFAULT_RUN_ORDER_BY);
+    const signature = orderSignature(orderTerms);
     const params: unknown[] = [];
     // A deleted experiment's runs are hidden with it (as in MLflow), and come back when it is restored.
     const where: string[] = ["r.deleted_at IS NULL", LIVE_EXPERIMENT];
@@ -116,15 +117,22 @@ export class RunSearch {
     where.push(filter.sql);
     const order = await compileOrderBy(orderTerms, { paramOffset: params.length, resolveMetricLastValues });
     params.push(...order.params);
+    const seekFrom = decodeRunCursor(args.after, signature, order.keys);
+    // A key cursor pages by key; an offset cursor (handed out before) still pages by offset.
+    const window = pageWindow(seekFrom ? { first: args.first } : args);
+    if (seekFrom) {
+      where.push(seekCondition(order.keys, seekFrom, (value) => (params.push(value), `$${params.length}`)));
+    }
+    const keyColumns = order.keys.map((k, i) => `${sortKeyCursorSql(k)} AS k${i}`).join(", ");
     params.push(window.limit + 1, window.offset);
     const [limitParam, offsetParam] = [`$${params.length - 1}`, `$${params.length}`];
     // One experiment's page is the plain query (LIMIT lets PostgreSQL stop early through the
     // (experiment_id, start_time) index); a window per experiment only when there are several.
     const windowed = perExperiment && (experimentIds?.length ?? 0) > 1;
-    const rows: { id: string; experiment_id: string }[] = windowed
+    const rows: ({ id: string; experiment_id: string } & Record<`k${number}`, string | null>)[] = windowed
       ? await this.db.query(
-          `SELECT id, experiment_id FROM (
-             SELECT r.id, r.experiment_id, row_number() OVER (PARTITION BY r.experiment_id ORDER BY ${order.orderBy}) AS n
+          `SELECT * FROM (
+             SELECT r.id, r.experiment_id, ${keyColumns}, row_number() OVER (PARTITION BY r.experiment_id ORDER BY ${order.orderBy}) AS n
                FROM runs r ${order.joins.join(" ")}
               WHERE ${where.join(" AND ")}) ranked
             WHERE n > ${offsetParam} AND n <= ${offsetParam} + ${limitParam}
@@ -132,7 +140,7 @@ export class RunSearch {
           params,
         )
       : await this.db.query(
-          `SELECT r.id, r.experiment_id FROM runs r ${order.joins.join(" ")}
+          `SELECT r.id, r.experiment_id, ${keyColumns} FROM runs r ${order.joins.join(" ")}
             WHERE ${where.join(" AND ")}
             ORDER BY ${order.orderBy}
             LIMIT ${limitParam} OFFSET ${offsetParam}`,
@@ -140,9 +148,18 @@ export class RunSearch {
         );
     const runs = rows.length ? await this.db.getRepository(Run).createQueryBuilder("r").where("r.id = ANY(:ids)", { ids: rows.map((r) => r.id) }).getMany() : [];
     const byId = new Map(runs.map((r) => [r.id, r]));
-    const groups = new Map<string, Run[]>(perExperiment ? (experimentIds ?? []).map((id) => [id, []]) : [[ALL, []]]);
-    for (const row of rows) groups.get(perExperiment ? row.experiment_id : ALL)?.push(byId.get(row.id) as Run);
-    return new Map([...groups].map(([key, list]) => [key, toPage(list, window)]));
+    const groups = new Map<string, { runs: Run[]; cursors: string[] }>(perExperiment ? (experimentIds ?? []).map((id) => [id, { runs: [], cursors: [] }]) : [[ALL, { runs: [], cursors: [] }]]);
+    for (const row of rows) {
+      const group = groups.get(perExperiment ? row.experiment_id : ALL);
+      group?.runs.push(byId.get(row.id) as Run);
+      group?.cursors.push(encodeRunCursor(signature, order.keys.map((_, i) => row[`k${i}`])));
+    }
+    return new Map(
+      [...groups].map(([key, group]) => {
+        const page = toPage(group.runs, window);
+        return [key, { ...page, cursors: group.cursors.slice(0, page.items.length), ...(seekFrom ? { hasPreviousPage: true } : {}) }];
+      }),
+    );
   }
 
   private async runIdsOf(experimentIds: string[]): Promise<string[]> {

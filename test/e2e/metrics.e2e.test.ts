@@ -459,6 +459,17 @@ describe("run search on metrics", () => {
     expect(await names("metrics.val_loss < 0.3 and params.lr = '0.01'")).toEqual(["s1"]);
     expect(await names("metrics.val_loss >= 0.3 or params.lr = '0.1'", ["attributes.name ASC"])).toEqual(["s2", "s3"]);
     expect(await names(null, ["metrics.val_loss DESC"])).toEqual(["s2", "s1", "s3", "s4"]);
+    // One run a page, by key (the last value, then the run without it): the same order.
+    const PAGE = `query($e: [ID!], $o: [String!], $after: String) { runs(experimentIds: $e, orderBy: $o, first: 1, after: $after) { edges { node { name } } pageInfo { hasNextPage endCursor } } }`;
+    for (const o of [["metrics.val_loss DESC"], ["metrics.val_loss ASC", "params.lr DESC"]]) {
+      const walked: string[] = [];
+      for (let after: string | null = null, more = true; more; ) {
+        const page: any = ok(await server.gql(PAGE, { e: [exp], o, after })).runs;
+        walked.push(...page.edges.map((e: any) => e.node.name));
+        [more, after] = [page.pageInfo.hasNextPage, page.pageInfo.endCursor];
+      }
+      expect(walked).toEqual(await names(null, o));
+    }
     // Without experimentIds ordering considers every run with the metric.
     const all = ok(await server.gql(SEARCH, { f: "metrics.val_loss <= 0.4 and params.lr = '0.01'", o: ["metrics.val_loss DESC"] })).runs.edges.map((e: any) => e.node.name);
     expect(all).toEqual(["s2", "s1"]);

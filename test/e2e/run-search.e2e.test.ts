@@ -65,6 +65,42 @@ describe("runs(filter:, orderBy:)", () => {
     expect(seen.sort()).toEqual(["r1", "r2", "r3", "r4"]);
   });
 
+  it("pages by key: one run a page gives the one-page order under any ordering, nulls last", async () => {
+    const orderings = [["params.opt ASC"], ["params.opt DESC", "start_time DESC"], ["attributes.end_time DESC"], ["name ASC"], ["tags.team ASC", "params.lr DESC"], []];
+    for (const o of orderings) {
+      const walked: string[] = [];
+      for (let after: string | null = null, more = true; more; ) {
+        const page: any = ok(await server.gql(SEARCH, { e: [expA, expB], f: null, o, first: 1, after })).runs;
+        walked.push(...page.edges.map((e: any) => e.node.name));
+        [more, after] = [page.pageInfo.hasNextPage, page.pageInfo.endCursor];
+        expect(walked.length).toBeLessThanOrEqual(4);
+      }
+      expect(walked).toEqual(await names(null, o.length ? o : undefined));
+    }
+  });
+
+  it("repeats no run when one starts between two pages (newest first), and refuses a cursor from another ordering", async () => {
+    const exp = ok(await server.gql(`mutation { createExperiment(input: {name: "search-keyset"}) { id } }`)).createExperiment.id;
+    const create = async (name: string) => ok(await server.gql(`mutation($i: CreateRunInput!) { createRun(input: $i) { id } }`, { i: { experimentId: exp, name } })).createRun.id;
+    for (const name of ["k1", "k2", "k3"]) await create(name);
+    const first: any = ok(await server.gql(SEARCH, { e: [exp], first: 2 })).runs;
+    expect(first.edges.map((e: any) => e.node.name)).toEqual(["k3", "k2"]);
+    await create("k4");
+    // Previously (offsets) this page was ["k2"]: k4 pushed every run down by one.
+    const second: any = ok(await server.gql(SEARCH, { e: [exp], first: 2, after: first.pageInfo.endCursor })).runs;
+    expect(second.edges.map((e: any) => e.node.name)).toEqual(["k1"]);
+    expect(second.pageInfo.hasNextPage).toBe(false);
+
+    const otherOrder = await server.gql(SEARCH, { e: [exp], o: ["name ASC"], first: 2, after: first.pageInfo.endCursor });
+    expect(otherOrder.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
+    expect(otherOrder.errors?.[0].message).toMatch(/another orderBy/);
+    const key = Buffer.from(first.pageInfo.endCursor, "base64url").toString();
+    for (const forged of [key.replace(/\[.*\]$/, '["x", "y"]'), key.replace(/\[.*\]$/, "[1]"), `${key}x`, "k:elsewhere"]) {
+      const answer = await server.gql(SEARCH, { e: [exp], first: 2, after: Buffer.from(forged).toString("base64url") });
+      expect(answer.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
+    }
+  });
+
   it("reports malformed filters with the position", async () => {
     const res = await server.gql(SEARCH, { e: [expA], f: "params.lr = " });
     expect(res.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "filter" });

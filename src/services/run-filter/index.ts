@@ -45,5 +45,6 @@ export {
   type CompileOrderByOptions,
   type CompiledOrderBy,
   type CompiledSortKey,
+  type SortKeyType,
   type MetricLastValuesResolver,
 } from "./order-by.js";

@@ -50,10 +50,14 @@ export interface CompileOrderByOptions {
   readonly resolveMetricLastValues?: MetricLastValuesResolver;
 }
 
+/** The SQL type of a sort key's values (what a keyset cursor's value is cast back to). */
+export type SortKeyType = "text" | "timestamptz" | "uuid" | "float8";
+
 /** One sort key, for callers that build keyset (seek) conditions themselves. */
 export interface CompiledSortKey {
   readonly expression: string;
   readonly direction: SortDirection;
+  readonly type: SortKeyType;
 }
 
 /**
@@ -69,13 +73,13 @@ export interface CompiledOrderBy {
   readonly params: unknown[];
 }
 
-const ATTRIBUTE_SORT_COLUMNS: Readonly<Record<AttributeKey, string>> = {
-  status: "r.status",
-  name: "r.name",
-  start_time: "r.start_time",
-  end_time: "r.end_time",
-  run_id: "r.id",
-  experiment_id: "r.experiment_id",
+const ATTRIBUTE_SORT_COLUMNS: Readonly<Record<AttributeKey, { column: string; type: SortKeyType }>> = {
+  status: { column: "r.status", type: "text" },
+  name: { column: "r.name", type: "text" },
+  start_time: { column: "r.start_time", type: "timestamptz" },
+  end_time: { column: "r.end_time", type: "timestamptz" },
+  run_id: { column: "r.id", type: "uuid" },
+  experiment_id: { column: "r.experiment_id", type: "uuid" },
 };
 
 /** Message when an orderBy term uses metrics but no metric store answers. */
@@ -107,7 +111,7 @@ export async function compileOrderBy(terms: readonly OrderByTerm[], options: Com
     switch (term.entity) {
       case "attributes":
         if (!isAttributeKey(term.key)) throw badTerm(field, `unknown attribute ${JSON.stringify(term.key)}`);
-        keys.push({ expression: ATTRIBUTE_SORT_COLUMNS[term.key], direction });
+        keys.push({ expression: ATTRIBUTE_SORT_COLUMNS[term.key].column, direction, type: ATTRIBUTE_SORT_COLUMNS[term.key].type });
         return;
       case "params":
       case "tags": {
@@ -116,6 +120,7 @@ export async function compileOrderBy(terms: readonly OrderByTerm[], options: Com
         keys.push({
           expression: `(SELECT ${alias}.value FROM ${table} ${alias} WHERE ${alias}.run_id = r.id AND ${alias}.key = ${bind(term.key, "text")})`,
           direction,
+          type: "text",
         });
         return;
       }
@@ -127,12 +132,12 @@ export async function compileOrderBy(terms: readonly OrderByTerm[], options: Com
         const ids = [...values.keys()];
         const numbers = ids.map((id) => values.get(id) as number);
         joins.push(`LEFT JOIN unnest(${bind(ids, "uuid[]")}, ${bind(numbers, "float8[]")}) AS ${alias}(run_id, v) ON ${alias}.run_id = r.id`);
-        keys.push({ expression: `${alias}.v`, direction });
+        keys.push({ expression: `${alias}.v`, direction, type: "float8" });
         return;
       }
     }
   });
-  if (!keys.some((k) => k.expression === "r.id")) keys.push({ expression: "r.id", direction: "ASC" });
+  if (!keys.some((k) => k.expression === "r.id")) keys.push({ expression: "r.id", direction: "ASC", type: "uuid" });
   const orderBy = keys.map((k) => `${k.expression} ${k.direction} NULLS LAST`).join(", ");
   return { joins, orderBy, keys, params };
 }
