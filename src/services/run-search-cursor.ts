@@ -82,8 +82,11 @@ export function seekCondition(keys: readonly CompiledSortKey[], values: readonly
   keys.forEach((k, i) => {
     // Nulls sort last: nothing comes after a null in this key but more nulls (ties, left to the next key).
     if (values[i] === null) return;
-    const after = `(${k.expression} ${k.direction === "DESC" ? "<" : ">"} ${cast(i)} OR ${k.expression} IS NULL)`;
-    alternatives.push([...equalTo.slice(0, i), after].join(" AND "));
+    const beyond = `${k.expression} ${k.direction === "DESC" ? "<" : ">"} ${cast(i)}`;
+    alternatives.push([...equalTo.slice(0, i), k.nullable ? `(${beyond} OR ${k.expression} IS NULL)` : beyond].join(" AND "));
   });
+  // PostgreSQL answers each alternative from an index where one fits (a BitmapOr over runs'
+  // (experiment_id, start_time DESC, id) for the default order): only runs after the cursor are
+  // read, where an offset read and dropped every run before it.
   return alternatives.length ? `(${alternatives.map((a) => `(${a})`).join(" OR ")})` : "FALSE";
 }

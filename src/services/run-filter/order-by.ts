@@ -58,6 +58,8 @@ export interface CompiledSortKey {
   readonly expression: string;
   readonly direction: SortDirection;
   readonly type: SortKeyType;
+  /** False for a NOT NULL column: a seek needs no "or null" there, and can bound an index scan. */
+  readonly nullable: boolean;
 }
 
 /**
@@ -73,13 +75,13 @@ export interface CompiledOrderBy {
   readonly params: unknown[];
 }
 
-const ATTRIBUTE_SORT_COLUMNS: Readonly<Record<AttributeKey, { column: string; type: SortKeyType }>> = {
-  status: { column: "r.status", type: "text" },
-  name: { column: "r.name", type: "text" },
-  start_time: { column: "r.start_time", type: "timestamptz" },
-  end_time: { column: "r.end_time", type: "timestamptz" },
-  run_id: { column: "r.id", type: "uuid" },
-  experiment_id: { column: "r.experiment_id", type: "uuid" },
+const ATTRIBUTE_SORT_COLUMNS: Readonly<Record<AttributeKey, { column: string; type: SortKeyType; nullable: boolean }>> = {
+  status: { column: "r.status", type: "text", nullable: false },
+  name: { column: "r.name", type: "text", nullable: false },
+  start_time: { column: "r.start_time", type: "timestamptz", nullable: false },
+  end_time: { column: "r.end_time", type: "timestamptz", nullable: true },
+  run_id: { column: "r.id", type: "uuid", nullable: false },
+  experiment_id: { column: "r.experiment_id", type: "uuid", nullable: false },
 };
 
 /** Message when an orderBy term uses metrics but no metric store answers. */
@@ -111,7 +113,8 @@ export async function compileOrderBy(terms: readonly OrderByTerm[], options: Com
     switch (term.entity) {
       case "attributes":
         if (!isAttributeKey(term.key)) throw badTerm(field, `unknown attribute ${JSON.stringify(term.key)}`);
-        keys.push({ expression: ATTRIBUTE_SORT_COLUMNS[term.key].column, direction, type: ATTRIBUTE_SORT_COLUMNS[term.key].type });
+        const { column, type, nullable } = ATTRIBUTE_SORT_COLUMNS[term.key];
+        keys.push({ expression: column, direction, type, nullable });
         return;
       case "params":
       case "tags": {
@@ -121,6 +124,7 @@ export async function compileOrderBy(terms: readonly OrderByTerm[], options: Com
           expression: `(SELECT ${alias}.value FROM ${table} ${alias} WHERE ${alias}.run_id = r.id AND ${alias}.key = ${bind(term.key, "text")})`,
           direction,
           type: "text",
+          nullable: true,
         });
         return;
       }
@@ -132,12 +136,12 @@ export async function compileOrderBy(terms: readonly OrderByTerm[], options: Com
         const ids = [...values.keys()];
         const numbers = ids.map((id) => values.get(id) as number);
         joins.push(`LEFT JOIN unnest(${bind(ids, "uuid[]")}, ${bind(numbers, "float8[]")}) AS ${alias}(run_id, v) ON ${alias}.run_id = r.id`);
-        keys.push({ expression: `${alias}.v`, direction, type: "float8" });
+        keys.push({ expression: `${alias}.v`, direction, type: "float8", nullable: true });
         return;
       }
     }
   });
-  if (!keys.some((k) => k.expression === "r.id")) keys.push({ expression: "r.id", direction: "ASC", type: "uuid" });
+  if (!keys.some((k) => k.expression === "r.id")) keys.push({ expression: "r.id", direction: "ASC", type: "uuid", nullable: false });
   const orderBy = keys.map((k) => `${k.expression} ${k.direction} NULLS LAST`).join(", ");
   return { joins, orderBy, keys, params };
 }

@@ -62,9 +62,9 @@ describe("compileOrderBy", () => {
       joins: [],
       orderBy: "r.start_time DESC NULLS LAST, r.status ASC NULLS LAST, r.id ASC NULLS LAST",
       keys: [
-        { expression: "r.start_time", direction: "DESC", type: "timestamptz" },
-        { expression: "r.status", direction: "ASC", type: "text" },
-        { expression: "r.id", direction: "ASC", type: "uuid" },
+        { expression: "r.start_time", direction: "DESC", type: "timestamptz", nullable: false },
+        { expression: "r.status", direction: "ASC", type: "text", nullable: false },
+        { expression: "r.id", direction: "ASC", type: "uuid", nullable: false },
       ],
       params: [],
     });

@@ -3,9 +3,9 @@ import type { CompiledSortKey } from "../../../src/services/run-filter";
 import { encodeCursor, encodeKeyCursor } from "../../../src/services/pagination";
 
 const KEYS: CompiledSortKey[] = [
-  { expression: "r.end_time", direction: "DESC", type: "timestamptz" },
-  { expression: "m0.v", direction: "ASC", type: "float8" },
-  { expression: "r.id", direction: "ASC", type: "uuid" },
+  { expression: "r.end_time", direction: "DESC", type: "timestamptz", nullable: true },
+  { expression: "m0.v", direction: "ASC", type: "float8", nullable: true },
+  { expression: "r.id", direction: "ASC", type: "uuid", nullable: false },
 ];
 const ID = "0b4f6a1e-6c55-4c1b-9a43-3f0f6e2f9a10";
 
@@ -40,7 +40,7 @@ describe("run search key cursors", () => {
     expect(params).toEqual(["0.5", ID]);
     expect(sql).toBe(
       "((r.end_time IS NULL AND (m0.v > CAST($1 AS float8) OR m0.v IS NULL)) OR " +
-        "(r.end_time IS NULL AND m0.v = CAST($1 AS float8) AND (r.id > CAST($2 AS uuid) OR r.id IS NULL)))",
+        "(r.end_time IS NULL AND m0.v = CAST($1 AS float8) AND r.id > CAST($2 AS uuid)))",
     );
     const withTime = seekCondition(KEYS, ["2026-11-27T10:00:00.123456", null, ID], () => "$9");
     expect(withTime).toContain("(r.end_time < (CAST($9 AS timestamp) AT TIME ZONE 'UTC') OR r.end_time IS NULL)");
