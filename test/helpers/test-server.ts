@@ -58,11 +58,17 @@ export interface TestServer {
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> } | null> {
   const base = process.env.TEST_DATABASE_URL;
   if (!base) return null;
-  const name = `mlgraph_test_${crypto.randomBytes(6).toString("hex")}`;
+  // The creating process's pid is in the name, so a later run can tell the databases a killed
+  // run left behind (its process gone, nothing connected) and drop them.
+  const name = `mlgraph_test_${process.pid}_${crypto.randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: base });
   await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
+  try {
+    await dropLeftoverTestDatabases(admin);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
   const url = new URL(base);
   url.pathname = `/${name}`;
   return {
@@ -74,6 +80,31 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
       await c.end();
     },
   };
+}
+
+/** Once per test process: drops the test databases of processes that no longer exist. */
+let leftoversDropped = false;
+async function dropLeftoverTestDatabases(admin: pg.Client): Promise<void> {
+  if (leftoversDropped) return;
+  leftoversDropped = true;
+  const found = await admin.query<{ datname: string }>(
+    `SELECT d.datname FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname ~ '^mlgraph_test_[0-9]+_[0-9a-f]+$' AND s.numbackends = 0`,
+  );
+  for (const { datname } of found.rows) {
+    const pid = Number(/^mlgraph_test_(\d+)_/.exec(datname)![1]);
+    if (processExists(pid)) continue;
+    // Another run's sweep may drop it first.
+    await admin.query(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`).catch(() => undefined);
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 export function makeDataDir(): string {
