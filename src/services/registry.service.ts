@@ -6,7 +6,7 @@ import { WebhookEvent } from "../entities/webhook.entity.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { Config } from "../config.js";
 import type { RequestContext } from "./context.js";
-import { DomainError } from "./errors.js";
+import { DomainError, isUniqueViolation } from "./errors.js";
 import { encodeKeyCursor, keysetWindow, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { actingFor, satisfiesRole } from "./principal.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, modelAliasProblem, type KeyValue } from "./validation.js";
@@ -47,10 +47,6 @@ function validateAlias(alias: unknown, field: string): string {
   const problem = typeof value === "string" ? modelAliasProblem(value) : "an alias starts with a letter and has up to 100 letters, digits, '_' or '-'";
   if (problem) throw new DomainError("BAD_USER_INPUT", `${field}: ${problem}`, field);
   return value as string;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";
 }
 
 /**
