@@ -54,7 +54,7 @@ export class RunsService {
     ctx: RequestContext,
     input: { experimentId: string; name?: string | null; params?: KeyValue[] | null; tags?: KeyValue[] | null; parentRunId?: string | null; startTime?: Date | null },
   ): Promise<Run> {
-    validateId(input.experimentId, "input.experimentId");
+    const experimentId = validateId(input.experimentId, "input.experimentId");
     const name = input.name == null ? generatedRunName() : validateText(input.name, "input.name", LIMITS.nameLength);
     const params = validateKeyValues(input.params, "input.params", LIMITS.paramValueLength);
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
@@ -65,11 +65,15 @@ export class RunsService {
       throw new DomainError("FORBIDDEN", "input.parentRunId: a task token may only start child runs of its own run", "input.parentRunId");
     }
     const run = await this.db.transaction(async (em) => {
-      const experiment = await em.getRepository(Experiment).findOneBy({ id: input.experimentId });
+      // FOR SHARE: a deleteExperiment committed after this read waits until the run is created, one
+      // committed before is seen. The insert's foreign-key check alone (KEY SHARE, which an update
+      // of deleted_at does not wait for) let a run land in an experiment deleted in the same
+      // instant. The parent is read the same way, so what is checked of it holds until the commit.
+      const experiment = await em.getRepository(Experiment).findOne({ where: { id: experimentId }, lock: { mode: "pessimistic_read" } });
       if (!experiment) throw new DomainError("NOT_FOUND", `input.experimentId: experiment ${JSON.stringify(input.experimentId)} not found`, "input.experimentId");
       if (experiment.deletedAt) throw new DomainError("BAD_USER_INPUT", `input.experimentId: experiment ${JSON.stringify(experiment.name)} is deleted; restore it first`, "input.experimentId");
       if (input.parentRunId != null) {
-        const parent = await em.getRepository(Run).findOneBy({ id: input.parentRunId });
+        const parent = await em.getRepository(Run).findOne({ where: { id: input.parentRunId }, lock: { mode: "pessimistic_read" } });
         if (!parent) throw new DomainError("NOT_FOUND", `input.parentRunId: run ${JSON.stringify(input.parentRunId)} not found`, "input.parentRunId");
         if (task && parent.experimentId !== experiment.id) {
           throw new DomainError("FORBIDDEN", "input.experimentId: a task token may only start runs in its own run's experiment", "input.experimentId");
@@ -77,7 +81,7 @@ export class RunsService {
       }
       const created = await em.getRepository(Run).save(
         em.getRepository(Run).create({
-          experimentId: input.experimentId,
+          experimentId: experiment.id,
           name,
           status: RunStatus.RUNNING,
           startTime: input.startTime ?? new Date(),

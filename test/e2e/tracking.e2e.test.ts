@@ -239,6 +239,42 @@ describe("runs", () => {
     expect(params).toEqual([{ key: "lr", value: "0.1" }]);
   });
 
+  withDatabase("refuses a run in an experiment deleted while the run was being created (the run landed in the deleted experiment)", async () => {
+    const exp = await createExperiment("deleted-while-creating");
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    await watcher.connect();
+    let answer;
+    let stored;
+    try {
+      const pid = (await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      // deleteExperiment's update, not yet committed.
+      await db.query("BEGIN");
+      await db.query("UPDATE experiments SET deleted_at = now() WHERE id = $1", [exp.id]);
+      const creating = server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "too-late" } });
+      const waits = (async () => {
+        for (const deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(50)) {
+          const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+          if (r.rows[0].n >= 1) return;
+        }
+        throw new Error("createRun neither waited for the deletion nor answered");
+      })();
+      // Before, createRun did not wait: it read the experiment as not deleted and inserted.
+      await Promise.race([waits, creating]);
+      await db.query("COMMIT");
+      answer = await creating;
+      // Hidden from every list once its experiment is deleted: counted in the table.
+      stored = (await watcher.query("SELECT count(*)::int AS n FROM runs WHERE experiment_id = $1", [exp.id])).rows[0].n;
+    } finally {
+      await db.query("ROLLBACK").catch(() => undefined);
+      await db.end();
+      await watcher.end();
+    }
+    expect(answer.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.experimentId" });
+    expect(stored).toBe(0);
+  });
+
   it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, params: [{ key: "lr", value: "0.1" }] } })).createRun;
     const LOG = `mutation($id: ID!, $params: [ParamInput!]!) { logParams(runId: $id, params: $params) { params { key value } } }`;
