@@ -275,6 +275,71 @@ describe("runs", () => {
     expect(stored).toBe(0);
   });
 
+  describe("idempotency keys", () => {
+    const runsOf = async (experimentId: string) =>
+      ok(await server.gql(`query($id: ID!) { experiment(id: $id) { runs(first: 100) { edges { node { id } } } } }`, { id: experimentId })).experiment.runs.edges.map((e: any) => e.node.id) as string[];
+
+    it("answers a resend with the run the first call created, as it is now, and creates nothing", async () => {
+      const exp = await createExperiment("idem-runs");
+      const input = { experimentId: exp.id, name: "resent", params: [{ key: "lr", value: "0.1" }], tags: [{ key: "team", value: "nlp" }], idempotencyKey: "create-run-1" };
+      const first = ok(await server.gql(CREATE_RUN, { input })).createRun;
+      ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { id } }`, { id: first.id }));
+      const again = ok(await server.gql(CREATE_RUN, { input })).createRun;
+      expect(again).toMatchObject({ id: first.id, name: "resent", status: "FINISHED", params: first.params, tags: first.tags });
+      // A key left out of a call makes another run, as before.
+      const { idempotencyKey: _, ...unkeyed } = input;
+      const third = ok(await server.gql(CREATE_RUN, { input: unkeyed })).createRun;
+      expect(third.id).not.toBe(first.id);
+      expect((await runsOf(exp.id)).sort()).toEqual([first.id, third.id].sort());
+    });
+
+    it("refuses the key with other input (CONFLICT naming the run), and keeps keys apart per experiment", async () => {
+      const exp = await createExperiment("idem-runs-conflict");
+      const other = await createExperiment("idem-runs-elsewhere");
+      const first = ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "a", idempotencyKey: "shared-key" } })).createRun;
+      const changed = await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "b", idempotencyKey: "shared-key" } });
+      expect(changed.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+      expect(changed.errors?.[0].message).toContain(first.id);
+      expect(changed.errors?.[0].message).toMatch(/different input/);
+      const elsewhere = ok(await server.gql(CREATE_RUN, { input: { experimentId: other.id, name: "a", idempotencyKey: "shared-key" } })).createRun;
+      expect(elsewhere.id).not.toBe(first.id);
+      expect(elsewhere.experiment.id).toBe(other.id);
+      expect(await runsOf(exp.id)).toEqual([first.id]);
+    });
+
+    it("creates one run for 20 concurrent calls with one key, and answers them all with it", async () => {
+      const exp = await createExperiment("idem-runs-race");
+      const input = { experimentId: exp.id, name: "raced", params: [{ key: "seed", value: "7" }], idempotencyKey: "raced-key" };
+      const answers = await Promise.all(Array.from({ length: 20 }, () => server.gql(CREATE_RUN, { input })));
+      const ids = answers.map((a) => ok(a).createRun.id as string);
+      expect(new Set(ids).size).toBe(1);
+      expect(await runsOf(exp.id)).toEqual([ids[0]]);
+      expect(answers.every((a) => a.data?.createRun.params.length === 1)).toBe(true);
+    });
+
+    it("refuses a key that is empty or longer than 250 characters before writing anything", async () => {
+      const exp = await createExperiment("idem-runs-invalid");
+      for (const idempotencyKey of ["", "k".repeat(251)]) {
+        const refused = await server.gql(CREATE_RUN, { input: { experimentId: exp.id, idempotencyKey } });
+        expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.idempotencyKey" });
+      }
+      expect(await runsOf(exp.id)).toEqual([]);
+      ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, idempotencyKey: "k".repeat(250) } }));
+    });
+
+    it("refuses a resend whose run was deleted since (CONFLICT), rather than return a deleted run", async () => {
+      const exp = await createExperiment("idem-runs-deleted");
+      const input = { experimentId: exp.id, name: "gone", idempotencyKey: "deleted-key" };
+      const first = ok(await server.gql(CREATE_RUN, { input })).createRun;
+      ok(await server.gql(`mutation($id: ID!) { deleteRun(id: $id) { id } }`, { id: first.id }));
+      const refused = await server.gql(CREATE_RUN, { input });
+      expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+      expect(refused.errors?.[0].message).toMatch(new RegExp(`${first.id}.*deleted`));
+      ok(await server.gql(`mutation($id: ID!) { restoreRun(id: $id) { id } }`, { id: first.id }));
+      expect(ok(await server.gql(CREATE_RUN, { input })).createRun.id).toBe(first.id);
+    });
+  });
+
   it("keeps params immutable: same value accepted, different value CONFLICT and nothing from the call stored", async () => {
     const run = ok(await server.gql(CREATE_RUN, { input: { experimentId, params: [{ key: "lr", value: "0.1" }] } })).createRun;
     const LOG = `mutation($id: ID!, $params: [ParamInput!]!) { logParams(runId: $id, params: $params) { params { key value } } }`;
