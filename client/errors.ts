@@ -32,9 +32,12 @@ export class MlgraphError extends Error {
    * Worth retrying unchanged: the server was unreachable, overloaded or a store was down. This says
    * the failure is transient, not that resending is safe: a NETWORK_ERROR may hide a mutation the
    * server applied. Resending stores nothing twice for `logMetrics` with its idempotency key,
-   * `updateRun`, `logParams`, `setRunTags`, `createPipeline` (same spec, same version) and aliases;
-   * `createRun`, `createModelVersion`, `submitPipelineRun` and `createArtifactUpload` create a new
-   * one each time (as MLflow's create_run does): look for the first before sending again.
+   * `createRun`, `submitPipelineRun` and `createModelVersion` with an `idempotencyKey` in their
+   * input (choose it once per intended object, e.g. a UUID, and resend it unchanged: the answer
+   * is the object the first call created), `updateRun`, `logParams`, `setRunTags`,
+   * `createPipeline` (same spec, same version) and aliases. Those creates without a key, and
+   * `createArtifactUpload` always, create a new one each time (as MLflow's create_run does): look
+   * for the first before sending again.
    */
   get retryable(): boolean {
     return RETRYABLE_CODES.has(this.code) || (this.status !== undefined && this.status >= 502 && this.status <= 504);

@@ -51,6 +51,8 @@ export type CreateModelVersionInput = {
   artifactPath: string;
   /** Free text. */
   description?: string | null | undefined;
+  /** Client-chosen id of this call (1-250 characters), e.g. a UUID; makes a resend safe. A later createModelVersion of the same model with the same key and input registers nothing and returns the version the first call registered; the same key with different input is CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** Markdown model card. */
   modelCard?: string | null | undefined;
   /** The registered model. */
@@ -83,6 +85,8 @@ export type CreateRegisteredModelInput = {
 export type CreateRunInput = {
   /** The experiment the run belongs to. */
   experimentId: string | number;
+  /** Client-chosen id of this call (1-250 characters), e.g. a UUID; makes a resend safe. A later createRun in the same experiment with the same key and input creates nothing and returns the run the first call created; the same key with different input is CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** Display name; generated when absent. */
   name?: string | null | undefined;
   /** Params logged at creation. */
@@ -157,6 +161,8 @@ export type StageTransitionStatus =
 
 /** Starts a run of a pipeline version. */
 export type SubmitPipelineRunInput = {
+  /** Client-chosen id of this call (1-250 characters), e.g. a UUID; makes a resend safe. A later submission to the same pipeline with the same key and input starts nothing and returns the run the first call started; the same key with different input is CONFLICT. */
+  idempotencyKey?: string | null | undefined;
   /** Parameter values by name; coerced to their declared types, defaults filled in. */
   params?: unknown;
   /** The pipeline's name. */

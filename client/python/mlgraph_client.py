@@ -31,7 +31,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 __all__ = ["Client", "Run", "MlgraphError"]
 
@@ -117,10 +117,9 @@ class Client:
                   tags: Optional[Dict[str, str]] = None, **logger_options: Any) -> "Run":
         """Starts a run in the named experiment (created when missing); returns a Run with a buffered metric logger."""
         exp = self.experiment(experiment)
-        data = self.query(
-            "mutation($i: CreateRunInput!) { createRun(input: $i) { id name status } }",
-            {"i": {"experimentId": exp["id"], "name": name, "params": _pairs(params), "tags": _pairs(tags)}},
-        )["createRun"]
+        # One key for the run, reused by every resend: a run whose answer was lost is not made twice.
+        run_input = {"experimentId": exp["id"], "name": name, "params": _pairs(params), "tags": _pairs(tags), "idempotencyKey": str(uuid.uuid4())}
+        data = _retrying(lambda: self.query("mutation($i: CreateRunInput!) { createRun(input: $i) { id name status } }", {"i": run_input}))["createRun"]
         return Run(self, data["id"], data["name"], **logger_options)
 
     def log_params(self, run_id: str, params: Dict[str, Any]) -> None:
@@ -201,16 +200,18 @@ class Client:
         )["completeArtifactUpload"]
 
     def register_model(self, name: str, run_id: str, artifact_path: str, description: Optional[str] = None, model_card: Optional[str] = None) -> Dict[str, Any]:
-        """Registers a run's artifact as a new version of `name` (the model is created when new)."""
+        """Registers a run's artifact as a new version of `name` (the model is created when new).
+        A failure worth retrying is resent a few times with the same idempotency key: one version."""
         try:
-            self.query("mutation($i: CreateRegisteredModelInput!) { createRegisteredModel(input: $i) { name } }", {"i": {"name": name}})
+            _retrying(lambda: self.query("mutation($i: CreateRegisteredModelInput!) { createRegisteredModel(input: $i) { name } }", {"i": {"name": name}}))
         except MlgraphError as e:
-            if e.code != "CONFLICT":
+            if e.code != "CONFLICT":  # made by someone else, or by a send whose answer was lost
                 raise
-        return self.query(
-            "mutation($i: CreateModelVersionInput!) { createModelVersion(input: $i) { version stage aliases artifactUri } }",
-            {"i": {"modelName": name, "runId": run_id, "artifactPath": artifact_path, "description": description, "modelCard": model_card}},
-        )["createModelVersion"]
+        version_input = {"modelName": name, "runId": run_id, "artifactPath": artifact_path, "description": description, "modelCard": model_card,
+                         "idempotencyKey": str(uuid.uuid4())}
+        return _retrying(lambda: self.query(
+            "mutation($i: CreateModelVersionInput!) { createModelVersion(input: $i) { version stage aliases artifactUri } }", {"i": version_input},
+        ))["createModelVersion"]
 
     def set_alias(self, name: str, alias: str, version: int) -> Dict[str, Any]:
         return self.query(
@@ -422,8 +423,7 @@ class Run:
                 if unexpected >= 3:
                     self.errors.append(MlgraphError("sending metrics failed: %r" % (e,), "INTERNAL_SERVER_ERROR"))
                     return
-            time.sleep(delay / 2 + random.random() * delay / 2)
-            delay = min(delay * 2, 5.0)
+            delay = _backoff(delay)
 
 
 # Runs not ended yet (until the server confirmed it), ended by the atexit hook below. Strong
@@ -468,6 +468,31 @@ def _finish_open_runs() -> None:
 
 
 atexit.register(_finish_open_runs)
+
+
+def _backoff(delay: float) -> float:
+    """Sleeps about `delay` seconds (half to all of it at random, so clients failing together do not
+    resend together) and returns the next delay: doubled, at most 5 s."""
+    time.sleep(delay / 2 + random.random() * delay / 2)
+    return min(delay * 2, 5.0)
+
+
+_CREATE_ATTEMPTS = 5
+
+
+def _retrying(send: Callable[[], Any]) -> Any:
+    """Calls send(), again after a failure worth retrying (with backoff), up to _CREATE_ATTEMPTS
+    times. For creates that carry an idempotency key (or whose resend is refused CONFLICT): a
+    resend after a lost answer must not make a second object."""
+    delay = 0.1
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        try:
+            return send()
+        except MlgraphError as e:
+            if not e.retryable or attempt == _CREATE_ATTEMPTS:
+                raise
+        delay = _backoff(delay)
+    raise AssertionError("unreachable")
 
 
 def _json_default(value: Any) -> Any:

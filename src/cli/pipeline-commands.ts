@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import type { Command } from "commander";
 import {
@@ -10,6 +11,7 @@ import {
   TaskRunLogsDocument,
   isRetryable,
   type MlgraphClient,
+  type SubmitPipelineRunInput,
 } from "../../client/index.js";
 import { action, collectRepeated, connect, keyValues, notFound, noteTruncated, printJson, printTable, readPages, usage, withConnection, type ConnectionFlags } from "./cli-support.js";
 import { positiveInt } from "./runs-commands.js";
@@ -26,6 +28,8 @@ const LOG_PAGE = 10_000;
  */
 const WAIT_RETRY_GIVE_UP_MS = 10 * 60_000;
 const WAIT_RETRY_MAX_DELAY_MS = 15_000;
+/** Sends of one `submit` (the first and its resends) before a retryable failure is reported. */
+const SUBMIT_ATTEMPTS = 5;
 
 /** `mlgraph pipeline create|list|submit|status|logs`. */
 export function registerPipelineCommands(program: Command): void {
@@ -76,7 +80,7 @@ export function registerPipelineCommands(program: Command): void {
       // Checked here: Number("high") is NaN, which JSON sends as null, i.e. the default priority.
       const version = flags.version === undefined ? undefined : positiveInt("--version", flags.version);
       const priority = flags.priority === undefined ? undefined : integer("--priority", flags.priority);
-      const { submitPipelineRun: run } = await client.request(SubmitPipelineRunDocument, { input: { pipelineName: name, params, version, priority } });
+      const run = await submitOnce(client, { pipelineName: name, params, version, priority });
       if (!flags.wait) {
         if (flags.json) return printJson(run);
         process.stdout.write(`submitted pipeline run ${run.id} (${run.pipelineName} v${run.pipelineVersion.version}), status ${run.status}\n`);
@@ -145,6 +149,29 @@ function printPipelineRun(run: PipelineRunView): void {
   );
 }
 
+/**
+ * Submits with a fresh idempotency key and resends it (same key) after a retryable failure, a few
+ * times with backoff: a submission whose answer was lost is answered with the run it started, so
+ * a blip never starts the pipeline twice.
+ */
+async function submitOnce(client: MlgraphClient, input: Omit<SubmitPipelineRunInput, "idempotencyKey">) {
+  const keyed = { ...input, idempotencyKey: randomUUID() };
+  for (let retries = 0; ; retries++) {
+    try {
+      return (await client.request(SubmitPipelineRunDocument, { input: keyed })).submitPipelineRun;
+    } catch (err) {
+      if (!isRetryable(err) || retries + 1 >= SUBMIT_ATTEMPTS) throw err;
+      await backoff(retries);
+    }
+  }
+}
+
+/** Waits before retry number `retries` + 1: doubling from 0.5 s up to WAIT_RETRY_MAX_DELAY_MS, jittered. */
+function backoff(retries: number): Promise<void> {
+  const cap = Math.min(WAIT_RETRY_MAX_DELAY_MS, 500 * 2 ** Math.min(retries, 10));
+  return new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
+}
+
 async function waitForPipelineRun(client: MlgraphClient, id: string, progress: boolean): Promise<PipelineRunView> {
   let lastLine = "";
   let failingSince: number | undefined;
@@ -160,8 +187,7 @@ async function waitForPipelineRun(client: MlgraphClient, id: string, progress: b
       failingSince ??= now;
       if (!isRetryable(err) || now - failingSince > WAIT_RETRY_GIVE_UP_MS) throw err;
       if (progress && retries === 0) process.stderr.write(`pipeline run ${id}: ${err instanceof Error ? err.message : String(err)}; retrying\n`);
-      const cap = Math.min(WAIT_RETRY_MAX_DELAY_MS, 500 * 2 ** Math.min(retries++, 10));
-      await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
+      await backoff(retries++);
       continue;
     }
     if (progress && failingSince !== undefined) process.stderr.write(`pipeline run ${id}: reachable again\n`);

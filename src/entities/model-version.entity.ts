@@ -60,4 +60,15 @@ export class ModelVersion {
   @UpdateDateColumn({ name: "updated_at", type: "timestamptz" })
   @Field({ description: "Last stage or description change." })
   updatedAt: Date;
+
+  /**
+   * The createModelVersion idempotency key it was made with, and its input's fingerprint (see
+   * services/idempotency.ts). Written once; not loaded with the version (select: false) and not in
+   * the schema: only a resend's lookup reads them.
+   */
+  @Column({ name: "idempotency_key", type: "text", nullable: true, select: false })
+  idempotencyKey?: string | null;
+
+  @Column({ name: "idempotency_fingerprint", type: "text", nullable: true, select: false })
+  idempotencyFingerprint?: string | null;
 }

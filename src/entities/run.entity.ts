@@ -46,4 +46,15 @@ export class Run {
 
   @CreateDateColumn({ name: "created_at", type: "timestamptz" })
   createdAt: Date;
+
+  /**
+   * The createRun idempotency key it was made with, and its input's fingerprint (see
+   * services/idempotency.ts). Written once; not loaded with the run (select: false) and not in the
+   * schema: only a resend's lookup reads them.
+   */
+  @Column({ name: "idempotency_key", type: "text", nullable: true, select: false })
+  idempotencyKey?: string | null;
+
+  @Column({ name: "idempotency_fingerprint", type: "text", nullable: true, select: false })
+  idempotencyFingerprint?: string | null;
 }

@@ -23,6 +23,16 @@ export class DomainError extends Error {
   }
 }
 
+/**
+ * A PostgreSQL unique violation (23505); with `constraint`, only one of that constraint or index
+ * (typeorm's QueryFailedError carries the driver's `code` and `constraint`).
+ */
+export function isUniqueViolation(err: unknown, constraint?: string): boolean {
+  if (typeof err !== "object" || err === null) return false;
+  const { code, constraint: violated } = err as { code?: unknown; constraint?: unknown };
+  return code === "23505" && (constraint === undefined || violated === constraint);
+}
+
 export const notFound = (what: string, id: string) => new DomainError("NOT_FOUND", `${what} ${JSON.stringify(id)} not found`);
 export const badInput = (field: string, message: string) => new DomainError("BAD_USER_INPUT", `${field}: ${message}`, field);
 

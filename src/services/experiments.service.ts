@@ -1,7 +1,7 @@
 import type { DataSource } from "typeorm";
 import { Experiment } from "../entities/experiment.entity.js";
 import { ExperimentTag } from "../entities/experiment-tag.entity.js";
-import { DomainError } from "./errors.js";
+import { DomainError, isUniqueViolation } from "./errors.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKeyValues, validateText, type KeyValue } from "./validation.js";
 import { CURSOR_TIME_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
@@ -12,10 +12,6 @@ function validateExperimentName(name: unknown, field: string): string {
   const value = validateText(name, field, LIMITS.nameLength).trim();
   if (!NAME_PATTERN.test(value)) throw new DomainError("BAD_USER_INPUT", `${field}: must not contain control characters`, field);
   return value;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";
 }
 
 /** Experiments: named groups of runs, soft-deletable, tagged. */

@@ -1,5 +1,5 @@
 import { rows as sqlRows } from "../scheduler/sql.js";
-import type { DataSource } from "typeorm";
+import type { DataSource, EntityManager } from "typeorm";
 import type { Logger } from "pino";
 import { PipelineRun, PipelineRunStatus } from "../entities/pipeline-run.entity.js";
 import { TaskRun, TaskRunStatus } from "../entities/task-run.entity.js";
@@ -9,6 +9,7 @@ import { coerceParams, invocationSizeProblem, resolveTaskInvocation, roots } fro
 import { PendingEvents, pipelineTopics, type PipelineRunEvent, type TaskLogEvent, type TaskRunEvent } from "../scheduler/pipeline-events.js";
 import { inTransaction, normalizeGpuType, type TaskQueue } from "../scheduler/task-queue.js";
 import { DomainError, isUnavailable } from "./errors.js";
+import { createOnce, keyedCall, refuseChangedInput, type KeyedCall } from "./idempotency.js";
 import type { RequestContext } from "./context.js";
 import type { ExperimentsService } from "./experiments.service.js";
 import type { PipelinesService } from "./pipelines.service.js";
@@ -75,7 +76,11 @@ export class PipelineRunsService {
    * dependency edges), and queues the roots — all in one transaction. Every task's command is
    * rendered here too, so a bad template fails the submission rather than a task later.
    */
-  async submit(ctx: RequestContext, input: { pipelineName: string; version?: number | null; params?: unknown; priority?: number | null }): Promise<PipelineRun> {
+  async submit(
+    ctx: RequestContext,
+    input: { pipelineName: string; version?: number | null; params?: unknown; priority?: number | null; idempotencyKey?: string | null },
+  ): Promise<PipelineRun> {
+    const keyed = keyedCall(input.idempotencyKey, { pipelineName: input.pipelineName, version: input.version, params: input.params, priority: input.priority });
     const { pipeline, version } = await this.pipelines.resolveVersion(ctx, input.pipelineName, input.version);
     const priority = input.priority ?? 0;
     if (!Number.isInteger(priority) || Math.abs(priority) > MAX_PRIORITY) {
@@ -102,11 +107,16 @@ export class PipelineRunsService {
     const rootIds = new Set(roots(spec));
     const tasks = spec.pipeline.tasks;
     const events = new PendingEvents();
-    const run = await this.db.transaction(async (em) => {
+    const submitted = await createOnce(keyed, "pipeline_runs_idempotency_key", () => this.db.transaction(async (em) => {
+      if (keyed) {
+        const earlier = await this.runSubmittedWithKey(em, pipeline.id, keyed);
+        if (earlier) return { value: earlier, isNew: false };
+      }
       const inserted: { id: string }[] = await sqlRows(em, 
-        `INSERT INTO pipeline_runs (pipeline_id, pipeline_version_id, experiment_id, params, priority, status, tasks_total, created_by, created_by_id)
-         VALUES ($1, $2, $3, $4::jsonb, $5, 'QUEUED', $6, $7, $8) RETURNING id`,
-        [pipeline.id, version.id, experiment.id, JSON.stringify(params), priority, tasks.length, ctx.principal.name, ctx.principal.id],
+        `INSERT INTO pipeline_runs (pipeline_id, pipeline_version_id, experiment_id, params, priority, status, tasks_total, created_by, created_by_id,
+                                    idempotency_key, idempotency_fingerprint)
+         VALUES ($1, $2, $3, $4::jsonb, $5, 'QUEUED', $6, $7, $8, $9, $10) RETURNING id`,
+        [pipeline.id, version.id, experiment.id, JSON.stringify(params), priority, tasks.length, ctx.principal.name, ctx.principal.id, keyed?.key ?? null, keyed?.fingerprint ?? null],
       );
       const runId = inserted[0]!.id;
       const idsByTask = new Map<string, string>();
@@ -155,10 +165,23 @@ export class PipelineRunsService {
       }
       for (const t of tasks) if (rootIds.has(t.id)) events.pools.add(t.pool);
       events.pipelineRuns.add(runId);
-      return em.getRepository(PipelineRun).findOneByOrFail({ id: runId });
-    });
-    await events.publish(this.bus);
-    return run;
+      return { value: await em.getRepository(PipelineRun).findOneByOrFail({ id: runId }), isNew: true };
+    }), (key) => this.runSubmittedWithKey(this.db.manager, pipeline.id, key));
+    // A resend queues and announces nothing: the first call did.
+    if (submitted.isNew) await events.publish(this.bus);
+    return submitted.value;
+  }
+
+  /** The pipeline run submitted with this idempotency key, as it is now, or null; refuses a key used with other input. */
+  private async runSubmittedWithKey(em: EntityManager, pipelineId: string, keyed: KeyedCall): Promise<PipelineRun | null> {
+    const [earlier] = await sqlRows<{ id: string; fingerprint: string | null }>(
+      em,
+      `SELECT id, idempotency_fingerprint AS fingerprint FROM pipeline_runs WHERE pipeline_id = $1 AND idempotency_key = $2`,
+      [pipelineId, keyed.key],
+    );
+    if (!earlier) return null;
+    refuseChangedInput(earlier.fingerprint, keyed.fingerprint, `pipeline run ${JSON.stringify(earlier.id)}`);
+    return em.getRepository(PipelineRun).findOneByOrFail({ id: earlier.id });
   }
 
   async get(_ctx: RequestContext, id: string, field = "id"): Promise<PipelineRun | null> {

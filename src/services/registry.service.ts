@@ -6,7 +6,8 @@ import { WebhookEvent } from "../entities/webhook.entity.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { Config } from "../config.js";
 import type { RequestContext } from "./context.js";
-import { DomainError } from "./errors.js";
+import { DomainError, isUniqueViolation } from "./errors.js";
+import { keyedCall, refuseChangedInput, type KeyedCall } from "./idempotency.js";
 import { encodeKeyCursor, keysetWindow, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { actingFor, satisfiesRole } from "./principal.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, modelAliasProblem, type KeyValue } from "./validation.js";
@@ -47,10 +48,6 @@ function validateAlias(alias: unknown, field: string): string {
   const problem = typeof value === "string" ? modelAliasProblem(value) : "an alias starts with a letter and has up to 100 letters, digits, '_' or '-'";
   if (problem) throw new DomainError("BAD_USER_INPUT", `${field}: ${problem}`, field);
   return value as string;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";
 }
 
 /**
@@ -163,24 +160,39 @@ export class RegistryService {
   // ---- versions ----
 
   /**
-   * Registers an artifact of a run as the model's next version. The artifact must exist
-   * (recorded and present in the store) before anything is written.
-   */
-  /**
-   * Registers a run's artifact as the model's next version. With `reuseSameArtifact` (pipelines'
+   * Registers a run's artifact as the model's next version. The artifact must exist (recorded and
+   * present in the store) before anything is written. With `reuseSameArtifact` (pipelines'
    * on_success), a version of the model already made from this run's artifact is returned
    * instead: looked up under the model's lock, so two tries of one registration racing each other
-   * (one outliving its claim, the scheduler's retry) make one version, not two.
+   * (one outliving its claim, the scheduler's retry) make one version, not two. With an
+   * idempotency key, a resend of the call returns the version the first call made (also looked up
+   * under the model's lock, so concurrent calls with one key make one version).
    */
   async createVersion(
     ctx: RequestContext,
-    input: { modelName: string; runId: string; artifactPath: string; description?: string | null; modelCard?: string | null; tags?: KeyValue[] | null },
+    input: {
+      modelName: string;
+      runId: string;
+      artifactPath: string;
+      description?: string | null;
+      modelCard?: string | null;
+      tags?: KeyValue[] | null;
+      idempotencyKey?: string | null;
+    },
     options: { reuseSameArtifact?: boolean } = {},
   ): Promise<ModelVersion> {
     validateText(input.modelName, "input.modelName", LIMITS.nameLength);
     const description = input.description == null ? null : validateText(input.description, "input.description", LIMITS.descriptionLength, { allowEmpty: true });
     const modelCard = input.modelCard == null ? null : validateText(input.modelCard, "input.modelCard", 200_000, { allowEmpty: true });
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
+    const keyed = keyedCall(input.idempotencyKey, {
+      modelName: input.modelName,
+      runId: input.runId,
+      artifactPath: input.artifactPath,
+      description: input.description,
+      modelCard: input.modelCard,
+      tags: input.tags,
+    });
     const run = await ctx.services.runs.requireWritable(ctx, input.runId, "input.runId");
     await this.requireModel(input.modelName, "input.modelName");
     // Present in the store (a HEAD) before anything is written...
@@ -193,6 +205,10 @@ export class RegistryService {
       // Checked again under a share lock: the run (or its experiment) may have been deleted while
       // this waited for the locks above, and a deletion from now on waits for this commit.
       await ctx.services.runs.requireWritable(ctx, run.id, "input.runId", em, { lock: "share" });
+      if (keyed) {
+        const earlier = await this.versionMadeWithKey(em, model, keyed);
+        if (earlier) return { created: earlier, isNew: false };
+      }
       if (options.reuseSameArtifact) {
         const earlier = await em.getRepository(ModelVersion).findOne({ where: { modelId: model.id, runId: run.id, artifactPath: input.artifactPath }, order: { version: "ASC" } });
         if (earlier) return { created: earlier, isNew: false };
@@ -210,6 +226,8 @@ export class RegistryService {
           stage: ModelStage.NONE,
           status: "READY",
           createdBy: ctx.principal.name,
+          idempotencyKey: keyed?.key ?? null,
+          idempotencyFingerprint: keyed?.fingerprint ?? null,
         }),
       );
       if (tags.length) {
@@ -220,6 +238,17 @@ export class RegistryService {
     });
     if (version.isNew) await this.announce({ type: WebhookEvent.MODEL_VERSION_CREATED, modelName: input.modelName, version: version.created.version });
     return version.created;
+  }
+
+  /** The version of the model registered with this idempotency key, as it is now, or null; refuses a key used with other input. */
+  private async versionMadeWithKey(em: EntityManager, model: RegisteredModel, keyed: KeyedCall): Promise<ModelVersion | null> {
+    const [earlier] = (await em.query(
+      `SELECT id, version, idempotency_fingerprint AS fingerprint FROM model_versions WHERE model_id = $1 AND idempotency_key = $2`,
+      [model.id, keyed.key],
+    )) as { id: string; version: number; fingerprint: string | null }[];
+    if (!earlier) return null;
+    refuseChangedInput(earlier.fingerprint, keyed.fingerprint, `version ${earlier.version} of model ${JSON.stringify(model.name)}`);
+    return em.getRepository(ModelVersion).findOneByOrFail({ id: earlier.id });
   }
 
   /** By number or by alias (exactly one of them). */

@@ -7,6 +7,7 @@ import { RunInputRecord } from "../entities/run-input.entity.js";
 import { Experiment } from "../entities/experiment.entity.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import { DomainError } from "./errors.js";
+import { createOnce, IDEMPOTENCY_KEY_FIELD, keyedCall, refuseChangedInput, type KeyedCall } from "./idempotency.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
 import type { Page, PageArgs } from "./pagination.js";
@@ -50,48 +51,93 @@ export class RunsService {
     private readonly search: RunSearch,
   ) {}
 
+  /**
+   * Creates a run. With an idempotency key, a resend of the call (same key, same input, same
+   * experiment) creates nothing and returns the run the first call created.
+   */
   async create(
     ctx: RequestContext,
-    input: { experimentId: string; name?: string | null; params?: KeyValue[] | null; tags?: KeyValue[] | null; parentRunId?: string | null; startTime?: Date | null },
+    input: {
+      experimentId: string;
+      name?: string | null;
+      params?: KeyValue[] | null;
+      tags?: KeyValue[] | null;
+      parentRunId?: string | null;
+      startTime?: Date | null;
+      idempotencyKey?: string | null;
+    },
   ): Promise<Run> {
-    validateId(input.experimentId, "input.experimentId");
+    const experimentId = validateId(input.experimentId, "input.experimentId");
     const name = input.name == null ? generatedRunName() : validateText(input.name, "input.name", LIMITS.nameLength);
     const params = validateKeyValues(input.params, "input.params", LIMITS.paramValueLength);
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
     if (input.parentRunId != null) validateId(input.parentRunId, "input.parentRunId");
+    const keyed = keyedCall(input.idempotencyKey, { experimentId: input.experimentId, name: input.name, params: input.params, tags: input.tags, parentRunId: input.parentRunId, startTime: input.startTime });
     // A task token writes only inside its own run: the runs it may start are child runs of it.
     const task = ctx.principal.role === "task";
     if (task && input.parentRunId?.toLowerCase() !== ctx.principal.scope.runId?.toLowerCase()) {
       throw new DomainError("FORBIDDEN", "input.parentRunId: a task token may only start child runs of its own run", "input.parentRunId");
     }
-    const run = await this.db.transaction(async (em) => {
-      const experiment = await em.getRepository(Experiment).findOneBy({ id: input.experimentId });
+    const created = await createOnce(keyed, "runs_idempotency_key", () => this.db.transaction(async (em) => {
+      // FOR SHARE: a deleteExperiment committed after this read waits until the run is created, one
+      // committed before is seen. The insert's foreign-key check alone (KEY SHARE, which an update
+      // of deleted_at does not wait for) let a run land in an experiment deleted in the same
+      // instant. The parent is read the same way, so what is checked of it holds until the commit.
+      const experiment = await em.getRepository(Experiment).findOne({ where: { id: experimentId }, lock: { mode: "pessimistic_read" } });
       if (!experiment) throw new DomainError("NOT_FOUND", `input.experimentId: experiment ${JSON.stringify(input.experimentId)} not found`, "input.experimentId");
       if (experiment.deletedAt) throw new DomainError("BAD_USER_INPUT", `input.experimentId: experiment ${JSON.stringify(experiment.name)} is deleted; restore it first`, "input.experimentId");
       if (input.parentRunId != null) {
-        const parent = await em.getRepository(Run).findOneBy({ id: input.parentRunId });
+        const parent = await em.getRepository(Run).findOne({ where: { id: input.parentRunId }, lock: { mode: "pessimistic_read" } });
         if (!parent) throw new DomainError("NOT_FOUND", `input.parentRunId: run ${JSON.stringify(input.parentRunId)} not found`, "input.parentRunId");
         if (task && parent.experimentId !== experiment.id) {
           throw new DomainError("FORBIDDEN", "input.experimentId: a task token may only start runs in its own run's experiment", "input.experimentId");
         }
       }
-      const created = await em.getRepository(Run).save(
+      if (keyed) {
+        const earlier = await this.runMadeWithKey(em, experiment.id, keyed);
+        if (earlier) return { value: earlier, isNew: false };
+      }
+      const run = await em.getRepository(Run).save(
         em.getRepository(Run).create({
-          experimentId: input.experimentId,
+          experimentId: experiment.id,
           name,
           status: RunStatus.RUNNING,
           startTime: input.startTime ?? new Date(),
           endTime: null,
           parentRunId: input.parentRunId ?? null,
           deletedAt: null,
+          idempotencyKey: keyed?.key ?? null,
+          idempotencyFingerprint: keyed?.fingerprint ?? null,
         }),
       );
-      if (params.length) await em.getRepository(RunParam).insert(params.map((p) => ({ ...p, runId: created.id })));
-      if (tags.length) await em.getRepository(RunTag).insert(tags.map((t) => ({ ...t, runId: created.id })));
-      return created;
-    });
-    await this.publishUpdated(run);
-    return run;
+      if (params.length) await em.getRepository(RunParam).insert(params.map((p) => ({ ...p, runId: run.id })));
+      if (tags.length) await em.getRepository(RunTag).insert(tags.map((t) => ({ ...t, runId: run.id })));
+      return { value: run, isNew: true };
+    }), (key) => this.runMadeWithKey(this.db.manager, experimentId, key));
+    // A resend announces nothing: the first call announced the run.
+    if (created.isNew) await this.publishUpdated(created.value);
+    return created.value;
+  }
+
+  /**
+   * The run made in the experiment with this idempotency key, as it is now, or null. Refuses a key
+   * used with other input, and one whose run was deleted since (a create never returns a deleted run).
+   */
+  private async runMadeWithKey(em: EntityManager, experimentId: string, keyed: KeyedCall): Promise<Run | null> {
+    const [earlier] = (await em.query(
+      `SELECT id, idempotency_fingerprint AS fingerprint, deleted_at IS NOT NULL AS deleted FROM runs WHERE experiment_id = $1 AND idempotency_key = $2`,
+      [experimentId, keyed.key],
+    )) as { id: string; fingerprint: string | null; deleted: boolean }[];
+    if (!earlier) return null;
+    refuseChangedInput(earlier.fingerprint, keyed.fingerprint, `run ${JSON.stringify(earlier.id)}`);
+    if (earlier.deleted) {
+      throw new DomainError(
+        "CONFLICT",
+        `${IDEMPOTENCY_KEY_FIELD}: the run this key created, ${JSON.stringify(earlier.id)}, has been deleted; restore it (restoreRun) or send a new key to create another run`,
+        IDEMPOTENCY_KEY_FIELD,
+      );
+    }
+    return em.getRepository(Run).findOneByOrFail({ id: earlier.id });
   }
 
   async get(_ctx: RequestContext, id: string): Promise<Run | null> {

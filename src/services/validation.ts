@@ -8,6 +8,7 @@ export const LIMITS = {
   itemsPerCall: 1000,
   nameLength: 500,
   descriptionLength: 20_000,
+  idempotencyKeyLength: 250,
 } as const;
 
 const KEY_PATTERN = /^[A-Za-z0-9_.\-/ ]+$/;

@@ -1,5 +1,6 @@
 /** The `mlgraph` client commands as a shell user runs them: child processes against a live server. */
 import { startExecutor } from "../helpers/executors";
+import { startFlakyProxy } from "../helpers/flaky-proxy";
 import { TcpProxy } from "../helpers/tcp-proxy";
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
@@ -372,6 +373,25 @@ describe("mlgraph CLI", () => {
       expect(r.stderr).toContain(`--priority: expected an integer, got ${JSON.stringify(bad)}`);
     }
     expect((await cli(["pipeline", "submit", "cli-pipe", "--priority", "5"])).code).toBe(0);
+  });
+
+  it("pipeline submit resends a submission whose answer was lost with its idempotency key, and starts one run (it failed NETWORK_ERROR, and a resubmission started the pipeline twice)", async () => {
+    ok(await server.gql(`mutation($s: JSON!) { createPipeline(input: {spec: $s}) { version } }`, { s: { pipeline: { name: "cli-resend", tasks: [{ id: "a", command: ["true"], pool: "never-claimed" }] } } }));
+    let lose = true;
+    const proxy = await startFlakyProxy(server.url, (body) => (lose && body.includes("submitPipelineRun") ? ((lose = false), "lose-answer") : false));
+    let r: Result;
+    try {
+      r = await cli(["pipeline", "submit", "cli-resend", "--json"], { MLGRAPH_URL: proxy.url });
+    } finally {
+      await proxy.close();
+    }
+    expect(r.code).toBe(0);
+    const run = JSON.parse(r.stdout);
+    // The server did start a run for the send whose answer was lost: the resend was answered with it.
+    expect(proxy.lostAnswers).toHaveLength(1);
+    expect(proxy.lostAnswers[0]).toContain(run.id);
+    const listed = ok(await server.gql(`{ pipelineRuns(pipelineName: "cli-resend") { edges { node { id } } } }`)).pipelineRuns.edges;
+    expect(listed.map((e: any) => e.node.id)).toEqual([run.id]);
   });
 
   it("artifacts download of one file into an existing folder writes it inside, under its name (EISDIR, and a .partial left behind)", async () => {

@@ -1,6 +1,7 @@
 /** CI runs examples/notebook.py (standard-library Python client) against a live server. */
 import { execFile, execFileSync } from "node:child_process";
 import path from "node:path";
+import { startFlakyProxy } from "../helpers/flaky-proxy";
 import { ROOT, ok, startTestServer, type TestServer } from "../helpers/test-server";
 
 function hasPython(): boolean {
@@ -325,6 +326,42 @@ except m.MlgraphError as e:
 `);
     if (r.code !== 0) throw new Error(`python exited ${r.code}\n${r.stdout}\n${r.stderr}`);
     expect(r.stdout.trim().split("\n")).toEqual([`etag "e1" ['drop', 503, 200]`, "4xx BAD_USER_INPUT [403]", "5xx UNAVAILABLE 4"]);
+  });
+
+  it("python client: start_run and register_model resend a create whose answer was lost, with one idempotency key each: one run, one version (they failed NETWORK_ERROR, and a resend made a second)", async () => {
+    // The first answer of each create is cut off after the server applied it.
+    const lose = new Set(["createRun(", "createModelVersion("]);
+    const proxy = await startFlakyProxy(server.url, (body) => {
+      const op = [...lose].find((o) => body.includes(o));
+      if (!op) return false;
+      lose.delete(op);
+      return "lose-answer";
+    });
+    let r;
+    try {
+      r = await py(
+        `
+c = m.Client(sys.argv[1])
+run = c.start_run("python-resend", name="resent")
+c.upload_artifact(run.id, "model.bin", b"weights")
+version = c.register_model("python-resend", run.id, "model.bin")
+run.finish()
+print(run.id, version["version"])
+`,
+        [proxy.url],
+      );
+    } finally {
+      await proxy.close();
+    }
+    if (r.code !== 0) throw new Error(`python exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+    const [runId, version] = r.stdout.trim().split(" ");
+    expect(version).toBe("1");
+    expect(proxy.lostAnswers).toHaveLength(2);
+    expect(proxy.lostAnswers[0]).toContain(runId);
+    const experiment = ok(await server.gql(`{ experiment(name: "python-resend") { runs(first: 10) { edges { node { id status } } } } }`)).experiment;
+    expect(experiment.runs.edges).toEqual([{ node: { id: runId, status: "FINISHED" } }]);
+    const model = ok(await server.gql(`{ registeredModel(name: "python-resend") { versions { edges { node { version } } } } }`)).registeredModel;
+    expect(model.versions.edges).toEqual([{ node: { version: 1 } }]);
   });
 
   it("fails loudly (non-zero exit, the error code) when the server is not there", async () => {

@@ -177,6 +177,48 @@ describe("pipeline specs", () => {
     expect((await submit("orphaned-exp")).status).toBe("QUEUED");
   });
 
+  describe("idempotency keys", () => {
+    const runIdsOf = async (pipelineName: string) =>
+      ok(await server.gql(`query($n: String!) { pipelineRuns(pipelineName: $n, first: 100) { edges { node { id } } } }`, { n: pipelineName })).pipelineRuns.edges.map((e: any) => e.node.id) as string[];
+    const keyedSpec = (name: string) => createSpec({ pipeline: { name, params: { n: { type: "int" } }, tasks: [{ id: "a", command: ["echo", "{{n}}"], pool: "never-claimed" }] } });
+
+    it("answers a resend with the run the first call started, refuses the key with other input, and keeps keys apart per pipeline", async () => {
+      await keyedSpec("idem-submit");
+      await keyedSpec("idem-submit-other");
+      const input = { pipelineName: "idem-submit", params: { n: 2 }, priority: 5, idempotencyKey: "submit-1" };
+      const first = ok(await server.gql(SUBMIT, { input })).submitPipelineRun;
+      const again = ok(await server.gql(SUBMIT, { input })).submitPipelineRun;
+      expect(again).toEqual(first);
+      expect(await runIdsOf("idem-submit")).toEqual([first.id]);
+      // Another param, priority or version is another call, even version 1 where the first call
+      // left the version out (it meant the latest, 1 too): the input as given is compared.
+      for (const changed of [{ ...input, params: { n: 3 } }, { ...input, priority: undefined }, { ...input, version: 1 }]) {
+        const refused = await server.gql(SUBMIT, { input: changed });
+        expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+        expect(refused.errors?.[0].message).toContain(first.id);
+      }
+      const elsewhere = ok(await server.gql(SUBMIT, { input: { ...input, pipelineName: "idem-submit-other" } })).submitPipelineRun;
+      expect(elsewhere.id).not.toBe(first.id);
+      expect(await runIdsOf("idem-submit-other")).toEqual([elsewhere.id]);
+      for (const idempotencyKey of ["", "k".repeat(251)]) {
+        const refused = await server.gql(SUBMIT, { input: { ...input, idempotencyKey } });
+        expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.idempotencyKey" });
+      }
+      expect(await runIdsOf("idem-submit")).toEqual([first.id]);
+    });
+
+    it("starts one run for 20 concurrent submissions with one key, and answers them all with it", async () => {
+      await keyedSpec("idem-submit-race");
+      const input = { pipelineName: "idem-submit-race", params: { n: 1 }, idempotencyKey: "raced" };
+      const answers = await Promise.all(Array.from({ length: 20 }, () => server.gql(SUBMIT, { input })));
+      const ids = answers.map((a) => ok(a).submitPipelineRun.id as string);
+      expect(new Set(ids).size).toBe(1);
+      expect(await runIdsOf("idem-submit-race")).toEqual([ids[0]]);
+      const run = await readRun(ids[0]);
+      expect(run.tasks.map((t: any) => t.status)).toEqual(["QUEUED"]);
+    });
+  });
+
   it("refuses params that would render past what a process start can hold, and creates no run", async () => {
     // Linux refuses an argument or environment value over 128 KiB (E2BIG): every attempt would fail.
     await createSpec({ pipeline: { name: "big-params", params: { data: { type: "string" } }, tasks: [{ id: "a", command: ["echo", "x"], params: { data: "{{data}}" } }] } });

@@ -375,6 +375,43 @@ describe("model registry: atomic aliases and stages under concurrency", () => {
     expect(badFilter.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "filter" });
   });
 
+  it("registers one version per idempotency key: a resend returns it and notifies no one again, other input is CONFLICT, other models keep their own keys", async () => {
+    const receiver = await startWebhookReceiver(SECRET);
+    try {
+      for (const name of ["idem-model", "idem-model-other"]) ok(await server.gql(`mutation($n: String!) { createRegisteredModel(input: {name: $n}) { name } }`, { n: name }));
+      const hook = ok(await server.gql(`mutation($i: CreateWebhookInput!) { createWebhook(input: $i) { id } }`, { i: { url: receiver.url, events: ["MODEL_VERSION_CREATED"], secret: SECRET, modelName: "idem-model" } })).createWebhook;
+      const runId = await newRun(server, undefined, "idem-training");
+      await uploadArtifact(server, runId, "model.bin", Buffer.from("weights"));
+      const CREATE = `mutation($i: CreateModelVersionInput!) { createModelVersion(input: $i) { version description run { id } } }`;
+      const input = { modelName: "idem-model", runId, artifactPath: "model.bin", description: "first", tags: [{ key: "k", value: "v" }], idempotencyKey: "register-1" };
+      const first = ok(await server.gql(CREATE, { i: input })).createModelVersion;
+      expect(first).toEqual({ version: 1, description: "first", run: { id: runId } });
+      expect(ok(await server.gql(CREATE, { i: input })).createModelVersion).toEqual(first);
+
+      const changed = await server.gql(CREATE, { i: { ...input, description: "second" } });
+      expect(changed.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+      expect(changed.errors?.[0].message).toMatch(/version 1 of model "idem-model"/);
+      expect(changed.errors?.[0].message).toMatch(/different input/);
+      for (const idempotencyKey of ["", "k".repeat(251)]) {
+        const refused = await server.gql(CREATE, { i: { ...input, idempotencyKey } });
+        expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.idempotencyKey" });
+      }
+      const elsewhere = ok(await server.gql(CREATE, { i: { ...input, modelName: "idem-model-other" } })).createModelVersion;
+      expect(elsewhere.version).toBe(1);
+
+      const raced = await Promise.all(Array.from({ length: 20 }, () => server.gql(CREATE, { i: { ...input, idempotencyKey: "raced" } })));
+      expect(raced.map((a) => ok(a).createModelVersion.version)).toEqual(Array(20).fill(2));
+      const versions = ok(await server.gql(`{ registeredModel(name: "idem-model") { versions { edges { node { version } } } } }`, {})).registeredModel.versions.edges;
+      expect(versions.map((e: any) => e.node.version)).toEqual([2, 1]);
+
+      // One delivery per version registered: the resends enqueued none (written with the version, in its transaction).
+      const deliveries = ok(await server.gql(`{ webhooks { id deliveries(first: 100) { edges { node { event payload } } } } }`, {})).webhooks.find((w: any) => w.id === hook.id).deliveries.edges;
+      expect(deliveries.map((e: any) => [e.node.event, e.node.payload.version]).sort()).toEqual([["MODEL_VERSION_CREATED", 1], ["MODEL_VERSION_CREATED", 2]]);
+    } finally {
+      await receiver.close();
+    }
+  });
+
   /** A test that holds row locks from a connection of its own (needs TEST_DATABASE_URL). */
   const withDatabase = (() => {
     if (process.env.TEST_DATABASE_URL) return it;

@@ -239,6 +239,107 @@ describe("runs", () => {
     expect(params).toEqual([{ key: "lr", value: "0.1" }]);
   });
 
+  withDatabase("refuses a run in an experiment deleted while the run was being created (the run landed in the deleted experiment)", async () => {
+    const exp = await createExperiment("deleted-while-creating");
+    const db = new pg.Client({ connectionString: server.databaseUrl });
+    const watcher = new pg.Client({ connectionString: server.databaseUrl });
+    await db.connect();
+    await watcher.connect();
+    let answer;
+    let stored;
+    try {
+      const pid = (await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
+      // deleteExperiment's update, not yet committed.
+      await db.query("BEGIN");
+      await db.query("UPDATE experiments SET deleted_at = now() WHERE id = $1", [exp.id]);
+      const creating = server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "too-late" } });
+      const waits = (async () => {
+        for (const deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(50)) {
+          const r = await watcher.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+          if (r.rows[0].n >= 1) return;
+        }
+        throw new Error("createRun neither waited for the deletion nor answered");
+      })();
+      // Before, createRun did not wait: it read the experiment as not deleted and inserted.
+      await Promise.race([waits, creating]);
+      await db.query("COMMIT");
+      answer = await creating;
+      // Hidden from every list once its experiment is deleted: counted in the table.
+      stored = (await watcher.query("SELECT count(*)::int AS n FROM runs WHERE experiment_id = $1", [exp.id])).rows[0].n;
+    } finally {
+      await db.query("ROLLBACK").catch(() => undefined);
+      await db.end();
+      await watcher.end();
+    }
+    expect(answer.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.experimentId" });
+    expect(stored).toBe(0);
+  });
+
+  describe("idempotency keys", () => {
+    const runsOf = async (experimentId: string) =>
+      ok(await server.gql(`query($id: ID!) { experiment(id: $id) { runs(first: 100) { edges { node { id } } } } }`, { id: experimentId })).experiment.runs.edges.map((e: any) => e.node.id) as string[];
+
+    it("answers a resend with the run the first call created, as it is now, and creates nothing", async () => {
+      const exp = await createExperiment("idem-runs");
+      const input = { experimentId: exp.id, name: "resent", params: [{ key: "lr", value: "0.1" }], tags: [{ key: "team", value: "nlp" }], idempotencyKey: "create-run-1" };
+      const first = ok(await server.gql(CREATE_RUN, { input })).createRun;
+      ok(await server.gql(`mutation($id: ID!) { updateRun(input: {runId: $id, status: FINISHED}) { id } }`, { id: first.id }));
+      const again = ok(await server.gql(CREATE_RUN, { input })).createRun;
+      expect(again).toMatchObject({ id: first.id, name: "resent", status: "FINISHED", params: first.params, tags: first.tags });
+      // A key left out of a call makes another run, as before.
+      const { idempotencyKey: _, ...unkeyed } = input;
+      const third = ok(await server.gql(CREATE_RUN, { input: unkeyed })).createRun;
+      expect(third.id).not.toBe(first.id);
+      expect((await runsOf(exp.id)).sort()).toEqual([first.id, third.id].sort());
+    });
+
+    it("refuses the key with other input (CONFLICT naming the run), and keeps keys apart per experiment", async () => {
+      const exp = await createExperiment("idem-runs-conflict");
+      const other = await createExperiment("idem-runs-elsewhere");
+      const first = ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "a", idempotencyKey: "shared-key" } })).createRun;
+      const changed = await server.gql(CREATE_RUN, { input: { experimentId: exp.id, name: "b", idempotencyKey: "shared-key" } });
+      expect(changed.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+      expect(changed.errors?.[0].message).toContain(first.id);
+      expect(changed.errors?.[0].message).toMatch(/different input/);
+      const elsewhere = ok(await server.gql(CREATE_RUN, { input: { experimentId: other.id, name: "a", idempotencyKey: "shared-key" } })).createRun;
+      expect(elsewhere.id).not.toBe(first.id);
+      expect(elsewhere.experiment.id).toBe(other.id);
+      expect(await runsOf(exp.id)).toEqual([first.id]);
+    });
+
+    it("creates one run for 20 concurrent calls with one key, and answers them all with it", async () => {
+      const exp = await createExperiment("idem-runs-race");
+      const input = { experimentId: exp.id, name: "raced", params: [{ key: "seed", value: "7" }], idempotencyKey: "raced-key" };
+      const answers = await Promise.all(Array.from({ length: 20 }, () => server.gql(CREATE_RUN, { input })));
+      const ids = answers.map((a) => ok(a).createRun.id as string);
+      expect(new Set(ids).size).toBe(1);
+      expect(await runsOf(exp.id)).toEqual([ids[0]]);
+      expect(answers.every((a) => a.data?.createRun.params.length === 1)).toBe(true);
+    });
+
+    it("refuses a key that is empty or longer than 250 characters before writing anything", async () => {
+      const exp = await createExperiment("idem-runs-invalid");
+      for (const idempotencyKey of ["", "k".repeat(251)]) {
+        const refused = await server.gql(CREATE_RUN, { input: { experimentId: exp.id, idempotencyKey } });
+        expect(refused.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "input.idempotencyKey" });
+      }
+      expect(await runsOf(exp.id)).toEqual([]);
+      ok(await server.gql(CREATE_RUN, { input: { experimentId: exp.id, idempotencyKey: "k".repeat(250) } }));
+    });
+
+    it("refuses a resend whose run was deleted since (CONFLICT), rather than return a deleted run", async () => {
+      const exp = await createExperiment("idem-runs-deleted");
+      const input = { experimentId: exp.id, name: "gone", idempotencyKey: "deleted-key" };
+      const first = ok(await server.gql(CREATE_RUN, { input })).createRun;
+      ok(await server.gql(`mutation($id: ID!) { deleteRun(id: $id) { id } }`, { id: first.id }));
+      const refused = await server.gql(CREATE_RUN, { input });
+      expect(refused.errors?.[0].extensions).toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+      expect(refused.errors?.[0].message).toMatch(new RegExp(`${first.id}.*deleted`));
+      ok(await server.gql(`mutation($id: ID!) { restoreRun(id: $id) { id } }`, { id: first.id }));
+      expect(ok(await server.gql(CREATE_RUN, { input })).createRun.id).toBe(first.id);
+    });
+  });
+
   withDatabase("makes a run's deletion wait for a tag, param or dataset write already checking the run, never land under it", async () => {
     const writes: { table: string; mutation: string }[] = [
       { table: "run_tags", mutation: `mutation($id: ID!) { setRunTags(runId: $id, tags: [{key: "t", value: "v"}]) { id } }` },

@@ -52,6 +52,13 @@ export class SubmitPipelineRunInput {
 
   @Field(() => Int, { nullable: true, description: "Higher is claimed first (default 0)." })
   priority?: number | null;
+
+  @Field(() => String, {
+    nullable: true,
+    description:
+      "Client-chosen id of this call (1-250 characters), e.g. a UUID; makes a resend safe. A later submission to the same pipeline with the same key and input starts nothing and returns the run the first call started; the same key with different input is CONFLICT.",
+  })
+  idempotencyKey?: string | null;
 }
 
 @InputType({ description: "A GPU the executor offers." })

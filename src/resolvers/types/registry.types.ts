@@ -197,6 +197,13 @@ export class CreateModelVersionInput {
 
   @Field(() => [TagInput], { nullable: true, description: "Version tags." })
   tags?: TagInput[] | null;
+
+  @Field(() => String, {
+    nullable: true,
+    description:
+      "Client-chosen id of this call (1-250 characters), e.g. a UUID; makes a resend safe. A later createModelVersion of the same model with the same key and input registers nothing and returns the version the first call registered; the same key with different input is CONFLICT.",
+  })
+  idempotencyKey?: string | null;
 }
 
 @InputType({ description: "Ask to move a version to another stage." })

@@ -50,6 +50,13 @@ export class CreateRunInput {
 
   @Field(() => Date, { nullable: true, description: "Defaults to now." })
   startTime?: Date | null;
+
+  @Field(() => String, {
+    nullable: true,
+    description:
+      "Client-chosen id of this call (1-250 characters), e.g. a UUID; makes a resend safe. A later createRun in the same experiment with the same key and input creates nothing and returns the run the first call created; the same key with different input is CONFLICT.",
+  })
+  idempotencyKey?: string | null;
 }
 
 @InputType({ description: "Change a run's status, end time or name." })
