@@ -115,40 +115,35 @@ export class LineageService {
    * run started with an earlier `startTime` would shift an offset's page.
    */
   async runsOfDataset(ctx: RequestContext, datasetId: string, args: PageArgs): Promise<Page<Run>> {
-    const { after, window } = keysetWindow(args, LINEAGE_CURSOR);
-    const rows: KeyedRow[] = await this.db.query(
-      `WITH RECURSIVE ${DOWNSTREAM_RUNS},
-       downstream AS (SELECT DISTINCT r.id, r.start_time FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL)
-       SELECT page.id, page.cursor_at, counted.total
-         FROM (SELECT count(*)::int AS total FROM downstream) counted
-         LEFT JOIN LATERAL (
-           SELECT id, ${cursorTimeSql("start_time")} AS cursor_at FROM downstream
-            WHERE $2::text IS NULL OR (start_time, id) > (CAST($2 AS timestamp) AT TIME ZONE 'UTC', CAST($3 AS uuid))
-            ORDER BY start_time, id OFFSET $4 LIMIT $5
-         ) page ON true`,
-      [datasetId, after?.[1] ?? null, after?.[2] ?? null, window.offset, window.limit + 1],
-    );
-    const runs = await loadExisting<Run>(ctx.loaders.runById, pageIds(rows).slice(0, window.limit));
-    return keyedPage(rows, window, after !== null, runs);
+    const listed = `SELECT DISTINCT r.id, r.start_time AS at FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL`;
+    return this.keyedLineagePage(datasetId, args, listed, (ids) => loadExisting<Run>(ctx.loaders.runById, ids));
   }
 
   /** A page of the model versions registered from the runs downstream of a dataset, oldest first (keyed by creation time, id). */
   async versionsOfDataset(ctx: RequestContext, datasetId: string, args: PageArgs): Promise<Page<ModelVersion>> {
+    const listed = `SELECT v.id, v.created_at AS at FROM model_versions v
+                     WHERE v.run_id IN (SELECT d.id FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL)`;
+    return this.keyedLineagePage(datasetId, args, listed, (ids) => loadExisting<ModelVersion>(ctx.loaders.modelVersionById, ids));
+  }
+
+  /**
+   * One page, oldest first, of what `listedSql` (over `down`, selecting `id` and its time `at`)
+   * lists for the dataset, with the list's total; `load` turns the page's ids into items.
+   */
+  private async keyedLineagePage<T extends { id: string }>(datasetId: string, args: PageArgs, listedSql: string, load: (ids: string[]) => Promise<T[]>): Promise<Page<T>> {
     const { after, window } = keysetWindow(args, LINEAGE_CURSOR);
     const rows: KeyedRow[] = await this.db.query(
-      `WITH RECURSIVE ${DOWNSTREAM_RUNS},
-       versions AS (SELECT v.id, v.created_at FROM model_versions v WHERE v.run_id IN (SELECT d.id FROM down d JOIN runs r ON r.id = d.id WHERE r.deleted_at IS NULL))
+      `WITH RECURSIVE ${DOWNSTREAM_RUNS}, listed AS (${listedSql})
        SELECT page.id, page.cursor_at, counted.total
-         FROM (SELECT count(*)::int AS total FROM versions) counted
+         FROM (SELECT count(*)::int AS total FROM listed) counted
          LEFT JOIN LATERAL (
-           SELECT id, ${cursorTimeSql("created_at")} AS cursor_at FROM versions
-            WHERE $2::text IS NULL OR (created_at, id) > (CAST($2 AS timestamp) AT TIME ZONE 'UTC', CAST($3 AS uuid))
-            ORDER BY created_at, id OFFSET $4 LIMIT $5
+           SELECT id, ${cursorTimeSql("at")} AS cursor_at FROM listed
+            WHERE $2::text IS NULL OR (at, id) > (CAST($2 AS timestamp) AT TIME ZONE 'UTC', CAST($3 AS uuid))
+            ORDER BY at, id OFFSET $4 LIMIT $5
          ) page ON true`,
       [datasetId, after?.[1] ?? null, after?.[2] ?? null, window.offset, window.limit + 1],
     );
-    const versions = await loadExisting<ModelVersion>(ctx.loaders.modelVersionById, pageIds(rows).slice(0, window.limit));
-    return keyedPage(rows, window, after !== null, versions);
+    return keyedPage(rows, window, after !== null, await load(pageIds(rows).slice(0, window.limit)));
   }
 
   /** Runs by id, in order, through the request's loader (e.g. a lineage's parent runs). */
