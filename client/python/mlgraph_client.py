@@ -116,7 +116,7 @@ class Client:
     def start_run(self, experiment: str, name: Optional[str] = None, params: Optional[Dict[str, Any]] = None,
                   tags: Optional[Dict[str, str]] = None, **logger_options: Any) -> "Run":
         """Starts a run in the named experiment (created when missing); returns a Run with a buffered metric logger."""
-        exp = self.experiment(experiment)
+        exp = _retrying(lambda: self.experiment(experiment))  # a lookup, or a create whose resend is CONFLICT, then a lookup
         # One key for the run, reused by every resend: a run whose answer was lost is not made twice.
         run_input = {"experimentId": exp["id"], "name": name, "params": _pairs(params), "tags": _pairs(tags), "idempotencyKey": str(uuid.uuid4())}
         data = _retrying(lambda: self.query("mutation($i: CreateRunInput!) { createRun(input: $i) { id name status } }", {"i": run_input}))["createRun"]

@@ -4,7 +4,7 @@ import { ExperimentTag } from "../entities/experiment-tag.entity.js";
 import { DomainError, isUniqueViolation } from "./errors.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKeyValues, validateText, type KeyValue } from "./validation.js";
-import { CURSOR_TIME_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { CURSOR_TIME_PATTERN, CURSOR_UUID_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 
 const NAME_PATTERN = /^[^\u0000-\u001f]+$/;
 
@@ -69,7 +69,7 @@ export class ExperimentsService {
    * come first) never make a page repeat one.
    */
   async list(_ctx: RequestContext, args: PageArgs & { includeDeleted?: boolean | null }): Promise<Page<Experiment>> {
-    const { after: at, window } = keysetWindow(args, new RegExp(`^(${CURSOR_TIME_PATTERN})\\|([0-9a-f-]{36})$`));
+    const { after: at, window } = keysetWindow(args, new RegExp(`^(${CURSOR_TIME_PATTERN})\\|(${CURSOR_UUID_PATTERN})$`));
     const qb = this.db.getRepository(Experiment).createQueryBuilder("e");
     if (!args.includeDeleted) qb.where("e.deleted_at IS NULL");
     const total = await qb.clone().getCount();

@@ -10,7 +10,7 @@ export function argsKey(args: object, parentId: string): string {
  * arguments that vary: keys are {@link argsKey}, and the parents that asked with the same
  * arguments are read together, one `load(parentIds, args)` per distinct set of arguments.
  */
-export function loaderByArgs<A, R>(load: (parentIds: string[], args: A) => Promise<Map<string, R>>, missing: R) {
+export function loaderByArgs<A, R>(load: (parentIds: string[], args: A) => Promise<Map<string, R | Error>>, missing: R) {
   return new DataLoader<string, R>(async (keys) => {
     const byArgs = new Map<string, string[]>();
     for (const key of keys) {
@@ -20,7 +20,8 @@ export function loaderByArgs<A, R>(load: (parentIds: string[], args: A) => Promi
       if (parents) parents.push(key.slice(at + 1));
       else byArgs.set(args, [key.slice(at + 1)]);
     }
-    const results = new Map<string, R>();
+    // An Error for a parent fails that parent's field alone.
+    const results = new Map<string, R | Error>();
     for (const [args, parentIds] of byArgs) {
       for (const [id, result] of await load(parentIds, JSON.parse(args) as A)) results.set(`${args}\u0000${id}`, result);
     }

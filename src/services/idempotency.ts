@@ -27,13 +27,16 @@ export interface Created<T> {
 
 /**
  * The call's key (checked: 1-250 characters, not blank) with the fingerprint of `input`, or null
- * when the call has no key. `input` lists the call's fields as given, the key left out.
+ * when the call has no key. `input` lists the call's fields as given (ids in their stored,
+ * lower-case spelling), the key left out.
  */
 export function keyedCall(key: string | null | undefined, input: Record<string, unknown>): KeyedCall | null {
   if (key == null) return null;
   const valid = validateText(key, IDEMPOTENCY_KEY_FIELD, LIMITS.idempotencyKeyLength);
-  // An absent field and a null one are the same call (one client leaves it out, another sends null).
-  return { key: valid, fingerprint: inputFingerprint(Object.fromEntries(Object.entries(input).map(([name, value]) => [name, value ?? null]))) };
+  // An absent field and a null one are the same call (one client leaves it out, another sends
+  // null), and both are left out of the fingerprint: an optional field a later release adds then
+  // does not change the fingerprint of calls that do not use it (a resend across an upgrade).
+  return { key: valid, fingerprint: inputFingerprint(Object.fromEntries(Object.entries(input).filter(([, value]) => value != null))) };
 }
 
 /**

@@ -4,7 +4,7 @@ import type { Dataset } from "../entities/dataset.entity.js";
 import type { ModelVersion } from "../entities/model-version.entity.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateText } from "./validation.js";
-import { CURSOR_TIME_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
+import { CURSOR_TIME_PATTERN, CURSOR_UUID_PATTERN, cursorTimeSql, encodeKeyCursor, keysetWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 
 /**
  * PIPELINES HOOK: the pipelines feature plugs in how a tracking run maps to the pipeline run and
@@ -41,7 +41,7 @@ const DOWNSTREAM_RUNS = `down(id, depth) AS (
        )`;
 
 /** A lineage list's key cursor: the item's time (start or creation) and id. */
-const LINEAGE_CURSOR = new RegExp(`^(${CURSOR_TIME_PATTERN})\\|([0-9a-f-]{36})$`);
+const LINEAGE_CURSOR = new RegExp(`^(${CURSOR_TIME_PATTERN})\\|(${CURSOR_UUID_PATTERN})$`);
 
 /** A row of a keyed lineage page: the item's id and cursor time, and the list's total (one row with a null id for an empty page). */
 interface KeyedRow {

@@ -46,8 +46,18 @@ export function decodeKeyCursor(cursor: string | null | undefined): string | und
   return text.startsWith("k:") ? text.slice(2) : undefined;
 }
 
-/** A created_at in a key cursor: UTC, to the microsecond, as {@link cursorTimeSql} writes it. */
-export const CURSOR_TIME_PATTERN = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}`;
+/** A created_at in a key cursor: UTC, to the microsecond, as {@link cursorTimeSql} writes it (fields in range; see {@link isCursorTime}). */
+export const CURSOR_TIME_PATTERN = String.raw`\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}`;
+
+/** An id in a key cursor. */
+export const CURSOR_UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+
+/** A cursor time that PostgreSQL will take back: the pattern, and a real date (no 30 February). */
+export function isCursorTime(text: string): boolean {
+  if (!new RegExp(`^${CURSOR_TIME_PATTERN}$`).test(text)) return false;
+  const date = new Date(`${text.slice(0, 23)}Z`);
+  return !Number.isNaN(date.getTime()) && date.toISOString().slice(0, 10) === text.slice(0, 10);
+}
 
 /** SQL writing a timestamptz column the way a key cursor holds it (see CURSOR_TIME_PATTERN). */
 export function cursorTimeSql(column: string): string {

@@ -82,6 +82,12 @@ export class PipelineRunsService {
   ): Promise<PipelineRun> {
     const keyed = keyedCall(input.idempotencyKey, { pipelineName: input.pipelineName, version: input.version, params: input.params, priority: input.priority });
     const { pipeline, version } = await this.pipelines.resolveVersion(ctx, input.pipelineName, input.version);
+    if (keyed) {
+      // A resend is answered before the checks below: since the first call, a newer version may
+      // have changed the params it takes, or its experiment been deleted, and the run exists.
+      const earlier = await this.runSubmittedWithKey(this.db.manager, pipeline.id, keyed);
+      if (earlier) return earlier;
+    }
     const priority = input.priority ?? 0;
     if (!Number.isInteger(priority) || Math.abs(priority) > MAX_PRIORITY) {
       throw new DomainError("BAD_USER_INPUT", `input.priority: must be an integer from -${MAX_PRIORITY} to ${MAX_PRIORITY}`, "input.priority");

@@ -187,7 +187,7 @@ export class RegistryService {
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
     const keyed = keyedCall(input.idempotencyKey, {
       modelName: input.modelName,
-      runId: input.runId,
+      runId: typeof input.runId === "string" ? input.runId.toLowerCase() : input.runId,
       artifactPath: input.artifactPath,
       description: input.description,
       modelCard: input.modelCard,

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { DomainError } from "./errors.js";
-import { CURSOR_TIME_PATTERN, cursorTimeSql, decodeKeyCursor, encodeKeyCursor } from "./pagination.js";
+import { CURSOR_UUID_PATTERN, cursorTimeSql, decodeKeyCursor, encodeKeyCursor, isCursorTime } from "./pagination.js";
 import type { CompiledSortKey, OrderByTerm, SortKeyType } from "./run-filter/index.js";
 
 /**
@@ -13,13 +13,8 @@ import type { CompiledSortKey, OrderByTerm, SortKeyType } from "./run-filter/ind
 
 const PREFIX = "runs:";
 
-/** What each key's cursor value must look like before it is cast back in SQL (a bad cast would be a server error). */
-const VALUE_PATTERNS: Readonly<Record<SortKeyType, RegExp>> = {
-  text: /^[\s\S]{0,100000}$/,
-  timestamptz: new RegExp(`^${CURSOR_TIME_PATTERN}$`),
-  uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i,
-  float8: /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i,
-};
+const UUID = new RegExp(`^${CURSOR_UUID_PATTERN}$`);
+const FLOAT = /^-?(\d+(\.\d*)?|\.\d+)(e[-+]?\d+)?$/i;
 
 /** Identifies an ordering; the same terms give the same signature on every replica and release. */
 export function orderSignature(terms: readonly OrderByTerm[]): string {
@@ -27,15 +22,21 @@ export function orderSignature(terms: readonly OrderByTerm[]): string {
   return createHash("sha256").update(canonical).digest("base64url").slice(0, 16);
 }
 
-export function encodeRunCursor(signature: string, values: readonly (string | null)[]): string {
-  return encodeKeyCursor(`${PREFIX}${signature}:${JSON.stringify(values)}`);
+/** Where a key cursor continues: after `values`, in the ordering `signature`; `experimentId` is the last run's experiment. */
+export interface RunCursor {
+  experimentId: string;
+  values: (string | null)[];
+}
+
+export function encodeRunCursor(signature: string, experimentId: string, values: readonly (string | null)[]): string {
+  return encodeKeyCursor(`${PREFIX}${signature}:${experimentId}:${JSON.stringify(values)}`);
 }
 
 /**
  * The sort-key values a key cursor holds; undefined without `after` or for an offset cursor (as
  * handed out before run search paged by key), which still pages by offset.
  */
-export function decodeRunCursor(after: string | null | undefined, signature: string, keys: readonly CompiledSortKey[]): (string | null)[] | undefined {
+export function decodeRunCursor(after: string | null | undefined, signature: string, keys: readonly CompiledSortKey[]): RunCursor | undefined {
   const key = decodeKeyCursor(after);
   if (key === undefined) return undefined;
   const refuse = (why: string) => new DomainError("BAD_USER_INPUT", `after: ${why}`, "after");
@@ -45,18 +46,31 @@ export function decodeRunCursor(after: string | null | undefined, signature: str
   if (colon < 0 || rest.slice(0, colon) !== signature) {
     throw refuse("this cursor comes from a search with another orderBy; page with the orderBy it came from, or start again without after");
   }
+  const experimentId = rest.slice(colon + 1, colon + 37);
   let values: unknown;
   try {
-    values = JSON.parse(rest.slice(colon + 1));
+    if (!UUID.test(experimentId) || rest[colon + 37] !== ":") throw new Error("no experiment");
+    values = JSON.parse(rest.slice(colon + 38));
   } catch {
     throw refuse("not a cursor returned by run search");
   }
-  const valid =
-    Array.isArray(values) &&
-    values.length === keys.length &&
-    values.every((v, i) => v === null || (typeof v === "string" && VALUE_PATTERNS[keys[i].type].test(v)));
+  const valid = Array.isArray(values) && values.length === keys.length && values.every((v, i) => v === null || (typeof v === "string" && isValidValue(keys[i].type, v)));
   if (!valid) throw refuse("not a cursor returned by run search");
-  return values as (string | null)[];
+  return { experimentId, values: values as (string | null)[] };
+}
+
+/** Whether a cursor value casts back to its key's type (a failed cast would be answered as a storage error, not naming after). */
+function isValidValue(type: SortKeyType, value: string): boolean {
+  switch (type) {
+    case "text":
+      return value.length <= 100_000 && !value.includes("\u0000");
+    case "timestamptz":
+      return isCursorTime(value);
+    case "uuid":
+      return UUID.test(value);
+    case "float8":
+      return FLOAT.test(value) && Number.isFinite(Number(value));
+  }
 }
 
 /** SQL selecting a sort key's value as a cursor holds it (timestamps in UTC to the microsecond, floats exactly). */

@@ -53,18 +53,20 @@ export class RunSearch {
   }
 
   async search(_ctx: RequestContext, args: RunSearchArgs): Promise<Page<Run>> {
-    return (await this.searchPages(args, false)).get(ALL)!;
+    const page = (await this.searchPages(args, false)).get(ALL)!;
+    if (page instanceof Error) throw page;
+    return page;
   }
 
   /**
    * The same search run separately inside each experiment, as one statement (a window per
    * experiment): `experiments { runs(...) }` costs one search, not one per experiment.
    */
-  async searchPerExperiment(_ctx: RequestContext | null, args: Omit<RunSearchArgs, "experimentIds">, experimentIds: readonly string[]): Promise<Map<string, Page<Run>>> {
+  async searchPerExperiment(_ctx: RequestContext | null, args: Omit<RunSearchArgs, "experimentIds">, experimentIds: readonly string[]): Promise<Map<string, Page<Run> | DomainError>> {
     return this.searchPages({ ...args, experimentIds: [...experimentIds] }, true);
   }
 
-  private async searchPages(args: RunSearchArgs, perExperiment: boolean): Promise<Map<string, Page<Run>>> {
+  private async searchPages(args: RunSearchArgs, perExperiment: boolean): Promise<Map<string, Page<Run> | DomainError>> {
     const ast = parseFilter(args.filter ?? "");
     const orderTerms = parseOrderBy(args.orderBy?.length ? args.orderBy : DEFAULT_RUN_ORDER_BY);
     const signature = orderSignature(orderTerms);
@@ -121,7 +123,13 @@ export class RunSearch {
     // A key cursor pages by key; an offset cursor (handed out before) still pages by offset.
     const window = pageWindow(seekFrom ? { first: args.first } : args);
     if (seekFrom) {
-      where.push(seekCondition(order.keys, seekFrom, (value) => (params.push(value), `$${params.length}`)));
+      where.push(seekCondition(order.keys, seekFrom.values, (value) => (params.push(value), `$${params.length}`)));
+      // Experiment.runs: the cursor continues its own experiment's list; in another experiment its
+      // sort values would skip runs (that experiment's page is refused, below).
+      if (perExperiment) {
+        params.push(seekFrom.experimentId);
+        where.push(`r.experiment_id = $${params.length}::uuid`);
+      }
     }
     const keyColumns = order.keys.map((k, i) => `${sortKeyCursorSql(k)} AS k${i}`).join(", ");
     params.push(window.limit + 1, window.offset);
@@ -152,10 +160,13 @@ export class RunSearch {
     for (const row of rows) {
       const group = groups.get(perExperiment ? row.experiment_id : ALL);
       group?.runs.push(byId.get(row.id) as Run);
-      group?.cursors.push(encodeRunCursor(signature, order.keys.map((_, i) => row[`k${i}`])));
+      group?.cursors.push(encodeRunCursor(signature, row.experiment_id, order.keys.map((_, i) => row[`k${i}`])));
     }
     return new Map(
-      [...groups].map(([key, group]) => {
+      [...groups].map(([key, group]): [string, Page<Run> | DomainError] => {
+        if (perExperiment && seekFrom && key !== seekFrom.experimentId.toLowerCase()) {
+          return [key, new DomainError("BAD_USER_INPUT", `after: this cursor continues the runs of experiment ${JSON.stringify(seekFrom.experimentId)}, not of ${JSON.stringify(key)}`, "after")];
+        }
         const page = toPage(group.runs, window);
         return [key, { ...page, cursors: group.cursors.slice(0, page.items.length), ...(seekFrom ? { hasPreviousPage: true } : {}) }];
       }),

@@ -72,7 +72,14 @@ export class RunsService {
     const params = validateKeyValues(input.params, "input.params", LIMITS.paramValueLength);
     const tags = validateKeyValues(input.tags, "input.tags", LIMITS.tagValueLength);
     if (input.parentRunId != null) validateId(input.parentRunId, "input.parentRunId");
-    const keyed = keyedCall(input.idempotencyKey, { experimentId: input.experimentId, name: input.name, params: input.params, tags: input.tags, parentRunId: input.parentRunId, startTime: input.startTime });
+    const keyed = keyedCall(input.idempotencyKey, {
+      experimentId,
+      name: input.name,
+      params: input.params,
+      tags: input.tags,
+      parentRunId: input.parentRunId?.toLowerCase(),
+      startTime: input.startTime,
+    });
     // A task token writes only inside its own run: the runs it may start are child runs of it.
     const task = ctx.principal.role === "task";
     if (task && input.parentRunId?.toLowerCase() !== ctx.principal.scope.runId?.toLowerCase()) {
@@ -433,7 +440,7 @@ export class RunsService {
   }
 
   /** One search run inside each of the experiments (for `Experiment.runs` of a list of experiments). */
-  async searchRunsPerExperiment(args: { filter?: string | null; orderBy?: string[] | null } & PageArgs, experimentIds: readonly string[]): Promise<Map<string, Page<Run>>> {
+  async searchRunsPerExperiment(args: { filter?: string | null; orderBy?: string[] | null } & PageArgs, experimentIds: readonly string[]): Promise<Map<string, Page<Run> | DomainError>> {
     return this.search.searchPerExperiment(null, args, experimentIds);
   }
 

@@ -190,6 +190,11 @@ describe("pipeline specs", () => {
       const again = ok(await server.gql(SUBMIT, { input })).submitPipelineRun;
       expect(again).toEqual(first);
       expect(await runIdsOf("idem-submit")).toEqual([first.id]);
+      // A newer version that takes other params: the resend still gets the run (it was checked
+      // against that version's params before, and refused).
+      await createSpec({ pipeline: { name: "idem-submit", params: { m: { type: "int" } }, tasks: [{ id: "a", command: ["echo", "{{m}}"], pool: "never-claimed" }] } });
+      expect(ok(await server.gql(SUBMIT, { input })).submitPipelineRun).toEqual(first);
+      expect((await server.gql(SUBMIT, { input: { ...input, idempotencyKey: "submit-2" } })).errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT" });
       // Another param, priority or version is another call, even version 1 where the first call
       // left the version out (it meant the latest, 1 too): the input as given is compared.
       for (const changed of [{ ...input, params: { n: 3 } }, { ...input, priority: undefined }, { ...input, version: 1 }]) {

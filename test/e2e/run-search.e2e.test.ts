@@ -94,6 +94,12 @@ describe("runs(filter:, orderBy:)", () => {
     const otherOrder = await server.gql(SEARCH, { e: [exp], o: ["name ASC"], first: 2, after: first.pageInfo.endCursor });
     expect(otherOrder.errors?.[0].extensions).toMatchObject({ code: "BAD_USER_INPUT", field: "after" });
     expect(otherOrder.errors?.[0].message).toMatch(/another orderBy/);
+    // Experiment.runs: a cursor continues its own experiment's runs; another experiment's page is refused, not cut short.
+    const PER_EXPERIMENT = `query($after: String) { a: experiment(id: "${exp}") { runs(first: 2, after: $after) { edges { node { name } } } } b: experiment(id: "${expA}") { runs(first: 2, after: $after) { edges { node { name } } } } }`;
+    const perExperiment = await server.gql(PER_EXPERIMENT, { after: first.pageInfo.endCursor });
+    expect(perExperiment.data.a.runs.edges.map((e: any) => e.node.name)).toEqual(["k1"]);
+    expect(perExperiment.data.b).toBeNull();
+    expect(perExperiment.errors?.[0]).toMatchObject({ path: ["b", "runs"], extensions: { code: "BAD_USER_INPUT", field: "after" } });
     const key = Buffer.from(first.pageInfo.endCursor, "base64url").toString();
     for (const forged of [key.replace(/\[.*\]$/, '["x", "y"]'), key.replace(/\[.*\]$/, "[1]"), `${key}x`, "k:elsewhere"]) {
       const answer = await server.gql(SEARCH, { e: [exp], first: 2, after: Buffer.from(forged).toString("base64url") });

@@ -58,9 +58,10 @@ export interface TestServer {
 export async function createTestDatabase(): Promise<{ url: string; drop(): Promise<void> } | null> {
   const base = process.env.TEST_DATABASE_URL;
   if (!base) return null;
-  // The creating process's pid is in the name, so a later run can tell the databases a killed
-  // run left behind (its process gone, nothing connected) and drop them.
-  const name = `mlgraph_test_${process.pid}_${crypto.randomBytes(6).toString("hex")}`;
+  // The creating machine and process are in the name, so a later run on the same machine can tell
+  // the databases a killed run left behind (its process gone, nothing connected) and drop them;
+  // those of other machines sharing the PostgreSQL are left alone (their pids mean nothing here).
+  const name = `mlgraph_test_${HOST_TAG}_${process.pid}_${crypto.randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: base });
   await admin.connect();
   try {
@@ -82,16 +83,28 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
   };
 }
 
-/** Once per test process: drops the test databases of processes that no longer exist. */
+/** This machine, in test database names (a PID namespace: another container's pids are not ours). */
+const HOST_TAG = crypto.createHash("sha256").update(`${os.hostname()}:${pidNamespace()}`).digest("hex").slice(0, 8);
+
+function pidNamespace(): string {
+  try {
+    return fs.readlinkSync("/proc/self/ns/pid");
+  } catch {
+    return "";
+  }
+}
+
+/** Once per test process: drops this machine's test databases whose processes no longer exist. */
 let leftoversDropped = false;
 async function dropLeftoverTestDatabases(admin: pg.Client): Promise<void> {
   if (leftoversDropped) return;
   leftoversDropped = true;
   const found = await admin.query<{ datname: string }>(
-    `SELECT d.datname FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname ~ '^mlgraph_test_[0-9]+_[0-9a-f]+$' AND s.numbackends = 0`,
+    `SELECT d.datname FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid WHERE d.datname ~ $1 AND s.numbackends = 0`,
+    [`^mlgraph_test_${HOST_TAG}_[0-9]+_[0-9a-f]+$`],
   );
   for (const { datname } of found.rows) {
-    const pid = Number(/^mlgraph_test_(\d+)_/.exec(datname)![1]);
+    const pid = Number(/^mlgraph_test_[0-9a-f]+_(\d+)_/.exec(datname)![1]);
     if (processExists(pid)) continue;
     // Another run's sweep may drop it first.
     await admin.query(`DROP DATABASE IF EXISTS ${datname} WITH (FORCE)`).catch(() => undefined);

@@ -14,6 +14,8 @@ describe("keyedCall", () => {
 
   it("reads an absent field as null, ignores the order of object keys, and keeps list order", () => {
     expect(fingerprint({ name: undefined, priority: 1 })).toBe(fingerprint({ priority: 1, name: null }));
+    // A field added to the input by a later release, unused, leaves the fingerprint as it was.
+    expect(fingerprint({ priority: 1, addedLater: null })).toBe(fingerprint({ priority: 1 }));
     expect(fingerprint({ params: { lr: 0.1, epochs: 3 } })).toBe(fingerprint({ params: { epochs: 3, lr: 0.1 } }));
     expect(fingerprint({ tags: [{ key: "a", value: "1" }] })).toBe(fingerprint({ tags: [{ value: "1", key: "a" }] }));
     expect(fingerprint({ tags: [{ key: "a", value: "1" }, { key: "b", value: "2" }] })).not.toBe(fingerprint({ tags: [{ key: "b", value: "2" }, { key: "a", value: "1" }] }));

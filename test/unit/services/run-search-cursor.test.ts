@@ -8,13 +8,14 @@ const KEYS: CompiledSortKey[] = [
   { expression: "r.id", direction: "ASC", type: "uuid", nullable: false },
 ];
 const ID = "0b4f6a1e-6c55-4c1b-9a43-3f0f6e2f9a10";
+const EXP = "7d0c2f7e-1b2a-4c3d-8e4f-5a6b7c8d9e0f";
 
 describe("run search key cursors", () => {
   const sig = orderSignature([{ entity: "attributes", key: "end_time", direction: "DESC" }, { entity: "metrics", key: "loss", direction: "ASC" }]);
 
   it("round-trips the sort-key values of the last run, nulls included", () => {
     const values = ["2026-11-27T10:00:00.123456", null, ID];
-    expect(decodeRunCursor(encodeRunCursor(sig, values), sig, KEYS)).toEqual(values);
+    expect(decodeRunCursor(encodeRunCursor(sig, EXP, values), sig, KEYS)).toEqual({ experimentId: EXP, values });
   });
 
   it("leaves offset cursors (and no cursor) to offset paging", () => {
@@ -26,10 +27,16 @@ describe("run search key cursors", () => {
     const otherSig = orderSignature([{ entity: "attributes", key: "end_time", direction: "ASC" }, { entity: "metrics", key: "loss", direction: "ASC" }]);
     expect(otherSig).not.toBe(sig);
     const refused = (cursor: string) => expect(() => decodeRunCursor(cursor, sig, KEYS)).toThrow(expect.objectContaining({ code: "BAD_USER_INPUT", field: "after" }));
-    refused(encodeRunCursor(otherSig, ["2026-11-27T10:00:00.123456", null, ID]));
-    refused(encodeRunCursor(sig, ["yesterday", null, ID]));
-    refused(encodeRunCursor(sig, ["2026-11-27T10:00:00.123456", "1; DROP TABLE runs", ID]));
-    refused(encodeRunCursor(sig, ["2026-11-27T10:00:00.123456", null]));
+    refused(encodeRunCursor(otherSig, EXP, ["2026-11-27T10:00:00.123456", null, ID]));
+    refused(encodeRunCursor(sig, EXP, ["yesterday", null, ID]));
+    // Values PostgreSQL would refuse to cast back (answered as a storage error, not naming after).
+    refused(encodeRunCursor(sig, EXP, ["2026-13-27T10:00:00.123456", null, ID]));
+    refused(encodeRunCursor(sig, EXP, ["2026-02-30T10:00:00.123456", null, ID]));
+    refused(encodeRunCursor(sig, EXP, ["2026-11-27T10:00:00.123456", "1e999", ID]));
+    refused(encodeRunCursor(sig, EXP, ["2026-11-27T10:00:00.123456", null, "------------------------------------"]));
+    refused(encodeRunCursor(sig, EXP, ["2026-11-27T10:00:00.123456", "1; DROP TABLE runs", ID]));
+    refused(encodeRunCursor(sig, EXP, ["2026-11-27T10:00:00.123456", null]));
+    refused(encodeRunCursor(sig, "not-an-experiment-id", ["2026-11-27T10:00:00.123456", null, ID]));
     refused(encodeKeyCursor(`runs:${sig}:not json`));
     refused(encodeKeyCursor("7"));
   });
