@@ -16,7 +16,7 @@ import type { DocumentNode } from "graphql";
 import { createClient as createWsClient, type Client as WsClient } from "graphql-ws/client";
 import WebSocket from "ws";
 import type { TypedDocumentNode } from "@graphql-typed-document-node/core";
-import { MlgraphError, type ServerError } from "./errors.js";
+import { isRetryable, MlgraphError, type ServerError } from "./errors.js";
 import { MetricLogger, type MetricLoggerOptions } from "./metric-logger.js";
 
 export * from "./generated/graphql.js";
@@ -41,6 +41,14 @@ export interface ClientOptions {
 
 export interface RequestOptions {
   signal?: AbortSignal;
+  /**
+   * Resends a failure worth retrying (`MlgraphError.retryable`: no answer, UNAVAILABLE,
+   * RATE_LIMITED, 502-504) up to this many more times, waiting 200 ms doubling to 5 s with jitter
+   * (at least a RATE_LIMITED answer's `retryAfterSeconds`). Default 0. Only for calls that are
+   * safe to send twice: queries, and mutations that store nothing twice (creates with an
+   * `idempotencyKey`, `logMetrics` with one, updates, params, tags, aliases; see `retryable`).
+   */
+  retries?: number;
 }
 
 /** A live subscription: iterate it; `return()` (or breaking out of `for await`) unsubscribes. */
@@ -112,39 +120,53 @@ export function createClient(options: ClientOptions): MlgraphClient {
     return ws;
   };
 
+  /** One POST of a query or mutation: its data, or an MlgraphError. */
+  const sendOnce = async <TResult, TVariables>(document: TypedDocumentNode<TResult, TVariables>, variables: TVariables | undefined, requestOptions: RequestOptions | undefined): Promise<TResult> => {
+    const signal = requestOptions?.signal ? AbortSignal.any([requestOptions.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json", accept: "application/json", ...(authHeader ? { authorization: authHeader } : {}) },
+        body: JSON.stringify({ query: printOnce(document), variables: variables ?? {} }),
+        signal,
+      });
+    } catch (err) {
+      if (requestOptions?.signal?.aborted) throw err;
+      throw new MlgraphError(`cannot reach ${url}: ${describeNetworkError(err)}`, "NETWORK_ERROR", undefined, undefined, [], { cause: err });
+    }
+    let body: { data?: unknown; errors?: ServerError[] };
+    try {
+      body = (await response.json()) as typeof body;
+    } catch (err) {
+      // A proxy's HTML error page, or the connection dropped mid-body. Only a server-side status,
+      // 429 or a body cut off mid-way is worth retrying; any other 4xx (a wrong URL's 404, a
+      // refused body) would be refused again.
+      const code =
+        response.status >= 500 ? "UNAVAILABLE" : response.status === 429 ? "RATE_LIMITED" : response.status >= 400 ? "BAD_REQUEST" : "NETWORK_ERROR";
+      throw new MlgraphError(`${url} answered HTTP ${response.status} without a GraphQL body`, code, undefined, response.status, [], { cause: err });
+    }
+    if (body.errors?.length) throw MlgraphError.fromServerErrors(body.errors, response.status);
+    if (body.data === undefined || body.data === null) {
+      throw new MlgraphError(`${url} answered HTTP ${response.status} without data`, response.status >= 500 ? "UNAVAILABLE" : "INTERNAL_SERVER_ERROR", undefined, response.status);
+    }
+    return body.data as never;
+  };
+
   const client: MlgraphClient = {
     url,
     wsUrl,
     async request(document, variables, requestOptions) {
-      const signal = requestOptions?.signal ? AbortSignal.any([requestOptions.signal, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
-      let response: Response;
-      try {
-        response = await fetch(url, {
-          method: "POST",
-          headers: { "content-type": "application/json", accept: "application/json", ...(authHeader ? { authorization: authHeader } : {}) },
-          body: JSON.stringify({ query: printOnce(document), variables: variables ?? {} }),
-          signal,
-        });
-      } catch (err) {
-        if (requestOptions?.signal?.aborted) throw err;
-        throw new MlgraphError(`cannot reach ${url}: ${describeNetworkError(err)}`, "NETWORK_ERROR", undefined, undefined, [], { cause: err });
+      const retries = requestOptions?.retries ?? 0;
+      for (let attempt = 0, delayMs = 200; ; attempt++, delayMs = Math.min(delayMs * 2, 5_000)) {
+        try {
+          return await sendOnce(document, variables, requestOptions);
+        } catch (err) {
+          if (attempt >= retries || !isRetryable(err) || requestOptions?.signal?.aborted) throw err;
+          const retryAfterMs = Number((err as MlgraphError).errors[0]?.extensions?.retryAfterSeconds ?? 0) * 1000;
+          await new Promise((resolve) => setTimeout(resolve, Math.max(retryAfterMs, delayMs / 2 + Math.random() * (delayMs / 2))));
+        }
       }
-      let body: { data?: unknown; errors?: ServerError[] };
-      try {
-        body = (await response.json()) as typeof body;
-      } catch (err) {
-        // A proxy's HTML error page, or the connection dropped mid-body. Only a server-side status,
-        // 429 or a body cut off mid-way is worth retrying; any other 4xx (a wrong URL's 404, a
-        // refused body) would be refused again.
-        const code =
-          response.status >= 500 ? "UNAVAILABLE" : response.status === 429 ? "RATE_LIMITED" : response.status >= 400 ? "BAD_REQUEST" : "NETWORK_ERROR";
-        throw new MlgraphError(`${url} answered HTTP ${response.status} without a GraphQL body`, code, undefined, response.status, [], { cause: err });
-      }
-      if (body.errors?.length) throw MlgraphError.fromServerErrors(body.errors, response.status);
-      if (body.data === undefined || body.data === null) {
-        throw new MlgraphError(`${url} answered HTTP ${response.status} without data`, response.status >= 500 ? "UNAVAILABLE" : "INTERNAL_SERVER_ERROR", undefined, response.status);
-      }
-      return body.data as never;
     },
     subscribe(document, variables) {
       return subscribeIterator(wsClient(), printOnce(document), (variables ?? {}) as Record<string, unknown>);

@@ -26,6 +26,7 @@ import {
   type MlgraphClient,
 } from "../../client";
 import { createTestDatabase, makeDataDir, ok, probeUntil, sleep, startTestServer, type TestServer } from "../helpers/test-server";
+import { startFlakyProxy } from "../helpers/flaky-proxy";
 
 describe("typed client", () => {
   let server: TestServer;
@@ -100,6 +101,29 @@ describe("typed client", () => {
     await expect(refused.next()).rejects.toMatchObject({ code: "UNAUTHENTICATED" });
     expect(Date.now() - started).toBeLessThan(5_000);
     await badToken.close();
+  });
+
+  it("resends a retryable failure when asked (retries), and a keyed create whose answer was lost makes one run", async () => {
+    const { createExperiment } = await client.request(CreateExperimentDocument, { input: { name: "client-retries" } });
+    let creates = 0;
+    // The first createRun is applied by the server and its answer cut; the second gets a 503 page.
+    const proxy = await startFlakyProxy(server.url, (body) => (body.includes("createRun") ? (++creates === 1 ? "lose-answer" : creates === 2) : false));
+    try {
+      const flaky = createClient({ url: proxy.url });
+      const input = { experimentId: createExperiment.id, name: "once", idempotencyKey: crypto.randomUUID() };
+      const lost = await flaky.request(CreateRunDocument, { input }).catch((e: unknown) => e);
+      expect(lost).toMatchObject({ code: "NETWORK_ERROR", retryable: true });
+      const { createRun } = await flaky.request(CreateRunDocument, { input }, { retries: 3 });
+      expect(creates).toBe(3);
+      const listed = ok(await server.gql(`query($id: ID!) { experiment(id: $id) { runs { edges { node { id name } } } } }`, { id: createExperiment.id })).experiment.runs.edges;
+      expect(listed).toEqual([{ node: { id: createRun.id, name: "once" } }]);
+      // A refusal is not resent.
+      const before = creates;
+      await expect(flaky.request(CreateRunDocument, { input: { ...input, name: "other" } }, { retries: 3 })).rejects.toMatchObject({ code: "CONFLICT", field: "input.idempotencyKey" });
+      expect(creates).toBe(before + 1);
+    } finally {
+      await proxy.close();
+    }
   });
 
   it("streams subscriptions as async iterables, and logged metrics come back in comparisons", async () => {
