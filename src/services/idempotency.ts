@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { EntityManager, EntityTarget, FindOptionsWhere } from "typeorm";
 import { DomainError, isUniqueViolation } from "./errors.js";
 import { LIMITS, validateText } from "./validation.js";
 
@@ -88,4 +89,26 @@ export async function createOnce<T>(keyed: KeyedCall | null, uniqueIndex: string
     if (!earlier) throw err;
     return { value: earlier, isNew: false };
   }
+}
+
+/**
+ * The row of `entity` (stored in `table`) made in its scope (`scopeColumn` = `scopeId`) with this
+ * call's key, as it is now, or null. A key used there with other input is refused (CONFLICT on
+ * input.idempotencyKey), naming the row with `describe`.
+ */
+export async function madeWithKey<T extends { id: string }>(
+  em: EntityManager,
+  entity: EntityTarget<T>,
+  where: { table: "runs" | "pipeline_runs" | "model_versions"; scopeColumn: string; scopeId: string },
+  keyed: KeyedCall,
+  describe: (row: T) => string,
+): Promise<T | null> {
+  const [earlier] = (await em.query(`SELECT id, idempotency_fingerprint AS fingerprint FROM ${where.table} WHERE ${where.scopeColumn} = $1 AND idempotency_key = $2`, [
+    where.scopeId,
+    keyed.key,
+  ])) as { id: string; fingerprint: string | null }[];
+  if (!earlier) return null;
+  const row = await em.getRepository(entity).findOneByOrFail({ id: earlier.id } as FindOptionsWhere<T>);
+  refuseChangedInput(earlier.fingerprint, keyed.fingerprint, describe(row));
+  return row;
 }

@@ -9,7 +9,7 @@ import { coerceParams, invocationSizeProblem, resolveTaskInvocation, roots } fro
 import { PendingEvents, pipelineTopics, type PipelineRunEvent, type TaskLogEvent, type TaskRunEvent } from "../scheduler/pipeline-events.js";
 import { inTransaction, normalizeGpuType, type TaskQueue } from "../scheduler/task-queue.js";
 import { DomainError, isUnavailable } from "./errors.js";
-import { createOnce, keyedCall, refuseChangedInput, type KeyedCall } from "./idempotency.js";
+import { createOnce, keyedCall, madeWithKey, type KeyedCall } from "./idempotency.js";
 import type { RequestContext } from "./context.js";
 import type { ExperimentsService } from "./experiments.service.js";
 import type { PipelinesService } from "./pipelines.service.js";
@@ -179,15 +179,8 @@ export class PipelineRunsService {
   }
 
   /** The pipeline run submitted with this idempotency key, as it is now, or null; refuses a key used with other input. */
-  private async runSubmittedWithKey(em: EntityManager, pipelineId: string, keyed: KeyedCall): Promise<PipelineRun | null> {
-    const [earlier] = await sqlRows<{ id: string; fingerprint: string | null }>(
-      em,
-      `SELECT id, idempotency_fingerprint AS fingerprint FROM pipeline_runs WHERE pipeline_id = $1 AND idempotency_key = $2`,
-      [pipelineId, keyed.key],
-    );
-    if (!earlier) return null;
-    refuseChangedInput(earlier.fingerprint, keyed.fingerprint, `pipeline run ${JSON.stringify(earlier.id)}`);
-    return em.getRepository(PipelineRun).findOneByOrFail({ id: earlier.id });
+  private runSubmittedWithKey(em: EntityManager, pipelineId: string, keyed: KeyedCall): Promise<PipelineRun | null> {
+    return madeWithKey(em, PipelineRun, { table: "pipeline_runs", scopeColumn: "pipeline_id", scopeId: pipelineId }, keyed, (run) => `pipeline run ${JSON.stringify(run.id)}`);
   }
 
   async get(_ctx: RequestContext, id: string, field = "id"): Promise<PipelineRun | null> {

@@ -7,7 +7,7 @@ import type { EventBus } from "../stores/event-bus/event-bus.js";
 import type { Config } from "../config.js";
 import type { RequestContext } from "./context.js";
 import { DomainError, isUniqueViolation } from "./errors.js";
-import { keyedCall, refuseChangedInput, type KeyedCall } from "./idempotency.js";
+import { keyedCall, madeWithKey, type KeyedCall } from "./idempotency.js";
 import { encodeKeyCursor, keysetWindow, pageWindow, toPage, type Page, type PageArgs } from "./pagination.js";
 import { actingFor, satisfiesRole } from "./principal.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, modelAliasProblem, type KeyValue } from "./validation.js";
@@ -241,14 +241,8 @@ export class RegistryService {
   }
 
   /** The version of the model registered with this idempotency key, as it is now, or null; refuses a key used with other input. */
-  private async versionMadeWithKey(em: EntityManager, model: RegisteredModel, keyed: KeyedCall): Promise<ModelVersion | null> {
-    const [earlier] = (await em.query(
-      `SELECT id, version, idempotency_fingerprint AS fingerprint FROM model_versions WHERE model_id = $1 AND idempotency_key = $2`,
-      [model.id, keyed.key],
-    )) as { id: string; version: number; fingerprint: string | null }[];
-    if (!earlier) return null;
-    refuseChangedInput(earlier.fingerprint, keyed.fingerprint, `version ${earlier.version} of model ${JSON.stringify(model.name)}`);
-    return em.getRepository(ModelVersion).findOneByOrFail({ id: earlier.id });
+  private versionMadeWithKey(em: EntityManager, model: RegisteredModel, keyed: KeyedCall): Promise<ModelVersion | null> {
+    return madeWithKey(em, ModelVersion, { table: "model_versions", scopeColumn: "model_id", scopeId: model.id }, keyed, (v) => `version ${v.version} of model ${JSON.stringify(model.name)}`);
   }
 
   /** By number or by alias (exactly one of them). */

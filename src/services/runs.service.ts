@@ -7,7 +7,7 @@ import { RunInputRecord } from "../entities/run-input.entity.js";
 import { Experiment } from "../entities/experiment.entity.js";
 import type { EventBus } from "../stores/event-bus/event-bus.js";
 import { DomainError } from "./errors.js";
-import { createOnce, IDEMPOTENCY_KEY_FIELD, keyedCall, refuseChangedInput, type KeyedCall } from "./idempotency.js";
+import { createOnce, IDEMPOTENCY_KEY_FIELD, keyedCall, madeWithKey, type KeyedCall } from "./idempotency.js";
 import type { RequestContext } from "./context.js";
 import { LIMITS, validateId, validateKey, validateKeyValues, validateText, type KeyValue } from "./validation.js";
 import type { Page, PageArgs } from "./pagination.js";
@@ -131,20 +131,15 @@ export class RunsService {
    * used with other input, and one whose run was deleted since (a create never returns a deleted run).
    */
   private async runMadeWithKey(em: EntityManager, experimentId: string, keyed: KeyedCall): Promise<Run | null> {
-    const [earlier] = (await em.query(
-      `SELECT id, idempotency_fingerprint AS fingerprint, deleted_at IS NOT NULL AS deleted FROM runs WHERE experiment_id = $1 AND idempotency_key = $2`,
-      [experimentId, keyed.key],
-    )) as { id: string; fingerprint: string | null; deleted: boolean }[];
-    if (!earlier) return null;
-    refuseChangedInput(earlier.fingerprint, keyed.fingerprint, `run ${JSON.stringify(earlier.id)}`);
-    if (earlier.deleted) {
+    const earlier = await madeWithKey(em, Run, { table: "runs", scopeColumn: "experiment_id", scopeId: experimentId }, keyed, (run) => `run ${JSON.stringify(run.id)}`);
+    if (earlier?.deletedAt) {
       throw new DomainError(
         "CONFLICT",
         `${IDEMPOTENCY_KEY_FIELD}: the run this key created, ${JSON.stringify(earlier.id)}, has been deleted; restore it (restoreRun) or send a new key to create another run`,
         IDEMPOTENCY_KEY_FIELD,
       );
     }
-    return em.getRepository(Run).findOneByOrFail({ id: earlier.id });
+    return earlier;
   }
 
   async get(_ctx: RequestContext, id: string): Promise<Run | null> {
