@@ -24,7 +24,7 @@ export interface LogPointsResult {
 export interface GroupCommitOptions {
   /** How long the first call of a group waits for others to join it; default 3 ms. */
   windowMs?: number;
-  /** A group is flushed as soon as it holds this many points; default 100,000. */
+  /** A group is flushed as soon as it holds this many points; default 100,000, at most 1,000,000. */
   maxRows?: number;
   /**
    * Most points waiting for their INSERT; default 2,000,000 (about 20 groups). While the store is
@@ -59,14 +59,39 @@ function isServerException(err: unknown): boolean {
 }
 
 /**
- * The INSERT every group commit runs. Rows travel as JSONCompactColumns (one JSON array per
- * column): on the embedded engine that inserts about 580k rows/s against about 300k for
- * JSONCompactEachRow and 230k for JSONEachRow (100k-row batches, 2 cores). Binary formats are
- * not an option: chdb's connection turns the body into SQL text. A plain INSERT, so it runs
- * unchanged over HTTP. (`INSERT ... SELECT FROM input()` would let repeated strings travel once,
- * but chdb silently inserts nothing through input().)
+ * The INSERT every group commit runs: one JSON line per caller's batch, `[run_id, batch_id, keys,
+ * steps, timestamps, values]`, expanded into rows by ARRAY JOIN. The run and batch ids travel
+ * once per batch instead of once per point, and each batch's validated arrays are serialized as
+ * they are (no per-point copying in JS). Against the earlier one-JSON-array-per-column body
+ * (JSONCompactColumns with the ids repeated on every row), the engine parses about 40 % less
+ * text: 32,000-point groups went from about 205 to about 165 ms on the embedded engine.
+ *
+ * The data rides in a string literal of the query (chdb's connection turns any INSERT body into
+ * SQL text, and `input()` inserts nothing there), so `max_query_size` is raised per INSERT by its
+ * SETTINGS clause, which ClickHouse applies before the literal is read. Plain SQL, so it runs
+ * unchanged over HTTP. An INSERT ... SELECT of at most `maxRows` rows is squashed into one block,
+ * i.e. one part, as before: a batch is stored whole or not at all.
  */
-const INSERT_SQL = "INSERT INTO metrics (run_id, key, step, ts, value, batch_id) FORMAT JSONCompactColumns\n";
+const INSERT_HEAD =
+  "INSERT INTO metrics (run_id, batch_id, key, step, ts, value)\n" +
+  "SELECT run_id, batch_id, key, step, ts, value\n" +
+  "FROM format(JSONCompactEachRow, 'run_id String, batch_id String, keys Array(String), steps Array(Int64), " +
+  "timestamps Array(DateTime64(3, \\'UTC\\')), vals Array(Float64)', '";
+const INSERT_TAIL = "')\nARRAY JOIN keys AS key, steps AS step, timestamps AS ts, vals AS value\nSETTINGS max_query_size = ";
+
+/** The INSERT of these batches (the caller's arrays are validated and of equal length). */
+export function insertStatement(batches: readonly { runId: string; batchId: string; columns: MetricColumns }[]): string {
+  const lines = new Array<string>(batches.length);
+  for (let i = 0; i < batches.length; i++) {
+    const { runId, batchId, columns: c } = batches[i];
+    lines[i] = JSON.stringify([runId, batchId, c.keys, c.steps, c.timestamps, c.values]);
+  }
+  let payload = lines.join("\n");
+  // A ClickHouse string literal escapes backslash and quote with a backslash; the JSON inside keeps its own escapes.
+  if (payload.includes("\\") || payload.includes("'")) payload = payload.replace(/[\\']/g, "\\$&");
+  // In bytes: a UTF-16 unit is at most 3 UTF-8 bytes; the rest of the statement is under 1 KiB.
+  return `${INSERT_HEAD}${payload}${INSERT_TAIL}${3 * payload.length + 1024}`;
+}
 
 /**
  * Which of a group's (run, idempotency key) pairs are already stored. The primary key narrows the
@@ -117,8 +142,10 @@ export class MetricWriter {
     this.windowMs = options.windowMs ?? 3;
     this.maxRows = options.maxRows ?? 100_000;
     this.maxQueuedRows = options.maxQueuedRows ?? 2_000_000;
-    if (!(this.windowMs >= 0) || !(this.maxRows >= 1)) {
-      throw new DomainError("BAD_USER_INPUT", "groupCommit: windowMs must be >= 0 and maxRows >= 1");
+    // At most 1,000,000 rows: ClickHouse squashes an INSERT ... SELECT into one block (one part)
+    // up to min_insert_block_size_rows (1,048,449), and a group must be stored whole.
+    if (!(this.windowMs >= 0) || !(this.maxRows >= 1 && this.maxRows <= 1_000_000)) {
+      throw new DomainError("BAD_USER_INPUT", "groupCommit: windowMs must be >= 0 and maxRows between 1 and 1,000,000");
     }
   }
 
@@ -278,31 +305,12 @@ export class MetricWriter {
 
   /** Rejects with an {@link InsertFailure}: the error, and whether the INSERT is known to have ended. */
   private async insert(group: PendingBatch[]): Promise<void> {
-    let total = 0;
-    for (const b of group) total += b.columns.keys.length;
-    const runIds = new Array<string>(total);
-    const keys = new Array<string>(total);
-    const steps = new Array<number>(total);
-    const ts = new Array<number>(total);
-    const values = new Array<number>(total);
-    const batchIds = new Array<string>(total);
-    let row = 0;
-    for (const b of group) {
-      const c = b.columns;
-      for (let i = 0; i < c.keys.length; i++, row++) {
-        runIds[row] = b.runId;
-        keys[row] = c.keys[i];
-        steps[row] = c.steps[i];
-        ts[row] = c.timestamps[i]; // epoch ms: ClickHouse reads an integer into DateTime64(3) as ms
-        values[row] = c.values[i];
-        batchIds[row] = b.batchId;
-      }
-    }
-    this.onQuery("insert", INSERT_SQL);
+    const query = insertStatement(group);
+    this.onQuery("insert", INSERT_HEAD);
     const queryId = crypto.randomUUID();
     try {
       await this.client.command({
-        query: INSERT_SQL + JSON.stringify([runIds, keys, steps, ts, values, batchIds]),
+        query,
         clickhouse_settings: this.insertSettings,
         query_id: queryId,
       });

@@ -239,6 +239,33 @@ describe("writes", () => {
     expect(summaries.get("idem-run")?.get("loss")?.count).toBe(4);
     expect(summaries.get("idem-run-2")?.get("loss")?.count).toBe(2);
   });
+
+  it("stores the callers of one group in one part, ids with quotes, backslashes and non-ASCII intact", async () => {
+    const { client } = store as unknown as { client: ClickHouseClient };
+    const runs = Array.from({ length: 30 }, (_, i) => `grp-${i}-'q'\\é`);
+    const key = "key 'it\\s' — ü";
+    // 30 callers in one 5 ms window: one INSERT, so one part of raw points.
+    const results = await Promise.all(
+      runs.map((run, i) => store.logColumns(run, { keys: ["loss", "acc"], steps: [i, i], values: [i + 0.25, 1e-300], timestamps: [1_700_000_000_123, 0] }, key)),
+    );
+    expect(results.every((r) => r.stored === 2)).toBe(true);
+    const rs = await client.query({
+      query: "SELECT run_id, batch_id, key, step, toUnixTimestamp64Milli(ts) AS ms, value, _part AS part FROM metrics WHERE run_id IN {runs:Array(String)} ORDER BY run_id, key",
+      query_params: { runs },
+      format: "JSONEachRow",
+    });
+    const rows = await rs.json<{ run_id: string; batch_id: string; key: string; step: number; ms: number; value: number; part: string }>();
+    expect(rows).toHaveLength(60);
+    expect(new Set(rows.map((r) => r.part)).size).toBe(1);
+    expect(new Set(rows.map((r) => r.batch_id))).toEqual(new Set([key]));
+    const third = rows.filter((r) => r.run_id === runs[3]);
+    expect(third).toEqual([
+      expect.objectContaining({ key: "acc", step: 3, ms: 0, value: 1e-300 }),
+      expect.objectContaining({ key: "loss", step: 3, ms: 1_700_000_000_123, value: 3.25 }),
+    ]);
+    // The key is found again for a retry.
+    expect(await store.logColumns(runs[3], { keys: ["loss"], steps: [3], values: [3.25] }, key)).toEqual({ stored: 0, deduplicated: true });
+  });
 });
 
 describe("reads", () => {

@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { InsertJournal } from "../../../src/stores/metric-store/interrupted-inserts.js";
-import { MetricWriter } from "../../../src/stores/metric-store/metric-writer.js";
+import { insertStatement, MetricWriter } from "../../../src/stores/metric-store/metric-writer.js";
 import { validateMetricPoints } from "../../../src/stores/metric-store/metric-validation.js";
 
 interface FakeCall {
@@ -41,8 +41,19 @@ describe("MetricWriter", () => {
     const results = await Promise.all(Array.from({ length: 20 }, (_, i) => writer.write(`r${i}`, points(2))));
     expect(results.every((r) => r.stored === 2)).toBe(true);
     expect(calls.filter((c) => c.kind === "command")).toHaveLength(1);
-    const body = JSON.parse(calls[0].query.slice(calls[0].query.indexOf("\n") + 1)) as unknown[][];
-    expect(body[0]).toHaveLength(40); // run_id column
+    // One JSON line per caller's batch inside the INSERT's string literal: [run, batch id, keys, steps, timestamps, values].
+    const literal = /FROM format\(JSONCompactEachRow, '(?:[^'\\]|\\.)*', '((?:[^'\\]|\\.)*)'\)/s.exec(calls[0].query)![1];
+    const lines = literal.split("\n").map((line) => JSON.parse(line) as [string, string, string[], number[], number[], number[]]);
+    expect(lines.map((l) => l[0])).toEqual(Array.from({ length: 20 }, (_, i) => `r${i}`));
+    expect(lines[3]).toEqual(["r3", "", ["k", "k"], [0, 1], [0, 0], [0, 1]]);
+  });
+
+  it("escapes quotes and backslashes of ids inside the INSERT's string literal", () => {
+    const statement = insertStatement([{ runId: "run'\\x", batchId: "it's \\ \"q\"", columns: validateMetricPoints([{ key: "k", step: 1, value: 2 }], 7) }]);
+    const literal = /FROM format\(JSONCompactEachRow, '(?:[^'\\]|\\.)*', '((?:[^'\\]|\\.)*)'\)/s.exec(statement)![1];
+    // ClickHouse reads the literal back by dropping one backslash before each escaped character.
+    expect(JSON.parse(literal.replace(/\\(.)/gs, "$1"))).toEqual(["run'\\x", "it's \\ \"q\"", ["k"], [1], [7], [2]]);
+    expect(statement).toMatch(/SETTINGS max_query_size = \d+$/);
   });
 
   it("answers every caller of a failed INSERT with its error, then keeps accepting writes", async () => {
