@@ -1,3 +1,4 @@
+import DataLoader from "dataloader";
 import type { DataSource, EntityManager } from "typeorm";
 import { Run, RunStatus } from "../entities/run.entity.js";
 import { RunParam } from "../entities/run-param.entity.js";
@@ -39,6 +40,14 @@ const NOUNS = ["otter", "falcon", "lynx", "heron", "ibex", "koala", "mole", "new
 function generatedRunName(): string {
   const pick = (list: string[]) => list[Math.floor(Math.random() * list.length)];
   return `${pick(ADJECTIVES)}-${pick(NOUNS)}-${Math.floor(Math.random() * 1000)}`;
+}
+
+/** What {@link RunsService.assertWritable} needs to know of a run. */
+interface WritableRunState {
+  id: string;
+  deleted: boolean;
+  experiment_name: string;
+  experiment_deleted: boolean;
 }
 
 const TERMINAL: ReadonlySet<RunStatus> = new Set([RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED]);
@@ -169,28 +178,46 @@ export class RunsService {
 
   /**
    * The check of {@link requireWritable} without loading the run: one indexed lookup, no entity.
-   * Metric ingest calls it once per batch, hundreds of times a second. Returns the run's id as
-   * stored (a UUID may arrive in upper case; metric rows must use one spelling).
+   * Metric ingest calls it once per batch, hundreds of times a second, so the checks of calls that
+   * arrive in the same turn of the event loop are read in one query (see {@link writableRuns}).
+   * Returns the run's id as stored (a UUID may arrive in upper case; metric rows must use one spelling).
    */
   async assertWritable(ctx: RequestContext, id: string, field = "runId"): Promise<string> {
-    this.assertWriteScope(ctx, id, field);
-    const found: { id: string; deleted: boolean; experiment_name: string; experiment_deleted: boolean }[] = await this.db.query(
-      `SELECT r.id, r.deleted_at IS NOT NULL AS deleted, e.name AS experiment_name, e.deleted_at IS NOT NULL AS experiment_deleted
-         FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = $1`,
-      [id],
-    );
-    if (!found[0] || found[0].deleted) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
-    if (found[0].experiment_deleted) throw deletedExperiment(field, id, found[0].experiment_name);
-    return found[0].id;
+    const canonical = this.assertWriteScope(ctx, id, field);
+    const found = await this.writableRuns.load(canonical);
+    if (!found || found.deleted) throw new DomainError("NOT_FOUND", `${field}: run ${JSON.stringify(id)} not found`, field);
+    if (found.experiment_deleted) throw deletedExperiment(field, id, found.experiment_name);
+    return found.id;
   }
 
-  private assertWriteScope(ctx: RequestContext, id: string, field: string): void {
+  /**
+   * Run state for {@link assertWritable}, by canonical id: the calls of one event-loop turn share
+   * one query (scheduled with setImmediate, after the poll phase has handed over every request
+   * that arrived). Nothing is cached: each call reads the state as of its own turn, so a run
+   * deleted before a call arrives is refused, as with a query per call.
+   */
+  private readonly writableRuns = new DataLoader<string, WritableRunState | null>(
+    async (ids) => {
+      const rows: WritableRunState[] = await this.db.query(
+        `SELECT r.id, r.deleted_at IS NOT NULL AS deleted, e.name AS experiment_name, e.deleted_at IS NOT NULL AS experiment_deleted
+           FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ANY($1::uuid[])`,
+        [ids],
+      );
+      const byId = new Map(rows.map((row) => [row.id, row]));
+      return ids.map((id) => byId.get(id) ?? null);
+    },
+    { cache: false, maxBatchSize: 1000, batchScheduleFn: (dispatch) => setImmediate(dispatch) },
+  );
+
+  /** Refuses a task token's write to another run; returns the id in canonical (lower-case) form. */
+  private assertWriteScope(ctx: RequestContext, id: string, field: string): string {
     const canonical = validateId(id, field);
     // Task tokens are minted for one task attempt and may write only to that attempt's run
     // (however the client spells its UUID).
     if (ctx.principal.role === "task" && ctx.principal.scope.runId?.toLowerCase() !== canonical) {
       throw new DomainError("FORBIDDEN", `${field}: this task token may only write to its own run`, field);
     }
+    return canonical;
   }
 
   async update(ctx: RequestContext, input: { runId: string; status?: RunStatus | null; endTime?: Date | null; name?: string | null }): Promise<Run> {
