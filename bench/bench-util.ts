@@ -64,3 +64,33 @@ export function machine(): string {
   const os = require("node:os") as typeof import("node:os");
   return `${os.cpus().length} cores, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.cpus()[0]?.model ?? "?"}`;
 }
+
+/**
+ * A JSON POSTer over keep-alive `node:http` sockets, for load generators that share the machine
+ * with the server under test: it spends about 0.25 ms of CPU per 40 KB request where `fetch`
+ * (undici) spends about 1.5 ms (measured here), CPU the server would otherwise have had.
+ * Rejects on a non-2xx status or an unparseable answer.
+ */
+export function jsonPoster(url: string, maxSockets: number): (body: string) => Promise<unknown> {
+  const http = require("node:http") as typeof import("node:http");
+  const agent = new http.Agent({ keepAlive: true, maxSockets });
+  return (body) =>
+    new Promise((resolve, reject) => {
+      const req = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          if ((res.statusCode ?? 0) >= 300) return reject(new Error(`HTTP ${res.statusCode}: ${text.slice(0, 500)}`));
+          try {
+            resolve(JSON.parse(text));
+          } catch (err) {
+            reject(err);
+          }
+        });
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+}

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { openMetricStore } from "../src/stores/metric-store/index.js";
-import { benchSeconds, createRuns, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
+import { benchSeconds, createRuns, jsonPoster, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const BATCH = 1_000;
@@ -109,9 +109,9 @@ async function main() {
       JSON.stringify({ query: LOG_POINTS, variables: { run, points: b.keys.map((key, j) => ({ key, step: b.steps[j], value: b.values[j], timestamp: new Date(b.ts[j]).toISOString() })) } }),
     );
     const columnBodies = runs.map((run) => JSON.stringify({ query: LOG_COLUMNS, variables: { run, ...b } }));
+    const send = jsonPoster(server.url, CLIENTS);
     const post = async (body: string) => {
-      const res = await fetch(server.url, { method: "POST", headers: { "content-type": "application/json" }, body });
-      const json = (await res.json()) as { errors?: unknown; data?: Record<string, { accepted: number }> };
+      const json = (await send(body)) as { errors?: unknown; data?: Record<string, { accepted: number }> };
       if (json.errors) throw new Error(JSON.stringify(json.errors));
       return Object.values(json.data!)[0].accepted;
     };
