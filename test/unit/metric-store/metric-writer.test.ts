@@ -15,12 +15,12 @@ interface FakeCall {
   query: string;
 }
 
-function fakeClient(opts: { failInsert?: boolean; existing?: [string, string][] } = {}) {
+function fakeClient(opts: { failInsert?: boolean; existing?: [string, string][]; insertMs?: number } = {}) {
   const calls: FakeCall[] = [];
   const client = {
     async command({ query }: { query: string }) {
       calls.push({ kind: "command", query });
-      await new Promise((r) => setTimeout(r, 1));
+      await new Promise((r) => setTimeout(r, opts.insertMs ?? 1));
       if (opts.failInsert) throw new Error("Code: 241. DB::Exception: Memory limit exceeded");
       return {};
     },
@@ -54,6 +54,58 @@ describe("MetricWriter", () => {
     // ClickHouse reads the literal back by dropping one backslash before each escaped character.
     expect(JSON.parse(literal.replace(/\\(.)/gs, "$1"))).toEqual(["run'\\x", "it's \\ \"q\"", ["k"], [1], [7], [2]]);
     expect(statement).toMatch(/SETTINGS max_query_size = \d+$/);
+  });
+
+  /** Runs of the batches each INSERT carried, in order. */
+  const insertedRuns = (calls: FakeCall[]) =>
+    calls
+      .filter((c) => c.kind === "command")
+      .map((c) => {
+        const literal = /FROM format\(JSONCompactEachRow, '(?:[^'\\]|\\.)*', '((?:[^'\\]|\\.)*)'\)/s.exec(c.query)![1];
+        return literal
+          .split("\n")
+          .map((line) => (JSON.parse(line) as string[])[0])
+          .sort();
+      });
+
+  it("waits for the callers it just answered, so clients logging in a loop share one INSERT per round", async () => {
+    const { client, calls } = fakeClient({ insertMs: 30 });
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 2 });
+    // Ten clients, each sending its next batch 0-9 ms after its answer (as over HTTP: staggered).
+    await Promise.all(
+      Array.from({ length: 10 }, async (_, c) => {
+        for (let round = 0; round < 3; round++) {
+          await writer.write(`c${c}`, points(5));
+          await new Promise((r) => setTimeout(r, c));
+        }
+      }),
+    );
+    // Without waiting, the early returners would make an INSERT of their own and the rest another.
+    const all = Array.from({ length: 10 }, (_, c) => `c${c}`).sort();
+    expect(insertedRuns(calls)).toEqual([all, all, all]);
+  });
+
+  it("waits for callers expected back at most about as long as the last INSERT took", async () => {
+    const { client, calls } = fakeClient({ insertMs: 30 });
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 2 });
+    await Promise.all(Array.from({ length: 4 }, (_, c) => writer.write(`c${c}`, points(5))));
+    // Only one of the four comes back: its batch is stored without waiting for the other three forever.
+    const started = Date.now();
+    await writer.write("c0", points(5));
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(30); // its own INSERT
+    expect(took).toBeLessThan(30 + 50 + 40); // + at most MAX_GATHER_MS of waiting, + slack for a loaded machine
+    expect(insertedRuns(calls)).toEqual([["c0", "c1", "c2", "c3"], ["c0"]]);
+  });
+
+  it("flushes a lone client's next batch at once: it is all that is expected", async () => {
+    const { client, calls } = fakeClient({ insertMs: 30 });
+    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 2 });
+    await writer.write("solo", points(5));
+    const started = Date.now();
+    await writer.write("solo", points(5));
+    expect(Date.now() - started).toBeLessThan(30 + 25);
+    expect(insertedRuns(calls)).toEqual([["solo"], ["solo"]]);
   });
 
   it("answers every caller of a failed INSERT with its error, then keeps accepting writes", async () => {
