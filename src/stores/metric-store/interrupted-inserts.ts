@@ -96,7 +96,7 @@ export class InsertJournal {
  * is a sum, and it gets exactly the difference. Rows already complete are left alone.
  */
 const REPAIR_SUMMARIES_SQL = `INSERT INTO metric_summaries (${SUMMARY_COLUMNS})
-SELECT r.run_id, r.key, r.min_value, r.max_value, r.last_value, r.last_point, r.point_count - s.point_count, r.latest_value
+SELECT r.run_id, r.key, r.min_value, r.max_value, r.last_point, r.point_count - s.point_count, r.latest_value
 FROM (
 ${SUMMARY_SELECT.replace("{from}", "metrics WHERE run_id IN {runs:Array(String)}")}
 ) AS r

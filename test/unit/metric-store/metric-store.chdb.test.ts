@@ -126,7 +126,7 @@ afterAll(async () => {
 
 describe("migrations", () => {
   it("apply once, only those not yet recorded, and are skipped on reopen", async () => {
-    // The directory held a version-2 store: opening it ran migrations 3 and 4 and nothing before them.
+    // The directory held a version-2 store: opening it ran migrations 3 to 5 and nothing before them.
     const ddl = firstOpen.filter((e) => !/^(CREATE TABLE IF NOT EXISTS schema_migrations|SELECT DISTINCT version|INSERT INTO schema_migrations)/.test(e.sql));
     expect(ddl.map((e) => e.sql)).toEqual(metricStoreMigrations().filter((m) => m.version >= 3).flatMap((m) => m.statements));
     expect(fs.existsSync(path.join(dataDir, "clickhouse"))).toBe(true);
@@ -143,6 +143,28 @@ describe("migrations", () => {
     const { client } = store as unknown as { client: ClickHouseClient };
     const rs = await client.query({ query: "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name", format: "JSONEachRow" });
     expect((await rs.json<{ name: string }>()).map((t) => t.name)).toEqual(["metric_rollup", "metric_rollup_mv", "metric_summaries", "metric_summaries_mv", "metrics", "schema_migrations"]);
+  });
+});
+
+describe("migration 5", () => {
+  it("leaves last_value out of the summary view; summaries keep their last value and point", async () => {
+    const { client } = store as unknown as { client: ClickHouseClient };
+    const rs = await client.query({ query: "SELECT as_select FROM system.tables WHERE database = currentDatabase() AND name = 'metric_summaries_mv'", format: "JSONEachRow" });
+    const [view] = await rs.json<{ as_select: string }>();
+    expect(view.as_select).toContain("latest_value");
+    expect(view.as_select).not.toContain("last_value");
+    await store.logPoints("after-migration-5", [
+      { key: "loss", step: 2, value: 0.2, timestamp: 10 },
+      { key: "loss", step: 2, value: 0.7, timestamp: 10 },
+      { key: "loss", step: 1, value: 9, timestamp: 20 },
+    ]);
+    expect((await store.summaries([{ runId: "after-migration-5", key: "loss" }])).get("after-migration-5")?.get("loss")).toMatchObject({
+      last: 0.7,
+      lastStep: 2,
+      count: 3,
+      min: 0.2,
+      max: 9,
+    });
   });
 });
 
