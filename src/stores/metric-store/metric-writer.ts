@@ -70,17 +70,18 @@ function isServerException(err: unknown): boolean {
  * text: 32,000-point groups went from about 205 to about 165 ms on the embedded engine.
  *
  * The data rides in a string literal of the query (chdb's connection turns any INSERT body into
- * SQL text, and `input()` inserts nothing there), so `max_query_size` is raised per INSERT by its
- * SETTINGS clause, which ClickHouse applies before the literal is read. Plain SQL, so it runs
- * unchanged over HTTP. An INSERT ... SELECT of at most `maxRows` rows is squashed into one block,
- * i.e. one part, as before: a batch is stored whole or not at all.
+ * SQL text, and `input()` inserts nothing there), so `max_query_size` is raised per INSERT (see
+ * MetricWriter.sizeSettings). Plain SQL, so it runs unchanged over HTTP, where the user needs the
+ * CREATE TEMPORARY TABLE grant that ClickHouse asks of `format()`. On a single node an INSERT ...
+ * SELECT of at most `maxRows` rows is squashed into one block, i.e. one part, as before: a batch
+ * is stored whole or not at all.
  */
 const INSERT_HEAD =
   "INSERT INTO metrics (run_id, batch_id, key, step, ts, value)\n" +
   "SELECT run_id, batch_id, key, step, ts, value\n" +
   "FROM format(JSONCompactEachRow, 'run_id String, batch_id String, keys Array(String), steps Array(Int64), " +
   "timestamps Array(DateTime64(3, \\'UTC\\')), vals Array(Float64)', '";
-const INSERT_TAIL = "')\nARRAY JOIN keys AS key, steps AS step, timestamps AS ts, vals AS value\nSETTINGS max_query_size = ";
+const INSERT_TAIL = "')\nARRAY JOIN keys AS key, steps AS step, timestamps AS ts, vals AS value";
 
 /** The INSERT of these batches (the caller's arrays are validated and of equal length). */
 export function insertStatement(batches: readonly { runId: string; batchId: string; columns: MetricColumns }[]): string {
@@ -92,9 +93,12 @@ export function insertStatement(batches: readonly { runId: string; batchId: stri
   let payload = lines.join("\n");
   // A ClickHouse string literal escapes backslash and quote with a backslash; the JSON inside keeps its own escapes.
   if (payload.includes("\\") || payload.includes("'")) payload = payload.replace(/[\\']/g, "\\$&");
-  // In bytes: a UTF-16 unit is at most 3 UTF-8 bytes; the rest of the statement is under 1 KiB.
-  return `${INSERT_HEAD}${payload}${INSERT_TAIL}${3 * payload.length + 1024}`;
+  return `${INSERT_HEAD}${payload}${INSERT_TAIL}`;
 }
+
+/** ClickHouse's defaults of the two settings an INSERT raises (see MetricWriter.sizeSettings). */
+const DEFAULT_MAX_QUERY_SIZE = 262_144;
+const DEFAULT_MAX_BLOCK_SIZE = 65_409;
 
 /** The longest a group waits for callers expected back (see MetricWriter.gather). */
 const MAX_GATHER_MS = 50;
@@ -138,8 +142,9 @@ export class MetricWriter {
   private lastGroupRows = 0;
   /** How long the last INSERT took: bounds how long a group waits for callers to come back. */
   private lastInsertMs = 0;
-  /** Rows queued by other callers when the last group's callers were answered. */
+  /** Rows queued by other callers when the last group's callers were answered, and when that was. */
   private queuedWhenAnswered = 0;
+  private answeredAt = -Infinity;
   /** While a group gathers: the queued rows it waits for, and how to stop waiting. */
   private gathering: { target: number; done: () => void } | undefined;
   private readonly inFlight = new Map<string, Promise<LogPointsResult>>();
@@ -204,7 +209,9 @@ export class MetricWriter {
   }
 
   private async drain(): Promise<void> {
-    let expected = this.lastGroupRows;
+    // The callers of the last INSERT, unless it was answered long ago: a call after a pause is not
+    // held back for clients that have stopped.
+    let expected = performance.now() - this.answeredAt <= this.lastInsertMs + MAX_GATHER_MS ? this.lastGroupRows : 0;
     while (this.queue.length > 0) {
       await this.gather(expected);
       const group: PendingBatch[] = [];
@@ -217,11 +224,12 @@ export class MetricWriter {
       }
       this.queuedRows -= rows;
       const started = performance.now();
-      await this.commit(group);
+      const stored = await this.commit(group);
       this.lastInsertMs = performance.now() - started;
-      this.lastGroupRows = rows;
-      // The next group: what queued while it ran, plus the callers just answered.
-      expected = this.queuedWhenAnswered + rows;
+      // The next group: what queued while it ran, plus the callers just answered (not those just
+      // refused: they are handling an error, or backing off before a retry).
+      this.lastGroupRows = stored ? rows : 0;
+      expected = this.queuedWhenAnswered + this.lastGroupRows;
     }
   }
 
@@ -251,7 +259,8 @@ export class MetricWriter {
     });
   }
 
-  private async commit(group: PendingBatch[]): Promise<void> {
+  /** Stores a group and answers its callers; false when they were refused (the INSERT failed). */
+  private async commit(group: PendingBatch[]): Promise<boolean> {
     let toWrite = group;
     try {
       const keyed = group.filter((b) => b.batchId !== "");
@@ -267,13 +276,19 @@ export class MetricWriter {
       }
       if (toWrite.length > 0) await this.journaledInsert(toWrite);
     } catch (err) {
-      this.queuedWhenAnswered = this.queuedRows;
+      this.noteAnswered();
       for (const b of toWrite) b.reject(err);
-      return;
+      return false;
     }
-    // Taken before the answers go out: a caller may send its next batch before drain() resumes.
-    this.queuedWhenAnswered = this.queuedRows;
+    this.noteAnswered();
     for (const b of toWrite) b.resolve({ stored: b.columns.keys.length, deduplicated: false });
+    return true;
+  }
+
+  /** Taken before answers go out: an answered caller may send its next batch before drain() resumes. */
+  private noteAnswered(): void {
+    this.queuedWhenAnswered = this.queuedRows;
+    this.answeredAt = performance.now();
   }
 
   /**
@@ -346,6 +361,22 @@ export class MetricWriter {
     return new Set(rows.map(([runId, batchId]) => `${runId}\u0000${batchId}`));
   }
 
+  /**
+   * Per INSERT: `max_query_size` so the parser accepts the data literal (a setting of the request,
+   * not the query's own SETTINGS clause, which a ClickHouse server applies only after parsing), and
+   * `max_block_size` at least the group's rows, so ARRAY JOIN never cuts a caller's batch across
+   * blocks: where blocks are not squashed into one part (inserts through a Distributed table), a
+   * batch still lands whole in one part.
+   */
+  private sizeSettings(query: string): ClickHouseSettings {
+    // In bytes: a UTF-16 unit is at most 3 UTF-8 bytes. Never below the defaults: chdb's connection
+    // applies settings with SET, which lasts for its session, i.e. for every later query too.
+    return {
+      max_query_size: String(Math.max(DEFAULT_MAX_QUERY_SIZE, 3 * query.length)),
+      max_block_size: String(Math.max(DEFAULT_MAX_BLOCK_SIZE, this.maxRows)),
+    };
+  }
+
   /** Rejects with an {@link InsertFailure}: the error, and whether the INSERT is known to have ended. */
   private async insert(group: PendingBatch[]): Promise<void> {
     const query = insertStatement(group);
@@ -354,7 +385,7 @@ export class MetricWriter {
     try {
       await this.client.command({
         query,
-        clickhouse_settings: this.insertSettings,
+        clickhouse_settings: { ...this.insertSettings, ...this.sizeSettings(query) },
         query_id: queryId,
       });
     } catch (err) {

@@ -264,12 +264,14 @@ describe("writes", () => {
 
   it("stores the callers of one group in one part, ids with quotes, backslashes and non-ASCII intact", async () => {
     const { client } = store as unknown as { client: ClickHouseClient };
-    const runs = Array.from({ length: 30 }, (_, i) => `grp-${i}-'q'\\é`);
-    const key = "key 'it\\s' — ü";
-    // 30 callers in one 5 ms window: one INSERT, so one part of raw points.
+    const runs = Array.from({ length: 30 }, (_, i) => `grp-${i}-'q'\\é\n\t\\x41\\u0041"`);
+    const key = "key 'it\\s' — ü\r\n\\0 \\n";
+    // 30 callers in one 5 ms window: one INSERT, so one part of raw points (merges stopped, so
+    // that a merge cannot make two parts look like one).
+    await client.command({ query: "SYSTEM STOP MERGES metrics" });
     const results = await Promise.all(
       runs.map((run, i) => store.logColumns(run, { keys: ["loss", "acc"], steps: [i, i], values: [i + 0.25, 1e-300], timestamps: [1_700_000_000_123, 0] }, key)),
-    );
+    ).finally(() => client.command({ query: "SYSTEM START MERGES metrics" }));
     expect(results.every((r) => r.stored === 2)).toBe(true);
     const rs = await client.query({
       query: "SELECT run_id, batch_id, key, step, toUnixTimestamp64Milli(ts) AS ms, value, _part AS part FROM metrics WHERE run_id IN {runs:Array(String)} ORDER BY run_id, key",

@@ -53,7 +53,6 @@ describe("MetricWriter", () => {
     const literal = /FROM format\(JSONCompactEachRow, '(?:[^'\\]|\\.)*', '((?:[^'\\]|\\.)*)'\)/s.exec(statement)![1];
     // ClickHouse reads the literal back by dropping one backslash before each escaped character.
     expect(JSON.parse(literal.replace(/\\(.)/gs, "$1"))).toEqual(["run'\\x", "it's \\ \"q\"", ["k"], [1], [7], [2]]);
-    expect(statement).toMatch(/SETTINGS max_query_size = \d+$/);
   });
 
   /** Runs of the batches each INSERT carried, in order. */
@@ -85,27 +84,82 @@ describe("MetricWriter", () => {
     expect(insertedRuns(calls)).toEqual([all, all, all]);
   });
 
-  it("waits for callers expected back at most about as long as the last INSERT took", async () => {
-    const { client, calls } = fakeClient({ insertMs: 30 });
-    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 2 });
-    await Promise.all(Array.from({ length: 4 }, (_, c) => writer.write(`c${c}`, points(5))));
-    // Only one of the four comes back: its batch is stored without waiting for the other three forever.
-    const started = Date.now();
-    await writer.write("c0", points(5));
-    const took = Date.now() - started;
-    expect(took).toBeGreaterThanOrEqual(30); // its own INSERT
-    expect(took).toBeLessThan(30 + 50 + 40); // + at most MAX_GATHER_MS of waiting, + slack for a loaded machine
-    expect(insertedRuns(calls)).toEqual([["c0", "c1", "c2", "c3"], ["c0"]]);
+  describe("on a fake clock", () => {
+    beforeEach(() => jest.useFakeTimers());
+    afterEach(() => jest.useRealTimers());
+    const inserts = (calls: FakeCall[]) => calls.filter((c) => c.kind === "command").length;
+
+    /** Four callers share an INSERT of 30 ms (after the 2 ms window); resolves once they are answered. */
+    async function firstRound(failInsert = false) {
+      const fake = fakeClient({ insertMs: 30, failInsert });
+      const writer = new MetricWriter(fake.client, {}, () => {}, { windowMs: 2 });
+      const round = Promise.allSettled(Array.from({ length: 4 }, (_, c) => writer.write(`c${c}`, points(5))));
+      await jest.advanceTimersByTimeAsync(2 + 30);
+      await round;
+      expect(inserts(fake.calls)).toBe(1);
+      return { writer, calls: fake.calls };
+    }
+
+    it("waits for callers expected back as long as the last INSERT took, no longer", async () => {
+      const { writer, calls } = await firstRound();
+      // Only one of the four comes back.
+      const again = writer.write("c0", points(5));
+      await jest.advanceTimersByTimeAsync(29);
+      expect(inserts(calls)).toBe(1);
+      await jest.advanceTimersByTimeAsync(1);
+      expect(inserts(calls)).toBe(2);
+      await jest.advanceTimersByTimeAsync(30);
+      await expect(again).resolves.toEqual({ stored: 5, deduplicated: false });
+    });
+
+    it("flushes a lone client's next batch at once: it is all that is expected", async () => {
+      const fake = fakeClient({ insertMs: 30 });
+      const writer = new MetricWriter(fake.client, {}, () => {}, { windowMs: 2 });
+      const first = writer.write("solo", points(5));
+      await jest.advanceTimersByTimeAsync(2 + 30);
+      await first;
+      const next = writer.write("solo", points(5));
+      await jest.advanceTimersByTimeAsync(0);
+      expect(inserts(fake.calls)).toBe(2);
+      await jest.advanceTimersByTimeAsync(30);
+      await expect(next).resolves.toEqual({ stored: 5, deduplicated: false });
+    });
+
+    it("expects nobody back after a pause: a call long after the last answer waits only windowMs", async () => {
+      const { writer, calls } = await firstRound();
+      await jest.advanceTimersByTimeAsync(1_000);
+      void writer.write("c0", points(5));
+      await jest.advanceTimersByTimeAsync(1);
+      expect(inserts(calls)).toBe(1);
+      await jest.advanceTimersByTimeAsync(1);
+      expect(inserts(calls)).toBe(2);
+      await jest.advanceTimersByTimeAsync(30);
+    });
+
+    it("does not wait for callers it refused", async () => {
+      const { writer, calls } = await firstRound(true);
+      const again = writer.write("c0", points(5)).catch((err: Error) => err);
+      await jest.advanceTimersByTimeAsync(2);
+      expect(inserts(calls)).toBe(2);
+      await jest.advanceTimersByTimeAsync(30);
+      expect(await again).toBeInstanceOf(Error);
+    });
   });
 
-  it("flushes a lone client's next batch at once: it is all that is expected", async () => {
-    const { client, calls } = fakeClient({ insertMs: 30 });
-    const writer = new MetricWriter(client, {}, () => {}, { windowMs: 2 });
-    await writer.write("solo", points(5));
-    const started = Date.now();
-    await writer.write("solo", points(5));
-    expect(Date.now() - started).toBeLessThan(30 + 25);
-    expect(insertedRuns(calls)).toEqual([["solo"], ["solo"]]);
+  it("raises max_query_size to fit the data and max_block_size to the largest group, per INSERT", async () => {
+    const settings: Record<string, unknown>[] = [];
+    const queries: string[] = [];
+    const client = {
+      async command({ query, clickhouse_settings }: { query: string; clickhouse_settings: Record<string, unknown> }) {
+        queries.push(query);
+        settings.push(clickhouse_settings);
+        return {};
+      },
+    } as unknown as ClickHouseClient;
+    const writer = new MetricWriter(client, { insert_distributed_sync: 1 }, () => {}, { windowMs: 1, maxRows: 200_000 });
+    await writer.write("é-run", points(10_000));
+    expect(Number(settings[0].max_query_size)).toBeGreaterThanOrEqual(Buffer.byteLength(queries[0]));
+    expect(settings[0]).toMatchObject({ insert_distributed_sync: 1, max_block_size: "200000" });
   });
 
   it("answers every caller of a failed INSERT with its error, then keeps accepting writes", async () => {
