@@ -3,6 +3,7 @@
  * then run `node dist-bench/bench/<name>.js`. Each bench starts its own server (the built
  * dist/src/main.js, as the e2e tests do) and prints its figures beside a baseline of the same run.
  */
+import http from "node:http";
 import { ok, sleep, startTestServer, type TestServer } from "../test/helpers/test-server.js";
 
 export { ok, sleep, startTestServer, type TestServer };
@@ -72,7 +73,6 @@ export function machine(): string {
  * Rejects on a non-2xx status, an unparseable answer, or no answer in 120 s.
  */
 export function jsonPoster(url: string, maxSockets: number): (body: string) => Promise<unknown> {
-  const http = require("node:http") as typeof import("node:http");
   const agent = new http.Agent({ keepAlive: true, maxSockets });
   return (body) =>
     new Promise((resolve, reject) => {

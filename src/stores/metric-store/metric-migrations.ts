@@ -258,8 +258,8 @@ export function metricStoreMigrations(options: MetricSchemaOptions = {}): Metric
       version: 5,
       name: "metric_summaries_mv stops computing last_value (nothing reads it since migration 4)",
       // The summary view aggregates every inserted point; last_value's argMax over a (step, ts)
-      // tuple was about a tenth of an INSERT's engine time for a state no query reads any more
-      // (latest_value replaced it). The column stays; rows written from now on hold an empty state.
+      // tuple cost a few per cent of an INSERT's engine time (measured: 32,000-row INSERTs ~4 %
+      // faster without it) for a state no query reads any more (latest_value replaced it). The column stays; rows written from now on hold an empty state.
       statements: [ddl.modifyViewQuery({ name: "metric_summaries_mv", from: "metrics", select: SUMMARY_SELECT })],
     },
   ];

@@ -234,9 +234,9 @@ export class MetricWriter {
   }
 
   /**
-   * Lets a group gather before its INSERT. Each INSERT has a fixed cost (on the embedded engine
-   * about 60 ms for the raw part and the two views' parts, on 2 cores), so few large INSERTs store
-   * more points per second than many small ones. Clients that log batch after batch come back as
+   * Lets a group gather before its INSERT. Each INSERT has a fixed cost (on the embedded engine one
+   * part each for the raw points and the two views, ~25-35 ms apiece on a slow disk), so few large
+   * INSERTs store more points per second than many small ones. Clients that log batch after batch come back as
    * soon as they are answered: without waiting for them, 32 such clients settle into two groups of
    * 16 that take turns, paying the fixed cost twice per round. So a group waits until the queue
    * holds `expected` rows (what queued meanwhile plus the callers of the last INSERT; for a lone
