@@ -236,9 +236,9 @@ export class MetricWriter {
   /**
    * Lets a group gather before its INSERT. Each INSERT has a fixed cost (on the embedded engine one
    * part each for the raw points and the two views, ~25-35 ms apiece on a slow disk), so few large
-   * INSERTs store more points per second than many small ones. Clients that log batch after batch come back as
-   * soon as they are answered: without waiting for them, 32 such clients settle into two groups of
-   * 16 that take turns, paying the fixed cost twice per round. So a group waits until the queue
+   * INSERTs store more points per second than many small ones. Clients that log batch after batch
+   * come back as soon as they are answered: without waiting for them, 32 such clients settle into
+   * two groups of 16 that take turns, paying the fixed cost twice per round. So a group waits until the queue
    * holds `expected` rows (what queued meanwhile plus the callers of the last INSERT; for a lone
    * client logging in a loop that is its own next batch, flushed at once), at most as long as the
    * last INSERT took (capped at {@link MAX_GATHER_MS}, at least `windowMs`). With nobody expected,
