@@ -66,6 +66,21 @@ describe("metric store DDL", () => {
     ]);
   });
 
+  it("version 6: merges combine more parts at once on the three tables (their storage on a cluster), where the server knows the setting", () => {
+    const single = metricStoreMigrations().find((m) => m.version === 6)!;
+    expect(single.requiresMergeTreeSetting).toBe("merge_selector_base");
+    expect(single.statements).toEqual([
+      "ALTER TABLE metrics MODIFY SETTING merge_selector_base = 20",
+      "ALTER TABLE metric_summaries MODIFY SETTING merge_selector_base = 20",
+      "ALTER TABLE metric_rollup MODIFY SETTING merge_selector_base = 20",
+    ]);
+    expect(metricStoreMigrations({ cluster: "prod" }).find((m) => m.version === 6)!.statements).toEqual([
+      "ALTER TABLE metrics_local ON CLUSTER prod MODIFY SETTING merge_selector_base = 20",
+      "ALTER TABLE metric_summaries_local ON CLUSTER prod MODIFY SETTING merge_selector_base = 20",
+      "ALTER TABLE metric_rollup_local ON CLUSTER prod MODIFY SETTING merge_selector_base = 20",
+    ]);
+  });
+
   it("cluster: replicated local tables, Distributed tables over them, views on the local tables", () => {
     const statements = metricStoreMigrations({ cluster: "prod" }).flatMap((m) => m.statements);
     for (const s of statements.filter((s) => !s.startsWith("INSERT"))) {

@@ -16,6 +16,7 @@ import {
   type MetricQueryEvent,
   type MetricStore,
 } from "../../../src/stores/metric-store/index.js";
+import { applyMetricMigrations, knowsMergeTreeSetting, type MetricMigration } from "../../../src/stores/metric-store/metric-migrations.js";
 
 let dataDir: string;
 let store: MetricStore;
@@ -126,8 +127,10 @@ afterAll(async () => {
 
 describe("migrations", () => {
   it("apply once, only those not yet recorded, and are skipped on reopen", async () => {
-    // The directory held a version-2 store: opening it ran migrations 3 to 5 and nothing before them.
-    const ddl = firstOpen.filter((e) => !/^(CREATE TABLE IF NOT EXISTS schema_migrations|SELECT DISTINCT version|INSERT INTO schema_migrations)/.test(e.sql));
+    // The directory held a version-2 store: opening it ran migrations 3 onwards and nothing before them.
+    const ddl = firstOpen.filter(
+      (e) => !/^(CREATE TABLE IF NOT EXISTS schema_migrations|SELECT DISTINCT version|INSERT INTO schema_migrations|SELECT count\(\) AS n FROM system.merge_tree_settings)/.test(e.sql),
+    );
     expect(ddl.map((e) => e.sql)).toEqual(metricStoreMigrations().filter((m) => m.version >= 3).flatMap((m) => m.statements));
     expect(fs.existsSync(path.join(dataDir, "clickhouse"))).toBe(true);
     // The reopen ran only the migrations-table DDL (IF NOT EXISTS) and the version lookup.
@@ -165,6 +168,51 @@ describe("migration 5", () => {
       min: 0.2,
       max: 9,
     });
+  });
+});
+
+describe("INSERT settings", () => {
+  it("the group commit's INSERT feeds the two views in parallel", async () => {
+    // chdb applies a query's settings with SET, so the session shows what the last INSERT sent.
+    await store.logPoints("parallel-views", [{ key: "loss", step: 1, value: 1 }]);
+    const { client } = store as unknown as { client: ClickHouseClient };
+    const rs = await client.query({ query: "SELECT value FROM system.settings WHERE name = 'parallel_view_processing'", format: "JSONEachRow" });
+    expect((await rs.json<{ value: string }>())[0].value).toBe("1");
+    expect((await store.summaries([{ runId: "parallel-views", key: "loss" }])).get("parallel-views")?.get("loss")).toMatchObject({ count: 1, last: 1 });
+  });
+});
+
+describe("migration 6", () => {
+  it("sets merge_selector_base 20 on the three tables", async () => {
+    const { client } = store as unknown as { client: ClickHouseClient };
+    const rs = await client.query({
+      query: "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND name IN ('metrics', 'metric_summaries', 'metric_rollup') ORDER BY name",
+      format: "JSONEachRow",
+    });
+    const tables = await rs.json<{ name: string; engine_full: string }>();
+    expect(tables.map((t) => t.name)).toEqual(["metric_rollup", "metric_summaries", "metrics"]);
+    for (const t of tables) expect(t.engine_full).toContain("merge_selector_base = 20");
+  });
+
+  it("a migration needing a MergeTree setting the server lacks is skipped and not recorded, then applied once the setting is known", async () => {
+    const { client } = store as unknown as { client: ClickHouseClient };
+    expect(await knowsMergeTreeSetting(client, "merge_selector_base")).toBe(true);
+    expect(await knowsMergeTreeSetting(client, "no_such_merge_setting")).toBe(false);
+    const statements: string[] = [];
+    const probe = (setting: string): MetricMigration => ({
+      version: 990,
+      name: "test: needs a setting",
+      requiresMergeTreeSetting: setting,
+      statements: ["ALTER TABLE metric_rollup MODIFY SETTING merge_selector_base = 21"],
+    });
+    expect(await applyMetricMigrations(client, {}, (sql) => statements.push(sql), [probe("no_such_merge_setting")])).toEqual([]);
+    expect(statements.some((s) => s.startsWith("ALTER"))).toBe(false);
+    expect(await applyMetricMigrations(client, {}, (sql) => statements.push(sql), [probe("merge_selector_base")])).toEqual([990]);
+    const rs = await client.query({ query: "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = 'metric_rollup'", format: "JSONEachRow" });
+    expect((await rs.json<{ engine_full: string }>())[0].engine_full).toContain("merge_selector_base = 21");
+    // Recorded now: not applied again.
+    expect(await applyMetricMigrations(client, {}, () => {}, [probe("merge_selector_base")])).toEqual([]);
+    await client.command({ query: "ALTER TABLE metric_rollup MODIFY SETTING merge_selector_base = 20" });
   });
 });
 
