@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import type { ClickHouseClient } from "@clickhouse/client";
 import { InsertJournal } from "../../../src/stores/metric-store/interrupted-inserts.js";
-import { insertStatement, MetricWriter } from "../../../src/stores/metric-store/metric-writer.js";
+import { batchLine, insertStatement, MetricWriter } from "../../../src/stores/metric-store/metric-writer.js";
 import { validateMetricPoints } from "../../../src/stores/metric-store/metric-validation.js";
 
 interface FakeCall {
@@ -49,7 +49,7 @@ describe("MetricWriter", () => {
   });
 
   it("escapes quotes and backslashes of ids inside the INSERT's string literal", () => {
-    const statement = insertStatement([{ runId: "run'\\x", batchId: "it's \\ \"q\"", columns: validateMetricPoints([{ key: "k", step: 1, value: 2 }], 7) }]);
+    const statement = insertStatement([{ line: batchLine("run'\\x", "it's \\ \"q\"", validateMetricPoints([{ key: "k", step: 1, value: 2 }], 7)) }]);
     const literal = /FROM format\(JSONCompactEachRow, '(?:[^'\\]|\\.)*', '((?:[^'\\]|\\.)*)'\)/s.exec(statement)![1];
     // ClickHouse reads the literal back by dropping one backslash before each escaped character.
     expect(JSON.parse(literal.replace(/\\(.)/gs, "$1"))).toEqual(["run'\\x", "it's \\ \"q\"", ["k"], [1], [7], [2]]);
