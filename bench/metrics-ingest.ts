@@ -99,7 +99,6 @@ async function main() {
   const store = await openMetricStore({ dataDir: dir });
   const direct = await sustained(async (c) => (await store.logColumns(`direct-${c}`, { keys: b.keys, steps: b.steps, values: b.values, timestamps: b.ts })).stored);
   await store.close();
-  fs.rmSync(dir, { recursive: true, force: true });
   console.log(`baseline: direct store inserts (ceiling): ${rate(direct)} points`);
   const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
   try {
@@ -158,6 +157,10 @@ async function main() {
     if (url) console.log(`ratio GraphQL (best form)/row-per-point: ${(best / rowPerPoint).toFixed(1)}x (in MLflow's tables: ${(best / mlflowSchema).toFixed(1)}x)`);
   } finally {
     await server.stop();
+    // Removed only at the end: deleting its tens of thousands of part files before the GraphQL
+    // phases made every file the server's engine created next slower (on a filesystem without a
+    // journal, ext4 skips recently deleted inodes one by one when it allocates a new one).
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
