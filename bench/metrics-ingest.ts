@@ -100,8 +100,9 @@ async function main() {
   const direct = await sustained(async (c) => (await store.logColumns(`direct-${c}`, { keys: b.keys, steps: b.steps, values: b.values, timestamps: b.ts })).stored);
   await store.close();
   console.log(`baseline: direct store inserts (ceiling): ${rate(direct)} points`);
-  const server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
+  let server: Awaited<ReturnType<typeof startTestServer>> | undefined;
   try {
+    server = await startTestServer({ env: { MLGRAPH_LOG_LEVEL: "error" } });
     const runs = await createRuns(server, CLIENTS, "bench-ingest");
     // Bodies are serialized once so the client (on the same 2 cores) costs as little as possible.
     const pointBodies = runs.map((run) =>
@@ -156,7 +157,7 @@ async function main() {
     console.log(`ratio GraphQL (best form)/direct: ${((best / direct) * 100).toFixed(0)} %`);
     if (url) console.log(`ratio GraphQL (best form)/row-per-point: ${(best / rowPerPoint).toFixed(1)}x (in MLflow's tables: ${(best / mlflowSchema).toFixed(1)}x)`);
   } finally {
-    await server.stop();
+    await server?.stop().catch((err: unknown) => console.error("server stop:", err));
     // Removed only at the end: deleting its tens of thousands of part files before the GraphQL
     // phases made every file the server's engine created next slower (on a filesystem without a
     // journal, ext4 skips recently deleted inodes one by one when it allocates a new one).

@@ -7,8 +7,9 @@ export interface MetricMigration {
   name: string;
   statements: string[];
   /**
-   * A MergeTree setting the statements set. A server that does not know it (an older ClickHouse)
-   * skips the migration without recording it, so it is applied once the server is upgraded.
+   * A MergeTree setting the statements set (settings-only migrations). A server that does not know
+   * it (an older ClickHouse; on a cluster, any replica) skips the migration without recording it,
+   * so it is applied at a start after the upgrade.
    */
   requiresMergeTreeSetting?: string;
 }
@@ -48,6 +49,11 @@ class DdlBuilder {
     if (cluster !== undefined && !IDENTIFIER.test(cluster)) {
       throw new DomainError("BAD_USER_INPUT", `cluster: ${JSON.stringify(cluster)} is not a valid ClickHouse identifier`, "cluster");
     }
+  }
+
+  /** The validated cluster name (an identifier, safe to splice into SQL). */
+  get clusterName(): string | undefined {
+    return this.cluster;
   }
 
   private get onCluster(): string {
@@ -318,12 +324,31 @@ export const ROLLUP_SELECT =
   "    argMinState((step, value, ts), value) AS low_point,\n    argMaxState((step, value, ts), value) AS high_point\n" +
   "FROM {from}\nGROUP BY run_id, key, bucket";
 
-/** Whether the server has this MergeTree setting (older servers lack newer ones). */
-export async function knowsMergeTreeSetting(client: ClickHouseClient, name: string, onStatement: (sql: string) => void = () => {}): Promise<boolean> {
-  const query = "SELECT count() AS n FROM system.merge_tree_settings WHERE name = {name:String}";
+/**
+ * The query telling whether the server knows a MergeTree setting (older servers lack newer ones).
+ * On a cluster every replica must know it, since the ALTER runs ON CLUSTER: during a rolling
+ * upgrade the migration waits until the last node is upgraded instead of failing the start.
+ */
+export function mergeTreeSettingKnownQuery(options: MetricSchemaOptions = {}): string {
+  if (!options.cluster) return "SELECT count() > 0 AS known FROM system.merge_tree_settings WHERE name = {name:String}";
+  const cluster = new DdlBuilder(options.cluster).clusterName;
+  return (
+    `SELECT (SELECT count() FROM clusterAllReplicas(${cluster}, system.merge_tree_settings) WHERE name = {name:String})\n` +
+    `  = (SELECT count() FROM system.clusters WHERE cluster = '${cluster}') AS known`
+  );
+}
+
+/** Whether the server (on a cluster: every replica) has this MergeTree setting. */
+export async function knowsMergeTreeSetting(
+  client: ClickHouseClient,
+  name: string,
+  options: MetricSchemaOptions = {},
+  onStatement: (sql: string) => void = () => {},
+): Promise<boolean> {
+  const query = mergeTreeSettingKnownQuery(options);
   onStatement(query);
   const rs = await client.query({ query, query_params: { name }, format: "JSONEachRow" });
-  return Number((await rs.json<{ n: number | string }>())[0]?.n ?? 0) > 0;
+  return Number((await rs.json<{ known: number | boolean | string }>())[0]?.known ?? 0) > 0;
 }
 
 /** The statement that creates the migrations log (run before anything else). */
@@ -333,9 +358,11 @@ export function migrationsTableStatement(options: MetricSchemaOptions = {}): str
 
 /**
  * Applies the migrations not yet recorded in `schema_migrations`, in order. Safe to run on every
- * start and from several processes at once: every statement is `IF NOT EXISTS`, and a migration
- * is recorded only after all its statements succeeded, so a crash midway re-runs it next time.
- * A migration that needs a MergeTree setting the server lacks is left for a later start.
+ * start and from several processes at once: every statement is idempotent (`IF NOT EXISTS`, or
+ * setting a value), and a migration is recorded only after all its statements succeeded, so a
+ * crash midway re-runs it next time. A migration that needs a MergeTree setting the server lacks
+ * is left for a later start, possibly after newer migrations: only settings-only migrations may
+ * carry `requiresMergeTreeSetting`, so nothing later depends on them.
  * Returns the versions applied now (`migrations`: the store's own, replaced only by tests).
  */
 export async function applyMetricMigrations(
@@ -355,7 +382,7 @@ export async function applyMetricMigrations(
   const applied: number[] = [];
   for (const migration of migrations) {
     if (done.has(migration.version)) continue;
-    if (migration.requiresMergeTreeSetting && !(await knowsMergeTreeSetting(client, migration.requiresMergeTreeSetting, onStatement))) continue;
+    if (migration.requiresMergeTreeSetting && !(await knowsMergeTreeSetting(client, migration.requiresMergeTreeSetting, options, onStatement))) continue;
     for (const statement of migration.statements) await command(statement);
     onStatement("INSERT INTO schema_migrations");
     await client.insert({

@@ -30,9 +30,9 @@ export interface GroupCommitOptions {
   /** A group is flushed as soon as it holds this many points; default 100,000, at most 1,000,000. */
   maxRows?: number;
   /**
-   * Most points waiting for their INSERT; default 2,000,000 (about 20 groups). While the store is
-   * slow (an INSERT timing out and then waited for), calls beyond it are refused UNAVAILABLE, which
-   * clients retry, instead of piling up in the server's memory.
+   * Most points waiting for their INSERT; default 2,000,000 (about 20 groups, ~100 MB of INSERT
+   * text). While the store is slow (an INSERT timing out and then waited for), calls beyond it are
+   * refused UNAVAILABLE, which clients retry, instead of piling up in the server's memory.
    */
   maxQueuedRows?: number;
 }
@@ -42,8 +42,12 @@ type QueryKind = "query" | "command" | "insert";
 interface PendingBatch {
   runId: string;
   batchId: string;
-  columns: MetricColumns;
-  /** The batch's line of the INSERT (see batchLine), made when it is queued. */
+  /** Points in the batch. */
+  rows: number;
+  /**
+   * The batch's line of the INSERT (see batchLine), made when it is queued. The writer keeps only
+   * this (~50 bytes a point) of the batch, not its arrays.
+   */
   line: string;
   resolve: (result: LogPointsResult) => void;
   reject: (err: unknown) => void;
@@ -199,7 +203,7 @@ export class MetricWriter {
       );
     }
     return new Promise<LogPointsResult>((resolve, reject) => {
-      this.queue.push({ runId, batchId, columns, line: batchLine(runId, batchId, columns), resolve, reject });
+      this.queue.push({ runId, batchId, rows: columns.keys.length, line: batchLine(runId, batchId, columns), resolve, reject });
       this.queuedRows += columns.keys.length;
       if (this.gathering && this.queuedRows >= this.gathering.target) this.gathering.done();
       this.startFlush(); // a no-op while a flush runs: it picks the queue up
@@ -224,9 +228,9 @@ export class MetricWriter {
       const group: PendingBatch[] = [];
       let rows = 0;
       // Whole batches only: a caller's points go in one INSERT, so they are stored all or none.
-      while (this.queue.length > 0 && (group.length === 0 || rows + this.queue[0].columns.keys.length <= this.maxRows)) {
+      while (this.queue.length > 0 && (group.length === 0 || rows + this.queue[0].rows <= this.maxRows)) {
         const next = this.queue.shift()!;
-        rows += next.columns.keys.length;
+        rows += next.rows;
         group.push(next);
       }
       this.queuedRows -= rows;
@@ -242,7 +246,8 @@ export class MetricWriter {
 
   /**
    * Lets a group gather before its INSERT. Each INSERT has a fixed cost (on the embedded engine one
-   * part each for the raw points and the two views, ~25-35 ms apiece on a slow disk), so few large
+   * part each for the raw points and the two views, the views' written side by side; 3-25 ms a part
+   * depending on how fast this disk creates files), so few large
    * INSERTs store more points per second than many small ones. Clients that log batch after batch
    * come back as soon as they are answered: without waiting for them, 32 such clients settle into
    * two groups of 16 that take turns, paying the fixed cost twice per round. So a group waits until the queue
@@ -288,7 +293,7 @@ export class MetricWriter {
       return false;
     }
     this.noteAnswered();
-    for (const b of toWrite) b.resolve({ stored: b.columns.keys.length, deduplicated: false });
+    for (const b of toWrite) b.resolve({ stored: b.rows, deduplicated: false });
     return true;
   }
 

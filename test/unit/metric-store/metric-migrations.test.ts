@@ -1,5 +1,5 @@
 import { DomainError } from "../../../src/services/errors.js";
-import { metricStoreMigrations, migrationsTableStatement } from "../../../src/stores/metric-store/metric-migrations.js";
+import { mergeTreeSettingKnownQuery, metricStoreMigrations, migrationsTableStatement } from "../../../src/stores/metric-store/metric-migrations.js";
 
 describe("metric store DDL", () => {
   it("numbers migrations from 1 without gaps", () => {
@@ -79,6 +79,15 @@ describe("metric store DDL", () => {
       "ALTER TABLE metric_summaries_local ON CLUSTER prod MODIFY SETTING merge_selector_base = 20",
       "ALTER TABLE metric_rollup_local ON CLUSTER prod MODIFY SETTING merge_selector_base = 20",
     ]);
+  });
+
+  it("asks every replica of a cluster whether it knows a setting, a single node only itself", () => {
+    expect(mergeTreeSettingKnownQuery()).toBe("SELECT count() > 0 AS known FROM system.merge_tree_settings WHERE name = {name:String}");
+    expect(mergeTreeSettingKnownQuery({ cluster: "prod" })).toBe(
+      "SELECT (SELECT count() FROM clusterAllReplicas(prod, system.merge_tree_settings) WHERE name = {name:String})\n" +
+        "  = (SELECT count() FROM system.clusters WHERE cluster = 'prod') AS known",
+    );
+    expect(() => mergeTreeSettingKnownQuery({ cluster: "prod'; DROP TABLE metrics" })).toThrow(DomainError);
   });
 
   it("cluster: replicated local tables, Distributed tables over them, views on the local tables", () => {
