@@ -357,8 +357,11 @@ class Run:
         with _open_runs_lock:
             _open_runs.discard(self)
 
-    def _finish_at_exit(self, status: str, deadline: float) -> None:
-        """The atexit path: bounded by `deadline` however the server behaves; reports, never raises."""
+    def _finish_at_exit(self, status: str, deadline: float, reports: Dict[str, str]) -> None:
+        """The atexit path: bounded by `deadline` however the server behaves; never raises. What
+        went wrong goes into `reports` for the main thread to print: this runs on a daemon thread,
+        and one still writing to stderr while the interpreter shuts down aborts the process
+        ("could not acquire lock for <stderr> at interpreter shutdown")."""
         try:
             flush_timeout = max(0.0, deadline - time.monotonic())
             # The request that ends the run gets half a second at least, even after a flush that
@@ -367,7 +370,7 @@ class Run:
         except Exception as e:  # noqa: BLE001 - whatever went wrong, exit goes on
             with self._lock:
                 unsent = len(self._buffer) + self._in_flight
-            sys.stderr.write("mlgraph: at exit, run %s: %s%s\n" % (self.id, e, "; %d metric points not delivered" % unsent if unsent else ""))
+            reports[self.id] = "mlgraph: at exit, run %s: %s%s\n" % (self.id, e, "; %d metric points not delivered" % unsent if unsent else "")
 
     def __enter__(self) -> "Run":
         return self
@@ -458,13 +461,16 @@ def _finish_open_runs() -> None:
         return
     status = "FAILED" if _uncaught_exception else "FINISHED"
     deadline = time.monotonic() + max(run._exit_timeout for run in runs)
-    threads = [threading.Thread(target=run._finish_at_exit, args=(status, deadline), daemon=True) for run in runs]
+    reports: Dict[str, str] = {}
+    threads = [threading.Thread(target=run._finish_at_exit, args=(status, deadline, reports), daemon=True) for run in runs]
     for thread in threads:
         thread.start()
     for run, thread in zip(runs, threads):
         thread.join(max(0.0, deadline - time.monotonic()) + 1.0)
         if thread.is_alive():
             sys.stderr.write("mlgraph: at exit, run %s was not ended: the server did not answer in time\n" % run.id)
+        elif run.id in reports:
+            sys.stderr.write(reports[run.id])
 
 
 atexit.register(_finish_open_runs)
