@@ -51,11 +51,6 @@ class DdlBuilder {
     }
   }
 
-  /** The validated cluster name (an identifier, safe to splice into SQL). */
-  get clusterName(): string | undefined {
-    return this.cluster;
-  }
-
   private get onCluster(): string {
     return this.cluster ? ` ON CLUSTER ${this.cluster}` : "";
   }
@@ -130,6 +125,19 @@ class DdlBuilder {
     const drops = [`DROP TABLE IF EXISTS ${name}${this.onCluster}`];
     if (this.cluster) drops.push(`DROP TABLE IF EXISTS ${this.storage(name)}${this.onCluster}`);
     return drops;
+  }
+
+  /**
+   * Whether the server knows a MergeTree setting (older servers lack newer ones). On a cluster every
+   * replica must know it, since the ALTER runs ON CLUSTER: during a rolling upgrade the migration
+   * waits until the last node is upgraded instead of failing the start.
+   */
+  mergeTreeSettingKnown(): string {
+    if (!this.cluster) return "SELECT count() > 0 AS known FROM system.merge_tree_settings WHERE name = {name:String}";
+    return (
+      `SELECT (SELECT count() FROM clusterAllReplicas(${this.cluster}, system.merge_tree_settings) WHERE name = {name:String})\n` +
+      `  = (SELECT count() FROM system.clusters WHERE cluster = '${this.cluster}') AS known`
+    );
   }
 
   /**
@@ -270,7 +278,8 @@ export function metricStoreMigrations(options: MetricSchemaOptions = {}): Metric
       name: "metric_summaries_mv stops computing last_value (nothing reads it since migration 4)",
       // The summary view aggregates every inserted point; last_value's argMax over a (step, ts)
       // tuple cost a few per cent of an INSERT's engine time (measured: 32,000-row INSERTs ~4 %
-      // faster without it) for a state no query reads any more (latest_value replaced it). The column stays; rows written from now on hold an empty state.
+      // faster without it) for a state no query reads any more (latest_value replaced it). The
+      // column stays; rows written from now on hold an empty state.
       statements: [ddl.modifyViewQuery({ name: "metric_summaries_mv", from: "metrics", select: SUMMARY_SELECT })],
     },
     {
@@ -324,18 +333,9 @@ export const ROLLUP_SELECT =
   "    argMinState((step, value, ts), value) AS low_point,\n    argMaxState((step, value, ts), value) AS high_point\n" +
   "FROM {from}\nGROUP BY run_id, key, bucket";
 
-/**
- * The query telling whether the server knows a MergeTree setting (older servers lack newer ones).
- * On a cluster every replica must know it, since the ALTER runs ON CLUSTER: during a rolling
- * upgrade the migration waits until the last node is upgraded instead of failing the start.
- */
+/** The query telling whether the server (on a cluster: every replica) knows a MergeTree setting. */
 export function mergeTreeSettingKnownQuery(options: MetricSchemaOptions = {}): string {
-  if (!options.cluster) return "SELECT count() > 0 AS known FROM system.merge_tree_settings WHERE name = {name:String}";
-  const cluster = new DdlBuilder(options.cluster).clusterName;
-  return (
-    `SELECT (SELECT count() FROM clusterAllReplicas(${cluster}, system.merge_tree_settings) WHERE name = {name:String})\n` +
-    `  = (SELECT count() FROM system.clusters WHERE cluster = '${cluster}') AS known`
-  );
+  return new DdlBuilder(options.cluster).mergeTreeSettingKnown();
 }
 
 /** Whether the server (on a cluster: every replica) has this MergeTree setting. */

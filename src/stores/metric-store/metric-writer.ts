@@ -246,15 +246,15 @@ export class MetricWriter {
 
   /**
    * Lets a group gather before its INSERT. Each INSERT has a fixed cost (on the embedded engine one
-   * part each for the raw points and the two views, the views' written side by side; 3-25 ms a part
-   * depending on how fast this disk creates files), so few large
-   * INSERTs store more points per second than many small ones. Clients that log batch after batch
-   * come back as soon as they are answered: without waiting for them, 32 such clients settle into
-   * two groups of 16 that take turns, paying the fixed cost twice per round. So a group waits until the queue
-   * holds `expected` rows (what queued meanwhile plus the callers of the last INSERT; for a lone
-   * client logging in a loop that is its own next batch, flushed at once), at most as long as the
-   * last INSERT took (capped at {@link MAX_GATHER_MS}, at least `windowMs`). With nobody expected,
-   * calls arriving within `windowMs` of the first share the INSERT.
+   * part each for the raw points and the two views, the views' written side by side; 3-25 ms a
+   * part depending on how fast the disk creates files), so few large INSERTs store more points per
+   * second than many small ones. Clients that log batch after batch come back as soon as they are
+   * answered: without waiting for them, 32 such clients settle into two groups of 16 that take
+   * turns, paying the fixed cost twice per round. So a group waits until the queue holds
+   * `expected` rows (what queued meanwhile plus the callers of the last INSERT; for a lone client
+   * logging in a loop that is its own next batch, flushed at once), at most as long as the last
+   * INSERT took (capped at {@link MAX_GATHER_MS}, at least `windowMs`). With nobody expected, calls
+   * arriving within `windowMs` of the first share the INSERT.
    */
   private gather(expected: number): Promise<void> {
     const target = Math.min(this.maxRows, expected);
