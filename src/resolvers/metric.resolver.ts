@@ -13,7 +13,7 @@ import {
   RunComparison,
   SafeInt,
 } from "./types/metric.types.js";
-import { FloatColumn, SafeIntColumn, StringColumn } from "./types/column-scalars.js";
+import { type Column, FloatColumn, SafeIntColumn, StringColumn } from "./types/column-scalars.js";
 import { selectsField } from "./selection.js";
 
 /** Metric fields of Run, metric ingest, comparison and the live metric stream. */
@@ -63,15 +63,16 @@ export class RunMetricsResolver {
   logMetricColumns(
     @Ctx() ctx: RequestContext,
     @Arg("runId", () => ID, { description: "A run that exists and is not deleted." }) runId: string,
-    @Arg("keys", () => StringColumn, { description: "Metric name of each point (up to 10,000 points)." }) keys: string[],
-    @Arg("steps", () => SafeIntColumn, { description: "Non-negative step of each point." }) steps: number[],
-    @Arg("values", () => FloatColumn, { description: "Finite value of each point." }) values: number[],
+    @Arg("keys", () => StringColumn, { description: "Metric name of each point (up to 10,000 points)." }) keys: Column<string>,
+    @Arg("steps", () => SafeIntColumn, { description: "Non-negative step of each point." }) steps: Column<number>,
+    @Arg("values", () => FloatColumn, { description: "Finite value of each point." }) values: Column<number>,
     @Arg("timestamps", () => SafeIntColumn, { nullable: true, description: "Epoch milliseconds of each point; omitted: the time of the call." })
-    timestamps?: number[] | null,
+    timestamps?: Column<number> | null,
     @Arg("idempotencyKey", () => String, { nullable: true, description: "Client-chosen id of this batch; a retry with the same key is stored once." })
     idempotencyKey?: string | null,
   ): Promise<LogMetricsResult> {
-    return ctx.services.metrics.logMetricColumns(ctx, runId, { keys, steps, values, timestamps }, idempotencyKey);
+    const columns = { keys: keys.items, steps: steps.items, values: values.items, timestamps: timestamps?.items };
+    return ctx.services.metrics.logMetricColumns(ctx, runId, columns, idempotencyKey);
   }
 
   @Authorized("viewer")

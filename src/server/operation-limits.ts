@@ -128,6 +128,10 @@ function nulPath(value: unknown): (string | number)[] | null {
     for (let i = 0; i < value.length; i++) {
       const item = value[i];
       if (typeof item === "number" || typeof item === "boolean" || item === null) continue;
+      if (typeof item === "string") {
+        if (item.includes("\u0000")) return [i];
+        continue;
+      }
       const found = nulPath(item);
       if (found) return [i, ...found];
     }

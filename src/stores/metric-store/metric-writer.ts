@@ -95,11 +95,20 @@ const INSERT_TAIL = "')\nARRAY JOIN keys AS key, steps AS step, timestamps AS ts
  * 32,000-point group took ~19 ms of the server's main thread between two INSERTs, with the engine
  * idle; spread over the calls as they arrive, most of it overlaps the previous INSERT or the
  * wait for the rest of the group.
+ *
+ * Steps and timestamps are joined rather than passed to JSON.stringify: for integers beyond 2^31
+ * (epoch milliseconds) `join` is ~4x faster and writes the same text. Values stay with
+ * JSON.stringify, which is faster for fractions. Only the strings can need the literal's escapes;
+ * numbers never hold a backslash or a quote.
  */
 export function batchLine(runId: string, batchId: string, c: MetricColumns): string {
-  const line = JSON.stringify([runId, batchId, c.keys, c.steps, c.timestamps, c.values]);
-  // A ClickHouse string literal escapes backslash and quote with a backslash; the JSON inside keeps its own escapes.
-  return line.includes("\\") || line.includes("'") ? line.replace(/[\\']/g, "\\$&") : line;
+  const strings = `${JSON.stringify([runId, batchId]).slice(0, -1)},${JSON.stringify(c.keys)}`;
+  return `${escapeForLiteral(strings)},[${c.steps.join(",")}],[${c.timestamps.join(",")}],${JSON.stringify(c.values)}]`;
+}
+
+/** A ClickHouse string literal escapes backslash and quote with a backslash; the JSON inside keeps its own escapes. */
+function escapeForLiteral(text: string): string {
+  return text.includes("\\") || text.includes("'") ? text.replace(/[\\']/g, "\\$&") : text;
 }
 
 /** The INSERT of these batches' lines (see batchLine). */

@@ -55,6 +55,16 @@ describe("MetricWriter", () => {
     expect(JSON.parse(literal.replace(/\\(.)/gs, "$1"))).toEqual(["run'\\x", "it's \\ \"q\"", ["k"], [1], [7], [2]]);
   });
 
+  it("writes each batch's line as the JSON of [run, batch id, keys, steps, timestamps, values]", () => {
+    const columns = {
+      keys: ["loss", "train/acc", "a b.c-d_e", "loss"],
+      steps: [0, 7, 2 ** 31, Number.MAX_SAFE_INTEGER],
+      timestamps: [0, 1_700_000_000_123, 1_700_000_000_123, Date.UTC(2299, 11, 31, 23, 59, 59, 999)],
+      values: [-0, 0.1 + 0.2, 1e21, -1.5e-7],
+    };
+    expect(batchLine("run-1", "batch-1", columns)).toBe(JSON.stringify(["run-1", "batch-1", columns.keys, columns.steps, columns.timestamps, columns.values]));
+  });
+
   /** Runs of the batches each INSERT carried, in order. */
   const insertedRuns = (calls: FakeCall[]) =>
     calls
