@@ -3,6 +3,7 @@
  * then run `node dist-bench/bench/<name>.js`. Each bench starts its own server (the built
  * dist/src/main.js, as the e2e tests do) and prints its figures beside a baseline of the same run.
  */
+import { execFileSync } from "node:child_process";
 import http from "node:http";
 import { ok, sleep, startTestServer, type TestServer } from "../test/helpers/test-server.js";
 
@@ -10,6 +11,22 @@ export { ok, sleep, startTestServer, type TestServer };
 
 /** Seconds a sustained phase runs; BENCH_SECONDS shortens or lengthens every bench. */
 export const benchSeconds = (fallback: number) => Number(process.env.BENCH_SECONDS ?? fallback);
+
+/**
+ * Lets the filesystem settle before an engine is measured: flushes dirty blocks, then waits
+ * BENCH_SETTLE_SECONDS (default 65; 0 skips). On ext4 without a journal (this VM's root
+ * filesystem) creating a file skips, one by one, every inode of its group freed in the last 60 s
+ * (6 minutes while the inode table is unflushed). Right after a mass deletion (an `npm ci`, a test
+ * run, the last bench's data) a 1-row MergeTree INSERT took 13 ms instead of 3, so figures
+ * depended on what ran in the minutes before. Both the direct and the GraphQL phases run after it.
+ */
+export async function settleFilesystem(): Promise<void> {
+  const seconds = Number(process.env.BENCH_SETTLE_SECONDS ?? 65);
+  if (!(seconds > 0)) return;
+  execFileSync("sync");
+  console.log(`settling: sync, then ${seconds} s without deleting files (BENCH_SETTLE_SECONDS=0 skips)`);
+  await sleep(seconds * 1000);
+}
 
 export function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;

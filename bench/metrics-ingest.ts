@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { openMetricStore } from "../src/stores/metric-store/index.js";
-import { benchSeconds, createRuns, jsonPoster, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
+import { benchSeconds, createRuns, settleFilesystem, jsonPoster, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
 const BATCH = 1_000;
@@ -94,6 +94,7 @@ async function rowPerPointInMlflowSchema(pool: pg.Pool): Promise<number> {
 async function main() {
   console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase`);
   const b = batch(0);
+  await settleFilesystem();
   // The ceiling first, in this process, before the server (and its own engine) exists.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "mlgraph-bench-"));
   const store = await openMetricStore({ dataDir: dir });

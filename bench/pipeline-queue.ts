@@ -12,6 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { SERVER_NODE_FLAGS } from "../test/helpers/test-server.js";
 
 const ROOT = path.resolve(__dirname, "../..");
 const EXECUTORS = 16;
@@ -32,7 +33,7 @@ async function startServer(): Promise<{ url: string; databaseUrl?: string; stop(
     databaseUrl = u.toString();
   }
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean); // e.g. --cpu-prof to profile the server
-  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, "dist/src/main.js"), "serve", "--port", "0", "--data-dir", dataDir], {
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...nodeArgs, path.join(ROOT, "dist/src/main.js"), "serve", "--port", "0", "--data-dir", dataDir], {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", MLGRAPH_LOG_LEVEL: "warn", MLGRAPH_SCHEDULER_INTERVAL_MS: "200", ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}) },
     stdio: ["ignore", "pipe", "inherit"],
   });

@@ -16,6 +16,9 @@ export const ROOT = (() => {
 })();
 export const MAIN = path.join(ROOT, "dist/src/main.js");
 
+/** Node flags the server runs with, as src/main.ts's shebang and `npm start` pass them (why: see main.ts; a unit test keeps the three in step). */
+export const SERVER_NODE_FLAGS = ["--max-semi-space-size=64"];
+
 export interface GqlResponse<T = any> {
   status: number;
   data?: T;
@@ -149,7 +152,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     env.REDIS_URL = process.env.REDIS_URL;
     env.MLGRAPH_REDIS_PREFIX = typeof options.redis === "object" ? options.redis.prefix : `mlgraph-test-${crypto.randomBytes(4).toString("hex")}:`;
   }
-  const child = spawn(process.execPath, [...(process.env.MLGRAPH_TEST_NODE_ARGS ?? "").split(" ").filter(Boolean), MAIN, "serve", "--port", String(options.port ?? 0), "--data-dir", dataDir, ...(options.args ?? [])], {
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...(process.env.MLGRAPH_TEST_NODE_ARGS ?? "").split(" ").filter(Boolean), MAIN, "serve", "--port", String(options.port ?? 0), "--data-dir", dataDir, ...(options.args ?? [])], {
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });
