@@ -22,7 +22,8 @@ export const benchSeconds = (fallback: number) => Number(process.env.BENCH_SECON
  */
 export async function settleFilesystem(): Promise<void> {
   const seconds = Number(process.env.BENCH_SETTLE_SECONDS ?? 65);
-  if (!(seconds > 0)) return;
+  if (!(seconds >= 0)) throw new Error(`BENCH_SETTLE_SECONDS: expected seconds, got ${process.env.BENCH_SETTLE_SECONDS}`);
+  if (seconds === 0) return;
   execFileSync("sync");
   console.log(`settling: sync, then ${seconds} s without deleting files (BENCH_SETTLE_SECONDS=0 skips)`);
   await sleep(seconds * 1000);

@@ -9,7 +9,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { spawnSync } from "node:child_process";
+import { missingNodeFlags, SERVER_NODE_FLAGS } from "../src/server/node-flags.js";
 import { openMetricStore } from "../src/stores/metric-store/index.js";
+import { MAIN } from "../test/helpers/test-server.js";
 import { benchSeconds, createRuns, settleFilesystem, jsonPoster, LOG_COLUMNS, LOG_POINTS, machine, rate, startTestServer } from "./bench-util.js";
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 32);
@@ -92,7 +95,8 @@ async function rowPerPointInMlflowSchema(pool: pg.Pool): Promise<number> {
 }
 
 async function main() {
-  console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase`);
+  if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
+  console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase; node ${process.execArgv.join(" ")} (server too)`);
   const b = batch(0);
   await settleFilesystem();
   // The ceiling first, in this process, before the server (and its own engine) exists.
@@ -164,6 +168,13 @@ async function main() {
     // journal, ext4 skips recently deleted inodes one by one when it allocates a new one).
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+if (missingNodeFlags().length > 0) {
+  // The direct baseline runs in this process: it gets the server's heap flags, so that the ratio
+  // compares like with like.
+  const child = spawnSync(process.execPath, [...SERVER_NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit" });
+  process.exit(child.status ?? 1);
 }
 
 main().catch((err) => {

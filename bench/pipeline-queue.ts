@@ -12,7 +12,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { SERVER_NODE_FLAGS } from "../test/helpers/test-server.js";
+import { SERVER_NODE_FLAGS } from "../src/server/node-flags.js";
 
 const ROOT = path.resolve(__dirname, "../..");
 const EXECUTORS = 16;

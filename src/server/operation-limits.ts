@@ -14,6 +14,7 @@ import {
 } from "graphql";
 import { getComplexity, type ComplexityEstimator } from "graphql-query-complexity";
 import type { Config } from "../config.js";
+import { Column } from "../resolvers/types/column-scalars.js";
 
 /**
  * Lists not paged by an argument but known to be long, weighted by (about) their typical length:
@@ -26,6 +27,12 @@ const LONG_LISTS: Record<string, number> = { "PipelineRun.tasks": 100 };
  * else a default; a connection's page multiplies everything below it. A list of scalars (log
  * lines) costs by its length too: `logs(limit: 10000)` under every task is not free.
  */
+/** Length of a list argument: a plain list, or a column scalar's parsed value (logMetricColumns' keys). */
+function listLength(value: unknown): number | undefined {
+  if (Array.isArray(value)) return value.length;
+  return value instanceof Column ? value.items.length : undefined;
+}
+
 const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, field, type }) => {
   const requested =
     typeof args.first === "number"
@@ -34,11 +41,7 @@ const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, fie
         ? Math.ceil(args.maxPoints / 100)
         : typeof args.limit === "number"
           ? Math.ceil(args.limit / 100)
-          : Array.isArray(args.keys)
-            ? args.keys.length
-            : Array.isArray(args.runIds)
-              ? args.runIds.length
-              : undefined;
+          : (listLength(args.keys) ?? listLength(args.runIds));
   const isList = isListType(getNullableType(field.type));
   const isConnection = getNamedType(field.type).name.endsWith("Connection");
   let multiplier = requested ?? LONG_LISTS[`${type.name}.${field.name}`] ?? (isConnection ? 50 : isList ? 10 : 1);

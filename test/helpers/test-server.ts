@@ -7,6 +7,7 @@ import pg from "pg";
 import WebSocket from "ws";
 import { Redis } from "ioredis";
 import { createClient as createWsClient, type Client as WsClient } from "graphql-ws";
+import { SERVER_NODE_FLAGS } from "../../src/server/node-flags.js";
 
 /** The repository root: the nearest folder above with a package.json (also from compiled benches in dist-bench/). */
 export const ROOT = (() => {
@@ -16,8 +17,8 @@ export const ROOT = (() => {
 })();
 export const MAIN = path.join(ROOT, "dist/src/main.js");
 
-/** Node flags the server runs with, as src/main.ts's shebang and `npm start` pass them (why: see main.ts; a unit test keeps the three in step). */
-export const SERVER_NODE_FLAGS = ["--max-semi-space-size=64"];
+/** Servers under test run with the Node flags `npm start` passes (see src/server/node-flags.ts). */
+export { SERVER_NODE_FLAGS };
 
 export interface GqlResponse<T = any> {
   status: number;

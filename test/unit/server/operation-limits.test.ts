@@ -1,4 +1,5 @@
-import { buildSchema, parse } from "graphql";
+import { buildSchema, GraphQLInt, GraphQLNonNull, GraphQLObjectType, GraphQLSchema, parse } from "graphql";
+import { StringColumn } from "../../../src/resolvers/types/column-scalars.js";
 import { checkOperationLimits } from "../../../src/server/operation-limits.js";
 
 const schema = buildSchema(`
@@ -21,6 +22,18 @@ describe("operation limits (verdicts cached per parsed document)", () => {
     const doc = parse(`query($keys: [String!], $id: ID!) { items(keys: $keys) { id children(first: 50) { id } } item(id: $id) { id } }`);
     expect(checkOperationLimits(schema, doc, undefined, { keys: ["a"], id: "x" }, limits)).toEqual([]);
     expect(checkOperationLimits(schema, doc, undefined, { keys: Array.from({ length: 40 }, (_, i) => `k${i}`), id: "y" }, limits)[0]?.extensions.code).toBe("QUERY_TOO_COMPLEX");
+  });
+
+  it("weighs a column scalar's list (logMetricColumns' keys) by its length too", () => {
+    const result = new GraphQLObjectType({ name: "Result", fields: { accepted: { type: GraphQLInt } } });
+    const ingest = new GraphQLSchema({
+      query: new GraphQLObjectType({ name: "Query", fields: { ok: { type: GraphQLInt } } }),
+      mutation: new GraphQLObjectType({ name: "Mutation", fields: { logColumns: { type: result, args: { keys: { type: new GraphQLNonNull(StringColumn) } } } } }),
+    });
+    const doc = parse(`mutation($keys: StringColumn!) { logColumns(keys: $keys) { accepted } }`);
+    expect(checkOperationLimits(ingest, doc, undefined, { keys: Array.from({ length: 100 }, () => "k") }, limits)).toEqual([]);
+    // 1 + ceil(20,000 / 10) = 2,001 > 1,000: the parsed column (a wrapper, not an array) is still counted.
+    expect(checkOperationLimits(ingest, doc, undefined, { keys: Array.from({ length: 20_000 }, () => "k") }, limits)[0]?.extensions.code).toBe("QUERY_TOO_COMPLEX");
   });
 
   it("never lets a request with bad variables vouch for a later one of the same shape", () => {
