@@ -21,8 +21,9 @@ export const benchSeconds = (fallback: number) => Number(process.env.BENCH_SECON
  * depended on what ran in the minutes before. Both the direct and the GraphQL phases run after it.
  */
 export async function settleFilesystem(): Promise<void> {
-  const seconds = Number(process.env.BENCH_SETTLE_SECONDS ?? 65);
-  if (!(seconds >= 0)) throw new Error(`BENCH_SETTLE_SECONDS: expected seconds, got ${process.env.BENCH_SETTLE_SECONDS}`);
+  const given = process.env.BENCH_SETTLE_SECONDS ?? "65";
+  const seconds = Number(given);
+  if (given.trim() === "" || !(seconds >= 0 && seconds <= 3600)) throw new Error(`BENCH_SETTLE_SECONDS: expected 0 to 3600 seconds, got ${JSON.stringify(given)}`);
   if (seconds === 0) return;
   execFileSync("sync");
   console.log(`settling: sync, then ${seconds} s without deleting files (BENCH_SETTLE_SECONDS=0 skips)`);

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { missingNodeFlags, SERVER_NODE_FLAGS } from "../src/server/node-flags.js";
 import { openMetricStore } from "../src/stores/metric-store/index.js";
 import { MAIN } from "../test/helpers/test-server.js";
@@ -96,7 +96,7 @@ async function rowPerPointInMlflowSchema(pool: pg.Pool): Promise<number> {
 
 async function main() {
   if (!fs.existsSync(MAIN)) throw new Error(`${MAIN} is missing: run npm run build first`);
-  console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase; node ${process.execArgv.join(" ")} (server too)`);
+  console.log(`machine: ${machine()}; ${CLIENTS} clients, ${BATCH} points per call, ${SECONDS} s per phase; server and this process on ${SERVER_NODE_FLAGS.join(" ")}`);
   const b = batch(0);
   await settleFilesystem();
   // The ceiling first, in this process, before the server (and its own engine) exists.
@@ -170,14 +170,34 @@ async function main() {
   }
 }
 
-if (missingNodeFlags().length > 0) {
-  // The direct baseline runs in this process: it gets the server's heap flags, so that the ratio
-  // compares like with like.
-  const child = spawnSync(process.execPath, [...SERVER_NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit" });
-  process.exit(child.status ?? 1);
+/**
+ * The direct baseline runs in this process: without the server's heap flags it runs again with
+ * them, so that the ratio compares like with like. Signals reach the child; its end is this
+ * process's end.
+ */
+function rerunWithServerFlags(): void {
+  if (process.env.MLGRAPH_BENCH_RERUN) throw new Error(`started with ${SERVER_NODE_FLAGS.join(" ")}, yet Node does not report them in execArgv`);
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...process.env, MLGRAPH_BENCH_RERUN: "1" },
+  });
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => child.kill(signal));
+  child.on("error", (err) => {
+    console.error(err);
+    process.exit(1);
+  });
+  child.on("exit", (code, signal) => {
+    if (!signal) process.exit(code ?? 1);
+    process.removeAllListeners(signal); // die of the same signal, not of the forwarder
+    process.kill(process.pid, signal);
+  });
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (missingNodeFlags().length > 0) {
+  rerunWithServerFlags();
+} else {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

@@ -31,7 +31,7 @@ program
     const server = await startServer(config, log);
     const missingFlags = missingNodeFlags();
     if (missingFlags.length > 0) {
-      log.info({ missingFlags }, "Node was started without the server's flags (npm start passes them; or set NODE_OPTIONS): metric ingest is about 15 % slower");
+      log.info({ missingFlags }, "Node was started without the server's flags (npm start passes them; or set NODE_OPTIONS): metric ingest is 5-10 % slower");
     }
     // Machine-readable line for scripts and tests that start the server on port 0.
     process.stdout.write(`mlgraph listening on ${server.url}\n`);

@@ -22,17 +22,17 @@ import { Column } from "../resolvers/types/column-scalars.js";
  */
 const LONG_LISTS: Record<string, number> = { "PipelineRun.tasks": 100 };
 
-/**
- * Lists are weighted by the page they can return: `first`/`maxPoints`/`limit`/`keys` when given,
- * else a default; a connection's page multiplies everything below it. A list of scalars (log
- * lines) costs by its length too: `logs(limit: 10000)` under every task is not free.
- */
 /** Length of a list argument: a plain list, or a column scalar's parsed value (logMetricColumns' keys). */
 function listLength(value: unknown): number | undefined {
   if (Array.isArray(value)) return value.length;
   return value instanceof Column ? value.items.length : undefined;
 }
 
+/**
+ * Lists are weighted by the page they can return: `first`/`maxPoints`/`limit`/`keys` when given,
+ * else a default; a connection's page multiplies everything below it. A list of scalars (log
+ * lines) costs by its length too: `logs(limit: 10000)` under every task is not free.
+ */
 const pageWeightedEstimator: ComplexityEstimator = ({ args, childComplexity, field, type }) => {
   const requested =
     typeof args.first === "number"

@@ -20,5 +20,9 @@ describe("server Node flags", () => {
     expect(missingNodeFlags(SERVER_NODE_FLAGS, "")).toEqual([]);
     expect(missingNodeFlags([], ` ${SERVER_NODE_FLAGS.join(" ")} --trace-warnings`)).toEqual([]);
     expect(missingNodeFlags(["--max-semi-space-size=32"], "")).toEqual([]);
+    // V8's other spellings: underscores, the value as the next word, a quoted NODE_OPTIONS word.
+    expect(missingNodeFlags(["--max_semi_space_size=64"], "")).toEqual([]);
+    expect(missingNodeFlags([], "--max-semi-space-size 64")).toEqual([]);
+    expect(missingNodeFlags([], '"--max-semi-space-size=64"')).toEqual([]);
   });
 });
