@@ -193,7 +193,7 @@ function rerunWithServerFlags(): void {
   });
 }
 
-if (missingNodeFlags().length > 0) {
+if (missingNodeFlags(process.execArgv, process.env.NODE_OPTIONS ?? "").length > 0) {
   rerunWithServerFlags();
 } else {
   main().catch((err) => {

@@ -33,6 +33,8 @@ export interface Config {
     oidc?: { issuer: string; audience: string; jwksUrl?: string; roleClaim: string; roleMap: Record<string, (typeof USER_ROLES)[number]>; fetchRetrySeconds: number };
   };
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  /** NODE_OPTIONS as the process got it: where the server's Node flags may be given (see server/node-flags.ts). */
+  nodeOptions: string;
   /** Hosts webhooks may target even though they resolve to loopback/private ranges. */
   webhookAllowlist: string[];
   /** Webhook delivery: first retry after backoffMs, doubling per attempt, at most maxAttempts attempts. */
@@ -231,6 +233,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     publicUrl: parseUrl("MLGRAPH_PUBLIC_URL", env.MLGRAPH_PUBLIC_URL, ["http:", "https:"]) ?? `http://${displayHost.includes(":") ? `[${displayHost}]` : displayHost}:${port}`,
     auth: { mode: authMode, signingSecret: parseSigningSecret(env.MLGRAPH_SIGNING_SECRET), oidc },
     logLevel,
+    nodeOptions: env.NODE_OPTIONS ?? "",
     webhookAllowlist: (env.MLGRAPH_WEBHOOK_ALLOWLIST ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     webhookDelivery: {
       backoffMs: parseInteger("MLGRAPH_WEBHOOK_BACKOFF_MS", env.MLGRAPH_WEBHOOK_BACKOFF_MS, 5000, 1, 3_600_000),

@@ -29,7 +29,7 @@ program
     const log = createLogger(config.logLevel);
     const { startServer } = await import("./server/app.js");
     const server = await startServer(config, log);
-    const missingFlags = missingNodeFlags();
+    const missingFlags = missingNodeFlags(process.execArgv, config.nodeOptions);
     if (missingFlags.length > 0) {
       log.info({ missingFlags }, "Node was started without the server's flags (npm start passes them; or set NODE_OPTIONS): metric ingest is 5-10 % slower");
     }

@@ -19,7 +19,7 @@ function flagName(arg: string): string {
  * The server flags this process was started without, on its command line or in NODE_OPTIONS (any
  * value of a flag counts: it is the user's choice).
  */
-export function missingNodeFlags(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ""): string[] {
+export function missingNodeFlags(execArgv: readonly string[], nodeOptions: string): string[] {
   const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)].map(flagName));
   return SERVER_NODE_FLAGS.filter((flag) => !given.has(flagName(flag)));
 }
